@@ -1,0 +1,91 @@
+import type { FastifyError, FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import fastifyWebsocket from '@fastify/websocket'
+import dbPlugin, { type DbPluginOptions } from './plugins/db.js'
+import authPlugin, { type AuthPluginOptions } from './plugins/auth.js'
+import statsPlugin, { type StatsPluginOptions } from './plugins/stats.js'
+import hubPlugin, { CLOSE_RESTART, type HubPluginOptions } from './plugins/hub.js'
+import wsRoutes from './routes/ws.js'
+import notifyRoutes from './routes/notify.js'
+import healthRoutes from './routes/health.js'
+import { isAppError } from './services/errors.js'
+
+export interface AppOptions {
+  db: DbPluginOptions
+  auth: AuthPluginOptions
+  stats?: StatsPluginOptions
+  hub?: HubPluginOptions
+  /** Largest client frame in bytes; larger ones close the socket with 1009. Default 4096. */
+  maxPayload?: number
+  /** Path prefix of the routes (/ws, /notify/cita, /health, /ready), e.g. `/live`. */
+  prefix?: string
+}
+
+/**
+ * The whole server as one plugin: register it on a bare Fastify instance (server.ts does) or
+ * inside an existing app under a prefix. It reads no environment and installs no process hooks.
+ * Its decorators (hub, stats, citasPool, citasAuth) are visible to the host app; its routes and
+ * their error handler live in a child context under `prefix`.
+ */
+async function app (fastify: FastifyInstance, opts: AppOptions) {
+  if (!fastify.hasDecorator('websocketServer')) {
+    await fastify.register(fastifyWebsocket, {
+      options: {
+        maxPayload: opts.maxPayload ?? 4096,
+        // Browsers cannot set headers: they send the token as `Sec-WebSocket-Protocol: bearer, <token>`.
+        handleProtocols: (protocols) => (protocols.has('bearer') ? 'bearer' : false)
+      },
+      preClose (done) {
+        for (const client of this.websocketServer.clients) client.close(CLOSE_RESTART, 'server restarting')
+        done()
+      }
+    })
+  }
+  await fastify.register(dbPlugin, opts.db)
+  await fastify.register(authPlugin, opts.auth)
+  await fastify.register(statsPlugin, opts.stats ?? {})
+  await fastify.register(hubPlugin, opts.hub ?? {})
+
+  await fastify.register(routes, { prefix: opts.prefix ?? '' })
+}
+
+async function routes (fastify: FastifyInstance) {
+  fastify.setErrorHandler((err: FastifyError, request, reply) => {
+    if (isAppError(err)) {
+      if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
+      return reply.code(err.statusCode).send({
+        statusCode: err.statusCode, code: err.code, error: errorName(err.statusCode), message: err.message
+      })
+    }
+    if (err.validation !== undefined) {
+      return reply.code(400).send({ statusCode: 400, code: 'bad_request', error: 'Bad Request', message: err.message })
+    }
+    const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500
+    if (status === 500) request.log.error({ err }, 'request failed')
+    return reply.code(status).send({
+      statusCode: status,
+      code: status === 500 ? 'internal' : 'bad_request',
+      error: errorName(status),
+      message: status === 500 ? 'internal error' : err.message
+    })
+  })
+
+  await fastify.register(healthRoutes)
+  await fastify.register(wsRoutes)
+  await fastify.register(notifyRoutes)
+}
+
+export default fp(app, { fastify: '5.x', name: 'citas-live' })
+
+function errorName (status: number): string {
+  switch (status) {
+    case 400: return 'Bad Request'
+    case 401: return 'Unauthorized'
+    case 403: return 'Forbidden'
+    case 404: return 'Not Found'
+    case 413: return 'Payload Too Large'
+    case 415: return 'Unsupported Media Type'
+    case 503: return 'Service Unavailable'
+    default: return status >= 500 ? 'Internal Server Error' : 'Bad Request'
+  }
+}

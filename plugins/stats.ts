@@ -1,0 +1,20 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { createStatsService, isValidTimeZone, type StatsServiceOptions } from '../services/stats.js'
+
+export interface StatsPluginOptions extends StatsServiceOptions {}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    stats: ReturnType<typeof createStatsService>
+  }
+}
+
+async function statsPlugin (fastify: FastifyInstance, opts: StatsPluginOptions) {
+  if (opts.timezone !== undefined && !isValidTimeZone(opts.timezone)) {
+    throw new Error(`citas-live stats plugin: timezone ${JSON.stringify(opts.timezone)} is not an IANA time zone`)
+  }
+  fastify.decorate('stats', createStatsService(fastify.citasPool, opts))
+}
+
+export default fp(statsPlugin, { fastify: '5.x', name: 'citas-stats', dependencies: ['citas-db'] })

@@ -1,0 +1,32 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { tokenFromRequest } from '../plugins/auth.js'
+import { AppError } from '../services/errors.js'
+import { channelFor, statsMessage } from '../services/protocol.js'
+import { ErrorReply, NotifyBody, NotifyReply } from './schemas.js'
+
+/** POST /notify/cita: the REST API says a negocio's citas changed; recompute and push before replying. */
+export default async function notifyRoutes (fastify: FastifyInstance) {
+  const { hub, stats, citasAuth } = fastify
+
+  async function requireService (request: FastifyRequest, _reply: FastifyReply) {
+    const claims = citasAuth.verify(tokenFromRequest(request, { query: false, protocol: false }))
+    if (!citasAuth.isService(claims)) {
+      throw new AppError('forbidden', `notify requires a token with role "${citasAuth.serviceRole}"`)
+    }
+  }
+
+  fastify.withTypeProvider<TypeBoxTypeProvider>().post('/notify/cita', {
+    // Authenticate before the body is validated: an anonymous caller learns nothing about the schema.
+    onRequest: requireService,
+    schema: {
+      body: NotifyBody,
+      response: { 200: NotifyReply, '4xx': ErrorReply, '5xx': ErrorReply }
+    }
+  }, async (request) => {
+    const { negocio_id: negocioId, action } = request.body
+    const snapshot = await stats.compute(negocioId)
+    const delivered = hub.publish(channelFor(negocioId), statsMessage(snapshot))
+    return { ok: true as const, negocio_id: negocioId, action, delivered, stats: snapshot }
+  })
+}

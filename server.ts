@@ -1,0 +1,105 @@
+import Fastify from 'fastify'
+import closeWithGrace from 'close-with-grace'
+import pg from 'pg'
+import { randomBytes } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
+import app from './app.js'
+import { ConfigError, loadEnv, type Env } from './config.js'
+import { loggerOptions } from './services/logging.js'
+import { migrate } from './services/migrate.js'
+import { seedDemo } from './services/demo.js'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from './services/embedded-postgres.js'
+
+function fail (message: string): never {
+  process.stderr.write(`citas-live: ${message}\n`)
+  process.exit(1)
+}
+
+let env: Env
+try {
+  env = loadEnv(process.env)
+} catch (err) {
+  if (err instanceof ConfigError) fail(err.message)
+  throw err
+}
+if (env.DATABASE_URL !== undefined && env.JWT_SECRET === undefined) {
+  fail('invalid JWT_SECRET: required when DATABASE_URL is set (it must match the secret your REST API signs tokens with)')
+}
+
+const fastify = Fastify({ logger: loggerOptions(env.LOG_LEVEL), return503OnClosing: true })
+const log = fastify.log
+
+let embedded: EmbeddedPostgres | undefined
+let databaseUrl = env.DATABASE_URL
+let demoNegocios: string[] = []
+if (databaseUrl === undefined) {
+  log.info({ dir: env.EMBEDDED_PG_DIR, port: env.EMBEDDED_PG_PORT }, 'DATABASE_URL is not set: starting the embedded PostgreSQL demo')
+  try {
+    embedded = await startEmbeddedPostgres({
+      dir: env.EMBEDDED_PG_DIR,
+      port: env.EMBEDDED_PG_PORT,
+      onLog: (line) => log.debug({ postgres: line }, 'embedded postgres')
+    })
+  } catch (err) {
+    fail((err as Error).message)
+  }
+  databaseUrl = embedded.connectionString
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+  try {
+    const { applied } = await migrate(pool)
+    if (applied.length > 0) log.info({ applied }, 'migrations applied')
+    demoNegocios = await seedDemo(pool)
+  } finally {
+    await pool.end()
+  }
+}
+const secret = env.JWT_SECRET ?? randomBytes(32).toString('hex')
+
+await fastify.register(app, {
+  db: { connectionString: databaseUrl },
+  auth: {
+    secret,
+    claims: { negocioId: env.JWT_CLAIM_NEGOCIO_ID, negocios: env.JWT_CLAIM_NEGOCIOS, role: env.JWT_CLAIM_ROLE },
+    adminRole: env.JWT_ADMIN_ROLE,
+    serviceRole: env.JWT_SERVICE_ROLE
+  },
+  stats: { timezone: env.STATS_TIMEZONE }
+})
+
+closeWithGrace({ delay: 10_000, logger: log }, async ({ signal, err }) => {
+  if (err !== undefined) log.error({ err }, 'shutting down after an error')
+  else log.info({ signal }, 'shutting down')
+  await fastify.close()
+  await embedded?.stop()
+})
+
+await fastify.ready()
+try {
+  await fastify.citasPool.query('SELECT negocio_id, fecha_hora, estado FROM citas LIMIT 0')
+} catch (err) {
+  log.warn({ err }, 'cannot read the citas table yet: is the database up and migrated (npm run db:migrate)?')
+}
+await fastify.listen({ port: env.PORT, host: env.HOST })
+
+if (embedded !== undefined) {
+  const host = env.HOST === '0.0.0.0' || env.HOST === '::' ? 'localhost' : env.HOST
+  const base = `${host}:${(fastify.server.address() as AddressInfo).port}`
+  const userToken = fastify.jwt.sign({ sub: 'demo-user', negocios: demoNegocios }, { expiresIn: '24h' })
+  const serviceToken = fastify.jwt.sign({ sub: 'demo-rest-api', [env.JWT_CLAIM_ROLE]: env.JWT_SERVICE_ROLE }, { expiresIn: '24h' })
+  log.info({ negocios: demoNegocios, ws: `ws://${base}/ws` }, 'demo ready')
+  // The demo's whole point is a token to paste: print it for the human, outside the JSON log.
+  process.stdout.write([
+    '',
+    'citas-live demo is running (embedded PostgreSQL, demo data, secret made for this process only)',
+    `  negocios:      ${demoNegocios.join(', ')}`,
+    `  user token:    ${userToken}`,
+    `  WebSocket:     ws://${base}/ws?token=${userToken}`,
+    `  subscribe:     {"type":"subscribe","data":{"channel":"estadisticas:${demoNegocios[0] ?? ''}"}}`,
+    '  notify:',
+    `    curl -s -X POST http://${base}/notify/cita -H 'content-type: application/json' \\`,
+    `      -H 'authorization: Bearer ${serviceToken}' \\`,
+    `      -d '{"negocio_id":"${demoNegocios[0] ?? ''}","action":"created"}'`,
+    `  psql:          ${embedded.connectionString}`,
+    '', ''
+  ].join('\n'))
+}

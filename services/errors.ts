@@ -1,0 +1,36 @@
+/** Stable error codes shared by the WebSocket protocol and the HTTP routes. */
+export type ErrorCode =
+  | 'bad_request'
+  | 'invalid_channel'
+  | 'forbidden'
+  | 'not_found'
+  | 'unauthorized'
+  | 'unavailable'
+  | 'internal'
+
+const httpStatus: Record<ErrorCode, number> = {
+  bad_request: 400,
+  invalid_channel: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  internal: 500,
+  unavailable: 503
+}
+
+/** An error whose code and message are safe to show to the client. */
+export class AppError extends Error {
+  readonly code: ErrorCode
+  readonly statusCode: number
+
+  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, statusCode?: number }) {
+    super(message, options)
+    this.name = 'AppError'
+    this.code = code
+    this.statusCode = options?.statusCode ?? httpStatus[code]
+  }
+}
+
+export function isAppError (err: unknown): err is AppError {
+  return err instanceof AppError
+}

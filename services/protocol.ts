@@ -1,0 +1,107 @@
+import type { ErrorCode } from './errors.js'
+import type { Stats } from './stats.js'
+
+/** negocio_id on the wire and in channel names: 1–64 of [A-Za-z0-9_-]. */
+export const NEGOCIO_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$'
+const negocioIdRe = new RegExp(NEGOCIO_ID_PATTERN)
+const CHANNEL_PREFIX = 'estadisticas:'
+
+export function isNegocioId (value: unknown): value is string {
+  return typeof value === 'string' && negocioIdRe.test(value)
+}
+
+export function channelFor (negocioId: string): string {
+  return CHANNEL_PREFIX + negocioId
+}
+
+/** The negocio_id of a valid `estadisticas:<negocio_id>` channel, else null. */
+export function negocioOf (channel: string): string | null {
+  if (!channel.startsWith(CHANNEL_PREFIX)) return null
+  const id = channel.slice(CHANNEL_PREFIX.length)
+  return negocioIdRe.test(id) ? id : null
+}
+
+/** The optional correlation id a client may put on any message; echoed in the direct reply. */
+export type MessageId = string | number
+
+export type ClientMessage =
+  | { type: 'subscribe', channel: string, id?: MessageId }
+  | { type: 'unsubscribe', channel: string, id?: MessageId }
+  | { type: 'ping', id?: MessageId }
+
+export type ParseResult =
+  | { ok: true, message: ClientMessage }
+  | { ok: false, code: ErrorCode, message: string, id?: MessageId }
+
+const MAX_ID_LENGTH = 64
+
+function readId (value: unknown): MessageId | undefined {
+  if (typeof value === 'string' && value.length <= MAX_ID_LENGTH) return value
+  if (typeof value === 'number' && Number.isFinite(value)) return value
+  return undefined
+}
+
+function isPlainObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/**
+ * Parses one client frame. Never throws: anything that is not a well-formed message comes back
+ * as { ok: false } with the error code and a message for the client.
+ */
+export function parseClientMessage (raw: string): ParseResult {
+  let value: unknown
+  try {
+    value = JSON.parse(raw)
+  } catch {
+    return { ok: false, code: 'bad_request', message: 'message is not valid JSON' }
+  }
+  if (!isPlainObject(value)) {
+    return { ok: false, code: 'bad_request', message: 'message must be a JSON object' }
+  }
+  const id = Object.hasOwn(value, 'id') ? readId(value.id) : undefined
+  const fail = (code: ErrorCode, message: string): ParseResult =>
+    id === undefined ? { ok: false, code, message } : { ok: false, code, message, id }
+  if (Object.hasOwn(value, 'id') && id === undefined) {
+    return fail('bad_request', `id must be a string of at most ${MAX_ID_LENGTH} characters or a finite number`)
+  }
+  const type = value.type
+  if (typeof type !== 'string') return fail('bad_request', 'type must be a string')
+  const withId = <T extends object>(m: T): T & { id?: MessageId } => (id === undefined ? m : { ...m, id })
+  switch (type) {
+    case 'ping':
+      return { ok: true, message: withId({ type: 'ping' as const }) }
+    case 'subscribe':
+    case 'unsubscribe': {
+      const data = value.data
+      if (!isPlainObject(data)) return fail('bad_request', `${type} needs data: {"channel": "estadisticas:<negocio_id>"}`)
+      const channel = data.channel
+      if (typeof channel !== 'string') return fail('bad_request', 'data.channel must be a string')
+      if (negocioOf(channel) === null) {
+        return fail('invalid_channel', 'channel must be "estadisticas:<negocio_id>" with a negocio_id of 1-64 characters [A-Za-z0-9_-]')
+      }
+      return { ok: true, message: withId({ type, channel }) }
+    }
+    default:
+      return fail('bad_request', `unknown message type ${JSON.stringify(type.slice(0, 32))}`)
+  }
+}
+
+/** Server → client messages, serialized. */
+export function statsMessage (stats: Stats): string {
+  return JSON.stringify({ type: 'stats', data: stats })
+}
+
+export function replyMessage (type: 'subscribed' | 'unsubscribed', channel: string, id?: MessageId): string {
+  return JSON.stringify(id === undefined ? { type, data: { channel } } : { type, id, data: { channel } })
+}
+
+export function pongMessage (id?: MessageId): string {
+  return JSON.stringify(id === undefined ? { type: 'pong' } : { type: 'pong', id })
+}
+
+export function errorMessage (code: ErrorCode, message: string, id?: MessageId): string {
+  return JSON.stringify(id === undefined
+    ? { type: 'error', data: { code, message } }
+    : { type: 'error', id, data: { code, message } })
+}
