@@ -60,7 +60,16 @@ async function start (dir: string, opts: EmbeddedPostgresOptions, releaseLock: (
     },
     onError: (err: unknown) => log(String(err))
   })
-  if (!existsSync(`${dir}/PG_VERSION`)) await server.initialise()
+  if (!existsSync(`${dir}/PG_VERSION`)) {
+    try {
+      await server.initialise()
+    } catch (err) {
+      const hint = /Permission denied/.test(String(err)) && process.getuid?.() === 0
+        ? ` (as root, PostgreSQL runs as the "postgres" system user, which must be able to reach ${dir})`
+        : ''
+      throw new Error(`embedded PostgreSQL could not initialise ${dir}${hint}: ${(err as Error).message}`, { cause: err })
+    }
+  }
   try {
     await server.start()
   } catch (err) {

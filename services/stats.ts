@@ -42,7 +42,7 @@ SELECT max(dia.id) AS negocio_id,
        (count(c.negocio_id) FILTER (WHERE c.estado = 'atendida'))::int AS citas_completadas,
        (count(c.negocio_id) FILTER (WHERE c.estado = 'cancelada'))::int AS citas_canceladas
 FROM dia
-LEFT JOIN citas c ON c.negocio_id = dia.id`
+LEFT JOIN citas c ON c.negocio_id = $1`
 
 interface StatsRow extends Record<string, unknown> {
   negocio_id: string | null

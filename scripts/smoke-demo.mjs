@@ -1,0 +1,67 @@
+// Starts the built server (node dist/server.js) exactly as `npm start` does, with no DATABASE_URL,
+// in a throw-away data folder; checks one subscribe -> stats -> notify -> stats round trip; stops it.
+import { spawn } from 'node:child_process'
+import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import WebSocket from 'ws'
+
+const dir = await mkdtemp(join(tmpdir(), 'citas-live-smoke-'))
+await chmod(dir, 0o755)
+const child = spawn(process.execPath, ['dist/server.js'], {
+  env: {
+    PATH: process.env.PATH,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    EMBEDDED_PG_DIR: join(dir, 'pg'),
+    EMBEDDED_PG_PORT: String(20000 + Math.floor(Math.random() * 20000))
+  },
+  stdio: ['ignore', 'pipe', 'inherit']
+})
+let out = ''
+child.stdout.on('data', (d) => { out += d })
+const fail = async (why) => {
+  process.stderr.write(`smoke: FAILED: ${why}\n${out}\n`)
+  child.kill('SIGKILL')
+  await rm(dir, { recursive: true, force: true })
+  process.exit(1)
+}
+const deadline = setTimeout(() => fail('timed out after 60 s'), 60_000)
+
+while (!/notify:/.test(out)) {
+  if (child.exitCode !== null) await fail(`server exited with ${child.exitCode}`)
+  await new Promise(resolve => setTimeout(resolve, 50))
+}
+const base = /WebSocket: +ws:\/\/([^/]+)\//.exec(out)[1]
+const token = /user token: +(\S+)/.exec(out)[1]
+const service = /Bearer (\S+)'/.exec(out)[1]
+const negocio = /negocios: +([^,\s]+)/.exec(out)[1]
+
+const ws = new WebSocket(`ws://${base}/ws?token=${token}`)
+const messages = []
+const waiters = []
+ws.on('message', (m) => { const msg = JSON.parse(m); const w = waiters.shift(); w ? w(msg) : messages.push(msg) })
+const next = () => messages.length ? Promise.resolve(messages.shift()) : new Promise(resolve => waiters.push(resolve))
+await new Promise((resolve, reject) => { ws.on('open', resolve); ws.on('error', reject) })
+ws.send(JSON.stringify({ type: 'subscribe', data: { channel: `estadisticas:${negocio}` } }))
+const subscribed = await next()
+const first = await next()
+if (subscribed.type !== 'subscribed' || first.type !== 'stats') await fail(`unexpected ${JSON.stringify([subscribed, first])}`)
+
+const res = await fetch(`http://${base}/notify/cita`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json', authorization: `Bearer ${service}` },
+  body: JSON.stringify({ negocio_id: negocio, action: 'updated' })
+})
+if (res.status !== 200) await fail(`notify answered ${res.status}`)
+const pushed = await next()
+if (pushed.type !== 'stats' || pushed.data.total_citas !== first.data.total_citas) await fail(`unexpected push ${JSON.stringify(pushed)}`)
+
+const closed = new Promise(resolve => ws.on('close', (code) => resolve(code)))
+child.kill('SIGTERM')
+const code = await closed
+const exit = await new Promise(resolve => child.exitCode !== null ? resolve(child.exitCode) : child.on('exit', resolve))
+clearTimeout(deadline)
+await rm(dir, { recursive: true, force: true })
+if (code !== 1012 || exit !== 0) await fail(`close code ${code}, exit ${exit}`)
+process.stdout.write(`smoke: ok (embedded demo on ${base}: subscribe, stats, notify, stats, 1012 on SIGTERM)\n`)

@@ -1,0 +1,67 @@
+import t from 'tap'
+import Fastify from 'fastify'
+import fastifyJwt from '@fastify/jwt'
+import fastifyPostgres from '@fastify/postgres'
+import citasLive from '../../app.js'
+import { addCita, addNegocio, Client, listen, SECRET, serviceToken, sign, testDatabase } from '../helper.js'
+
+t.test('a host app with its own JWT and pg pool mounts citas-live under a prefix', async (t) => {
+  const db = await testDatabase(t)
+  const host = Fastify({ logger: false })
+  t.teardown(() => host.close())
+  await host.register(fastifyJwt, { secret: SECRET })
+  await host.register(fastifyPostgres, { connectionString: db.url })
+  host.get('/api/hello', async () => ({ hello: 'world' }))
+  host.get('/api/boom', async () => { throw Object.assign(new Error('host error'), { statusCode: 418 }) })
+  // No secret, no connection string: the plugin reuses the host's @fastify/jwt and pool.
+  await host.register(citasLive, { prefix: '/live', db: {}, auth: {} })
+  await host.ready()
+  t.equal(host.citasPool, host.pg.pool, 'shares the host pool')
+
+  const { ws } = await listen(host)
+  await addNegocio(db.pool, 'n1')
+  await addCita(db.pool, 'n1', new Date(), 'atendida')
+
+  t.same((await host.inject('/live/health')).json(), { status: 'ok' })
+  t.equal((await host.inject('/live/ready')).statusCode, 200)
+  t.equal((await host.inject('/health')).statusCode, 404, 'nothing outside the prefix')
+  t.same((await host.inject('/api/hello')).json(), { hello: 'world' }, 'host routes untouched')
+  t.equal((await host.inject('/api/boom')).statusCode, 418, 'the host keeps its own error handling')
+
+  const c = await Client.open(`${ws}/live/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  t.match(await c.subscribe('n1'), { type: 'stats', data: { negocio_id: 'n1', total_citas: 1, citas_completadas: 1 } })
+  t.same(await c.request({ type: 'ping', id: 1 }), { type: 'pong', id: 1 })
+  t.match(await c.request({ type: 'subscribe', data: { channel: 'estadisticas:n2' } }), { data: { code: 'forbidden' } })
+
+  await addCita(db.pool, 'n1', new Date(), 'cancelada')
+  const res = await host.inject({
+    method: 'POST',
+    url: '/live/notify/cita',
+    headers: { authorization: `Bearer ${serviceToken()}` },
+    payload: { negocio_id: 'n1', action: 'status_changed' }
+  })
+  t.equal(res.statusCode, 200)
+  t.match(await c.next(), { type: 'stats', data: { total_citas: 2, citas_canceladas: 1 } })
+  t.match((await host.inject({ method: 'POST', url: '/live/notify/cita', payload: {} })).json(), { statusCode: 401, code: 'unauthorized' })
+
+  // The host can push from its own code through the decorators.
+  t.type(host.hub.publish, 'function')
+})
+
+t.test('misconfiguration fails at boot with a clear message', async (t) => {
+  const noDb = Fastify({ logger: false })
+  t.teardown(() => noDb.close())
+  await t.rejects(noDb.register(citasLive, { db: {}, auth: { secret: SECRET } }).ready(), /pass `connectionString` or `pool`/)
+
+  const noAuth = Fastify({ logger: false })
+  t.teardown(() => noAuth.close())
+  await t.rejects(noAuth.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: {} }).ready(), /pass `secret`/)
+
+  const shortSecret = Fastify({ logger: false })
+  t.teardown(() => shortSecret.close())
+  await t.rejects(shortSecret.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: 'short' } }).ready(), /at least 16/)
+
+  const badZone = Fastify({ logger: false })
+  t.teardown(() => badZone.close())
+  await t.rejects(badZone.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: SECRET }, stats: { timezone: 'Mars/Olympus' } }).ready(), /not an IANA time zone/)
+})

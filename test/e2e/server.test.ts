@@ -1,0 +1,148 @@
+import t from 'tap'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { addCita, addNegocio, Client, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+
+const root = new URL('../../', import.meta.url).pathname
+
+interface Proc {
+  child: ChildProcess
+  output: () => string
+  exited: Promise<number | null>
+}
+
+/** Runs server.ts as `npm start` would (through tsx, so no build is needed), with only `env`. */
+function run (env: Record<string, string>): Proc {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts'], {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let out = ''
+  child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr?.on('data', (d: Buffer) => { out += d.toString() })
+  const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
+  return { child, output: () => out, exited }
+}
+
+async function listening (p: Proc): Promise<number> {
+  let port = 0
+  await waitFor(() => {
+    const m = /Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(p.output())
+    if (m?.[1] !== undefined) port = Number(m[1])
+    return port !== 0 || p.child.exitCode !== null
+  }, 30_000)
+  if (port === 0) throw new Error(`server did not start:\n${p.output()}`)
+  return port
+}
+
+t.test('a bad or missing variable stops the process with one line naming it', async (t) => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ PORT: 'eighty' }, /^citas-live: invalid PORT: /],
+    [{ STATS_TIMEZONE: 'Nowhere/Land' }, /^citas-live: invalid STATS_TIMEZONE: /],
+    [{ DATABASE_URL: 'postgres://127.0.0.1:5432/test' }, /^citas-live: invalid JWT_SECRET: required when DATABASE_URL is set/]
+  ]
+  for (const [env, line] of cases) {
+    const p = run(env)
+    t.equal(await p.exited, 1, JSON.stringify(env))
+    const lines = p.output().trim().split('\n')
+    t.equal(lines.length, 1, 'one line')
+    t.match(lines[0], line)
+  }
+})
+
+t.test('with DATABASE_URL: serves the protocol, never logs a token, and SIGTERM closes sockets with 1012', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  const p = run({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' })
+  t.teardown(() => { p.child.kill('SIGKILL') })
+  const port = await listening(p)
+
+  const token = sign({ negocio_id: 'n1' })
+  const c = await Client.open(`ws://127.0.0.1:${port}/ws?token=${token}`, t)
+  t.match(await c.subscribe('n1'), { type: 'stats', data: { total_citas: 0 } })
+  await addCita(db.pool, 'n1', new Date())
+  const svc = serviceToken()
+  const res = await fetch(`http://127.0.0.1:${port}/notify/cita`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${svc}` },
+    body: JSON.stringify({ negocio_id: 'n1', action: 'created' })
+  })
+  t.equal(res.status, 200)
+  t.match(await c.next(), { type: 'stats', data: { total_citas: 1 } })
+  const refused = await fetch(`http://127.0.0.1:${port}/ws?token=${sign({ negocio_id: 'n1' }, { secret: 'not-the-secret-at-all' })}`)
+  t.equal(refused.status, 401)
+
+  p.child.kill('SIGTERM')
+  t.same(await c.closed, { code: 1012, reason: 'server restarting' })
+  t.equal(await p.exited, 0)
+  const log = p.output()
+  t.match(log, /\/ws\?token=\[REDACTED\]/, 'the URL is logged with the token cut out')
+  t.notOk(log.includes(token), 'the user token never appears in the log')
+  t.notOk(log.includes(svc), 'the service token never appears in the log')
+  t.notOk(log.includes(token.split('.')[2] ?? 'x'), 'not even its signature')
+})
+
+t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working token, and keeps its data', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'citas-live-demo-'))
+  await chmod(dir, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const env = {
+    PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info',
+    EMBEDDED_PG_DIR: join(dir, 'pg'),
+    EMBEDDED_PG_PORT: String(20000 + Math.floor(Math.random() * 20000))
+  }
+  const p = run(env)
+  t.teardown(() => { p.child.kill('SIGKILL') })
+  const port = await listening(p)
+  await waitFor(() => /notify:/.test(p.output()))
+  const out = p.output()
+  const token = /user token: +(\S+)/.exec(out)?.[1] ?? ''
+  const svc = /Bearer (\S+)'/.exec(out)?.[1] ?? ''
+  const url = /psql: +(\S+)/.exec(out)?.[1] ?? ''
+  t.match(out, new RegExp(`ws://127\\.0\\.0\\.1:${port}/ws\\?token=`), 'prints the ws URL')
+
+  const second = run(env)
+  t.equal(await second.exited, 1, 'a second process cannot share the data folder')
+  t.match(second.output(), /in use by process/)
+
+  const c = await Client.open(`ws://127.0.0.1:${port}/ws?token=${token}`, t)
+  const first = await c.subscribe('barberia-centro')
+  t.match(first, { type: 'stats', data: { negocio_id: 'barberia-centro' } })
+  t.ok(first.data.total_citas > 10 && first.data.citas_hoy > 0 && first.data.citas_completadas > 0 && first.data.citas_canceladas > 0,
+    'demo data has citas today, atendidas and canceladas')
+
+  const pool = new pg.Pool({ connectionString: url })
+  pool.on('error', () => {}) // the server's shutdown stops this database under the pool
+  t.teardown(() => pool.end())
+  await addCita(pool as never, 'barberia-centro', new Date())
+  const res = await fetch(`http://127.0.0.1:${port}/notify/cita`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${svc}` },
+    body: JSON.stringify({ negocio_id: 'barberia-centro', action: 'created' })
+  })
+  t.equal(res.status, 200)
+  t.match(await c.next(), { type: 'stats', data: { total_citas: first.data.total_citas + 1, citas_hoy: first.data.citas_hoy + 1 } })
+
+  p.child.kill('SIGTERM')
+  t.equal((await c.closed).code, 1012)
+  t.equal(await p.exited, 0)
+  t.notOk(existsSync(join(dir, 'pg.lock')), 'the lock is released')
+
+  const again = run(env)
+  t.teardown(() => { again.child.kill('SIGKILL') })
+  const port2 = await listening(again)
+  await waitFor(() => /user token/.test(again.output()))
+  const token2 = /user token: +(\S+)/.exec(again.output())?.[1] ?? ''
+  t.not(token2, token, 'a new secret per process')
+  const c2 = await Client.open(`ws://127.0.0.1:${port2}/ws?token=${token2}`, t)
+  t.match(await c2.subscribe('barberia-centro'), { data: { total_citas: first.data.total_citas + 1 } }, 'data survived the restart')
+  const stale = await fetch(`http://127.0.0.1:${port2}/ws?token=${token}`)
+  t.equal(stale.status, 401, 'the previous process\'s token no longer works')
+  again.child.kill('SIGTERM')
+  t.equal(await again.exited, 0)
+})

@@ -1,0 +1,243 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import { createSigner } from 'fast-jwt'
+import pg from 'pg'
+import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
+import WebSocket from 'ws'
+import app, { type AppOptions } from '../app.js'
+import { migrate } from '../services/migrate.js'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../services/embedded-postgres.js'
+
+/** The subset of tap's Test the helpers use. */
+export interface TestLike {
+  teardown: (fn: () => unknown) => void
+}
+
+export const SECRET = 'test-secret-0123456789abcdef-0123456789'
+
+/** Signs an HS256 token with the test secret (or another one). */
+export function sign (claims: Record<string, unknown>, opts: { secret?: string, expiresIn?: number, algorithm?: 'HS256' | 'HS384' | 'HS512' } = {}): string {
+  const signer = createSigner({
+    key: opts.secret ?? SECRET,
+    algorithm: opts.algorithm ?? 'HS256',
+    ...(opts.expiresIn !== undefined ? { expiresIn: opts.expiresIn } : {})
+  })
+  return signer(claims)
+}
+
+export const serviceToken = (): string => sign({ sub: 'rest-api', role: 'service' })
+
+let embedded: Promise<{ pg: EmbeddedPostgres, dir: string }> | undefined
+
+/**
+ * A PostgreSQL server URL with admin rights: TEST_DATABASE_URL when set, else one embedded server
+ * started once per test process and stopped when the process's tests end.
+ */
+async function serverUrl (): Promise<string> {
+  if (process.env.TEST_DATABASE_URL !== undefined && process.env.TEST_DATABASE_URL !== '') return process.env.TEST_DATABASE_URL
+  embedded ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'citas-live-test-'))
+    await chmod(dir, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
+    const port = 20000 + Math.floor(Math.random() * 20000)
+    const server = await startEmbeddedPostgres({ dir: join(dir, 'pg'), port })
+    const { default: tap } = await import('tap')
+    tap.teardown(async () => {
+      await server.stop()
+      await rm(dir, { recursive: true, force: true })
+    })
+    return { pg: server, dir }
+  })()
+  return (await embedded).pg.connectionString
+}
+
+function withDatabase (url: string, database: string): string {
+  const u = new URL(url)
+  u.pathname = `/${database}`
+  return u.toString()
+}
+
+export interface TestDatabase {
+  /** URL of a fresh, migrated database that only this test uses. */
+  url: string
+  /** Cuts the database off (no new connections, existing ones killed) or lets it back. */
+  setDown: (down: boolean) => Promise<void>
+  /** A pool on it, for the test's own inserts and checks. */
+  pool: pg.Pool
+  name: string
+}
+
+/** Creates a migrated database of its own for one test; dropped at teardown. */
+export async function testDatabase (t: TestLike): Promise<TestDatabase> {
+  const server = await serverUrl()
+  const name = `citas_test_${process.pid}_${randomBytes(4).toString('hex')}`
+  const admin = new pg.Client({ connectionString: server })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  await admin.end()
+  const url = withDatabase(server, name)
+  const pool = new pg.Pool({ connectionString: url, max: 4 })
+  pool.on('error', () => {})
+  await migrate(pool)
+  t.teardown(async () => {
+    await pool.end()
+    const c = new pg.Client({ connectionString: server })
+    await c.connect()
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    await c.end()
+  })
+  async function setDown (down: boolean): Promise<void> {
+    const c = new pg.Client({ connectionString: server })
+    await c.connect()
+    try {
+      await c.query(`ALTER DATABASE ${name} ALLOW_CONNECTIONS ${down ? 'false' : 'true'}`)
+      if (down) await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [name])
+    } finally {
+      await c.end()
+    }
+  }
+  t.teardown(async () => { await setDown(false) })
+  return { url, pool, name, setDown }
+}
+
+/** Polls until cond() holds; rejects after ms. */
+export async function waitFor (cond: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time')
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}
+
+export interface Built {
+  app: FastifyInstance
+  db: TestDatabase
+}
+
+/** A Fastify app with citas-live registered on a fresh database, ready; closed at teardown. */
+export async function build (t: TestLike, opts: Partial<AppOptions> & { database?: TestDatabase } = {}): Promise<Built> {
+  const { database, ...appOpts } = opts
+  const db = database ?? await testDatabase(t)
+  const fastify = Fastify({ logger: false })
+  await fastify.register(app, {
+    ...appOpts,
+    db: { connectionString: db.url, ...appOpts.db },
+    auth: { secret: SECRET, ...appOpts.auth }
+  })
+  t.teardown(() => fastify.close())
+  await fastify.ready()
+  return { app: fastify, db }
+}
+
+/** Listens on 127.0.0.1 on a free port; returns the base URLs. */
+export async function listen (fastify: FastifyInstance): Promise<{ http: string, ws: string, port: number }> {
+  await fastify.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = fastify.server.address() as AddressInfo
+  return { http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}`, port }
+}
+
+export async function addNegocio (pool: pg.Pool, id: string, zonaHoraria: string | null = null): Promise<void> {
+  await pool.query('INSERT INTO negocios (id, nombre, zona_horaria) VALUES ($1, $2, $3)', [id, `Negocio ${id}`, zonaHoraria])
+}
+
+export async function addCita (pool: pg.Pool, negocioId: string, fechaHora: Date | string, estado = 'pendiente'): Promise<void> {
+  await pool.query('INSERT INTO citas (negocio_id, fecha_hora, estado) VALUES ($1, $2, $3)', [negocioId, fechaHora, estado])
+}
+
+export type Message = { type: string, id?: unknown, data?: any }
+
+/** A real ws client that queues what it receives, so a test can await messages in order. */
+export class Client {
+  readonly ws: WebSocket
+  readonly received: Message[] = []
+  private readonly queue: Message[] = []
+  private waiters: Array<(m: Message) => void> = []
+  readonly closed: Promise<{ code: number, reason: string }>
+
+  constructor (url: string, options?: WebSocket.ClientOptions, protocols?: string[]) {
+    this.ws = protocols === undefined ? new WebSocket(url, options) : new WebSocket(url, protocols, options)
+    this.ws.on('message', (data) => {
+      const m = JSON.parse(data.toString()) as Message
+      this.received.push(m)
+      const w = this.waiters.shift()
+      if (w !== undefined) w(m)
+      else this.queue.push(m)
+    })
+    this.closed = new Promise((resolve) => {
+      this.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }))
+    })
+    this.ws.on('error', () => {})
+  }
+
+  static async open (url: string, t: TestLike, options?: WebSocket.ClientOptions, protocols?: string[]): Promise<Client> {
+    const c = new Client(url, options, protocols)
+    t.teardown(() => c.ws.terminate())
+    await new Promise<void>((resolve, reject) => {
+      c.ws.once('open', () => resolve())
+      c.ws.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { statusCode: res.statusCode })))
+      c.ws.once('error', reject)
+    })
+    return c
+  }
+
+  send (message: unknown): void {
+    this.ws.send(typeof message === 'string' ? message : JSON.stringify(message))
+  }
+
+  /** The next message, or a rejection after `ms`. */
+  next (ms = 3000): Promise<Message> {
+    const m = this.queue.shift()
+    if (m !== undefined) return Promise.resolve(m)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter(w => w !== waiter)
+        reject(new Error(`no message within ${ms} ms`))
+      }, ms)
+      const waiter = (msg: Message): void => { clearTimeout(timer); resolve(msg) }
+      this.waiters.push(waiter)
+    })
+  }
+
+  /** Sends a message and returns the next one. */
+  async request (message: unknown, ms?: number): Promise<Message> {
+    this.send(message)
+    return await this.next(ms)
+  }
+
+  /** Resolves true if no message arrives within `ms`. */
+  async silentFor (ms: number): Promise<boolean> {
+    if (this.queue.length > 0) return false
+    try {
+      await this.next(ms)
+      return false
+    } catch {
+      return true
+    }
+  }
+
+  async subscribe (negocioId: string): Promise<Message> {
+    const subscribed = await this.request({ type: 'subscribe', data: { channel: `estadisticas:${negocioId}` } })
+    if (subscribed.type !== 'subscribed') throw new Error(`expected subscribed, got ${JSON.stringify(subscribed)}`)
+    return await this.next()
+  }
+}
+
+/** An HTTP upgrade attempt that reports the status and body when the server refuses it. */
+export async function handshake (url: string, headers: Record<string, string> = {}, protocols?: string[]): Promise<{ status: number, body: any }> {
+  return await new Promise((resolve, reject) => {
+    const ws = protocols === undefined ? new WebSocket(url, { headers }) : new WebSocket(url, protocols, { headers })
+    ws.on('open', () => { ws.terminate(); resolve({ status: 101, body: null }) })
+    ws.on('unexpected-response', (_req, res) => {
+      let body = ''
+      res.on('data', (c: Buffer) => { body += c.toString() })
+      res.on('end', () => {
+        let parsed: unknown = body
+        try { parsed = JSON.parse(body) } catch {}
+        resolve({ status: res.statusCode ?? 0, body: parsed })
+      })
+    })
+    ws.on('error', (err) => { if (!('statusCode' in err)) reject(err) })
+  })
+}

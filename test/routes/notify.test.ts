@@ -1,0 +1,113 @@
+import t from 'tap'
+import { addCita, addNegocio, build, Client, listen, serviceToken, sign } from '../helper.js'
+
+async function setup (t: Parameters<Parameters<typeof t.test>[1]>[0]) {
+  const built = await build(t)
+  const { ws } = await listen(built.app)
+  await addNegocio(built.db.pool, 'n1')
+  await addNegocio(built.db.pool, 'n2')
+  const notify = async (body: unknown, token: string | null = serviceToken()) => await built.app.inject({
+    method: 'POST',
+    url: '/notify/cita',
+    headers: { 'content-type': 'application/json', ...(token === null ? {} : { authorization: `Bearer ${token}` }) },
+    payload: typeof body === 'string' ? body : JSON.stringify(body)
+  })
+  return { ...built, url: `${ws}/ws`, notify }
+}
+
+t.test('200: the new stats reach every subscriber of the channel before the reply', async (t) => {
+  const { url, db, notify } = await setup(t)
+  const a = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
+  const b = await Client.open(`${url}?token=${sign({ negocios: ['n1', 'n2'] })}`, t)
+  const other = await Client.open(`${url}?token=${sign({ negocio_id: 'n2' })}`, t)
+  t.match(await a.subscribe('n1'), { data: { total_citas: 0 } })
+  await b.subscribe('n1')
+  await other.subscribe('n2')
+
+  await addCita(db.pool, 'n1', new Date(), 'atendida')
+  await addCita(db.pool, 'n1', new Date(Date.now() - 86400_000 * 2), 'cancelada')
+  const res = await notify({ negocio_id: 'n1', action: 'created', cita_id: 77 })
+  t.equal(res.statusCode, 200)
+  const body = res.json()
+  t.match(body, {
+    ok: true,
+    negocio_id: 'n1',
+    action: 'created',
+    delivered: 2,
+    stats: { negocio_id: 'n1', citas_hoy: 1, total_citas: 2, citas_completadas: 1, citas_canceladas: 1 }
+  })
+  t.notOk('cita_id' in body, 'extra fields are ignored, not echoed')
+  const expected = { type: 'stats', data: body.stats }
+  t.same(await a.next(), expected)
+  t.same(await b.next(), expected)
+  t.ok(await other.silentFor(200), 'subscribers of another negocio get nothing')
+
+  for (const action of ['updated', 'deleted', 'status_changed']) {
+    const r = await notify({ negocio_id: 'n1', action })
+    t.equal(r.statusCode, 200, action)
+    t.same(await a.next(), { type: 'stats', data: r.json().stats })
+  }
+})
+
+t.test('400 names the bad field', async (t) => {
+  const { notify } = await setup(t)
+  const cases: Array<[unknown, RegExp]> = [
+    [{ action: 'created' }, /negocio_id/],
+    [{ negocio_id: 'n1' }, /action/],
+    [{ negocio_id: 'n1', action: 'exploded' }, /action/],
+    [{ negocio_id: 'bad id!', action: 'created' }, /negocio_id/],
+    [{ negocio_id: { id: 'n1' }, action: 'created' }, /negocio_id/],
+    [{ negocio_id: null, action: 'created' }, /negocio_id/],
+    [{ negocio_id: 'x'.repeat(65), action: 'created' }, /negocio_id/]
+  ]
+  for (const [body, field] of cases) {
+    const res = await notify(body)
+    t.equal(res.statusCode, 400, JSON.stringify(body))
+    t.match(res.json(), { statusCode: 400, code: 'bad_request', message: field }, JSON.stringify(body))
+  }
+  const notJson = await notify('{"negocio_id":')
+  t.equal(notJson.statusCode, 400)
+  t.match(notJson.json(), { code: 'bad_request' })
+})
+
+t.test('404 for a negocio that does not exist', async (t) => {
+  const { notify } = await setup(t)
+  const res = await notify({ negocio_id: 'ghost', action: 'created' })
+  t.equal(res.statusCode, 404)
+  t.match(res.json(), { code: 'not_found', message: 'negocio ghost does not exist' })
+})
+
+t.test('401 without a valid service token, 403 with another role', async (t) => {
+  const { notify, app } = await setup(t)
+  const body = { negocio_id: 'n1', action: 'created' }
+  t.match((await notify(body, null)).json(), { statusCode: 401, code: 'unauthorized', message: 'missing token' })
+  t.match((await notify(body, sign({ role: 'service' }, { secret: 'some-other-secret-123456' }))).json(), { statusCode: 401, message: /signature/ })
+  t.match((await notify(body, sign({ role: 'service' }, { expiresIn: -5000 }))).json(), { statusCode: 401, message: 'token expired' })
+  const basic = await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: 'Basic dXNlcjpwYXNz' }, payload: body })
+  t.equal(basic.statusCode, 401)
+  const viaQuery = await app.inject({ method: 'POST', url: `/notify/cita?token=${serviceToken()}`, payload: body })
+  t.equal(viaQuery.statusCode, 401, 'the service token is not taken from the query string')
+
+  const user = await notify(body, sign({ negocio_id: 'n1' }))
+  t.equal(user.statusCode, 403)
+  t.match(user.json(), { code: 'forbidden', message: /role "service"/ })
+  t.equal((await notify({ bad: true }, null)).statusCode, 401, 'authentication comes before validation')
+})
+
+t.test('500 when the database is down; sockets stay up; it recovers', async (t) => {
+  const { url, db, notify } = await setup(t)
+  const c = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
+  await c.subscribe('n1')
+
+  await db.setDown(true)
+  const res = await notify({ negocio_id: 'n1', action: 'created' })
+  t.equal(res.statusCode, 500)
+  t.same(res.json(), { statusCode: 500, code: 'unavailable', error: 'Internal Server Error', message: 'statistics are unavailable right now' })
+  t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'the WebSocket side stays up')
+
+  await db.setDown(false)
+  await addCita(db.pool, 'n1', new Date())
+  const ok = await notify({ negocio_id: 'n1', action: 'created' })
+  t.equal(ok.statusCode, 200)
+  t.match(await c.next(), { type: 'stats', data: { total_citas: 1 } })
+})
