@@ -51,17 +51,17 @@ t.test('a host app with its own JWT and pg pool mounts citas-live under a prefix
 t.test('misconfiguration fails at boot with a clear message', async (t) => {
   const noDb = Fastify({ logger: false })
   t.teardown(() => noDb.close())
-  await t.rejects(noDb.register(citasLive, { db: {}, auth: { secret: SECRET } }).ready(), /pass `connectionString` or `pool`/)
+  await t.rejects(async () => { await noDb.register(citasLive, { db: {}, auth: { secret: SECRET } }); await noDb.ready() }, /pass `connectionString` or `pool`/)
 
   const noAuth = Fastify({ logger: false })
   t.teardown(() => noAuth.close())
-  await t.rejects(noAuth.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: {} }).ready(), /pass `secret`/)
+  await t.rejects(async () => { await noAuth.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: {} }); await noAuth.ready() }, /pass `secret`/)
 
   const shortSecret = Fastify({ logger: false })
   t.teardown(() => shortSecret.close())
-  await t.rejects(shortSecret.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: 'short' } }).ready(), /at least 16/)
+  await t.rejects(async () => { await shortSecret.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: 'short' } }); await shortSecret.ready() }, /at least 16/)
 
   const badZone = Fastify({ logger: false })
   t.teardown(() => badZone.close())
-  await t.rejects(badZone.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: SECRET }, stats: { timezone: 'Mars/Olympus' } }).ready(), /not an IANA time zone/)
+  await t.rejects(async () => { await badZone.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: SECRET }, stats: { timezone: 'Mars/Olympus' } }); await badZone.ready() }, /not an IANA time zone/)
 })

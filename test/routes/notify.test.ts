@@ -1,7 +1,7 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { addCita, addNegocio, build, Client, listen, serviceToken, sign } from '../helper.js'
 
-async function setup (t: Parameters<Parameters<typeof t.test>[1]>[0]) {
+async function setup (t: Test) {
   const built = await build(t)
   const { ws } = await listen(built.app)
   await addNegocio(built.db.pool, 'n1')

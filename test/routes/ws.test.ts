@@ -1,7 +1,7 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { addCita, addNegocio, build, Client, handshake, listen, sign, SECRET, waitFor } from '../helper.js'
 
-async function setup (t: Parameters<Parameters<typeof t.test>[1]>[0], opts: Parameters<typeof build>[1] = {}) {
+async function setup (t: Test, opts: Parameters<typeof build>[1] = {}) {
   const built = await build(t, opts)
   const { ws } = await listen(built.app)
   await addNegocio(built.db.pool, 'n1')
