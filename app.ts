@@ -5,6 +5,7 @@ import dbPlugin, { type DbPluginOptions } from './plugins/db.js'
 import authPlugin, { type AuthPluginOptions } from './plugins/auth.js'
 import statsPlugin, { type StatsPluginOptions } from './plugins/stats.js'
 import hubPlugin, { CLOSE_RESTART, type HubPluginOptions } from './plugins/hub.js'
+import livePlugin, { type LivePluginOptions } from './plugins/live.js'
 import wsRoutes from './routes/ws.js'
 import notifyRoutes from './routes/notify.js'
 import healthRoutes from './routes/health.js'
@@ -15,6 +16,7 @@ export interface AppOptions {
   auth: AuthPluginOptions
   stats?: StatsPluginOptions
   hub?: HubPluginOptions
+  live?: LivePluginOptions
   /** Largest client frame in bytes; larger ones close the socket with 1009. Default 4096. */
   maxPayload?: number
   /** Path prefix of the routes (/ws, /notify/cita, /health, /ready), e.g. `/live`. */
@@ -45,6 +47,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(authPlugin, opts.auth)
   await fastify.register(statsPlugin, opts.stats ?? {})
   await fastify.register(hubPlugin, opts.hub ?? {})
+  await fastify.register(livePlugin, opts.live ?? {})
 
   await fastify.register(routes, { prefix: opts.prefix ?? '' })
 }

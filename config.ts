@@ -18,6 +18,12 @@ export const EnvSchema = Type.Object({
   JWT_CLAIM_ROLE: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: 'role' }),
   JWT_ADMIN_ROLE: Type.Optional(Type.String({ minLength: 1 })),
   JWT_SERVICE_ROLE: Type.String({ minLength: 1, default: 'service' }),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  BUS: Type.Union(['auto', 'postgres', 'redis', 'memory'].map(l => Type.Literal(l)), { default: 'auto' }),
+  CHANGE_CAPTURE: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
+  STATS_COALESCE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 100 }),
+  STATS_RECONCILE_SECONDS: Type.Integer({ minimum: 0, maximum: 86_400, default: 0 }),
+  DEMO_ACTIVITY: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
   EMBEDDED_PG_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 54329 }),
   EMBEDDED_PG_DIR: Type.String({ minLength: 1, default: '.data/postgres' })
 })
@@ -30,7 +36,7 @@ export class ConfigError extends Error {
   }
 }
 
-const integerKeys = new Set(['PORT', 'EMBEDDED_PG_PORT'])
+const integerKeys = new Set(['PORT', 'EMBEDDED_PG_PORT', 'STATS_COALESCE_MS', 'STATS_RECONCILE_SECONDS'])
 
 /**
  * Validates process.env (or any record) against EnvSchema. Empty strings count as unset.
@@ -50,6 +56,9 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
     const shown = name in raw ? ` (got ${JSON.stringify(redactValue(name, raw[name]))})` : ''
     throw new ConfigError(`invalid ${name}: ${first.message}${shown}`)
   }
+  if (env.BUS === 'redis' && env.REDIS_URL === undefined) {
+    throw new ConfigError('invalid REDIS_URL: required when BUS=redis')
+  }
   if (!isValidTimeZone(env.STATS_TIMEZONE)) {
     throw new ConfigError(`invalid STATS_TIMEZONE: not an IANA time zone (got ${JSON.stringify(env.STATS_TIMEZONE)})`)
   }
@@ -60,4 +69,10 @@ function redactValue (name: string, value: unknown): unknown {
   if (name === 'JWT_SECRET') return '<redacted>'
   if (name === 'DATABASE_URL' && typeof value === 'string') return value.replace(/\/\/([^@/]*)@/, '//<redacted>@')
   return value
+}
+
+/** The bus an environment asks for: BUS, or with BUS=auto Redis when REDIS_URL is set, else PostgreSQL. */
+export function busKind (env: Env): 'postgres' | 'redis' | 'memory' {
+  if (env.BUS !== 'auto') return env.BUS as 'postgres' | 'redis' | 'memory'
+  return env.REDIS_URL !== undefined ? 'redis' : 'postgres'
 }

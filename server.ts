@@ -4,10 +4,10 @@ import pg from 'pg'
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import app from './app.js'
-import { ConfigError, loadEnv, type Env } from './config.js'
+import { busKind, ConfigError, loadEnv, type Env } from './config.js'
 import { loggerOptions } from './services/logging.js'
 import { migrate } from './services/migrate.js'
-import { seedDemo } from './services/demo.js'
+import { seedDemo, startDemoActivity } from './services/demo.js'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './services/embedded-postgres.js'
 
 function fail (message: string): never {
@@ -63,12 +63,21 @@ await fastify.register(app, {
     adminRole: env.JWT_ADMIN_ROLE,
     serviceRole: env.JWT_SERVICE_ROLE
   },
-  stats: { timezone: env.STATS_TIMEZONE }
+  stats: { timezone: env.STATS_TIMEZONE },
+  live: {
+    bus: busKind(env),
+    ...(env.REDIS_URL !== undefined ? { redisUrl: env.REDIS_URL } : {}),
+    changeCapture: env.CHANGE_CAPTURE === 'on',
+    coalesceMs: env.STATS_COALESCE_MS,
+    reconcileSeconds: env.STATS_RECONCILE_SECONDS
+  }
 })
 
+let demoActivity: { stop: () => void } | undefined
 closeWithGrace({ delay: 10_000, logger: log }, async ({ signal, err }) => {
   if (err !== undefined) log.error({ err }, 'shutting down after an error')
   else log.info({ signal }, 'shutting down')
+  demoActivity?.stop()
   await fastify.close()
   await embedded?.stop()
 })
@@ -86,7 +95,13 @@ if (embedded !== undefined) {
   const base = `${host}:${(fastify.server.address() as AddressInfo).port}`
   const userToken = fastify.jwt.sign({ sub: 'demo-user', negocios: demoNegocios }, { expiresIn: '24h' })
   const serviceToken = fastify.jwt.sign({ sub: 'demo-rest-api', [env.JWT_CLAIM_ROLE]: env.JWT_SERVICE_ROLE }, { expiresIn: '24h' })
-  log.info({ negocios: demoNegocios, ws: `ws://${base}/ws` }, 'demo ready')
+  if (env.DEMO_ACTIVITY === 'on') {
+    // Writes citas directly, like another service would: the change-capture trigger pushes them.
+    demoActivity = startDemoActivity(fastify.citasPool, demoNegocios, {
+      onError: (err) => log.warn({ err }, 'demo activity failed')
+    })
+  }
+  log.info({ negocios: demoNegocios, ws: `ws://${base}/ws`, activity: env.DEMO_ACTIVITY }, 'demo ready')
   // The demo's whole point is a token to paste: print it for the human, outside the JSON log.
   process.stdout.write([
     '',

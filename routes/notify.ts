@@ -2,12 +2,11 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { tokenFromRequest } from '../plugins/auth.js'
 import { AppError } from '../services/errors.js'
-import { channelFor, statsMessage } from '../services/protocol.js'
 import { ErrorReply, NotifyBody, NotifyReply } from './schemas.js'
 
-/** POST /notify/cita: the REST API says a negocio's citas changed; recompute and push before replying. */
+/** POST /notify/cita: the REST API says a negocio's citas changed; recompute, push, then reply. */
 export default async function notifyRoutes (fastify: FastifyInstance) {
-  const { hub, stats, citasAuth } = fastify
+  const { live, citasAuth } = fastify
 
   async function requireService (request: FastifyRequest, _reply: FastifyReply) {
     const claims = citasAuth.verify(tokenFromRequest(request, { query: false, protocol: false }))
@@ -25,8 +24,8 @@ export default async function notifyRoutes (fastify: FastifyInstance) {
     }
   }, async (request) => {
     const { negocio_id: negocioId, action } = request.body
-    const snapshot = await stats.compute(negocioId)
-    const delivered = hub.publish(channelFor(negocioId), statsMessage(snapshot))
-    return { ok: true as const, negocio_id: negocioId, action, delivered, stats: snapshot }
+    // Waits for a recompute that started after this request arrived, shared with concurrent notifies.
+    const { stats, delivered } = await live.refresh(negocioId, { push: true, broadcast: true })
+    return { ok: true as const, negocio_id: negocioId, action, delivered, stats }
   })
 }

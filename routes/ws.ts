@@ -4,7 +4,7 @@ import { tokenFromRequest } from '../plugins/auth.js'
 import { isAppError } from '../services/errors.js'
 import { canWatch, type Access, type Connection } from '../services/hub.js'
 import {
-  errorMessage, negocioOf, parseClientMessage, pongMessage, replyMessage, statsMessage,
+  errorMessage, negocioOf, parseClientMessage, pongMessage, replyMessage,
   type ClientMessage
 } from '../services/protocol.js'
 
@@ -23,7 +23,7 @@ function send (socket: WebSocket, payload: string): void {
 
 /** GET /ws: token checked before the upgrade, then the subscribe/unsubscribe/ping protocol. */
 export default async function wsRoutes (fastify: FastifyInstance) {
-  const { hub, stats, citasAuth, log } = fastify
+  const { hub, live, citasAuth, log } = fastify
   fastify.decorateRequest('citasAccess', null)
 
   async function authenticate (request: FastifyRequest, reply: FastifyReply) {
@@ -45,11 +45,14 @@ export default async function wsRoutes (fastify: FastifyInstance) {
     }
     hub.subscribe(conn, channel)
     send(conn.socket, replyMessage('subscribed', channel, id))
-    const version = hub.version(channel)
-    stats.compute(negocioId).then((snapshot) => {
-      // Skip a snapshot that is already older than a broadcast this client received meanwhile.
-      if (conn.channels.has(channel) && hub.version(channel) === version) send(conn.socket, statsMessage(snapshot))
-    }, (err: unknown) => {
+    const cached = live.cached(negocioId)
+    if (cached !== undefined) {
+      send(conn.socket, cached)
+      return
+    }
+    // The recompute pushes to every subscriber of the channel, this one included.
+    live.load(negocioId).catch((err: unknown) => {
+      if (!conn.channels.has(channel)) return
       if (isAppError(err) && err.code === 'not_found') {
         hub.unsubscribe(conn, channel)
         send(conn.socket, errorMessage('not_found', err.message, id))

@@ -54,3 +54,46 @@ export async function seedDemo (pool: Pool): Promise<string[]> {
   }
   return ids
 }
+
+export interface DemoActivityOptions {
+  /** Mean time between two changes, in ms. Default 3000. */
+  everyMs?: number
+  onError?: (err: unknown) => void
+}
+
+/**
+ * Makes the demo move by itself: every few seconds one change to a random demo negocio — a new cita
+ * today, one attended, or one cancelled — written straight to the database, as another service
+ * would; change capture turns it into pushes.
+ */
+export function startDemoActivity (pool: Pool, negocios: readonly string[], opts: DemoActivityOptions = {}) {
+  const everyMs = opts.everyMs ?? 3000
+  let timer: NodeJS.Timeout | undefined
+  let stopped = false
+  const statements = [
+    `INSERT INTO citas (negocio_id, fecha_hora, estado)
+     VALUES ($1, now() + make_interval(mins => (random() * 600)::int), 'pendiente')`,
+    `UPDATE citas SET estado = 'atendida' WHERE id = (
+       SELECT id FROM citas WHERE negocio_id = $1 AND estado IN ('pendiente', 'confirmada') ORDER BY fecha_hora LIMIT 1)`,
+    `UPDATE citas SET estado = 'cancelada' WHERE id = (
+       SELECT id FROM citas WHERE negocio_id = $1 AND estado IN ('pendiente', 'confirmada') ORDER BY fecha_hora DESC LIMIT 1)`
+  ]
+  const tick = (): void => {
+    if (stopped || negocios.length === 0) return
+    const negocio = negocios[Math.floor(Math.random() * negocios.length)] as string
+    const sql = statements[Math.floor(Math.random() * statements.length)] as string
+    pool.query(sql, [negocio]).catch((err: unknown) => opts.onError?.(err)).finally(schedule)
+  }
+  const schedule = (): void => {
+    if (stopped) return
+    timer = setTimeout(tick, everyMs * (0.5 + Math.random()))
+    timer.unref()
+  }
+  schedule()
+  return {
+    stop (): void {
+      stopped = true
+      if (timer !== undefined) clearTimeout(timer)
+    }
+  }
+}

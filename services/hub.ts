@@ -39,6 +39,7 @@ const OPEN = 1
 export function createHub () {
   const connections = new Set<Connection>()
   const channels = new Map<string, Channel>()
+  const emptyListeners: Array<(name: string) => void> = []
 
   function add (socket: WebSocket, access: Access): Connection {
     const conn: Connection = { socket, channels: new Set(), access, alive: true }
@@ -77,7 +78,10 @@ export function createHub () {
     const channel = channels.get(name)
     if (channel === undefined) return
     channel.subscribers.delete(conn)
-    if (channel.subscribers.size === 0) channels.delete(name)
+    if (channel.subscribers.size === 0) {
+      channels.delete(name)
+      for (const listener of emptyListeners) listener(name)
+    }
   }
 
   /** Sends one already-serialized message to every open subscriber; returns how many got it. */
@@ -133,6 +137,8 @@ export function createHub () {
     version,
     sweep,
     closeAll,
+    /** Calls `listener` whenever a channel loses its last subscriber. */
+    onEmpty: (listener: (name: string) => void) => { emptyListeners.push(listener) },
     /** Names of the channels that have at least one subscriber. */
     channelNames: () => channels.keys(),
     subscriberCount: (name: string) => channels.get(name)?.subscribers.size ?? 0,

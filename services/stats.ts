@@ -40,7 +40,9 @@ SELECT max(dia.id) AS negocio_id,
        (count(c.negocio_id) FILTER (WHERE c.fecha_hora >= dia.desde AND c.fecha_hora < dia.hasta))::int AS citas_hoy,
        count(c.negocio_id)::int AS total_citas,
        (count(c.negocio_id) FILTER (WHERE c.estado = 'atendida'))::int AS citas_completadas,
-       (count(c.negocio_id) FILTER (WHERE c.estado = 'cancelada'))::int AS citas_canceladas
+       (count(c.negocio_id) FILTER (WHERE c.estado = 'cancelada'))::int AS citas_canceladas,
+       max(dia.hasta) AS day_ends_at,
+       (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS version
 FROM dia
 LEFT JOIN citas c ON c.negocio_id = $1`
 
@@ -50,6 +52,20 @@ interface StatsRow extends Record<string, unknown> {
   total_citas: number
   citas_completadas: number
   citas_canceladas: number
+  day_ends_at: Date | null
+  version: string
+}
+
+/** Stats plus what the cache needs to know about them. */
+export interface Snapshot {
+  stats: Stats
+  /** When "today" ends for this business (ms since epoch): citas_hoy must be recomputed then. */
+  dayEndsAt: number
+  /**
+   * The database's statement_timestamp() in µs: one clock for every instance, so of two snapshots
+   * the larger version saw at least every change the other saw.
+   */
+  version: number
 }
 
 export function createStatsService (db: Queryable, opts: StatsServiceOptions = {}) {
@@ -61,7 +77,7 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
    * Computes the stats of one business. Rejects with AppError('not_found') for an unknown
    * negocio and AppError('unavailable') when the database cannot answer.
    */
-  async function compute (negocioId: string): Promise<Stats> {
+  async function computeSnapshot (negocioId: string): Promise<Snapshot> {
     const at = now()
     queries++
     let rows: StatsRow[]
@@ -75,17 +91,27 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
       throw new AppError('not_found', `negocio ${negocioId} does not exist`)
     }
     return {
-      negocio_id: row.negocio_id,
-      citas_hoy: row.citas_hoy,
-      total_citas: row.total_citas,
-      citas_completadas: row.citas_completadas,
-      citas_canceladas: row.citas_canceladas,
-      timestamp: Math.floor(at.getTime() / 1000)
+      stats: {
+        negocio_id: row.negocio_id,
+        citas_hoy: row.citas_hoy,
+        total_citas: row.total_citas,
+        citas_completadas: row.citas_completadas,
+        citas_canceladas: row.citas_canceladas,
+        timestamp: Math.floor(at.getTime() / 1000)
+      },
+      dayEndsAt: row.day_ends_at?.getTime() ?? Number.POSITIVE_INFINITY,
+      version: Number(row.version)
     }
+  }
+
+  async function compute (negocioId: string): Promise<Stats> {
+    return (await computeSnapshot(negocioId)).stats
   }
 
   return {
     compute,
+    computeSnapshot,
+    now,
     /** How many stats queries this service has sent (for tests, metrics and benchmarks). */
     get queryCount () { return queries },
     timezone

@@ -2,7 +2,8 @@ import t, { type Test } from 'tap'
 import { addCita, addNegocio, build, Client, listen, serviceToken, sign } from '../helper.js'
 
 async function setup (t: Test) {
-  const built = await build(t)
+  // Without change capture, only /notify/cita pushes: these tests are about that path alone.
+  const built = await build(t, { live: { changeCapture: false } })
   const { ws } = await listen(built.app)
   await addNegocio(built.db.pool, 'n1')
   await addNegocio(built.db.pool, 'n2')

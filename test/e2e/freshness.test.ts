@@ -1,0 +1,227 @@
+import t from 'tap'
+import pg from 'pg'
+import { Redis } from 'ioredis'
+import { addCita, addNegocio, build, Client, listen, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+async function notify (http: string, negocioId: string): Promise<Response> {
+  return await fetch(`${http}/notify/cita`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}` },
+    body: JSON.stringify({ negocio_id: negocioId, action: 'updated' })
+  })
+}
+
+async function dbStats (pool: pg.Pool, negocioId: string) {
+  const { rows } = await pool.query(`SELECT count(*)::int AS total_citas,
+    (count(*) FILTER (WHERE estado = 'atendida'))::int AS citas_completadas,
+    (count(*) FILTER (WHERE estado = 'cancelada'))::int AS citas_canceladas
+    FROM citas WHERE negocio_id = $1`, [negocioId])
+  return rows[0]
+}
+
+t.test('a burst of 1,000 notifies costs a handful of queries; every subscriber ends with the final counts', async (t) => {
+  const { app, db } = await build(t, { live: { changeCapture: false } })
+  const { ws, http } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  const clients = await Promise.all(Array.from({ length: 50 }, async () => {
+    const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+    await c.subscribe('n1')
+    return c
+  }))
+  const before = app.stats.queryCount
+  const started = Date.now()
+  const replies: Array<Promise<Response>> = []
+  // 1,000 notifies over about a second, each after a write, like a busy REST API.
+  for (let i = 0; i < 1000; i++) {
+    if (i % 50 === 0) {
+      await addCita(db.pool, 'n1', new Date(), i % 100 === 0 ? 'atendida' : 'cancelada')
+      await new Promise(resolve => setTimeout(resolve, 40))
+    }
+    replies.push(notify(http, 'n1'))
+  }
+  const statuses = await Promise.all(replies.map(async r => (await r).status))
+  t.ok(statuses.every(s => s === 200), 'every notify answered 200')
+  const queries = app.stats.queryCount - before
+  const elapsed = Date.now() - started
+  // Coalescing bounds queries by time (one per 100 ms gap, plus the first), not by notifies.
+  t.ok(queries <= Math.ceil(elapsed / 100) + 2, `1,000 notifies over ${elapsed} ms cost ${queries} queries`)
+  t.ok(queries < 100, `far fewer than 1,000 (${queries})`)
+  const final = await dbStats(db.pool, 'n1')
+  t.equal(final.total_citas, 20)
+  for (const c of clients) {
+    await waitFor(() => c.received.at(-1)?.data?.total_citas === final.total_citas)
+    t.match(c.received.at(-1), { type: 'stats', data: final })
+  }
+})
+
+t.test('each notify reply waits for a recompute that started after it arrived', async (t) => {
+  const { app, db } = await build(t, { live: { changeCapture: false } })
+  const { http } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  for (let i = 1; i <= 20; i++) {
+    await addCita(db.pool, 'n1', new Date())
+    const body = await (await notify(http, 'n1')).json() as { stats: { total_citas: number } }
+    t.equal(body.stats.total_citas, i)
+  }
+})
+
+t.test('snapshot cache: many subscribes to a cold channel cost one query, warm ones none', async (t) => {
+  const { app, db } = await build(t, { live: { changeCapture: false } })
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  await addCita(db.pool, 'n1', new Date())
+  const before = app.stats.queryCount
+  const token = sign({ negocio_id: 'n1' })
+  const clients = await Promise.all(Array.from({ length: 200 }, async () => await Client.open(`${ws}/ws?token=${token}`, t)))
+  const first = await Promise.all(clients.map(async c => await c.subscribe('n1')))
+  for (const m of first) t.match(m, { type: 'stats', data: { total_citas: 1 } })
+  t.equal(app.stats.queryCount - before, 1, 'one query for 200 cold subscribes')
+  await Promise.all(clients.map(async c => await c.silentFor(50)))
+  t.ok(clients.every(c => c.received.filter(m => m.type === 'stats').length === 1), 'each got the snapshot once')
+
+  const late = await Client.open(`${ws}/ws?token=${token}`, t)
+  t.match(await late.subscribe('n1'), { data: { total_citas: 1 } })
+  t.equal(app.stats.queryCount - before, 1, 'a warm subscribe is answered from memory')
+  t.equal(app.live.cacheSize, 1)
+  for (const c of [...clients, late]) c.ws.terminate()
+  await waitFor(() => app.live.cacheSize === 0)
+  t.pass('the snapshot goes with the last subscriber')
+})
+
+for (const bus of ['postgres', 'redis'] as const) {
+  t.test(`two instances on one database (${bus} bus): a notify on A reaches clients on B; only A queries`, async (t) => {
+    const db = await testDatabase(t)
+    const live = { bus, redisUrl: REDIS_URL, changeCapture: false }
+    const a = await build(t, { database: db, live: { ...live, instanceId: 'A' } })
+    const b = await build(t, { database: db, live: { ...live, instanceId: 'B' } })
+    const urlA = await listen(a.app)
+    const urlB = await listen(b.app)
+    await addNegocio(db.pool, 'n1')
+    const onB = await Client.open(`${urlB.ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+    const onA = await Client.open(`${urlA.ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+    t.match(await onB.subscribe('n1'), { data: { total_citas: 0 } })
+    t.match(await onA.subscribe('n1'), { data: { total_citas: 0 } })
+    const queriesA = a.app.stats.queryCount
+    const queriesB = b.app.stats.queryCount
+
+    await addCita(db.pool, 'n1', new Date(), 'atendida')
+    t.equal((await notify(urlA.http, 'n1')).status, 200)
+    t.match(await onA.next(), { type: 'stats', data: { total_citas: 1, citas_completadas: 1 } })
+    t.match(await onB.next(), { type: 'stats', data: { total_citas: 1, citas_completadas: 1 } })
+    t.equal(a.app.stats.queryCount - queriesA, 1, 'A ran the query')
+    t.equal(b.app.stats.queryCount - queriesB, 0, 'B only delivered')
+
+    // The bus result also refreshes B's snapshot: a new subscriber on B gets it without a query.
+    const late = await Client.open(`${urlB.ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+    t.match(await late.subscribe('n1'), { data: { total_citas: 1 } })
+    t.equal(b.app.stats.queryCount - queriesB, 0)
+  })
+}
+
+t.test('change capture: a plain SQL write reaches dashboards with no notify', async (t) => {
+  const { app, db } = await build(t)
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  await addNegocio(db.pool, 'n2')
+  const c = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2'] })}`, t)
+  await c.subscribe('n1')
+  await c.subscribe('n2')
+
+  await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora, estado) VALUES ('n1', now(), 'pendiente')")
+  t.match(await c.next(1000), { type: 'stats', data: { negocio_id: 'n1', total_citas: 1, citas_hoy: 1 } })
+
+  await db.pool.query("UPDATE citas SET estado = 'cancelada' WHERE negocio_id = 'n1'")
+  t.match(await c.next(1000), { data: { negocio_id: 'n1', citas_canceladas: 1 } })
+
+  // Moving a cita to another negocio changes both.
+  await db.pool.query("UPDATE citas SET negocio_id = 'n2' WHERE negocio_id = 'n1'")
+  const moved = [await c.next(1000), await c.next(1000)].sort((x, y) => x.data.negocio_id.localeCompare(y.data.negocio_id))
+  t.match(moved, [{ data: { negocio_id: 'n1', total_citas: 0 } }, { data: { negocio_id: 'n2', total_citas: 1 } }])
+
+  await db.pool.query("DELETE FROM citas WHERE negocio_id = 'n2'")
+  t.match(await c.next(1000), { data: { negocio_id: 'n2', total_citas: 0 } })
+
+  // A rolled-back write tells nobody; a 500-row batch is one push.
+  const client = await db.pool.connect()
+  await client.query('BEGIN')
+  await client.query("INSERT INTO citas (negocio_id, fecha_hora) VALUES ('n1', now())")
+  await client.query('ROLLBACK')
+  await client.query("INSERT INTO citas (negocio_id, fecha_hora) SELECT 'n1', now() FROM generate_series(1, 500)")
+  client.release()
+  t.match(await c.next(1000), { data: { negocio_id: 'n1', total_citas: 500 } })
+  t.ok(await c.silentFor(300), 'one push for the batch')
+
+  await db.pool.query('TRUNCATE citas')
+  t.match(await c.next(1000), { data: { negocio_id: 'n1', total_citas: 0 } }, 'TRUNCATE recomputes every channel shown')
+  t.ok(await c.silentFor(300), 'and pushes only those that changed (n2 had none)')
+})
+
+t.test('the LISTEN connection is killed: it comes back, resyncs, and later changes still arrive', async (t) => {
+  const { app, db } = await build(t)
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await c.subscribe('n1')
+
+  const { rows } = await db.pool.query(
+    "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity WHERE datname = $1 AND application_name = 'citas-live-listener'", [db.name])
+  t.equal(rows.length, 1, 'one dedicated listener connection')
+  // While it is down, a write happens that nobody hears...
+  await addCita(db.pool, 'n1', new Date())
+  // ...and the resync after reconnecting pushes it.
+  t.match(await c.next(5000), { type: 'stats', data: { total_citas: 1 } })
+  await waitFor(() => app.live.busReconnects === 1, 5000)
+  await addCita(db.pool, 'n1', new Date())
+  t.match(await c.next(2000), { type: 'stats', data: { total_citas: 2 } })
+})
+
+t.test('the Redis bus connection is killed: it comes back and resyncs', async (t) => {
+  const { app, db } = await build(t, { live: { bus: 'redis', redisUrl: REDIS_URL, changeCapture: false, instanceId: `kill-${process.pid}` } })
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await c.subscribe('n1')
+  await addCita(db.pool, 'n1', new Date())
+  const admin = new Redis(REDIS_URL)
+  t.teardown(() => admin.disconnect())
+  const list = await admin.client('LIST') as string
+  const ids = list.split('\n').filter(l => l.includes('name=citas-live-sub')).map(l => /id=(\d+)/.exec(l)?.[1])
+  t.ok(ids.length >= 1)
+  for (const id of ids) await admin.client('KILL', 'ID', id as string)
+  t.match(await c.next(5000), { type: 'stats', data: { total_citas: 1 } }, 'resync after reconnect')
+  t.ok(app.live.busReconnects >= 1)
+})
+
+t.test('midnight: citas_hoy changes with no write when the business\'s day ends', async (t) => {
+  // An injected clock, held one second before midnight in Mexico City (UTC-6): the server arms its
+  // timer for then; the test moves the clock past midnight and the timer finds the day over.
+  const midnight = Date.parse('2026-03-10T06:00:00Z')
+  let clock = midnight - 1000
+  const now = () => new Date(clock)
+  const { app, db } = await build(t, { stats: { now }, live: { changeCapture: false } })
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'mx', 'America/Mexico_City')
+  await addCita(db.pool, 'mx', '2026-03-09T20:00:00Z') // the 9th, local
+  await addCita(db.pool, 'mx', '2026-03-10T15:00:00Z') // the 10th, local
+  await addCita(db.pool, 'mx', '2026-03-10T16:00:00Z') // the 10th, local
+  const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'mx' })}`, t)
+  t.match(await c.subscribe('mx'), { data: { citas_hoy: 1, total_citas: 3 } })
+  t.ok(await c.silentFor(1200), 'nothing before midnight')
+  clock = midnight + 1
+  t.match(await c.next(3000), { type: 'stats', data: { citas_hoy: 2, total_citas: 3 } }, 'pushed at local midnight')
+})
+
+t.test('reconcile: a periodic recompute pushes only what changed', async (t) => {
+  const { app, db } = await build(t, { live: { changeCapture: false, reconcileSeconds: 0.3 } })
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await c.subscribe('n1')
+  const queries = app.stats.queryCount
+  t.ok(await c.silentFor(800), 'nothing changed: nothing pushed')
+  t.ok(app.stats.queryCount > queries, 'yet it did recompute')
+  await addCita(db.pool, 'n1', new Date()) // no notify, no trigger
+  t.match(await c.next(2000), { data: { total_citas: 1 } })
+})

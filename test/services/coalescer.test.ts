@@ -1,0 +1,98 @@
+import t from 'tap'
+import { createCoalescer } from '../../services/coalescer.js'
+
+const tick = (ms = 0) => new Promise(resolve => setTimeout(resolve, ms))
+
+function harness (minGapMs = 0) {
+  let state = 0
+  const started: number[] = []
+  let inflight = 0
+  let maxInflight = 0
+  const c = createCoalescer<string, { tag: string[] }, number>(async (_key, opts) => {
+    inflight++
+    maxInflight = Math.max(maxInflight, inflight)
+    const seen = state
+    started.push(seen)
+    await tick(20)
+    inflight--
+    if (opts.tag.includes('fail')) throw new Error('boom')
+    return seen
+  }, { minGapMs, merge: (a, b) => ({ tag: [...a.tag, ...b.tag] }) })
+  return { c, started, set: (v: number) => { state = v }, get maxInflight () { return maxInflight } }
+}
+
+t.test('every request gets a run that started after it; one in flight; one queued', async (t) => {
+  const h = harness()
+  h.set(1)
+  const first = h.c.request('k', { tag: [] })
+  await tick(5)
+  // Three requests while the first run is in flight: they share exactly one more run.
+  h.set(2)
+  const a = h.c.request('k', { tag: [] })
+  h.set(3)
+  const b = h.c.request('k', { tag: [] })
+  const c = h.c.request('k', { tag: [] })
+  t.equal(await first, 1)
+  t.equal(await a, 3, 'the queued run sees the last change made before it started')
+  t.equal(await b, 3)
+  t.equal(await c, 3)
+  t.equal(h.c.runs, 2)
+  t.equal(h.maxInflight, 1)
+  t.equal(h.c.busy, 0, 'nothing left behind')
+})
+
+t.test('different keys run in parallel', async (t) => {
+  const h = harness()
+  await Promise.all([h.c.request('a', { tag: [] }), h.c.request('b', { tag: [] })])
+  t.equal(h.maxInflight, 2)
+})
+
+t.test('a burst of 1,000 requests costs a handful of runs', async (t) => {
+  const h = harness(50)
+  const all: Array<Promise<number>> = []
+  for (let i = 0; i < 1000; i++) {
+    h.set(i)
+    all.push(h.c.request('k', { tag: [] }))
+    if (i % 100 === 0) await tick(10)
+  }
+  const results = await Promise.all(all)
+  t.equal(results.at(-1), 999, 'the last request sees the final state')
+  t.ok(h.c.runs <= 6, `runs: ${h.c.runs}`)
+  t.equal(h.maxInflight, 1)
+})
+
+t.test('the gap applies only to a run queued behind another', async (t) => {
+  const h = harness(1000)
+  const t0 = Date.now()
+  await h.c.request('k', { tag: [] })
+  await h.c.request('k', { tag: [] })
+  t.ok(Date.now() - t0 < 500, 'sequential requests are not held back by the gap')
+  const first = h.c.request('k', { tag: [] })
+  await tick(1)
+  const queued = h.c.request('k', { tag: [] })
+  const tq = Date.now()
+  await first
+  await queued
+  t.ok(Date.now() - tq >= 950, 'a queued run waits out the gap from the previous start')
+})
+
+t.test('options of shared requests are merged; errors reach every waiter', async (t) => {
+  const h = harness()
+  const first = h.c.request('k', { tag: [] })
+  const x = h.c.request('k', { tag: ['x'] })
+  const y = h.c.request('k', { tag: ['fail'] })
+  await first
+  await t.rejects(x, /boom/)
+  await t.rejects(y, /boom/)
+  t.equal(await h.c.request('k', { tag: [] }), 0, 'a failure does not stick')
+})
+
+t.test('join shares the run in flight instead of queueing one', async (t) => {
+  const h = harness()
+  const first = h.c.request('k', { tag: [] })
+  const joined = h.c.join('k', { tag: [] })
+  t.equal(await first, await joined)
+  t.equal(h.c.runs, 1)
+  await h.c.join('k', { tag: [] })
+  t.equal(h.c.runs, 2, 'with nothing in flight, join starts a run')
+})
