@@ -6,6 +6,8 @@ import authPlugin, { type AuthPluginOptions } from './plugins/auth.js'
 import statsPlugin, { type StatsPluginOptions } from './plugins/stats.js'
 import hubPlugin, { CLOSE_RESTART, type HubPluginOptions } from './plugins/hub.js'
 import livePlugin, { type LivePluginOptions } from './plugins/live.js'
+import metricsPlugin, { type MetricsPluginOptions } from './plugins/metrics.js'
+import metricsRoutes from './routes/metrics.js'
 import wsRoutes from './routes/ws.js'
 import notifyRoutes from './routes/notify.js'
 import healthRoutes from './routes/health.js'
@@ -17,6 +19,11 @@ export interface AppOptions {
   stats?: StatsPluginOptions
   hub?: HubPluginOptions
   live?: LivePluginOptions
+  /**
+   * Prometheus metrics. Collected always; exposed only with `token` (GET /metrics on this port,
+   * bearer token) and/or `port` (a port of its own). `false`: not even collected.
+   */
+  metrics?: MetricsPluginOptions | false
   /** Largest client frame in bytes; larger ones close the socket with 1009. Default 4096. */
   maxPayload?: number
   /** Path prefix of the routes (/ws, /notify/cita, /health, /ready), e.g. `/live`. */
@@ -48,11 +55,12 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(statsPlugin, opts.stats ?? {})
   await fastify.register(hubPlugin, opts.hub ?? {})
   await fastify.register(livePlugin, opts.live ?? {})
+  if (opts.metrics !== false) await fastify.register(metricsPlugin, opts.metrics ?? {})
 
-  await fastify.register(routes, { prefix: opts.prefix ?? '' })
+  await fastify.register(routes, { prefix: opts.prefix ?? '', metricsToken: opts.metrics === false ? undefined : opts.metrics?.token })
 }
 
-async function routes (fastify: FastifyInstance) {
+async function routes (fastify: FastifyInstance, opts: { metricsToken?: string | undefined }) {
   fastify.setErrorHandler((err: FastifyError, request, reply) => {
     if (isAppError(err)) {
       if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
@@ -76,6 +84,7 @@ async function routes (fastify: FastifyInstance) {
   await fastify.register(healthRoutes)
   await fastify.register(wsRoutes)
   await fastify.register(notifyRoutes)
+  if (opts.metricsToken !== undefined) await fastify.register(metricsRoutes, { token: opts.metricsToken })
 }
 
 export default fp(app, { fastify: '5.x', name: 'citas-live' })

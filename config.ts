@@ -24,6 +24,9 @@ export const EnvSchema = Type.Object({
   STATS_COALESCE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 100 }),
   STATS_RECONCILE_SECONDS: Type.Integer({ minimum: 0, maximum: 86_400, default: 0 }),
   DEMO_ACTIVITY: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
+  METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
+  METRICS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+  METRICS_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
   EMBEDDED_PG_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 54329 }),
   EMBEDDED_PG_DIR: Type.String({ minLength: 1, default: '.data/postgres' })
 })
@@ -36,7 +39,7 @@ export class ConfigError extends Error {
   }
 }
 
-const integerKeys = new Set(['PORT', 'EMBEDDED_PG_PORT', 'STATS_COALESCE_MS', 'STATS_RECONCILE_SECONDS'])
+const integerKeys = new Set(['PORT', 'EMBEDDED_PG_PORT', 'METRICS_PORT', 'STATS_COALESCE_MS', 'STATS_RECONCILE_SECONDS'])
 
 /**
  * Validates process.env (or any record) against EnvSchema. Empty strings count as unset.
@@ -66,7 +69,7 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
 }
 
 function redactValue (name: string, value: unknown): unknown {
-  if (name === 'JWT_SECRET') return '<redacted>'
+  if (name === 'JWT_SECRET' || name === 'METRICS_TOKEN') return '<redacted>'
   if (name === 'DATABASE_URL' && typeof value === 'string') return value.replace(/\/\/([^@/]*)@/, '//<redacted>@')
   return value
 }

@@ -70,6 +70,10 @@ await fastify.register(app, {
     changeCapture: env.CHANGE_CAPTURE === 'on',
     coalesceMs: env.STATS_COALESCE_MS,
     reconcileSeconds: env.STATS_RECONCILE_SECONDS
+  },
+  metrics: {
+    ...(env.METRICS_TOKEN !== undefined ? { token: env.METRICS_TOKEN } : {}),
+    ...(env.METRICS_PORT !== undefined ? { port: env.METRICS_PORT, host: env.METRICS_HOST } : {})
   }
 })
 

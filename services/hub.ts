@@ -40,6 +40,9 @@ export function createHub () {
   const connections = new Set<Connection>()
   const channels = new Map<string, Channel>()
   const emptyListeners: Array<(name: string) => void> = []
+  let subscriptions = 0
+  /** Plain counters, read by the metrics plugin at scrape time. */
+  const counters = { sent: 0, dropped: {} as Record<string, number> }
 
   function add (socket: WebSocket, access: Access): Connection {
     const conn: Connection = { socket, channels: new Set(), access, alive: true }
@@ -64,6 +67,7 @@ export function createHub () {
     }
     channel.subscribers.add(conn)
     conn.channels.add(name)
+    subscriptions++
     return true
   }
 
@@ -77,7 +81,7 @@ export function createHub () {
   function leave (conn: Connection, name: string): void {
     const channel = channels.get(name)
     if (channel === undefined) return
-    channel.subscribers.delete(conn)
+    if (channel.subscribers.delete(conn)) subscriptions--
     if (channel.subscribers.size === 0) {
       channels.delete(name)
       for (const listener of emptyListeners) listener(name)
@@ -95,6 +99,7 @@ export function createHub () {
       conn.socket.send(payload)
       sent++
     }
+    counters.sent += sent
     return sent
   }
 
@@ -143,6 +148,8 @@ export function createHub () {
     channelNames: () => channels.keys(),
     subscriberCount: (name: string) => channels.get(name)?.subscribers.size ?? 0,
     get connectionCount () { return connections.size },
+    get subscriptionCount () { return subscriptions },
+    counters,
     get channelCount () { return channels.size },
     get connections (): ReadonlySet<Connection> { return connections }
   }

@@ -72,6 +72,7 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
   const timezone = opts.timezone ?? 'UTC'
   const now = opts.now ?? (() => new Date())
   let queries = 0
+  const queryListeners: Array<(seconds: number, outcome: 'ok' | 'error') => void> = []
 
   /**
    * Computes the stats of one business. Rejects with AppError('not_found') for an unknown
@@ -81,11 +82,19 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
     const at = now()
     queries++
     let rows: StatsRow[]
+    const started = process.hrtime.bigint()
+    const observe = (outcome: 'ok' | 'error'): void => {
+      if (queryListeners.length === 0) return
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9
+      for (const listener of queryListeners) listener(seconds, outcome)
+    }
     try {
       ({ rows } = await db.query<StatsRow>(STATS_SQL, [negocioId, timezone, at.toISOString()]))
     } catch (err) {
+      observe('error')
       throw new AppError('unavailable', 'statistics are unavailable right now', { cause: err, statusCode: 500 })
     }
+    observe('ok')
     const row = rows[0]
     if (row === undefined || row.negocio_id === null) {
       throw new AppError('not_found', `negocio ${negocioId} does not exist`)
@@ -112,6 +121,8 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
     compute,
     computeSnapshot,
     now,
+    /** Calls `listener` with the duration of every query (for metrics). */
+    onQuery: (listener: (seconds: number, outcome: 'ok' | 'error') => void) => { queryListeners.push(listener) },
     /** How many stats queries this service has sent (for tests, metrics and benchmarks). */
     get queryCount () { return queries },
     timezone

@@ -1,0 +1,121 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { createServer, type Server } from 'node:http'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+
+export interface MetricsPluginOptions {
+  /** Serve GET /metrics on the app's own port (under its prefix), only to `Authorization: Bearer <token>`. */
+  token?: string
+  /** Serve GET /metrics on a port of its own, without auth: bind it to a private interface. */
+  port?: number
+  /** Address of that port. Default 127.0.0.1. */
+  host?: string
+  /** Collect Node's process metrics too (CPU, memory, event loop lag). Default true. */
+  processMetrics?: boolean
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This app's Prometheus registry (never the global one: each app, each test has its own). */
+    metrics: Registry
+  }
+}
+
+const NOTIFY_URL = '/notify/cita'
+const ACTIONS = new Set(['created', 'updated', 'deleted', 'status_changed'])
+
+async function metricsPlugin (fastify: FastifyInstance, opts: MetricsPluginOptions) {
+  if (opts.token !== undefined && opts.token.length < 16) throw new Error('citas-live metrics plugin: token must be at least 16 characters')
+  const { hub, live, stats } = fastify
+  const register = new Registry()
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register, prefix: 'citas_live_' })
+
+  // Figures the hub and the live-stats service already keep: read them at scrape time.
+  new Gauge({ name: 'citas_live_connections', help: 'Open WebSocket connections', registers: [register], collect () { this.set(hub.connectionCount) } })
+  new Gauge({ name: 'citas_live_subscriptions', help: 'Channel subscriptions over all connections', registers: [register], collect () { this.set(hub.subscriptionCount) } })
+  new Gauge({ name: 'citas_live_channels', help: 'Channels with at least one local subscriber', registers: [register], collect () { this.set(hub.channelCount) } })
+  new Gauge({ name: 'citas_live_snapshots', help: 'Negocios whose stats are cached', registers: [register], collect () { this.set(live.cacheSize) } })
+  const counterFrom = (name: string, help: string, read: () => number): void => {
+    let last = 0
+    new Counter({
+      name, help, registers: [register],
+      collect () {
+        const now = read()
+        if (now > last) this.inc(now - last)
+        last = now
+      }
+    })
+  }
+  counterFrom('citas_live_messages_sent_total', 'Messages written to sockets', () => hub.counters.sent)
+  counterFrom('citas_live_bus_reconnects_total', 'Bus and LISTEN connections re-established after a loss', () => live.busReconnects)
+  counterFrom('citas_live_stats_recomputes_total', 'Stats recomputes started (each is one query)', () => live.runs)
+  const droppedSeen = new Map<string, number>()
+  new Counter({
+    name: 'citas_live_messages_dropped_total',
+    help: 'Messages not written to a socket, by reason',
+    labelNames: ['reason'],
+    registers: [register],
+    collect () {
+      for (const [reason, count] of Object.entries(hub.counters.dropped)) {
+        const prev = droppedSeen.get(reason) ?? 0
+        if (count > prev) this.inc({ reason }, count - prev)
+        droppedSeen.set(reason, count)
+      }
+    }
+  })
+
+  const queryDuration = new Histogram({
+    name: 'citas_live_stats_query_duration_seconds',
+    help: 'Time of one stats query, by outcome',
+    labelNames: ['outcome'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+    registers: [register]
+  })
+  stats.onQuery((seconds, outcome) => queryDuration.observe({ outcome }, seconds))
+
+  const notifies = new Counter({ name: 'citas_live_notifies_total', help: 'POST /notify/cita calls by action and status', labelNames: ['action', 'status'], registers: [register] })
+  const notifyDuration = new Histogram({
+    name: 'citas_live_notify_to_broadcast_seconds',
+    help: 'From a notify arriving to its stats written to every local subscriber (successful notifies)',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [register]
+  })
+  fastify.addHook('onResponse', async (request, reply) => {
+    if (!request.routeOptions.url?.endsWith(NOTIFY_URL) || request.method !== 'POST') return
+    const body = request.body as { action?: unknown } | undefined
+    // Only the known actions become label values: anything else would let callers grow the series.
+    const action = typeof body?.action === 'string' && ACTIONS.has(body.action) ? body.action : 'invalid'
+    notifies.inc({ action, status: String(reply.statusCode) })
+    if (reply.statusCode === 200) notifyDuration.observe(reply.elapsedTime / 1000)
+  })
+
+  fastify.decorate('metrics', register)
+
+  let server: Server | undefined
+  if (opts.port !== undefined) {
+    server = createServer((req, res) => {
+      if (req.method !== 'GET' || req.url !== '/metrics') {
+        res.writeHead(404).end()
+        return
+      }
+      register.metrics().then((text) => {
+        res.writeHead(200, { 'content-type': register.contentType }).end(text)
+      }, (err: unknown) => {
+        fastify.log.error({ err }, 'metrics scrape failed')
+        res.writeHead(500).end()
+      })
+    })
+    const s = server
+    fastify.addHook('onReady', async () => {
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject)
+        s.listen(opts.port, opts.host ?? '127.0.0.1', () => { s.off('error', reject); resolve() })
+      })
+    })
+  }
+  fastify.addHook('onClose', async () => {
+    if (server?.listening === true) await new Promise(resolve => server?.close(resolve))
+  })
+}
+
+export default fp(metricsPlugin, { fastify: '5.x', name: 'citas-metrics', dependencies: ['citas-hub', 'citas-stats', 'citas-live-stats'] })

@@ -1,0 +1,23 @@
+import type { FastifyInstance } from 'fastify'
+import { timingSafeEqual } from 'node:crypto'
+
+export interface MetricsRouteOptions {
+  token: string
+}
+
+function sameSecret (given: string, expected: string): boolean {
+  const a = Buffer.from(given)
+  const b = Buffer.from(expected)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+/** GET /metrics on the public port, for scrapers holding METRICS_TOKEN. */
+export default async function metricsRoutes (fastify: FastifyInstance, opts: MetricsRouteOptions) {
+  fastify.get('/metrics', async (request, reply) => {
+    const header = request.headers.authorization ?? ''
+    if (!header.startsWith('Bearer ') || !sameSecret(header.slice(7), opts.token)) {
+      return await reply.code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: 'metrics need the metrics token' })
+    }
+    return await reply.type(fastify.metrics.contentType).send(await fastify.metrics.metrics())
+  })
+}
