@@ -8,6 +8,7 @@ import hubPlugin, { CLOSE_RESTART, type HubPluginOptions } from './plugins/hub.j
 import wsRoutes from './routes/ws.js'
 import notifyRoutes from './routes/notify.js'
 import healthRoutes from './routes/health.js'
+import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
 import { isAppError } from './services/errors.js'
 
 export interface AppOptions {
@@ -17,8 +18,10 @@ export interface AppOptions {
   hub?: HubPluginOptions
   /** Largest client frame in bytes; larger ones close the socket with 1009. Default 4096. */
   maxPayload?: number
-  /** Path prefix of the routes (/ws, /notify/cita, /health, /ready), e.g. `/live`. */
+  /** Path prefix of the routes (/ws, /notify/cita, /health, /ready, the dashboard at /), e.g. `/live`. */
   prefix?: string
+  /** The live dashboard at `/` (under `prefix`). `false` when embedded in an app that serves `/` itself. */
+  dashboard?: DashboardOptions | false
 }
 
 /**
@@ -46,10 +49,10 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(statsPlugin, opts.stats ?? {})
   await fastify.register(hubPlugin, opts.hub ?? {})
 
-  await fastify.register(routes, { prefix: opts.prefix ?? '' })
+  await fastify.register(routes, { prefix: opts.prefix ?? '', dashboard: opts.dashboard ?? {} })
 }
 
-async function routes (fastify: FastifyInstance) {
+async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false }) {
   fastify.setErrorHandler((err: FastifyError, request, reply) => {
     if (isAppError(err)) {
       if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
@@ -73,6 +76,7 @@ async function routes (fastify: FastifyInstance) {
   await fastify.register(healthRoutes)
   await fastify.register(wsRoutes)
   await fastify.register(notifyRoutes)
+  if (opts.dashboard !== false) await fastify.register(dashboardRoutes, opts.dashboard)
 }
 
 export default fp(app, { fastify: '5.x', name: 'citas-live' })
