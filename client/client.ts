@@ -483,15 +483,18 @@ export class CitasLiveClient {
     this.stopped = true
     this.generation++
     this.clearTimers()
-    this.dropSocket(1000, 'client closed')
+    this.dropSocket(1000, 'client closed', true)
     for (const remove of this.removePageEvents) remove()
     this.removePageEvents = []
     if (error !== undefined) this.emit('error', error)
     this.setState('disconnected', error === undefined ? {} : { error })
   }
 
-  /** Forgets the current socket at once: a dead connection may take long to report its close. */
-  private dropSocket (code: number, reason: string): void {
+  /**
+   * Forgets the current socket at once: a dead connection may take long to report its close.
+   * `graceful` (close()): a normal close handshake; otherwise ws's terminate() where there is one.
+   */
+  private dropSocket (code: number, reason: string, graceful = false): void {
     const socket = this.socket
     if (socket === null) return
     this.socket = null
@@ -502,7 +505,7 @@ export class CitasLiveClient {
     socket.onerror = () => {}
     try {
       const terminate = (socket as { terminate?: () => void }).terminate
-      if (typeof terminate === 'function') terminate.call(socket)
+      if (!graceful && typeof terminate === 'function') terminate.call(socket)
       else socket.close(code, reason)
     } catch {}
   }

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { connect, type ConnectOptions, type CitasLiveError, type StateChange, type Stats } from '../../client/index.js'
-import { FakeClock, FakePage, FakeSocket, fakeToken, flush } from './fakes.js'
+import { FakeClock, FakePage, FakeSocket, TerminableSocket, fakeToken, flush } from './fakes.js'
 
 const TOKEN = fakeToken({ sub: 'u1', negocios: ['n1', 'n2'] })
 
@@ -254,6 +254,23 @@ t.test('heartbeat: a ping after silence; no answer drops the connection and reco
   await clock.advance(500)
   t.equal(client.state, 'reconnecting', 'no pong within the timeout')
   t.equal(s.closedWith?.code, 4000)
+})
+
+t.test('with ws\'s terminate(): a dead connection is terminated, close() still closes with 1000', async (t) => {
+  const { client, clock } = setup(t, { WebSocket: TerminableSocket, heartbeat: { interval: 1000, timeout: 500 } })
+  await flush()
+  const dead = FakeSocket.last as TerminableSocket
+  dead.accept()
+  await clock.advance(1500)
+  t.ok(dead.terminated, 'no close handshake with a peer that does not answer')
+  t.equal(dead.closedWith, null)
+  await clock.advance(250)
+  const live = FakeSocket.last as TerminableSocket
+  t.not(live, dead)
+  live.accept()
+  client.close()
+  t.equal(live.terminated, false)
+  t.equal(live.closedWith?.code, 1000)
 })
 
 t.test('back online or visible: retry at once instead of waiting out the backoff', async (t) => {

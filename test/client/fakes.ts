@@ -111,3 +111,12 @@ export function fakeToken (payload: Record<string, unknown>, tag = 'sig'): strin
   const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url')
   return `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(payload)}.${tag}`
 }
+
+/** Like the ws package's socket: has terminate() for connections that will never finish a close handshake. */
+export class TerminableSocket extends FakeSocket {
+  terminated = false
+  terminate (): void {
+    this.terminated = true
+    this.readyState = 3
+  }
+}
