@@ -9,6 +9,9 @@ COPY plugins plugins
 COPY routes routes
 COPY services services
 COPY db db
+COPY client client
+COPY dashboard dashboard
+COPY scripts/build-dashboard.mjs scripts/
 RUN npm run build
 
 # Runtime stage: production dependencies only, no embedded PostgreSQL (set DATABASE_URL).

@@ -11,6 +11,7 @@ import metricsRoutes from './routes/metrics.js'
 import wsRoutes from './routes/ws.js'
 import notifyRoutes from './routes/notify.js'
 import healthRoutes from './routes/health.js'
+import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
 import { isAppError } from './services/errors.js'
 
 export interface AppOptions {
@@ -26,8 +27,10 @@ export interface AppOptions {
   metrics?: MetricsPluginOptions | false
   /** Largest client frame in bytes; larger ones close the socket with 1009. Default 4096. */
   maxPayload?: number
-  /** Path prefix of the routes (/ws, /notify/cita, /health, /ready), e.g. `/live`. */
+  /** Path prefix of the routes (/ws, /notify/cita, /health, /ready, the dashboard at /), e.g. `/live`. */
   prefix?: string
+  /** The live dashboard at `/` (under `prefix`). `false` when embedded in an app that serves `/` itself. */
+  dashboard?: DashboardOptions | false
 }
 
 /**
@@ -57,10 +60,14 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(livePlugin, opts.live ?? {})
   if (opts.metrics !== false) await fastify.register(metricsPlugin, opts.metrics ?? {})
 
-  await fastify.register(routes, { prefix: opts.prefix ?? '', metricsToken: opts.metrics === false ? undefined : opts.metrics?.token })
+  await fastify.register(routes, {
+    prefix: opts.prefix ?? '',
+    dashboard: opts.dashboard ?? {},
+    metricsToken: opts.metrics === false ? undefined : opts.metrics?.token
+  })
 }
 
-async function routes (fastify: FastifyInstance, opts: { metricsToken?: string | undefined }) {
+async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined }) {
   fastify.setErrorHandler((err: FastifyError, request, reply) => {
     if (isAppError(err)) {
       if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
@@ -85,6 +92,7 @@ async function routes (fastify: FastifyInstance, opts: { metricsToken?: string |
   await fastify.register(wsRoutes)
   await fastify.register(notifyRoutes)
   if (opts.metricsToken !== undefined) await fastify.register(metricsRoutes, { token: opts.metricsToken })
+  if (opts.dashboard !== false) await fastify.register(dashboardRoutes, opts.dashboard)
 }
 
 export default fp(app, { fastify: '5.x', name: 'citas-live' })

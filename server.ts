@@ -112,6 +112,7 @@ if (embedded !== undefined) {
     'citas-live demo is running (embedded PostgreSQL, demo data, secret made for this process only)',
     `  negocios:      ${demoNegocios.join(', ')}`,
     `  user token:    ${userToken}`,
+    `  dashboard:     http://${base}/?token=${userToken}`,
     `  WebSocket:     ws://${base}/ws?token=${userToken}`,
     `  subscribe:     {"type":"subscribe","data":{"channel":"estadisticas:${demoNegocios[0] ?? ''}"}}`,
     '  notify:',

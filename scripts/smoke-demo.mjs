@@ -57,6 +57,10 @@ if (res.status !== 200) await fail(`notify answered ${res.status}`)
 const pushed = await next()
 if (pushed.type !== 'stats' || pushed.data.total_citas !== first.data.total_citas) await fail(`unexpected push ${JSON.stringify(pushed)}`)
 
+const dashboardUrl = /dashboard: +(\S+)/.exec(out)?.[1]
+const page = dashboardUrl === undefined ? null : await fetch(dashboardUrl)
+if (page?.status !== 200 || !(await page.text()).includes('Citas hoy')) await fail(`dashboard ${dashboardUrl} answered ${page?.status}`)
+
 const closed = new Promise(resolve => ws.on('close', (code) => resolve(code)))
 child.kill('SIGTERM')
 const code = await closed
@@ -64,4 +68,4 @@ const exit = await new Promise(resolve => child.exitCode !== null ? resolve(chil
 clearTimeout(deadline)
 await rm(dir, { recursive: true, force: true })
 if (code !== 1012 || exit !== 0) await fail(`close code ${code}, exit ${exit}`)
-process.stdout.write(`smoke: ok (embedded demo on ${base}: subscribe, stats, notify, stats, 1012 on SIGTERM)\n`)
+process.stdout.write(`smoke: ok (embedded demo on ${base}: subscribe, stats, notify, stats, dashboard, 1012 on SIGTERM)\n`)

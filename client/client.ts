@@ -1,0 +1,626 @@
+import { backoffDelay, restartDelay, type BackoffOptions } from './backoff.js'
+import { decodeToken, isExpired } from './token.js'
+
+/**
+ * - `connecting`: the first attempt is under way.
+ * - `connected`: the socket is open (subscriptions are being sent or confirmed).
+ * - `reconnecting`: the connection was lost or an attempt failed; waiting for, or making, the next attempt.
+ * - `disconnected`: stopped for good, by `close()` or because the token was refused (see `StateChange.error`).
+ */
+export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected'
+
+/** The `data` of a `stats` message. */
+export interface Stats {
+  negocio_id: string
+  citas_hoy: number
+  total_citas: number
+  citas_completadas: number
+  citas_canceladas: number
+  /** Unix seconds of the computation on the server. */
+  timestamp: number
+}
+
+export interface StateChange {
+  state: ConnectionState
+  previous: ConnectionState
+  /** Failed attempts since the last stable connection. */
+  attempt: number
+  /** `reconnecting`: ms until the next attempt. */
+  delay?: number
+  /** `disconnected` after a refused token: why. */
+  error?: CitasLiveError
+}
+
+/**
+ * Server error codes (`bad_request`, `invalid_channel`, `forbidden`, `not_found`, `unavailable`,
+ * `internal`) and the client's own: `unauthorized` (the token was refused; the client stops),
+ * `token` (getToken() failed; the client retries), `invalid_url`.
+ */
+export class CitasLiveError extends Error {
+  readonly code: string
+  /** The channel a subscribe error is about. */
+  readonly channel?: string
+  /** HTTP status of a refused handshake, when it could be seen. */
+  readonly status?: number
+  /** Close code that ended the connection, when one did. */
+  readonly closeCode?: number
+
+  constructor (code: string, message: string, extra: { channel?: string, status?: number, closeCode?: number, cause?: unknown } = {}) {
+    super(message, extra.cause === undefined ? undefined : { cause: extra.cause })
+    this.name = 'CitasLiveError'
+    this.code = code
+    if (extra.channel !== undefined) this.channel = extra.channel
+    if (extra.status !== undefined) this.status = extra.status
+    if (extra.closeCode !== undefined) this.closeCode = extra.closeCode
+  }
+}
+
+/** Any server message, for the `message` event (types this client does not handle itself). */
+export interface ServerMessage {
+  type: string
+  id?: string | number
+  data?: unknown
+}
+
+/** The part of the WHATWG WebSocket the client uses; browsers, Node ≥ 22 and the `ws` package all fit. */
+export interface WebSocketLike {
+  readonly readyState: number
+  onopen: ((event: any) => void) | null
+  onmessage: ((event: any) => void) | null
+  onerror: ((event: any) => void) | null
+  onclose: ((event: any) => void) | null
+  send: (data: string) => void
+  close: (code?: number, reason?: string) => void
+}
+
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike
+
+/** Timer functions, injectable for tests. */
+export interface Timers {
+  setTimeout: (fn: () => void, ms: number) => unknown
+  clearTimeout: (handle: unknown) => void
+  now: () => number
+}
+
+/** Page events that make a waiting client try again at once. Each returns a function that removes the listener. */
+export interface PageEvents {
+  onOnline: (fn: () => void) => () => void
+  onVisible: (fn: () => void) => () => void
+}
+
+export interface ConnectOptions {
+  /** The server's WebSocket URL, e.g. `wss://live.example.com/ws`. */
+  url: string
+  /** A token to use. With `getToken` too, it is used for the first attempt only. */
+  token?: string
+  /** Called before every attempt (but the first when `token` is given) and on `token_expiring`: return a fresh token. */
+  getToken?: () => string | Promise<string>
+  /** Channels to subscribe to: `estadisticas:<negocio_id>`, or just the negocio_id. Sent again after every reconnect. */
+  channels?: string[]
+  /**
+   * How the token reaches the server. `protocol` (default): `Sec-WebSocket-Protocol: bearer, <token>`,
+   * which keeps it out of URLs and access logs; `query`: `?token=<token>`, as the Go server's clients did.
+   */
+  tokenIn?: 'protocol' | 'query'
+  /** A WebSocket implementation, e.g. `import WebSocket from 'ws'` on Node 20. Default: the global one. */
+  WebSocket?: WebSocketConstructor
+  backoff?: BackoffOptions
+  /** A connection open this long (ms) resets the backoff. Default 5 000. */
+  stableAfter?: number
+  /** An attempt that has neither opened nor failed after this long (ms) is given up. Default 10 000. */
+  connectTimeout?: number
+  /**
+   * Client heartbeat: after `interval` ms without any message the client sends `{"type":"ping"}` and
+   * drops the connection when nothing arrives within `timeout` ms. Default 25 000 / 10 000; `false` turns it off.
+   */
+  heartbeat?: { interval?: number, timeout?: number } | false
+  /**
+   * When an attempt fails before the socket opens, ask the server over HTTP (GET on the same URL with
+   * `Authorization: Bearer`) whether the token is the reason: browsers hide the handshake's status.
+   * Needs `fetch` and, across origins, CORS. Default true.
+   */
+  probe?: boolean
+  /** Close codes that mean "this token is no longer good". Default [4001, 4401, 4403]. */
+  authCloseCodes?: number[]
+  /** Page events to listen to. Default: `online` and `visibilitychange` when there is a window; `false`: none. */
+  pageEvents?: PageEvents | false
+  onState?: (change: StateChange) => void
+  onStats?: (stats: Stats) => void
+  onError?: (error: CitasLiveError) => void
+  /** For tests. */
+  timers?: Timers
+  random?: () => number
+  fetch?: (url: string, init: { headers: Record<string, string>, signal?: AbortSignal }) => Promise<{ status: number, text: () => Promise<string> }>
+}
+
+export interface ClientEvents {
+  state: (change: StateChange) => void
+  stats: (stats: Stats) => void
+  error: (error: CitasLiveError) => void
+  subscribed: (channel: string) => void
+  message: (message: ServerMessage) => void
+}
+
+const OPEN = 1
+const CHANNEL_PREFIX = 'estadisticas:'
+/** Server codes that make a channel pointless to subscribe to again. */
+const DROP_CHANNEL_CODES = new Set(['forbidden', 'not_found', 'invalid_channel'])
+/** Tokens whose `exp` is this far in the past are treated as refused even when the server's answer cannot be seen. */
+const EXPIRY_SKEW_MS = 60_000
+
+/** `estadisticas:<id>` for a bare negocio_id; other strings unchanged. */
+export function toChannel (channelOrNegocio: string): string {
+  return channelOrNegocio.includes(':') ? channelOrNegocio : CHANNEL_PREFIX + channelOrNegocio
+}
+
+const defaultTimers: Timers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+  now: () => Date.now()
+}
+
+function defaultPageEvents (): PageEvents | false {
+  const g = globalThis as any
+  if (typeof g.addEventListener !== 'function' || typeof g.document?.addEventListener !== 'function') return false
+  return {
+    onOnline (fn) {
+      g.addEventListener('online', fn)
+      return () => g.removeEventListener('online', fn)
+    },
+    onVisible (fn) {
+      const handler = (): void => { if (g.document.visibilityState === 'visible') fn() }
+      g.document.addEventListener('visibilitychange', handler)
+      return () => g.document.removeEventListener('visibilitychange', handler)
+    }
+  }
+}
+
+function httpUrlOf (wsUrl: string): string {
+  return wsUrl.replace(/^ws(s?):/i, 'http$1:')
+}
+
+/** Opens a client and starts connecting. See ConnectOptions. */
+export function connect (opts: ConnectOptions): CitasLiveClient {
+  const client = new CitasLiveClient(opts)
+  client.start()
+  return client
+}
+
+type Listeners = { [K in keyof ClientEvents]: Set<ClientEvents[K]> }
+
+export class CitasLiveClient {
+  private readonly opts: ConnectOptions
+  private readonly WS: WebSocketConstructor
+  private readonly timers: Timers
+  private readonly random: () => number
+  private readonly listeners: Listeners = { state: new Set(), stats: new Set(), error: new Set(), subscribed: new Set(), message: new Set() }
+  private readonly channelSet = new Set<string>()
+  private readonly statsByNegocio = new Map<string, Stats>()
+  private readonly pendingIds = new Map<string, string>()
+  private currentState: ConnectionState = 'disconnected'
+  private socket: WebSocketLike | null = null
+  private token: string | undefined
+  private failedToken: string | undefined
+  private attempts = 0
+  private started = false
+  private stopped = false
+  private generation = 0
+  private seq = 0
+  private lastAuthFailed = false
+  private retryTimer: unknown = null
+  private connectTimer: unknown = null
+  private stableTimer: unknown = null
+  private heartbeatTimer: unknown = null
+  private pongTimer: unknown = null
+  private removePageEvents: Array<() => void> = []
+
+  constructor (opts: ConnectOptions) {
+    if (typeof opts.url !== 'string' || opts.url === '') throw new TypeError('citas-live client: url is required')
+    if (opts.token === undefined && opts.getToken === undefined) throw new TypeError('citas-live client: give token or getToken')
+    const WS = opts.WebSocket ?? (globalThis as any).WebSocket as WebSocketConstructor | undefined
+    if (WS === undefined) throw new TypeError('citas-live client: no global WebSocket here: pass one, e.g. { WebSocket } from the ws package')
+    this.opts = opts
+    this.WS = WS
+    this.timers = opts.timers ?? defaultTimers
+    this.random = opts.random ?? Math.random
+    this.token = opts.token
+    for (const c of opts.channels ?? []) this.channelSet.add(toChannel(c))
+    if (opts.onState !== undefined) this.listeners.state.add(opts.onState)
+    if (opts.onStats !== undefined) this.listeners.stats.add(opts.onStats)
+    if (opts.onError !== undefined) this.listeners.error.add(opts.onError)
+  }
+
+  /** The current connection state. */
+  get state (): ConnectionState { return this.currentState }
+
+  /** The latest figures per negocio_id; each snapshot after a (re)subscribe replaces the entry. */
+  get stats (): ReadonlyMap<string, Stats> { return this.statsByNegocio }
+
+  /** The channels the client keeps subscribed. */
+  get channels (): string[] { return [...this.channelSet] }
+
+  /** Adds a listener; returns a function that removes it. */
+  on<K extends keyof ClientEvents>(event: K, listener: ClientEvents[K]): () => void {
+    (this.listeners[event] as Set<ClientEvents[K]>).add(listener)
+    return () => { (this.listeners[event] as Set<ClientEvents[K]>).delete(listener) }
+  }
+
+  /** Subscribes now if connected, and after every reconnect. */
+  subscribe (channelOrNegocio: string): void {
+    const channel = toChannel(channelOrNegocio)
+    if (this.channelSet.has(channel)) return
+    this.channelSet.add(channel)
+    this.sendSubscribe(channel)
+  }
+
+  unsubscribe (channelOrNegocio: string): void {
+    const channel = toChannel(channelOrNegocio)
+    if (!this.channelSet.delete(channel)) return
+    const negocio = channel.startsWith(CHANNEL_PREFIX) ? channel.slice(CHANNEL_PREFIX.length) : undefined
+    if (negocio !== undefined) this.statsByNegocio.delete(negocio)
+    this.send({ type: 'unsubscribe', data: { channel } })
+  }
+
+  /** Connects again now with a fresh backoff: after `disconnected`, or to skip a pending delay. */
+  reconnect (): void {
+    this.stopped = false
+    this.attempts = 0
+    this.lastAuthFailed = false
+    this.failedToken = undefined
+    this.dropSocket(1000, 'reconnecting')
+    this.clearTimers()
+    this.attachPageEvents()
+    this.setState(this.currentState === 'disconnected' ? 'connecting' : 'reconnecting', {})
+    void this.open()
+  }
+
+  /** Closes the connection for good (state `disconnected`) and removes every timer and page listener. */
+  close (): void {
+    if (this.stopped) return
+    this.stop()
+  }
+
+  /** @internal called by connect() */
+  start (): void {
+    if (this.started) return
+    this.started = true
+    this.attachPageEvents()
+    this.setState('connecting', {})
+    void this.open()
+  }
+
+  private emit<K extends keyof ClientEvents>(event: K, ...args: Parameters<ClientEvents[K]>): void {
+    for (const listener of [...this.listeners[event]]) {
+      try {
+        (listener as (...a: Parameters<ClientEvents[K]>) => void)(...args)
+      } catch (err) {
+        // A listener's bug must not leave the connection half-handled: report it outside this call.
+        queueMicrotask(() => { throw err })
+      }
+    }
+  }
+
+  private setState (state: ConnectionState, extra: { delay?: number, error?: CitasLiveError }): void {
+    const previous = this.currentState
+    this.currentState = state
+    this.emit('state', { state, previous, attempt: this.attempts, ...extra })
+  }
+
+  private attachPageEvents (): void {
+    if (this.removePageEvents.length > 0) return
+    const page = this.opts.pageEvents ?? defaultPageEvents()
+    if (page === false) return
+    this.removePageEvents = [
+      page.onOnline(() => this.wake()),
+      page.onVisible(() => this.wake())
+    ]
+  }
+
+  /** Back online or visible again: skip a pending delay, or check a connection that may have died meanwhile. */
+  private wake (): void {
+    if (this.stopped) return
+    if (this.retryTimer !== null) {
+      this.timers.clearTimeout(this.retryTimer)
+      this.retryTimer = null
+      this.attempts = 0
+      void this.open()
+    } else if (this.currentState === 'connected' && this.heartbeatOptions() !== null && this.pongTimer === null) {
+      this.ping()
+    }
+  }
+
+  private async nextToken (): Promise<string> {
+    // The first attempt uses the given token; every later one asks getToken() when there is one.
+    if (this.opts.getToken !== undefined && (this.token === undefined || this.generation > 1 || this.lastAuthFailed)) {
+      this.token = await this.opts.getToken()
+    }
+    if (this.token === undefined || this.token === '') throw new CitasLiveError('token', 'getToken() returned no token')
+    return this.token
+  }
+
+  private async open (): Promise<void> {
+    const generation = ++this.generation
+    let token: string
+    try {
+      token = await this.nextToken()
+    } catch (err) {
+      if (generation !== this.generation || this.stopped) return
+      this.emit('error', err instanceof CitasLiveError ? err : new CitasLiveError('token', `getToken() failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+      this.retry('backoff')
+      return
+    }
+    if (generation !== this.generation || this.stopped) return
+    if (this.failedToken !== undefined && token === this.failedToken) {
+      this.stop(new CitasLiveError('unauthorized', 'the server refused the token and getToken() returned the same one'))
+      return
+    }
+    const claims = decodeToken(token)
+    if (claims === null) {
+      this.authFailed(new CitasLiveError('unauthorized', 'malformed token (not a JWT)'), token)
+      return
+    }
+    let url = this.opts.url
+    let protocols: string[] | undefined
+    if (this.opts.tokenIn === 'query') url += (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token)
+    else protocols = ['bearer', token]
+
+    let socket: WebSocketLike
+    try {
+      socket = protocols === undefined ? new this.WS(url) : new this.WS(url, protocols)
+    } catch (err) {
+      this.stop(new CitasLiveError('invalid_url', `cannot open ${this.opts.url}: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+      return
+    }
+    this.socket = socket
+    let opened = false
+    let status: number | undefined
+    this.connectTimer = this.timers.setTimeout(() => {
+      this.connectTimer = null
+      if (this.socket !== socket || opened) return
+      this.dropSocket(4000, 'connect timeout')
+      void this.failedBeforeOpen(token, undefined)
+    }, this.opts.connectTimeout ?? 10_000)
+
+    socket.onopen = () => {
+      if (this.socket !== socket) return
+      opened = true
+      this.clearTimer('connectTimer')
+      this.lastAuthFailed = false
+      this.failedToken = undefined
+      this.stableTimer = this.timers.setTimeout(() => { this.stableTimer = null; this.attempts = 0 }, this.opts.stableAfter ?? 5_000)
+      this.setState('connected', {})
+      for (const channel of this.channelSet) this.sendSubscribe(channel)
+      this.scheduleHeartbeat()
+    }
+    socket.onmessage = (event: { data: unknown }) => {
+      if (this.socket !== socket) return
+      this.onMessage(event.data)
+    }
+    socket.onerror = (event: { message?: unknown }) => {
+      // The ws package names the refused handshake's status in the error; browsers never do.
+      const m = typeof event?.message === 'string' ? /Unexpected server response: (\d{3})/.exec(event.message) : null
+      if (m?.[1] !== undefined) status = Number(m[1])
+    }
+    socket.onclose = (event: { code?: number, reason?: string }) => {
+      if (this.socket !== socket) return
+      this.socket = null
+      this.clearConnectionTimers()
+      if (this.stopped) return
+      if (!opened) {
+        void this.failedBeforeOpen(token, status)
+        return
+      }
+      const code = event?.code ?? 1006
+      const reason = event?.reason ?? ''
+      if ((this.opts.authCloseCodes ?? [4001, 4401, 4403]).includes(code)) {
+        this.authFailed(new CitasLiveError('unauthorized', reason !== '' ? reason : `connection closed with ${code}`, { closeCode: code }), token)
+      } else {
+        this.retry(code === 1012 ? 'restart' : 'backoff')
+      }
+    }
+  }
+
+  /** An attempt that never opened: find out whether the token was the reason, else back off. */
+  private async failedBeforeOpen (token: string, status: number | undefined): Promise<void> {
+    const generation = this.generation
+    let refusal: CitasLiveError | null = null
+    if (status === 401) {
+      refusal = new CitasLiveError('unauthorized', 'the server refused the token (HTTP 401)', { status })
+    } else if (status === undefined) {
+      refusal = await this.probe(token)
+      const claims = decodeToken(token)
+      if (refusal === null && claims !== null && isExpired(claims, this.timers.now(), EXPIRY_SKEW_MS)) {
+        refusal = new CitasLiveError('unauthorized', 'token expired')
+      }
+    }
+    if (generation !== this.generation || this.stopped) return
+    if (refusal !== null) this.authFailed(refusal, token)
+    else this.retry('backoff')
+  }
+
+  /** GET on the WebSocket URL without the upgrade: the server answers 401 with the reason when the token is bad. */
+  private async probe (token: string): Promise<CitasLiveError | null> {
+    const fetchFn = this.opts.fetch ?? (globalThis as any).fetch as ConnectOptions['fetch']
+    if (this.opts.probe === false || fetchFn === undefined) return null
+    try {
+      const signal = typeof AbortSignal !== 'undefined' && typeof AbortSignal.timeout === 'function' ? AbortSignal.timeout(5_000) : undefined
+      const res = await fetchFn(httpUrlOf(this.opts.url), { headers: { authorization: `Bearer ${token}` }, ...(signal === undefined ? {} : { signal }) })
+      if (res.status !== 401) return null
+      let message = 'the server refused the token'
+      try {
+        const body: unknown = JSON.parse(await res.text())
+        if (typeof (body as { message?: unknown })?.message === 'string') message = (body as { message: string }).message
+      } catch {}
+      return new CitasLiveError('unauthorized', message, { status: 401 })
+    } catch {
+      return null // unreachable, or blocked by CORS: not evidence against the token
+    }
+  }
+
+  /** The token was refused: try once more with a fresh one from getToken(), else stop and say why. */
+  private authFailed (error: CitasLiveError, token: string): void {
+    if (this.opts.getToken !== undefined && !this.lastAuthFailed) {
+      this.lastAuthFailed = true
+      this.failedToken = token
+      this.retry('now')
+      return
+    }
+    this.stop(error)
+  }
+
+  private retry (kind: 'backoff' | 'restart' | 'now'): void {
+    const delay = kind === 'now' ? 0 : kind === 'restart' ? restartDelay(this.opts.backoff, this.random) : backoffDelay(this.attempts, this.opts.backoff, this.random)
+    this.attempts++
+    this.clearTimer('retryTimer')
+    this.retryTimer = this.timers.setTimeout(() => {
+      this.retryTimer = null
+      void this.open()
+    }, delay)
+    this.setState('reconnecting', { delay })
+  }
+
+  private stop (error?: CitasLiveError): void {
+    this.stopped = true
+    this.generation++
+    this.clearTimers()
+    this.dropSocket(1000, 'client closed', true)
+    for (const remove of this.removePageEvents) remove()
+    this.removePageEvents = []
+    if (error !== undefined) this.emit('error', error)
+    this.setState('disconnected', error === undefined ? {} : { error })
+  }
+
+  /**
+   * Forgets the current socket at once: a dead connection may take long to report its close.
+   * `graceful` (close()): a normal close handshake; otherwise ws's terminate() where there is one.
+   */
+  private dropSocket (code: number, reason: string, graceful = false): void {
+    const socket = this.socket
+    if (socket === null) return
+    this.socket = null
+    this.clearConnectionTimers()
+    socket.onopen = null
+    socket.onmessage = null
+    socket.onclose = null
+    socket.onerror = () => {}
+    try {
+      const terminate = (socket as { terminate?: () => void }).terminate
+      if (!graceful && typeof terminate === 'function') terminate.call(socket)
+      else socket.close(code, reason)
+    } catch {}
+  }
+
+  private onMessage (raw: unknown): void {
+    this.scheduleHeartbeat()
+    if (typeof raw !== 'string') raw = String(raw)
+    let message: ServerMessage
+    try {
+      message = JSON.parse(raw as string) as ServerMessage
+    } catch {
+      return
+    }
+    if (typeof message !== 'object' || message === null || typeof message.type !== 'string') return
+    const data = message.data as Record<string, unknown> | undefined
+    switch (message.type) {
+      case 'stats': {
+        const stats = data as unknown as Stats
+        if (typeof stats?.negocio_id !== 'string') return
+        this.statsByNegocio.set(stats.negocio_id, stats)
+        this.emit('stats', stats)
+        return
+      }
+      case 'subscribed':
+        if (typeof data?.channel === 'string') this.emit('subscribed', data.channel)
+        return
+      case 'pong':
+      case 'unsubscribed':
+        return
+      case 'error': {
+        const code = typeof data?.code === 'string' ? data.code : 'internal'
+        const channel = message.id === undefined ? undefined : this.pendingIds.get(String(message.id))
+        if (channel !== undefined && DROP_CHANNEL_CODES.has(code)) this.channelSet.delete(channel)
+        this.emit('error', new CitasLiveError(code, typeof data?.message === 'string' ? data.message : code, channel === undefined ? {} : { channel }))
+        return
+      }
+      case 'token_expiring':
+        void this.refreshToken()
+        this.emit('message', message)
+        return
+      default:
+        this.emit('message', message)
+    }
+  }
+
+  /** The server warned that the token expires soon: hand it a fresh one on the open connection. */
+  private async refreshToken (): Promise<void> {
+    if (this.opts.getToken === undefined) return
+    const socket = this.socket
+    try {
+      const token = await this.opts.getToken()
+      this.token = token
+      if (this.socket === socket) this.send({ type: 'refresh', data: { token } })
+    } catch (err) {
+      this.emit('error', new CitasLiveError('token', `getToken() failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+    }
+  }
+
+  private sendSubscribe (channel: string): void {
+    const id = `s${++this.seq}`
+    if (this.send({ type: 'subscribe', id, data: { channel } })) this.pendingIds.set(id, channel)
+  }
+
+  private send (message: unknown): boolean {
+    const socket = this.socket
+    if (socket === null || socket.readyState !== OPEN || this.currentState !== 'connected') return false
+    socket.send(JSON.stringify(message))
+    return true
+  }
+
+  private heartbeatOptions (): { interval: number, timeout: number } | null {
+    const hb = this.opts.heartbeat
+    if (hb === false) return null
+    return { interval: hb?.interval ?? 25_000, timeout: hb?.timeout ?? 10_000 }
+  }
+
+  /** Any message proves the connection alive: the next ping goes out after `interval` of silence. */
+  private scheduleHeartbeat (): void {
+    const hb = this.heartbeatOptions()
+    if (hb === null || this.socket === null) return
+    this.clearTimer('pongTimer')
+    this.clearTimer('heartbeatTimer')
+    this.heartbeatTimer = this.timers.setTimeout(() => {
+      this.heartbeatTimer = null
+      this.ping()
+    }, hb.interval)
+  }
+
+  private ping (): void {
+    const hb = this.heartbeatOptions()
+    if (hb === null || !this.send({ type: 'ping' })) return
+    this.clearTimer('heartbeatTimer')
+    this.pongTimer = this.timers.setTimeout(() => {
+      this.pongTimer = null
+      if (this.socket === null) return
+      this.dropSocket(4000, 'heartbeat timeout')
+      this.retry('backoff')
+    }, hb.timeout)
+  }
+
+  private clearTimer (name: 'retryTimer' | 'connectTimer' | 'stableTimer' | 'heartbeatTimer' | 'pongTimer'): void {
+    if (this[name] !== null) this.timers.clearTimeout(this[name])
+    this[name] = null
+  }
+
+  private clearConnectionTimers (): void {
+    this.clearTimer('connectTimer')
+    this.clearTimer('stableTimer')
+    this.clearTimer('heartbeatTimer')
+    this.clearTimer('pongTimer')
+    this.pendingIds.clear()
+  }
+
+  private clearTimers (): void {
+    this.clearTimer('retryTimer')
+    this.clearConnectionTimers()
+  }
+}

@@ -1,0 +1,7 @@
+export {
+  connect, toChannel, CitasLiveClient, CitasLiveError,
+  type ConnectOptions, type ConnectionState, type StateChange, type Stats, type ServerMessage, type ClientEvents,
+  type WebSocketLike, type WebSocketConstructor, type Timers, type PageEvents
+} from './client.js'
+export { backoffCeiling, backoffDelay, restartDelay, BACKOFF_DEFAULTS, type BackoffOptions } from './backoff.js'
+export { decodeToken, negociosOf, isExpired, type TokenClaims } from './token.js'

@@ -1,0 +1,44 @@
+import type { FastifyInstance } from 'fastify'
+import fastifyStatic from '@fastify/static'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export interface DashboardOptions {
+  /** Folder with the built dashboard (index.html, app.js, style.css). Default: dist/public of this package. */
+  root?: string
+}
+
+/** dist/routes/dashboard.js finds dist/public beside it; routes/dashboard.ts (run from source) finds it under dist/. */
+function builtDashboard (): string | null {
+  for (const candidate of ['../public', '../dist/public']) {
+    const dir = fileURLToPath(new URL(candidate, import.meta.url))
+    if (existsSync(join(dir, 'index.html'))) return dir
+  }
+  return null
+}
+
+/** The live dashboard at `/` (under the app's prefix): static files only, built by `npm run build`. */
+export default async function dashboardRoutes (fastify: FastifyInstance, opts: DashboardOptions) {
+  const root = opts.root ?? builtDashboard()
+  if (root === null || !existsSync(join(root, 'index.html'))) {
+    fastify.log.warn({ root }, 'dashboard is not built (npm run build): it is not served')
+    return
+  }
+  if (fastify.prefix !== '') {
+    // Relative URLs in the page (app.js, ws) need the trailing slash: /live -> /live/.
+    fastify.addHook('onRequest', async (request, reply) => {
+      const [path, query] = request.url.split('?', 2)
+      if (path === fastify.prefix) return reply.redirect(`${path}/${query === undefined ? '' : `?${query}`}`, 301)
+    })
+  }
+  await fastify.register(fastifyStatic, {
+    root,
+    wildcard: false, // only the built files get routes: no catch-all that could shadow a host app's routes
+    decorateReply: false, // leave reply.sendFile to a host app that has its own @fastify/static
+    index: 'index.html',
+    // File names carry no content hash: revalidate (ETag) on every load so a new build shows at once.
+    cacheControl: false,
+    setHeaders (res) { res.setHeader('cache-control', 'no-cache') }
+  })
+}

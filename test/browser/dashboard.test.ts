@@ -1,0 +1,214 @@
+import t, { type Test } from 'tap'
+import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import type pg from 'pg'
+import { chromium, type Browser, type Page } from 'playwright-core'
+import type { FastifyInstance } from 'fastify'
+import { addNegocio, build, listen, serviceToken, sign, testDatabase, waitFor, type TestDatabase } from '../helper.js'
+
+const root = new URL('../../', import.meta.url).pathname
+const artifacts = join(root, 'test', 'artifacts')
+const executablePath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+
+// A missing browser fails the run: a browser test that quietly skips would prove nothing.
+if (!existsSync(executablePath)) {
+  throw new Error(`no Chromium at ${executablePath}: install the chromium package (.ci/run does), or set CHROMIUM_PATH`)
+}
+
+// Page functions run in the browser; this file is typechecked without the DOM library.
+declare const document: any
+declare const window: any
+
+const FIGURES = ['citas_hoy', 'total_citas', 'citas_completadas', 'citas_canceladas'] as const
+type Figures = Record<typeof FIGURES[number], string>
+
+/** The four figures straight from the citas table ("today" in UTC, the server's default zone). */
+async function databaseFigures (pool: pg.Pool, negocio: string): Promise<Figures> {
+  const { rows } = await pool.query(`
+    SELECT count(*) FILTER (WHERE fecha_hora >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                              AND fecha_hora < (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC') AS citas_hoy,
+           count(*) AS total_citas,
+           count(*) FILTER (WHERE estado = 'atendida') AS citas_completadas,
+           count(*) FILTER (WHERE estado = 'cancelada') AS citas_canceladas
+      FROM citas WHERE negocio_id = $1`, [negocio])
+  return rows[0] as Figures
+}
+
+/** Inserts `count` citas: `when` is 'today' (spread over today, UTC) or 'past'. */
+async function addCitas (pool: pg.Pool, negocio: string, count: number, estado: string, when: 'today' | 'past'): Promise<void> {
+  const start = when === 'today' ? "date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'" : "now() - interval '400 days'"
+  await pool.query(`
+    INSERT INTO citas (negocio_id, fecha_hora, estado)
+    SELECT $1, ${start} + (i * interval '1 minute'), $2 FROM generate_series(1, $3::int) AS i`, [negocio, estado, count])
+}
+
+async function shownFigures (page: Page, negocio: string): Promise<Figures> {
+  return await page.evaluate(([n, figures]) => {
+    const section = [...document.querySelectorAll('section.negocio')].find((s: any) => s.dataset.negocio === n)
+    return Object.fromEntries(figures.map(f => [f, section?.querySelector(`[data-figure="${f}"] .value`)?.textContent ?? ''])) as any
+  }, [negocio, FIGURES] as const)
+}
+
+async function waitForFigures (page: Page, negocio: string, want: Figures, timeout: number): Promise<void> {
+  await page.waitForFunction(([n, w]) => {
+    const section = [...document.querySelectorAll('section.negocio')].find((s: any) => s.dataset.negocio === n)
+    return Object.entries(w).every(([f, v]) => section?.querySelector(`[data-figure="${f}"] .value`)?.textContent === v)
+  }, [negocio, want] as const, { timeout })
+}
+
+async function waitForPill (page: Page, text: string, timeout = 10_000): Promise<void> {
+  await page.waitForFunction((want) => document.getElementById('pill')?.textContent === want, text, { timeout })
+}
+
+async function notify (http: string, negocio: string): Promise<void> {
+  const res = await fetch(`${http}/notify/cita`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}` },
+    body: JSON.stringify({ negocio_id: negocio, action: 'created' })
+  })
+  if (res.status !== 200) throw new Error(`notify: ${res.status} ${await res.text()}`)
+}
+
+const dashboard = await mkdtemp(join(tmpdir(), 'citas-live-dashboard-'))
+t.teardown(() => rm(dashboard, { recursive: true, force: true }))
+await promisify(execFile)(process.execPath, [join(root, 'scripts/build-dashboard.mjs'), dashboard], { cwd: root })
+await mkdir(artifacts, { recursive: true })
+
+const browser: Browser = await chromium.launch({
+  executablePath,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
+})
+t.teardown(() => browser.close())
+
+/** A server on a database of its own, counting WebSocket handshakes; `port` reuses a port for a restart. */
+async function server (t: Test, database: TestDatabase, port?: number) {
+  const { app } = await build(t, { database, dashboard: { root: dashboard } })
+  let urls: Awaited<ReturnType<typeof listen>>
+  if (port === undefined) {
+    urls = await listen(app)
+  } else {
+    await app.listen({ port, host: '127.0.0.1' })
+    urls = { http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}`, port }
+  }
+  const counts = { handshakes: 0 }
+  app.server.on('upgrade', () => { counts.handshakes++ })
+  return { app: app as FastifyInstance, ...urls, counts }
+}
+
+async function newPage (t: Test, viewport = { width: 1000, height: 470 }): Promise<{ page: Page, pageErrors: Error[] }> {
+  const context = await browser.newContext({ viewport, locale: 'es-ES', timezoneId: 'UTC' })
+  t.teardown(() => context.close())
+  const page = await context.newPage()
+  const pageErrors: Error[] = []
+  page.on('pageerror', (err) => pageErrors.push(err))
+  return { page, pageErrors }
+}
+
+t.test('the dashboard shows the database, follows notify, and rides out a server restart', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'barberia-centro')
+  await addNegocio(db.pool, 'clinica-dental-sol')
+  await addCitas(db.pool, 'barberia-centro', 140, 'atendida', 'past')
+  await addCitas(db.pool, 'barberia-centro', 8, 'cancelada', 'past')
+  await addCitas(db.pool, 'barberia-centro', 12, 'confirmada', 'today')
+  await addCitas(db.pool, 'clinica-dental-sol', 51, 'atendida', 'past')
+  await addCitas(db.pool, 'clinica-dental-sol', 4, 'cancelada', 'past')
+  await addCitas(db.pool, 'clinica-dental-sol', 7, 'pendiente', 'today')
+  const first = await server(t, db)
+  const token = sign({ sub: 'demo-user', negocios: ['barberia-centro', 'clinica-dental-sol'] })
+  const { page, pageErrors } = await newPage(t)
+
+  await page.goto(`${first.http}/?token=${token}`)
+  await waitForPill(page, 'Conectado')
+  t.notOk(new URL(page.url()).searchParams.has('token'), 'the token is removed from the address bar')
+  for (const negocio of ['barberia-centro', 'clinica-dental-sol']) {
+    const want = await databaseFigures(db.pool, negocio)
+    await waitForFigures(page, negocio, want, 3000)
+    t.same(await shownFigures(page, negocio), want, `${negocio}: the cards show the database's figures`)
+  }
+  t.match(await page.textContent('#last-update'), /^\d{1,2}:\d{2}:\d{2}$/, 'time of the last update')
+  await page.screenshot({ path: join(artifacts, 'dashboard-connected.png'), fullPage: true })
+
+  await addCitas(db.pool, 'barberia-centro', 1, 'pendiente', 'today')
+  const sent = Date.now()
+  await notify(first.http, 'barberia-centro')
+  const want = await databaseFigures(db.pool, 'barberia-centro')
+  await waitForFigures(page, 'barberia-centro', want, Math.max(1, 1000 - (Date.now() - sent)))
+  t.ok(Date.now() - sent < 1000, `the card shows the new figure within a second (${Date.now() - sent} ms)`)
+  t.equal(want.citas_hoy, '13')
+  await page.screenshot({ path: join(artifacts, 'dashboard-updated.png'), fullPage: true })
+
+  await first.app.close()
+  await waitForPill(page, 'Reconectando')
+  t.equal(await page.getAttribute('#pill', 'data-state'), 'reconnecting')
+  await page.screenshot({ path: join(artifacts, 'dashboard-reconnecting.png'), fullPage: true })
+
+  await addCitas(db.pool, 'barberia-centro', 2, 'cancelada', 'today')
+  const second = await server(t, db, first.port)
+  await waitForPill(page, 'Conectado', 30_000)
+  const refreshed = await databaseFigures(db.pool, 'barberia-centro')
+  await waitForFigures(page, 'barberia-centro', refreshed, 3000)
+  t.same(await shownFigures(page, 'barberia-centro'), refreshed, 'figures refreshed from the snapshot after the reconnect')
+  t.equal(refreshed.citas_canceladas, '10')
+  t.equal(second.counts.handshakes, 1, 'one handshake to come back')
+  await page.screenshot({ path: join(artifacts, 'dashboard-reconnected.png'), fullPage: true })
+  t.same(pageErrors, [], 'no script errors')
+})
+
+t.test('a refused token: a clear message, the token form, and no retry storm', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  const srv = await server(t, db)
+  const { page, pageErrors } = await newPage(t)
+  const forged = sign({ negocio_id: 'n1' }, { secret: 'not-the-server-secret-0123456789' })
+
+  await page.goto(`${srv.http}/?token=${forged}`)
+  await page.waitForSelector('#message:not([hidden])', { timeout: 10_000 })
+  t.match(await page.textContent('#message'), /rechazó el token: la firma no es válida/)
+  t.equal(await page.textContent('#pill'), 'Desconectado')
+  t.ok(await page.isVisible('#token-form'), 'the form asks for another token')
+  await page.screenshot({ path: join(artifacts, 'dashboard-bad-token.png'), fullPage: true })
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  t.equal(srv.counts.handshakes, 1, 'one handshake in 3 s: no retries with the dead token')
+
+  await page.fill('#token-input', sign({ negocio_id: 'n1' }))
+  await page.click('#token-form button')
+  await waitForPill(page, 'Conectado')
+  await waitForFigures(page, 'n1', { citas_hoy: '0', total_citas: '0', citas_completadas: '0', citas_canceladas: '0' }, 3000)
+  t.ok(await page.isHidden('#message'))
+  t.ok(await page.isHidden('#token-form'))
+  t.same(pageErrors, [])
+})
+
+t.test('not a JWT at all: the message without any handshake', async (t) => {
+  const db = await testDatabase(t)
+  const srv = await server(t, db)
+  const { page } = await newPage(t)
+  await page.goto(`${srv.http}/?token=hola`)
+  await page.waitForSelector('#message:not([hidden])')
+  t.match(await page.textContent('#message'), /no es un token JWT/)
+  t.equal(srv.counts.handshakes, 0)
+})
+
+t.test('readable on a phone: two cards a row and no sideways scrolling', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'barberia-centro')
+  await addCitas(db.pool, 'barberia-centro', 3, 'atendida', 'today')
+  const srv = await server(t, db)
+  const { page } = await newPage(t, { width: 390, height: 844 })
+  await page.goto(`${srv.http}/?token=${sign({ negocio_id: 'barberia-centro' })}`)
+  await waitForPill(page, 'Conectado')
+  await waitForFigures(page, 'barberia-centro', await databaseFigures(db.pool, 'barberia-centro'), 3000)
+  const layout = await page.evaluate(() => {
+    const cards = [...document.querySelectorAll('.card')].slice(0, 4).map((c: any) => c.getBoundingClientRect())
+    return { scrollWidth: document.documentElement.scrollWidth, width: window.innerWidth, tops: cards.map((r: any) => Math.round(r.top)) }
+  })
+  t.ok(layout.scrollWidth <= layout.width, 'no horizontal scroll')
+  t.equal(new Set(layout.tops).size, 2, 'four cards in two rows')
+  await page.screenshot({ path: join(artifacts, 'dashboard-phone.png'), fullPage: true })
+  await waitFor(() => srv.counts.handshakes === 1)
+})
