@@ -63,7 +63,8 @@ await fastify.register(app, {
     adminRole: env.JWT_ADMIN_ROLE,
     serviceRole: env.JWT_SERVICE_ROLE
   },
-  stats: { timezone: env.STATS_TIMEZONE }
+  stats: { timezone: env.STATS_TIMEZONE },
+  openapi: true
 })
 
 closeWithGrace({ delay: 10_000, logger: log }, async ({ signal, err }) => {

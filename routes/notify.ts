@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { tokenFromRequest } from '../plugins/auth.js'
 import { AppError } from '../services/errors.js'
 import { channelFor, statsMessage } from '../services/protocol.js'
-import { ErrorReply, NotifyBody, NotifyReply } from './schemas.js'
+import { ErrorReply, NotifyBody, NotifyReply, notifyDocs } from './schemas.js'
 
 /** POST /notify/cita: the REST API says a negocio's citas changed; recompute and push before replying. */
 export default async function notifyRoutes (fastify: FastifyInstance) {
@@ -20,6 +20,7 @@ export default async function notifyRoutes (fastify: FastifyInstance) {
     // Authenticate before the body is validated: an anonymous caller learns nothing about the schema.
     onRequest: requireService,
     schema: {
+      ...notifyDocs,
       body: NotifyBody,
       response: { 200: NotifyReply, '4xx': ErrorReply, '5xx': ErrorReply }
     }
