@@ -210,7 +210,7 @@ t.test('the Docker image and the npm package, reproduced in clean folders', { sk
     body: JSON.stringify({ negocio_id: 'nadie', action: 'created' })
   })
   t.equal(notify.status, 404, 'notify reaches the database (unknown negocio)')
-  const health = await exec('sh', ['-c', (runtime.healthcheck as string)], { cwd: app, env: { ...env, PORT: port } }).then(() => 0, (err: { code?: number }) => err.code ?? 1)
+  const health = await exec('sh', ['-c', runtime.healthcheck as string], { cwd: app, env: { ...env, PORT: port } }).then(() => 0, (err: { code?: number }) => err.code ?? 1)
   t.equal(health, 0, 'the HEALTHCHECK command passes')
   t.notMatch(out, /"level":50|"level":60/, 'no error in the log')
 
