@@ -12,7 +12,18 @@ import { promisify } from 'node:util'
 import pg from 'pg'
 import { serviceToken, SECRET, waitFor } from '../helper.js'
 
-const exec = promisify(execFile)
+const execP = promisify(execFile)
+
+/** The environment without tap's hooks: child processes must not report coverage of their own. */
+function cleanEnv (extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (k !== 'NODE_OPTIONS' && !/^_?TAP/i.test(k)) env[k] = v
+  return { ...env, ...extra }
+}
+
+function exec (file: string, args: string[], opts: { cwd?: string, env?: NodeJS.ProcessEnv, maxBuffer?: number } = {}) {
+  return execP(file, args, { maxBuffer: 16 << 20, ...opts, env: opts.env ?? cleanEnv() })
+}
 const root = fileURLToPath(new URL('../../', import.meta.url))
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
 
@@ -153,7 +164,7 @@ t.test('the Docker image and the npm package, reproduced in clean folders', { sk
     for (const part of cmd.split('&&').map(s => s.trim())) {
       if (/^npm ci\b/.test(part)) await symlink(join(root, 'node_modules'), join(fs.workdir, 'node_modules'), 'dir')
       else if (/^npm cache clean\b/.test(part)) continue
-      else await exec('bash', ['-c', part], { cwd: fs.workdir, env: { ...process.env, ...fs.env } })
+      else await exec('bash', ['-c', part], { cwd: fs.workdir, env: cleanEnv(fs.env) })
     }
   })
   done.set(buildStage.name, build)
@@ -166,7 +177,7 @@ t.test('the Docker image and the npm package, reproduced in clean folders', { sk
       if (!/^npm ci\b/.test(part)) throw new Error(`runtime RUN step not reproduced by this test: ${part}`)
       t.match(part, /--omit=dev/, 'production dependencies only')
       t.match(part, /--omit=optional/, 'no embedded PostgreSQL')
-      await exec('bash', ['-c', part], { cwd: fs.workdir, env: { ...process.env, ...fs.env }, maxBuffer: 16 << 20 })
+      await exec('bash', ['-c', part], { cwd: fs.workdir, env: cleanEnv(fs.env) })
     }
   })
   const app = runtime.workdir
