@@ -15,6 +15,9 @@ COPY scripts/build-dashboard.mjs scripts/
 RUN npm run build
 
 # Runtime stage: production dependencies only, no embedded PostgreSQL (set DATABASE_URL).
+#   docker run -p 8080:8080 -e DATABASE_URL=postgres://... -e JWT_SECRET=... citas-live
+#   docker run --rm -e DATABASE_URL=postgres://... citas-live node dist/db/migrate.js   # migrations
+# test/e2e/image.test.ts replays these steps without Docker: keep them to COPY, ENV and npm ci.
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production PORT=8080 HOST=0.0.0.0
 WORKDIR /app
@@ -22,6 +25,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --omit=optional --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist dist
 COPY db/migrations db/migrations
+# Files stay root-owned and read-only to the app's user.
 USER node
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \

@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
+import fastifySwagger from '@fastify/swagger'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.js'
 import authPlugin, { type AuthPluginOptions } from './plugins/auth.js'
 import statsPlugin, { type StatsPluginOptions } from './plugins/stats.js'
@@ -12,6 +13,7 @@ import wsRoutes from './routes/ws.js'
 import notifyRoutes from './routes/notify.js'
 import healthRoutes from './routes/health.js'
 import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
+import { SECURITY_SCHEMES } from './routes/schemas.js'
 import { isAppError } from './services/errors.js'
 
 export interface AppOptions {
@@ -31,6 +33,19 @@ export interface AppOptions {
   prefix?: string
   /** The live dashboard at `/` (under `prefix`). `false` when embedded in an app that serves `/` itself. */
   dashboard?: DashboardOptions | false
+  /**
+   * Serve the OpenAPI document of the HTTP routes at `<prefix>/documentation/json`. Off by default so
+   * an embedding app gets no extra routes; a host that registered @fastify/swagger itself gets the
+   * citas-live routes in its own document either way.
+   */
+  openapi?: boolean | OpenApiOptions
+}
+
+export interface OpenApiOptions {
+  /** Also serve Swagger UI at `<prefix>/documentation` (needs the optional @fastify/swagger-ui package). */
+  ui?: boolean
+  /** Version shown in the document's info; default the package's. */
+  version?: string
 }
 
 /**
@@ -60,11 +75,51 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(livePlugin, opts.live ?? {})
   if (opts.metrics !== false) await fastify.register(metricsPlugin, opts.metrics ?? {})
 
+  // Before the routes: @fastify/swagger collects them as they are added.
+  if (opts.openapi !== undefined && opts.openapi !== false) {
+    await registerOpenApi(fastify, opts.openapi === true ? {} : opts.openapi, opts.prefix ?? '')
+  }
   await fastify.register(routes, {
     prefix: opts.prefix ?? '',
     dashboard: opts.dashboard ?? {},
     metricsToken: opts.metrics === false ? undefined : opts.metrics?.token
   })
+}
+
+async function registerOpenApi (fastify: FastifyInstance, opts: OpenApiOptions, prefix: string) {
+  if (!fastify.hasDecorator('swagger')) {
+    await fastify.register(fastifySwagger, {
+      openapi: {
+        openapi: '3.1.0',
+        info: {
+          title: 'citas-live',
+          description: 'Live appointment statistics. The WebSocket protocol behind GET /ws is described by docs/asyncapi.yaml.',
+          version: opts.version ?? '0.1.0'
+        },
+        tags: [
+          { name: 'notify', description: 'Called by the REST API that owns the citas' },
+          { name: 'websocket', description: 'The upgrade endpoint; messages in the AsyncAPI document' },
+          { name: 'health', description: 'Probes for load balancers and orchestrators' }
+        ],
+        components: { securitySchemes: SECURITY_SCHEMES }
+      },
+      // @fastify/websocket hides every websocket route; show ours, whose schema only documents the upgrade.
+      transform: ({ schema, url, route }) => ({
+        url,
+        schema: route.websocket === true && schema?.tags?.includes('websocket') === true ? { ...schema, hide: false } : schema
+      })
+    })
+  }
+  const routePrefix = `${prefix}/documentation`
+  if (opts.ui === true) {
+    const ui = await import('@fastify/swagger-ui').catch((err: unknown) => {
+      throw new Error('citas-live: openapi.ui needs the @fastify/swagger-ui package (npm install @fastify/swagger-ui)', { cause: err })
+    })
+    // Swagger UI also serves the document at <routePrefix>/json.
+    await fastify.register(ui.default, { routePrefix })
+    return
+  }
+  fastify.get(`${routePrefix}/json`, { schema: { hide: true } }, async () => fastify.swagger())
 }
 
 async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined }) {

@@ -74,7 +74,8 @@ await fastify.register(app, {
   metrics: {
     ...(env.METRICS_TOKEN !== undefined ? { token: env.METRICS_TOKEN } : {}),
     ...(env.METRICS_PORT !== undefined ? { port: env.METRICS_PORT, host: env.METRICS_HOST } : {})
-  }
+  },
+  openapi: true
 })
 
 let demoActivity: { stop: () => void } | undefined

@@ -1,3 +1,4 @@
+/* eslint-disable no-new -- prom-client metrics register themselves in the registry they are made with */
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createServer, type Server } from 'node:http'

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { tokenFromRequest } from '../plugins/auth.js'
 import { AppError } from '../services/errors.js'
-import { ErrorReply, NotifyBody, NotifyReply } from './schemas.js'
+import { ErrorReply, NotifyBody, NotifyReply, notifyDocs } from './schemas.js'
 
 /** POST /notify/cita: the REST API says a negocio's citas changed; recompute, push, then reply. */
 export default async function notifyRoutes (fastify: FastifyInstance) {
@@ -19,6 +19,7 @@ export default async function notifyRoutes (fastify: FastifyInstance) {
     // Authenticate before the body is validated: an anonymous caller learns nothing about the schema.
     onRequest: requireService,
     schema: {
+      ...notifyDocs,
       body: NotifyBody,
       response: { 200: NotifyReply, '4xx': ErrorReply, '5xx': ErrorReply }
     }

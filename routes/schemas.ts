@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
+import type { FastifySchema } from 'fastify'
 import { NEGOCIO_ID_PATTERN } from '../services/protocol.js'
 
 export const NotifyAction = Type.Union([
@@ -31,7 +32,7 @@ export const NotifyReply = Type.Object({
   /** Local sockets the new stats were written to. */
   delivered: Type.Integer(),
   stats: StatsSchema
-})
+}, { description: 'Recomputed and pushed to the subscribers of estadisticas:<negocio_id>' })
 export type NotifyReply = Static<typeof NotifyReply>
 
 export const ErrorReply = Type.Object({
@@ -40,3 +41,48 @@ export const ErrorReply = Type.Object({
   error: Type.String(),
   message: Type.String()
 })
+
+export const HealthReply = Type.Object({ status: Type.Literal('ok') }, { description: 'The process runs' })
+
+export const ReadyReply = Type.Object({ status: Type.Literal('ready') }, { description: 'The database answers' })
+
+export const NotReadyReply = Type.Object({
+  status: Type.Literal('unavailable'),
+  code: Type.String(),
+  message: Type.String()
+}, { description: 'The database does not answer' })
+
+/** OpenAPI-only parts of the route schemas: they change no validation. */
+export const SECURITY_SCHEMES = {
+  bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'HS256 JWT signed with JWT_SECRET' },
+  tokenQuery: { type: 'apiKey', in: 'query', name: 'token', description: 'The same JWT in ?token= (WebSocket clients of the Go server)' }
+} as const
+
+export const notifyDocs: FastifySchema = {
+  summary: 'Recompute and push the stats of one negocio',
+  description: 'Called by the REST API after it creates, updates, cancels or deletes a cita. Needs a service token ' +
+    '(role claim = JWT_SERVICE_ROLE). Idempotent: calling it twice recomputes and pushes the same figures.',
+  tags: ['notify'],
+  security: [{ bearerAuth: [] }]
+}
+
+export const healthDocs: FastifySchema = { summary: 'Liveness: the process runs', tags: ['health'] }
+export const readyDocs: FastifySchema = { summary: 'Readiness: the database answers', tags: ['health'] }
+
+/**
+ * GET /ws is a WebSocket upgrade, described here for discovery; the messages it carries are in the
+ * AsyncAPI document (docs/asyncapi.yaml). Querystring and headers are not validated (the token is
+ * read by the handshake hook, which answers 401 itself).
+ */
+export const wsDocs: FastifySchema = {
+  summary: 'WebSocket upgrade for live stats (protocol: docs/asyncapi.yaml)',
+  description: 'Send `Connection: Upgrade`, `Upgrade: websocket` and a token (Authorization: Bearer, ?token=, or ' +
+    '`Sec-WebSocket-Protocol: bearer, <token>`). Answers 101 Switching Protocols, or 401 with a JSON body and no upgrade. ' +
+    'After the upgrade the client sends subscribe/unsubscribe/ping and receives subscribed/unsubscribed/pong/stats/error.',
+  tags: ['websocket'],
+  security: [{ bearerAuth: [] }, { tokenQuery: [] }],
+  response: {
+    101: { type: 'null', description: 'Switching Protocols: the connection is now a WebSocket' },
+    401: { ...ErrorReply, description: 'Missing, malformed, expired or wrongly signed token; no upgrade' }
+  }
+}

@@ -7,6 +7,7 @@ import {
   errorMessage, negocioOf, parseClientMessage, pongMessage, replyMessage,
   type ClientMessage
 } from '../services/protocol.js'
+import { wsDocs } from './schemas.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -87,7 +88,7 @@ export default async function wsRoutes (fastify: FastifyInstance) {
     }
   }
 
-  fastify.get('/ws', { websocket: true, preValidation: authenticate }, (socket, request) => {
+  fastify.get('/ws', { websocket: true, preValidation: authenticate, schema: wsDocs }, (socket, request) => {
     // Listeners go on synchronously, before anything awaits, so no early frame is lost.
     const conn = hub.add(socket, request.citasAccess as Access)
     socket.on('message', (data, isBinary) => {

@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import fastifyPostgres from '@fastify/postgres'
 import citasLive from '../../app.js'
-import { addCita, addNegocio, Client, listen, SECRET, serviceToken, sign, testDatabase } from '../helper.js'
+import { addCita, addNegocio, Client, listen, SECRET, serviceToken, testDatabase } from '../helper.js'
 
 t.test('a host app with its own JWT and pg pool mounts citas-live under a prefix', async (t) => {
   const db = await testDatabase(t)
@@ -28,7 +28,8 @@ t.test('a host app with its own JWT and pg pool mounts citas-live under a prefix
   t.same((await host.inject('/api/hello')).json(), { hello: 'world' }, 'host routes untouched')
   t.equal((await host.inject('/api/boom')).statusCode, 418, 'the host keeps its own error handling')
 
-  const c = await Client.open(`${ws}/live/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  // Tokens the host signs with its own @fastify/jwt are the ones citas-live accepts.
+  const c = await Client.open(`${ws}/live/ws?token=${host.jwt.sign({ negocio_id: 'n1' })}`, t)
   t.match(await c.subscribe('n1'), { type: 'stats', data: { negocio_id: 'n1', total_citas: 1, citas_completadas: 1 } })
   t.same(await c.request({ type: 'ping', id: 1 }), { type: 'pong', id: 1 })
   t.match(await c.request({ type: 'subscribe', data: { channel: 'estadisticas:n2' } }), { data: { code: 'forbidden' } })

