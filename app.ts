@@ -5,6 +5,9 @@ import dbPlugin, { type DbPluginOptions } from './plugins/db.js'
 import authPlugin, { type AuthPluginOptions } from './plugins/auth.js'
 import statsPlugin, { type StatsPluginOptions } from './plugins/stats.js'
 import hubPlugin, { CLOSE_RESTART, type HubPluginOptions } from './plugins/hub.js'
+import limitsPlugin, { type LimitsPluginOptions } from './plugins/limits.js'
+import expiryPlugin, { type ExpiryPluginOptions } from './plugins/expiry.js'
+import dbMonitorPlugin, { type DbMonitorPluginOptions } from './plugins/db-monitor.js'
 import wsRoutes from './routes/ws.js'
 import notifyRoutes from './routes/notify.js'
 import healthRoutes from './routes/health.js'
@@ -15,6 +18,12 @@ export interface AppOptions {
   auth: AuthPluginOptions
   stats?: StatsPluginOptions
   hub?: HubPluginOptions
+  /** Origin allow-list, connection, subscription and message limits, /notify/cita rate. */
+  limits?: LimitsPluginOptions
+  /** token_expiring notice and closing at `exp`. */
+  expiry?: ExpiryPluginOptions
+  /** Probing the database after a failure and recomputing subscribed channels when it is back. */
+  dbMonitor?: DbMonitorPluginOptions
   /** Largest client frame in bytes; larger ones close the socket with 1009. Default 4096. */
   maxPayload?: number
   /** Path prefix of the routes (/ws, /notify/cita, /health, /ready), e.g. `/live`. */
@@ -45,6 +54,9 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(authPlugin, opts.auth)
   await fastify.register(statsPlugin, opts.stats ?? {})
   await fastify.register(hubPlugin, opts.hub ?? {})
+  await fastify.register(limitsPlugin, opts.limits ?? {})
+  await fastify.register(expiryPlugin, opts.expiry ?? {})
+  await fastify.register(dbMonitorPlugin, opts.dbMonitor ?? {})
 
   await fastify.register(routes, { prefix: opts.prefix ?? '' })
 }
@@ -85,6 +97,7 @@ function errorName (status: number): string {
     case 404: return 'Not Found'
     case 413: return 'Payload Too Large'
     case 415: return 'Unsupported Media Type'
+    case 429: return 'Too Many Requests'
     case 503: return 'Service Unavailable'
     default: return status >= 500 ? 'Internal Server Error' : 'Bad Request'
   }

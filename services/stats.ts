@@ -56,6 +56,7 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
   const timezone = opts.timezone ?? 'UTC'
   const now = opts.now ?? (() => new Date())
   let queries = 0
+  const unavailableListeners = new Set<(err: unknown) => void>()
 
   /**
    * Computes the stats of one business. Rejects with AppError('not_found') for an unknown
@@ -68,6 +69,7 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
     try {
       ({ rows } = await db.query<StatsRow>(STATS_SQL, [negocioId, timezone, at.toISOString()]))
     } catch (err) {
+      for (const fn of unavailableListeners) fn(err)
       throw new AppError('unavailable', 'statistics are unavailable right now', { cause: err, statusCode: 500 })
     }
     const row = rows[0]
@@ -86,6 +88,8 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
 
   return {
     compute,
+    /** Calls `fn` whenever a stats query fails to reach the database (the outage monitor listens). */
+    onUnavailable (fn: (err: unknown) => void): void { unavailableListeners.add(fn) },
     /** How many stats queries this service has sent (for tests, metrics and benchmarks). */
     get queryCount () { return queries },
     timezone
