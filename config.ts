@@ -31,6 +31,7 @@ export const EnvSchema = Type.Object({
   WS_MESSAGE_BURST: Type.Integer({ minimum: 1, default: 20 }),
   WS_MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 65_536 }),
   WS_STALL_TIMEOUT_MS: Type.Integer({ minimum: 10, default: 30_000 }),
+  WS_HEARTBEAT_MS: Type.Integer({ minimum: 10, default: 30_000 }),
   TOKEN_EXPIRY_WARNING_MS: Type.Integer({ minimum: 0, default: 30_000 }),
   NOTIFY_RATE_MAX: Type.Integer({ minimum: 0, default: 1200 }),
   NOTIFY_RATE_WINDOW_MS: Type.Integer({ minimum: 1, default: 60_000 }),

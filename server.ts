@@ -66,6 +66,7 @@ await fastify.register(app, {
   stats: { timezone: env.STATS_TIMEZONE },
   maxPayload: env.WS_MAX_PAYLOAD,
   hub: {
+    heartbeatMs: env.WS_HEARTBEAT_MS,
     maxBufferedBytes: env.WS_MAX_BUFFERED_BYTES,
     stallTimeoutMs: env.WS_STALL_TIMEOUT_MS,
     // Leave the last part of the grace period to the HTTP requests still in flight.
@@ -82,6 +83,14 @@ await fastify.register(app, {
     notifyWindowMs: env.NOTIFY_RATE_WINDOW_MS
   },
   expiry: { warningMs: env.TOKEN_EXPIRY_WARNING_MS }
+})
+
+// While closing, answers end their keep-alive connection: an idle keep-alive socket would otherwise
+// hold server.close() open until the keep-alive timeout, past the grace period.
+let closing = false
+fastify.addHook('preClose', async () => { closing = true })
+fastify.addHook('onSend', async (_request, reply) => {
+  if (closing) reply.header('connection', 'close')
 })
 
 closeWithGrace({ delay: env.SHUTDOWN_GRACE_MS, logger: log }, async ({ signal, err }) => {
