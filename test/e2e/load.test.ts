@@ -8,6 +8,9 @@ import { addCita, addNegocio, SECRET, serviceToken, sign, testDatabase, waitFor 
 // 1,000-client tests against the real process (server.ts through tsx), so the server's memory can be
 // measured apart from the clients'. Clients open in batches and every wait is bounded.
 
+// Two 1,000-client runs take a few minutes on a busy 2-core machine: more than the suite's default.
+t.setTimeout(480_000)
+
 const root = new URL('../../', import.meta.url).pathname
 const CLIENTS = 1000
 const BATCH = 100
