@@ -9,6 +9,9 @@ import hubPlugin, { CLOSE_RESTART, type HubPluginOptions } from './plugins/hub.j
 import livePlugin, { type LivePluginOptions } from './plugins/live.js'
 import metricsPlugin, { type MetricsPluginOptions } from './plugins/metrics.js'
 import metricsRoutes from './routes/metrics.js'
+import limitsPlugin, { type LimitsPluginOptions } from './plugins/limits.js'
+import expiryPlugin, { type ExpiryPluginOptions } from './plugins/expiry.js'
+import dbMonitorPlugin, { type DbMonitorPluginOptions } from './plugins/db-monitor.js'
 import wsRoutes from './routes/ws.js'
 import notifyRoutes from './routes/notify.js'
 import healthRoutes from './routes/health.js'
@@ -27,6 +30,12 @@ export interface AppOptions {
    * bearer token) and/or `port` (a port of its own). `false`: not even collected.
    */
   metrics?: MetricsPluginOptions | false
+  /** Origin allow-list, connection, subscription and message limits, /notify/cita rate. */
+  limits?: LimitsPluginOptions
+  /** token_expiring notice and closing at `exp`. */
+  expiry?: ExpiryPluginOptions
+  /** Probing the database after a failure and recomputing subscribed channels when it is back. */
+  dbMonitor?: DbMonitorPluginOptions
   /** Largest client frame in bytes; larger ones close the socket with 1009. Default 4096. */
   maxPayload?: number
   /** Path prefix of the routes (/ws, /notify/cita, /health, /ready, the dashboard at /), e.g. `/live`. */
@@ -74,6 +83,9 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(hubPlugin, opts.hub ?? {})
   await fastify.register(livePlugin, opts.live ?? {})
   if (opts.metrics !== false) await fastify.register(metricsPlugin, opts.metrics ?? {})
+  await fastify.register(limitsPlugin, opts.limits ?? {})
+  await fastify.register(expiryPlugin, opts.expiry ?? {})
+  await fastify.register(dbMonitorPlugin, opts.dbMonitor ?? {})
 
   // Before the routes: @fastify/swagger collects them as they are added.
   if (opts.openapi !== undefined && opts.openapi !== false) {
@@ -160,6 +172,7 @@ function errorName (status: number): string {
     case 404: return 'Not Found'
     case 413: return 'Payload Too Large'
     case 415: return 'Unsupported Media Type'
+    case 429: return 'Too Many Requests'
     case 503: return 'Service Unavailable'
     default: return status >= 500 ? 'Internal Server Error' : 'Bad Request'
   }

@@ -1,6 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { isValidTimeZone } from './services/stats.js'
+import { normalizeOrigin } from './services/limits.js'
 
 /**
  * Every environment variable the server reads. Nothing else in the code base touches process.env:
@@ -28,7 +29,24 @@ export const EnvSchema = Type.Object({
   METRICS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
   METRICS_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
   EMBEDDED_PG_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 54329 }),
-  EMBEDDED_PG_DIR: Type.String({ minLength: 1, default: '.data/postgres' })
+  EMBEDDED_PG_DIR: Type.String({ minLength: 1, default: '.data/postgres' }),
+  ALLOWED_ORIGINS: Type.Optional(Type.String({ minLength: 1 })),
+  TRUST_PROXY: Type.Optional(Type.String({ minLength: 1 })),
+  WS_MAX_PAYLOAD: Type.Integer({ minimum: 256, maximum: 1_048_576, default: 4096 }),
+  WS_MAX_SUBSCRIPTIONS: Type.Integer({ minimum: 1, default: 100 }),
+  WS_MAX_CONNECTIONS_PER_USER: Type.Integer({ minimum: 0, default: 20 }),
+  WS_MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 0, default: 0 }),
+  WS_MESSAGE_RATE: Type.Integer({ minimum: 1, default: 10 }),
+  WS_MESSAGE_BURST: Type.Integer({ minimum: 1, default: 20 }),
+  WS_MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 65_536 }),
+  WS_STALL_TIMEOUT_MS: Type.Integer({ minimum: 10, default: 30_000 }),
+  WS_HEARTBEAT_MS: Type.Integer({ minimum: 10, default: 30_000 }),
+  TOKEN_EXPIRY_WARNING_MS: Type.Integer({ minimum: 0, default: 30_000 }),
+  NOTIFY_RATE_MAX: Type.Integer({ minimum: 0, default: 1200 }),
+  NOTIFY_RATE_WINDOW_MS: Type.Integer({ minimum: 1, default: 60_000 }),
+  DB_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
+  DB_CONNECTION_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 })
 })
 export type Env = Static<typeof EnvSchema>
 
@@ -39,7 +57,9 @@ export class ConfigError extends Error {
   }
 }
 
-const integerKeys = new Set(['PORT', 'EMBEDDED_PG_PORT', 'METRICS_PORT', 'STATS_COALESCE_MS', 'STATS_RECONCILE_SECONDS'])
+const integerKeys = new Set(Object.entries(EnvSchema.properties)
+  .filter(([, schema]) => (schema as { type?: string }).type === 'integer')
+  .map(([key]) => key))
 
 /**
  * Validates process.env (or any record) against EnvSchema. Empty strings count as unset.
@@ -65,7 +85,25 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
   if (!isValidTimeZone(env.STATS_TIMEZONE)) {
     throw new ConfigError(`invalid STATS_TIMEZONE: not an IANA time zone (got ${JSON.stringify(env.STATS_TIMEZONE)})`)
   }
+  if (env.ALLOWED_ORIGINS !== undefined) {
+    for (const origin of allowedOrigins(env.ALLOWED_ORIGINS)) {
+      if (normalizeOrigin(origin) === null) {
+        throw new ConfigError(`invalid ALLOWED_ORIGINS: ${JSON.stringify(origin)} is not an http(s) origin like https://app.example.com`)
+      }
+    }
+  }
   return env
+}
+
+/** ALLOWED_ORIGINS as a list: comma-separated, blanks ignored. */
+export function allowedOrigins (value: string): string[] {
+  return value.split(',').map(s => s.trim()).filter(s => s !== '')
+}
+
+/** TRUST_PROXY as Fastify's trustProxy: `true`, or a comma list of proxy addresses/CIDRs. */
+export function trustProxy (value: string | undefined): boolean | string {
+  if (value === undefined || value === 'false') return false
+  return value === 'true' ? true : value
 }
 
 function redactValue (name: string, value: unknown): unknown {

@@ -4,7 +4,7 @@ import pg from 'pg'
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import app from './app.js'
-import { busKind, ConfigError, loadEnv, type Env } from './config.js'
+import { allowedOrigins, busKind, ConfigError, loadEnv, trustProxy, type Env } from './config.js'
 import { loggerOptions } from './services/logging.js'
 import { migrate } from './services/migrate.js'
 import { seedDemo, startDemoActivity } from './services/demo.js'
@@ -26,7 +26,7 @@ if (env.DATABASE_URL !== undefined && env.JWT_SECRET === undefined) {
   fail('invalid JWT_SECRET: required when DATABASE_URL is set (it must match the secret your REST API signs tokens with)')
 }
 
-const fastify = Fastify({ logger: loggerOptions(env.LOG_LEVEL), return503OnClosing: true })
+const fastify = Fastify({ logger: loggerOptions(env.LOG_LEVEL), return503OnClosing: true, trustProxy: trustProxy(env.TRUST_PROXY) })
 const log = fastify.log
 
 let embedded: EmbeddedPostgres | undefined
@@ -56,7 +56,7 @@ if (databaseUrl === undefined) {
 const secret = env.JWT_SECRET ?? randomBytes(32).toString('hex')
 
 await fastify.register(app, {
-  db: { connectionString: databaseUrl },
+  db: { connectionString: databaseUrl, statementTimeoutMs: env.DB_STATEMENT_TIMEOUT_MS, connectionTimeoutMs: env.DB_CONNECTION_TIMEOUT_MS },
   auth: {
     secret,
     claims: { negocioId: env.JWT_CLAIM_NEGOCIO_ID, negocios: env.JWT_CLAIM_NEGOCIOS, role: env.JWT_CLAIM_ROLE },
@@ -64,6 +64,25 @@ await fastify.register(app, {
     serviceRole: env.JWT_SERVICE_ROLE
   },
   stats: { timezone: env.STATS_TIMEZONE },
+  maxPayload: env.WS_MAX_PAYLOAD,
+  hub: {
+    heartbeatMs: env.WS_HEARTBEAT_MS,
+    maxBufferedBytes: env.WS_MAX_BUFFERED_BYTES,
+    stallTimeoutMs: env.WS_STALL_TIMEOUT_MS,
+    // Leave the last part of the grace period to the HTTP requests still in flight.
+    closeTimeoutMs: Math.floor(env.SHUTDOWN_GRACE_MS / 2)
+  },
+  limits: {
+    ...(env.ALLOWED_ORIGINS !== undefined ? { allowedOrigins: allowedOrigins(env.ALLOWED_ORIGINS) } : {}),
+    maxSubscriptions: env.WS_MAX_SUBSCRIPTIONS,
+    maxConnectionsPerUser: env.WS_MAX_CONNECTIONS_PER_USER,
+    maxConnectionsPerIp: env.WS_MAX_CONNECTIONS_PER_IP,
+    messageRate: env.WS_MESSAGE_RATE,
+    messageBurst: env.WS_MESSAGE_BURST,
+    notifyMax: env.NOTIFY_RATE_MAX,
+    notifyWindowMs: env.NOTIFY_RATE_WINDOW_MS
+  },
+  expiry: { warningMs: env.TOKEN_EXPIRY_WARNING_MS },
   live: {
     bus: busKind(env),
     ...(env.REDIS_URL !== undefined ? { redisUrl: env.REDIS_URL } : {}),
@@ -78,8 +97,16 @@ await fastify.register(app, {
   openapi: true
 })
 
+// While closing, answers end their keep-alive connection: an idle keep-alive socket would otherwise
+// hold server.close() open until the keep-alive timeout, past the grace period.
+let closing = false
+fastify.addHook('preClose', async () => { closing = true })
+fastify.addHook('onSend', async (_request, reply) => {
+  if (closing) reply.header('connection', 'close')
+})
+
 let demoActivity: { stop: () => void } | undefined
-closeWithGrace({ delay: 10_000, logger: log }, async ({ signal, err }) => {
+closeWithGrace({ delay: env.SHUTDOWN_GRACE_MS, logger: log }, async ({ signal, err }) => {
   if (err !== undefined) log.error({ err }, 'shutting down after an error')
   else log.info({ signal }, 'shutting down')
   demoActivity?.stop()

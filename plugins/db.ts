@@ -40,6 +40,8 @@ async function dbPlugin (fastify: FastifyInstance, opts: DbPluginOptions) {
     max: opts.max ?? 10,
     connectionTimeoutMillis: opts.connectionTimeoutMs ?? 5000,
     statement_timeout: opts.statementTimeoutMs ?? 5000,
+    // The server-side timeout cannot fire when the network itself hangs: the client gives up a bit later.
+    query_timeout: (opts.statementTimeoutMs ?? 5000) + 2000,
     application_name: 'citas-live'
   })
   const pool = fastify.pg.pool

@@ -1,23 +1,28 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { tokenFromRequest } from '../plugins/auth.js'
+import { registerNotifyRateLimit } from '../plugins/limits.js'
 import { AppError } from '../services/errors.js'
 import { ErrorReply, NotifyBody, NotifyReply, notifyDocs } from './schemas.js'
 
 /** POST /notify/cita: the REST API says a negocio's citas changed; recompute, push, then reply. */
 export default async function notifyRoutes (fastify: FastifyInstance) {
   const { live, citasAuth } = fastify
+  const rateLimit = await registerNotifyRateLimit(fastify)
 
   async function requireService (request: FastifyRequest, _reply: FastifyReply) {
     const claims = citasAuth.verify(tokenFromRequest(request, { query: false, protocol: false }))
     if (!citasAuth.isService(claims)) {
       throw new AppError('forbidden', `notify requires a token with role "${citasAuth.serviceRole}"`)
     }
+    request.citasCaller = typeof claims.sub === 'string' ? claims.sub : null
   }
 
   fastify.withTypeProvider<TypeBoxTypeProvider>().post('/notify/cita', {
     // Authenticate before the body is validated: an anonymous caller learns nothing about the schema.
     onRequest: requireService,
+    bodyLimit: 16 * 1024,
+    config: rateLimit === null ? {} : { rateLimit },
     schema: {
       ...notifyDocs,
       body: NotifyBody,

@@ -4,9 +4,10 @@ import { tokenFromRequest } from '../plugins/auth.js'
 import { isAppError } from '../services/errors.js'
 import { canWatch, type Access, type Connection } from '../services/hub.js'
 import {
-  errorMessage, negocioOf, parseClientMessage, pongMessage, replyMessage,
+  errorMessage, negocioOf, parseClientMessage, pongMessage, refreshedMessage, replyMessage, revokedMessage,
   type ClientMessage
 } from '../services/protocol.js'
+import { CLOSE_POLICY } from '../plugins/limits.js'
 import { wsDocs } from './schemas.js'
 
 declare module 'fastify' {
@@ -24,8 +25,15 @@ function send (socket: WebSocket, payload: string): void {
 
 /** GET /ws: token checked before the upgrade, then the subscribe/unsubscribe/ping protocol. */
 export default async function wsRoutes (fastify: FastifyInstance) {
-  const { hub, live, citasAuth, log } = fastify
+  const { hub, live, citasAuth, citasLimits: limits, log } = fastify
   fastify.decorateRequest('citasAccess', null)
+
+  /** Cross-site WebSocket hijacking: refuse other sites' pages before anything else, with 403. */
+  async function checkOrigin (request: FastifyRequest, reply: FastifyReply) {
+    if (limits.isOriginAllowed(request.headers.origin)) return
+    request.log.info({ origin: request.headers.origin }, 'websocket handshake refused: origin not allowed')
+    return reply.code(403).send({ statusCode: 403, code: 'forbidden', error: 'Forbidden', message: 'origin not allowed' })
+  }
 
   async function authenticate (request: FastifyRequest, reply: FastifyReply) {
     try {
@@ -35,6 +43,12 @@ export default async function wsRoutes (fastify: FastifyInstance) {
       request.log.info({ reason: err.message }, 'websocket handshake refused')
       return reply.code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: err.message })
     }
+    const sub = request.citasAccess.sub
+    const which = sub !== undefined && limits.perUser.full(sub) ? 'user' : limits.perIp.full(request.ip) ? 'IP address' : null
+    if (which !== null) {
+      request.log.info({ limit: which }, 'websocket handshake refused: too many connections')
+      return reply.code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: `too many connections for this ${which}` })
+    }
   }
 
   function subscribe (conn: Connection, msg: ClientMessage & { type: 'subscribe' }): void {
@@ -42,6 +56,10 @@ export default async function wsRoutes (fastify: FastifyInstance) {
     const negocioId = negocioOf(channel) as string
     if (!canWatch(conn.access, negocioId)) {
       send(conn.socket, errorMessage('forbidden', `your token does not allow ${channel}`, id))
+      return
+    }
+    if (!conn.channels.has(channel) && conn.channels.size >= limits.maxSubscriptions) {
+      send(conn.socket, errorMessage('limit', `at most ${limits.maxSubscriptions} subscriptions per connection`, id))
       return
     }
     hub.subscribe(conn, channel)
@@ -62,6 +80,30 @@ export default async function wsRoutes (fastify: FastifyInstance) {
       log.error({ err, negocio_id: negocioId }, 'stats for subscribe failed')
       send(conn.socket, errorMessage(isAppError(err) ? err.code : 'internal', isAppError(err) ? err.message : 'internal error', id))
     })
+  }
+
+  /** A fresh token for the same user: new rights and expiry; channels it no longer allows are dropped. */
+  function refresh (conn: Connection, msg: ClientMessage & { type: 'refresh' }): void {
+    let access: Access
+    try {
+      access = citasAuth.accessOf(citasAuth.verify(msg.token))
+    } catch (err) {
+      if (!isAppError(err)) throw err
+      send(conn.socket, errorMessage('unauthorized', err.message, msg.id))
+      return
+    }
+    if (access.sub !== conn.access.sub) {
+      send(conn.socket, errorMessage('forbidden', 'the new token belongs to another user', msg.id))
+      return
+    }
+    conn.access = access
+    conn.expiryNoticeFor = 0
+    send(conn.socket, refreshedMessage(access.exp, msg.id))
+    for (const channel of [...conn.channels]) {
+      if (canWatch(access, negocioOf(channel) as string)) continue
+      hub.unsubscribe(conn, channel)
+      send(conn.socket, revokedMessage(channel))
+    }
   }
 
   function onMessage (conn: Connection, data: RawData, isBinary: boolean): void {
@@ -85,13 +127,27 @@ export default async function wsRoutes (fastify: FastifyInstance) {
       case 'unsubscribe':
         hub.unsubscribe(conn, msg.channel)
         send(conn.socket, replyMessage('unsubscribed', msg.channel, msg.id))
+        return
+      case 'refresh':
+        refresh(conn, msg)
     }
   }
 
-  fastify.get('/ws', { websocket: true, preValidation: authenticate, schema: wsDocs }, (socket, request) => {
+  fastify.get('/ws', { websocket: true, onRequest: checkOrigin, preValidation: authenticate, schema: wsDocs }, (socket, request) => {
     // Listeners go on synchronously, before anything awaits, so no early frame is lost.
     const conn = hub.add(socket, request.citasAccess as Access)
+    const bucket = limits.messageBucket()
+    const sub = conn.access.sub
+    const ip = request.ip
+    // The handshake checked the counts; concurrent handshakes may still overshoot, so count for real here.
+    const userCounted = sub === undefined || limits.perUser.acquire(sub)
+    const ipCounted = userCounted && limits.perIp.acquire(ip)
     socket.on('message', (data, isBinary) => {
+      if (!bucket.take()) {
+        if (bucket.refusedInARow === 1) send(socket, errorMessage('rate_limited', 'too many messages: slow down'))
+        else if (bucket.refusedInARow > limits.maxRefusedMessages) socket.close(CLOSE_POLICY, 'message rate exceeded')
+        return
+      }
       try {
         onMessage(conn, data, isBinary)
       } catch (err) {
@@ -100,6 +156,11 @@ export default async function wsRoutes (fastify: FastifyInstance) {
       }
     })
     socket.on('pong', () => { conn.alive = true })
-    socket.on('close', () => hub.remove(conn))
+    socket.on('close', () => {
+      hub.remove(conn)
+      if (sub !== undefined && userCounted) limits.perUser.release(sub)
+      if (ipCounted) limits.perIp.release(ip)
+    })
+    if (!userCounted || !ipCounted) socket.close(CLOSE_POLICY, 'too many connections')
   })
 }

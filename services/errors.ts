@@ -6,6 +6,8 @@ export type ErrorCode =
   | 'not_found'
   | 'unauthorized'
   | 'unavailable'
+  | 'limit'
+  | 'rate_limited'
   | 'internal'
 
 const httpStatus: Record<ErrorCode, number> = {
@@ -14,6 +16,8 @@ const httpStatus: Record<ErrorCode, number> = {
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,
+  limit: 429,
+  rate_limited: 429,
   internal: 500,
   unavailable: 503
 }

@@ -22,7 +22,30 @@ export interface Connection {
   access: Access
   /** Cleared by each heartbeat sweep, set again by the peer's pong. */
   alive: boolean
+  /** Newest payload per channel held back while the socket's send buffer is over the bound; null when draining normally. */
+  pending: Map<string, string> | null
+  /** When the socket went over the bound (ms), 0 when it is not. */
+  slowSince: number
+  /** The `exp` a token_expiring notice was sent for, 0 when none. */
+  expiryNoticeFor: number
 }
+
+export interface HubOptions {
+  /**
+   * Bytes a socket may have buffered (ws `bufferedAmount`) before the hub stops writing to it and
+   * keeps only the newest payload per channel. Default 65536.
+   */
+  maxBufferedBytes?: number
+  /** A socket over the bound for this long is closed with 1013. Default 30000. */
+  stallTimeoutMs?: number
+  /** How often sockets over the bound are checked for drain. Default 100. */
+  flushIntervalMs?: number
+  /** Clock, injectable for tests. */
+  now?: () => number
+}
+
+/** Close code for a client that stayed too slow to read its updates: "try again later". */
+export const CLOSE_TRY_AGAIN_LATER = 1013
 
 interface Channel {
   readonly subscribers: Set<Connection>
@@ -36,16 +59,24 @@ const OPEN = 1
  * The channel hub: which connections follow which channel, and the fan-out. Plain data
  * structures, no I/O of its own beyond writing to sockets.
  */
-export function createHub () {
+export function createHub (opts: HubOptions = {}) {
+  const maxBuffered = opts.maxBufferedBytes ?? 65_536
+  const stallTimeoutMs = opts.stallTimeoutMs ?? 30_000
+  const flushIntervalMs = opts.flushIntervalMs ?? 100
+  const now = opts.now ?? Date.now
   const connections = new Set<Connection>()
   const channels = new Map<string, Channel>()
   const emptyListeners: Array<(name: string) => void> = []
   let subscriptions = 0
   /** Plain counters, read by the metrics plugin at scrape time. */
-  const counters = { sent: 0, dropped: {} as Record<string, number> }
+  const counters = { sent: 0, dropped: { superseded: 0, stalled: 0, closed: 0 } as Record<string, number> }
+  /** Connections over the buffer bound; the only ones the flush timer looks at. */
+  const slow = new Set<Connection>()
+  let flushTimer: ReturnType<typeof setInterval> | undefined
+  let stalled = 0
 
   function add (socket: WebSocket, access: Access): Connection {
-    const conn: Connection = { socket, channels: new Set(), access, alive: true }
+    const conn: Connection = { socket, channels: new Set(), access, alive: true, pending: null, slowSince: 0, expiryNoticeFor: 0 }
     connections.add(conn)
     return conn
   }
@@ -55,6 +86,8 @@ export function createHub () {
     for (const name of conn.channels) leave(conn, name)
     conn.channels.clear()
     connections.delete(conn)
+    conn.pending = null
+    slow.delete(conn)
   }
 
   /** Returns false when the connection already followed the channel. */
@@ -75,6 +108,7 @@ export function createHub () {
   function unsubscribe (conn: Connection, name: string): boolean {
     if (!conn.channels.delete(name)) return false
     leave(conn, name)
+    conn.pending?.delete(name)
     return true
   }
 
@@ -88,19 +122,66 @@ export function createHub () {
     }
   }
 
-  /** Sends one already-serialized message to every open subscriber; returns how many got it. */
+  /**
+   * Sends one already-serialized message to every open subscriber; returns how many got it (or will
+   * get it once their socket drains). Stats are state: a socket over the buffer bound keeps only the
+   * newest payload of each channel, written when it drains.
+   */
   function publish (name: string, payload: string): number {
     const channel = channels.get(name)
     if (channel === undefined) return 0
     channel.version++
     let sent = 0
     for (const conn of channel.subscribers) {
-      if (conn.socket.readyState !== OPEN) continue
-      conn.socket.send(payload)
+      const socket = conn.socket
+      if (socket.readyState !== OPEN) continue
+      if (conn.pending === null && socket.bufferedAmount <= maxBuffered) socket.send(payload)
+      else hold(conn, name, payload)
       sent++
     }
     counters.sent += sent
     return sent
+  }
+
+  function hold (conn: Connection, name: string, payload: string): void {
+    if (conn.pending === null) {
+      conn.pending = new Map()
+      conn.slowSince = now()
+      slow.add(conn)
+      flushTimer ??= setInterval(flush, flushIntervalMs)
+      flushTimer.unref()
+    }
+    if (conn.pending.has(name)) counters.dropped.superseded = (counters.dropped.superseded ?? 0) + 1
+    conn.pending.set(name, payload)
+  }
+
+  /** Writes held payloads to sockets that drained; closes with 1013 those stalled past the deadline. */
+  function flush (): void {
+    const at = now()
+    for (const conn of slow) {
+      const socket = conn.socket
+      if (socket.readyState !== OPEN) {
+        counters.dropped.closed = (counters.dropped.closed ?? 0) + (conn.pending?.size ?? 0)
+        conn.pending = null
+        slow.delete(conn)
+      } else if (socket.bufferedAmount <= maxBuffered) {
+        const pending = conn.pending
+        conn.pending = null
+        conn.slowSince = 0
+        slow.delete(conn)
+        if (pending !== null) for (const payload of pending.values()) socket.send(payload)
+      } else if (at - conn.slowSince >= stallTimeoutMs) {
+        counters.dropped.stalled = (counters.dropped.stalled ?? 0) + (conn.pending?.size ?? 0)
+        conn.pending = null
+        slow.delete(conn)
+        stalled++
+        socket.close(CLOSE_TRY_AGAIN_LATER, 'too slow to read updates')
+      }
+    }
+    if (slow.size === 0 && flushTimer !== undefined) {
+      clearInterval(flushTimer)
+      flushTimer = undefined
+    }
   }
 
   /** Publish count of a channel, or -1 when nobody follows it. */
@@ -128,9 +209,20 @@ export function createHub () {
   }
 
   function closeAll (code: number, reason: string): void {
+    stop()
     for (const conn of connections) {
       if (conn.socket.readyState === OPEN) conn.socket.close(code, reason)
     }
+  }
+
+  /** Cuts every socket still open (after closeAll, for peers that never answer the close). */
+  function terminateAll (): void {
+    for (const conn of connections) conn.socket.terminate()
+  }
+
+  function stop (): void {
+    if (flushTimer !== undefined) clearInterval(flushTimer)
+    flushTimer = undefined
   }
 
   return {
@@ -141,9 +233,17 @@ export function createHub () {
     publish,
     version,
     sweep,
+    flush,
     closeAll,
     /** Calls `listener` whenever a channel loses its last subscriber. */
     onEmpty: (listener: (name: string) => void) => { emptyListeners.push(listener) },
+    terminateAll,
+    stop,
+    /** Payloads replaced by a newer one before a slow socket drained. */
+    get droppedCount () { return counters.dropped.superseded ?? 0 },
+    /** Sockets closed with 1013 for staying over the buffer bound. */
+    get stalledCount () { return stalled },
+    get slowCount () { return slow.size },
     /** Names of the channels that have at least one subscriber. */
     channelNames: () => channels.keys(),
     subscriberCount: (name: string) => channels.get(name)?.subscribers.size ?? 0,

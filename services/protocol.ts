@@ -28,6 +28,7 @@ export type ClientMessage =
   | { type: 'subscribe', channel: string, id?: MessageId }
   | { type: 'unsubscribe', channel: string, id?: MessageId }
   | { type: 'ping', id?: MessageId }
+  | { type: 'refresh', token: string, id?: MessageId }
 
 export type ParseResult =
   | { ok: true, message: ClientMessage }
@@ -82,6 +83,13 @@ export function parseClientMessage (raw: string): ParseResult {
       }
       return { ok: true, message: withId({ type, channel }) }
     }
+    case 'refresh': {
+      const data = value.data
+      if (!isPlainObject(data) || typeof data.token !== 'string' || data.token === '') {
+        return fail('bad_request', 'refresh needs data: {"token": "<a fresh token>"}')
+      }
+      return { ok: true, message: withId({ type, token: data.token }) }
+    }
     default:
       return fail('bad_request', `unknown message type ${JSON.stringify(type.slice(0, 32))}`)
   }
@@ -94,6 +102,17 @@ export function statsMessage (stats: Stats): string {
 
 export function replyMessage (type: 'subscribed' | 'unsubscribed', channel: string, id?: MessageId): string {
   return JSON.stringify(id === undefined ? { type, data: { channel } } : { type, id, data: { channel } })
+}
+
+/** The answer to a successful refresh: the new token's expiry (unix seconds), null when it has none. */
+export function refreshedMessage (expiresAt: number | undefined, id?: MessageId): string {
+  const data = { expires_at: expiresAt ?? null }
+  return JSON.stringify(id === undefined ? { type: 'refreshed', data } : { type: 'refreshed', id, data })
+}
+
+/** A subscription dropped because a refreshed token no longer allows it. */
+export function revokedMessage (channel: string): string {
+  return JSON.stringify({ type: 'error', data: { code: 'forbidden', message: `your token no longer allows ${channel}`, channel } })
 }
 
 export function pongMessage (id?: MessageId): string {

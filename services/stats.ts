@@ -73,6 +73,7 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
   const now = opts.now ?? (() => new Date())
   let queries = 0
   const queryListeners: Array<(seconds: number, outcome: 'ok' | 'error') => void> = []
+  const unavailableListeners = new Set<(err: unknown) => void>()
 
   /**
    * Computes the stats of one business. Rejects with AppError('not_found') for an unknown
@@ -92,6 +93,7 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
       ({ rows } = await db.query<StatsRow>(STATS_SQL, [negocioId, timezone, at.toISOString()]))
     } catch (err) {
       observe('error')
+      for (const fn of unavailableListeners) fn(err)
       throw new AppError('unavailable', 'statistics are unavailable right now', { cause: err, statusCode: 500 })
     }
     observe('ok')
@@ -123,6 +125,8 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
     now,
     /** Calls `listener` with the duration of every query (for metrics). */
     onQuery: (listener: (seconds: number, outcome: 'ok' | 'error') => void) => { queryListeners.push(listener) },
+    /** Calls `fn` whenever a stats query fails to reach the database (the outage monitor listens). */
+    onUnavailable (fn: (err: unknown) => void): void { unavailableListeners.add(fn) },
     /** How many stats queries this service has sent (for tests, metrics and benchmarks). */
     get queryCount () { return queries },
     timezone

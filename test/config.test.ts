@@ -1,5 +1,5 @@
 import t from 'tap'
-import { loadEnv } from '../config.js'
+import { allowedOrigins, loadEnv, trustProxy } from '../config.js'
 
 t.test('defaults', async (t) => {
   t.match(loadEnv({}), {
@@ -33,4 +33,22 @@ t.test('a bad variable is one line naming it', async (t) => {
     t.throws(() => loadEnv(env), { name: 'ConfigError', message }, JSON.stringify(env))
   }
   t.throws(() => loadEnv({ DATABASE_URL: 'mysql://user:pw@h/db' }), { message: /<redacted>@/ }, 'credentials in a bad URL are not echoed')
+})
+
+t.test('hardening settings: defaults, parsing, and one line per bad value', async (t) => {
+  t.match(loadEnv({}), {
+    WS_MAX_PAYLOAD: 4096, WS_MAX_SUBSCRIPTIONS: 100, WS_MAX_CONNECTIONS_PER_USER: 20, WS_MAX_CONNECTIONS_PER_IP: 0,
+    WS_MESSAGE_RATE: 10, WS_MESSAGE_BURST: 20, WS_MAX_BUFFERED_BYTES: 65536, WS_STALL_TIMEOUT_MS: 30000, WS_HEARTBEAT_MS: 30000,
+    TOKEN_EXPIRY_WARNING_MS: 30000, NOTIFY_RATE_MAX: 1200, NOTIFY_RATE_WINDOW_MS: 60000,
+    DB_STATEMENT_TIMEOUT_MS: 5000, DB_CONNECTION_TIMEOUT_MS: 5000, SHUTDOWN_GRACE_MS: 10000
+  })
+  t.equal(loadEnv({}).ALLOWED_ORIGINS, undefined)
+  t.equal(loadEnv({ WS_MAX_CONNECTIONS_PER_IP: '5' }).WS_MAX_CONNECTIONS_PER_IP, 5)
+  t.same(allowedOrigins(' https://a.example.com, ,http://localhost:3000 '), ['https://a.example.com', 'http://localhost:3000'])
+  t.throws(() => loadEnv({ ALLOWED_ORIGINS: 'https://ok.example.com,app.example.com' }), { name: 'ConfigError', message: /^invalid ALLOWED_ORIGINS: "app.example.com" is not an http\(s\) origin/ })
+  t.throws(() => loadEnv({ WS_MESSAGE_RATE: '0' }), { message: /^invalid WS_MESSAGE_RATE: / })
+  t.throws(() => loadEnv({ WS_MAX_BUFFERED_BYTES: 'lots' }), { message: /^invalid WS_MAX_BUFFERED_BYTES: .*\(got "lots"\)$/ })
+  t.equal(trustProxy(undefined), false)
+  t.equal(trustProxy('true'), true)
+  t.equal(trustProxy('10.0.0.0/8'), '10.0.0.0/8')
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import pg from 'pg'
-import { addNegocio, build, Client, listen, serviceToken, sign } from '../helper.js'
+import { addNegocio, build, Client, listen, serviceToken, sign, waitFor } from '../helper.js'
 
 t.test('close: every socket gets 1012, an in-flight notify still completes', async (t) => {
   const { app, db } = await build(t)
@@ -23,7 +23,8 @@ t.test('close: every socket gets 1012, an in-flight notify still completes', asy
     headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}` },
     body: JSON.stringify({ negocio_id: 'n1', action: 'created' })
   })
-  await new Promise(resolve => setTimeout(resolve, 200))
+  // Wait until the stats query is really blocked on the lock (a fixed sleep is flaky on a busy machine).
+  await waitFor(async () => (await db.pool.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rowCount === 1, 10_000)
 
   const closing = app.close()
   const closes = await Promise.all(clients.map(async c => await c.closed))

@@ -1,0 +1,31 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { sweepExpiry } from '../services/expiry.js'
+
+export interface ExpiryPluginOptions {
+  /** How long before `exp` a socket gets `token_expiring`, in ms. Default 30000. */
+  warningMs?: number
+  /** Period of the one sweep over all sockets, in ms: a socket is closed at most this late. Default 1000. */
+  sweepMs?: number
+}
+
+/** Token expiry on open sockets: one periodic sweep over every connection, no timer per socket. */
+async function expiryPlugin (fastify: FastifyInstance, opts: ExpiryPluginOptions) {
+  const warningMs = opts.warningMs ?? 30_000
+  const sweepMs = opts.sweepMs ?? 1000
+  if (!Number.isInteger(warningMs) || warningMs < 0) throw new Error('citas-live expiry plugin: warningMs must be an integer of at least 0')
+  if (!Number.isInteger(sweepMs) || sweepMs < 10) throw new Error('citas-live expiry plugin: sweepMs must be an integer of at least 10')
+  const { hub } = fastify
+  const timer = setInterval(() => {
+    try {
+      sweepExpiry(hub.connections, Date.now(), warningMs)
+    } catch (err) {
+      fastify.log.error({ err }, 'token expiry sweep failed')
+    }
+  }, sweepMs)
+  timer.unref()
+  fastify.addHook('preClose', async () => { clearInterval(timer) })
+  fastify.addHook('onClose', async () => { clearInterval(timer) })
+}
+
+export default fp(expiryPlugin, { fastify: '5.x', name: 'citas-expiry', dependencies: ['citas-hub'] })

@@ -1,0 +1,34 @@
+import type { Connection } from './hub.js'
+
+/** Close code for a socket whose token expired without a refresh. */
+export const CLOSE_TOKEN_EXPIRED = 4001
+
+const OPEN = 1
+
+export function tokenExpiringMessage (expiresAt: number): string {
+  return JSON.stringify({ type: 'token_expiring', data: { expires_at: expiresAt } })
+}
+
+/**
+ * One pass over the connections, run by a single periodic timer (no per-socket timers): a socket
+ * whose token expires within `warningMs` gets one `token_expiring` notice; one whose token has
+ * expired is closed with 4001. Returns how many were closed.
+ */
+export function sweepExpiry (connections: Iterable<Connection>, nowMs: number, warningMs: number): number {
+  let closed = 0
+  for (const conn of connections) {
+    const exp = conn.access.exp
+    if (exp === undefined) continue
+    const socket = conn.socket
+    if (socket.readyState !== OPEN) continue
+    const at = exp * 1000
+    if (nowMs >= at) {
+      socket.close(CLOSE_TOKEN_EXPIRED, 'token expired')
+      closed++
+    } else if (nowMs >= at - warningMs && conn.expiryNoticeFor !== exp) {
+      conn.expiryNoticeFor = exp
+      socket.send(tokenExpiringMessage(exp))
+    }
+  }
+  return closed
+}

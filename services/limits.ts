@@ -1,0 +1,65 @@
+/**
+ * Per-key connection counts (per user, per IP). A limit of 0 turns the count off.
+ */
+export function createConnectionCounter (max: number) {
+  const counts = new Map<string, number>()
+  return {
+    /** True when one more connection for `key` would be over the limit. */
+    full (key: string): boolean {
+      return max > 0 && (counts.get(key) ?? 0) >= max
+    },
+    /** Counts a connection; false (and nothing counted) when it would be over the limit. */
+    acquire (key: string): boolean {
+      if (max === 0) return true
+      const n = counts.get(key) ?? 0
+      if (n >= max) return false
+      counts.set(key, n + 1)
+      return true
+    },
+    release (key: string): void {
+      if (max === 0) return
+      const n = (counts.get(key) ?? 0) - 1
+      if (n <= 0) counts.delete(key)
+      else counts.set(key, n)
+    },
+    get max () { return max },
+    count: (key: string): number => counts.get(key) ?? 0
+  }
+}
+
+export type ConnectionCounter = ReturnType<typeof createConnectionCounter>
+
+/**
+ * Normalizes an allow-list entry or an Origin header: scheme://host[:port], lower case, default
+ * ports dropped, no path. Returns null for anything that is not an http(s) origin.
+ */
+export function normalizeOrigin (value: string): string | null {
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    return null
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return null
+  return url.origin
+}
+
+/**
+ * The Origin check for WebSocket handshakes (cross-site WebSocket hijacking). With no list every
+ * origin is allowed. A request without an Origin header is not from a browser page and is allowed:
+ * browsers always send it on WebSocket handshakes, and the token is still required.
+ */
+export function createOriginCheck (allowed: readonly string[] | undefined): (origin: string | undefined) => boolean {
+  if (allowed === undefined) return () => true
+  const set = new Set<string>()
+  for (const entry of allowed) {
+    const origin = normalizeOrigin(entry)
+    if (origin === null) throw new Error(`not an http(s) origin: ${JSON.stringify(entry)}`)
+    set.add(origin)
+  }
+  return (origin) => {
+    if (origin === undefined) return true
+    const normalized = normalizeOrigin(origin)
+    return normalized !== null && set.has(normalized)
+  }
+}

@@ -1,0 +1,83 @@
+import t from 'tap'
+import { addCita, addNegocio, build, Client, listen, serviceToken, sign, waitFor } from '../helper.js'
+
+t.test('database outage: 503/500 fast, sockets stay, subscribes get unavailable; on return every channel is pushed', async (t) => {
+  const unhandled: unknown[] = []
+  const onUnhandled = (err: unknown): void => { unhandled.push(err) }
+  process.on('unhandledRejection', onUnhandled)
+  t.teardown(() => { process.off('unhandledRejection', onUnhandled) })
+
+  // No change capture: these writes stand for changes whose notify was lost in the outage.
+  const { app, db } = await build(t, { dbMonitor: { probeIntervalMs: 50 }, live: { changeCapture: false } })
+  const { ws, http } = await listen(app)
+  for (const id of ['n1', 'n2', 'n3']) await addNegocio(db.pool, id)
+  const token = sign({ negocios: ['n1', 'n2', 'n3'] })
+  const a = await Client.open(`${ws}/ws?token=${token}`, t)
+  const b = await Client.open(`${ws}/ws?token=${token}`, t)
+  await a.subscribe('n1')
+  await b.subscribe('n2')
+
+  // Changes whose notify is lost in the outage (written just before the database went away).
+  await addCita(db.pool, 'n1', new Date(), 'atendida')
+  await addCita(db.pool, 'n2', new Date())
+  await addCita(db.pool, 'n2', new Date())
+  await db.setDown(true)
+  const ready = await app.inject('/ready')
+  t.equal(ready.statusCode, 503)
+  t.match(ready.json(), { status: 'unavailable' })
+
+  const started = Date.now()
+  const res = await fetch(`${http}/notify/cita`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}` },
+    body: JSON.stringify({ negocio_id: 'n1', action: 'created' })
+  })
+  t.equal(res.status, 500)
+  t.same(await res.json(), { statusCode: 500, code: 'unavailable', error: 'Internal Server Error', message: 'statistics are unavailable right now' })
+  t.ok(Date.now() - started < 5000, 'answers without waiting for the database')
+  t.equal(app.citasDbMonitor.isUp, false, 'the failure marked the database down')
+
+  // A subscribe while down to a channel nobody watched: subscribed, then unavailable; it stays subscribed.
+  t.same(await b.request({ type: 'subscribe', id: 's', data: { channel: 'estadisticas:n3' } }),
+    { type: 'subscribed', id: 's', data: { channel: 'estadisticas:n3' } })
+  t.same(await b.next(), { type: 'error', id: 's', data: { code: 'unavailable', message: 'statistics are unavailable right now' } })
+  // To a channel with a snapshot: answered from it, no database needed.
+  t.same(await b.request({ type: 'subscribe', id: 'c', data: { channel: 'estadisticas:n1' } }),
+    { type: 'subscribed', id: 'c', data: { channel: 'estadisticas:n1' } })
+  t.match(await b.next(), { type: 'stats', data: { negocio_id: 'n1', total_citas: 0 } }, 'the cached snapshot')
+  t.same(await a.request({ type: 'ping' }), { type: 'pong' }, 'sockets stay open')
+
+  // The database comes back: every channel with subscribers catches up without any notify.
+  await db.setDown(false)
+  t.match(await a.next(5000), { type: 'stats', data: { negocio_id: 'n1', total_citas: 1, citas_completadas: 1 } })
+  // Both the outage monitor and the LISTEN connection's reconnect resync, so a channel may come twice.
+  const latest = (): string => {
+    const last = new Map<string, number>()
+    for (const m of b.received) if (m.type === 'stats') last.set(m.data.negocio_id, m.data.total_citas)
+    return JSON.stringify([...last].sort())
+  }
+  await waitFor(() => latest() === JSON.stringify([['n1', 1], ['n2', 2], ['n3', 0]]), 5000)
+  t.pass('b gets all of its channels, with the figures written during the outage')
+  await waitFor(() => app.citasDbMonitor.isUp)
+  t.equal((await app.inject('/ready')).statusCode, 200)
+  t.same(unhandled, [], 'no unhandled rejection')
+})
+
+t.test('a database that goes away and returns twice: each outage ends with a push', async (t) => {
+  const { app, db } = await build(t, { dbMonitor: { probeIntervalMs: 50 }, live: { changeCapture: false } })
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await c.subscribe('n1')
+  for (let round = 1; round <= 2; round++) {
+    await addCita(db.pool, 'n1', new Date())
+    await db.setDown(true)
+    const res = await app.inject({
+      method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n1', action: 'created' }
+    })
+    t.equal(res.statusCode, 500)
+    await db.setDown(false)
+    t.match(await c.next(5000), { type: 'stats', data: { total_citas: round } }, `round ${round}`)
+  }
+  t.equal(app.citasDbMonitor.outageCount, 2)
+})
