@@ -43,6 +43,15 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
   const minGapMs = opts.minGapMs ?? 0
   const now = opts.now ?? Date.now
   let runs = 0
+  let waiting = 0
+
+  /** Counts a caller until its promise settles. */
+  function track (promise: Promise<V>): Promise<V> {
+    waiting++
+    const done = (): void => { waiting-- }
+    promise.then(done, done)
+    return promise
+  }
 
   function start (key: K, slot: Slot<O, V>, options: O, result: Deferred<V>): void {
     slot.current = result
@@ -82,12 +91,12 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
       slots.set(key, fresh)
       const result = deferred<V>()
       start(key, fresh, options, result)
-      return result.promise
+      return track(result.promise)
     }
     // A run is in flight or the queued one is waiting out the gap: share the queued one.
     if (slot.next === null) slot.next = { result: deferred<V>(), options }
     else slot.next.options = opts.merge(slot.next.options, options)
-    return slot.next.result.promise
+    return track(slot.next.result.promise)
   }
 
   /**
@@ -96,7 +105,7 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
    */
   function join (key: K, options: O): Promise<V> {
     const slot = slots.get(key)
-    if (slot?.current != null) return slot.current.promise
+    if (slot?.current != null) return track(slot.current.promise)
     return request(key, options)
   }
 
@@ -105,6 +114,8 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     join,
     /** Runs started so far. */
     get runs () { return runs },
+    /** Callers waiting for a run's result. */
+    get waiting () { return waiting },
     /** Keys with a run in flight or queued. */
     get busy () { return slots.size }
   }

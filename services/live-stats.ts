@@ -188,7 +188,9 @@ export function createLiveStats (opts: LiveStatsOptions) {
     /** Negocios with a cached snapshot. */
     get cacheSize () { return cache.size },
     /** Recompute runs started (each is one stats query). */
-    get runs () { return coalescer.runs }
+    get runs () { return coalescer.runs },
+    /** Callers (notifies, subscribes) waiting for a recompute. */
+    get waiting () { return coalescer.waiting }
   }
 }
 

@@ -2,10 +2,10 @@
 // package a user would install: fails when the runtime image or the package lacks something.
 import t from 'tap'
 import { execFile, spawn } from 'node:child_process'
-import { cp, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises'
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join, relative } from 'node:path'
+import { basename, dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
@@ -88,7 +88,9 @@ async function runStage (stage: Stage, tmp: string, stages: Map<string, StageFs>
       case 'COPY': {
         const words = args.split(/\s+/)
         const from = words[0]?.startsWith('--from=') === true ? (words.shift() as string).slice(7) : undefined
-        const dest = join(fs.workdir, words.pop() as string)
+        const rawDest = words.pop() as string
+        const dest = join(fs.workdir, rawDest)
+        const intoDir = words.length > 1 || rawDest.endsWith('/') || rawDest === '.'
         for (const src of words) {
           if (from !== undefined) {
             const other = stages.get(from)
@@ -99,7 +101,9 @@ async function runStage (stage: Stage, tmp: string, stages: Map<string, StageFs>
           const matches = await contextMatches(src, ignored)
           if (matches.length === 0) throw new Error(`COPY ${src}: nothing in the build context matches`)
           for (const rel of matches) {
-            const target = words.length > 1 || dest.endsWith('/') || args.trim().endsWith('./') ? join(dest, rel) : dest
+            // As in Docker: a file copied into a folder keeps its base name; a folder's contents go to dest.
+            const isDir = (await stat(join(root, rel))).isDirectory()
+            const target = intoDir && !isDir ? join(dest, basename(rel)) : dest
             await mkdir(dirname(target), { recursive: true })
             await copyFiltered(join(root, rel), target, root, ignored)
           }
@@ -246,7 +250,8 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
   for (const target of targets) t.ok(files.includes(target), `export target ${target} is packed`)
   const extra = files.filter(f => !(
     f === 'package.json' || f === 'README.md' || /^LICENSE/.test(f) || f === 'docs/asyncapi.yaml' ||
-    /^db\/migrations\/\d+_[\w-]+\.sql$/.test(f) || /^dist\/.+\.(js|d\.ts)$/.test(f)
+    /^db\/migrations\/\d+_[\w-]+\.sql$/.test(f) || /^dist\/.+\.(js|d\.ts)$/.test(f) ||
+    /^dist\/public\/[\w.-]+\.(html|css)$/.test(f) // the built dashboard
   ))
   t.same(extra, [], 'nothing a user does not need (sources, tests, maps, CI, Docker files)')
   t.notOk(files.some(f => /^dist\/(test|bench)\//.test(f)), 'no compiled tests or benchmarks')
