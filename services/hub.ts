@@ -1,4 +1,5 @@
 import type { WebSocket } from 'ws'
+import { prepareFrame, sendFrame } from './frame.js'
 
 /** What a verified token lets a connection watch. */
 export interface Access {
@@ -89,11 +90,11 @@ export function createHub () {
     const channel = channels.get(name)
     if (channel === undefined) return 0
     channel.version++
+    // Framed once, the same bytes written to every subscriber.
+    const frame = prepareFrame(payload)
     let sent = 0
     for (const conn of channel.subscribers) {
-      if (conn.socket.readyState !== OPEN) continue
-      conn.socket.send(payload)
-      sent++
+      if (sendFrame(conn.socket, frame)) sent++
     }
     return sent
   }
