@@ -1,4 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { RawData, WebSocket } from 'ws'
 import { tokenFromRequest } from '../plugins/auth.js'
 import { isAppError } from '../services/errors.js'
@@ -16,6 +18,11 @@ declare module 'fastify' {
 }
 
 const OPEN = 1
+
+/** The hub connection of a socket, so every socket shares one set of listeners instead of closures. */
+const kConn = Symbol('citas-live connection')
+type LiveSocket = WebSocket & { [kConn]: Connection }
+const connOf = (socket: WebSocket): Connection => (socket as LiveSocket)[kConn]
 
 function send (socket: WebSocket, payload: string): void {
   if (socket.readyState === OPEN) socket.send(payload)
@@ -87,18 +94,33 @@ export default async function wsRoutes (fastify: FastifyInstance) {
     }
   }
 
+  function onSocketMessage (this: WebSocket, data: RawData, isBinary: boolean): void {
+    try {
+      onMessage(connOf(this), data, isBinary)
+    } catch (err) {
+      log.error({ err }, 'websocket message handler failed')
+      send(this, errorMessage('internal', 'internal error'))
+    }
+  }
+  function onSocketPong (this: WebSocket): void { connOf(this).alive = true }
+  function onSocketClose (this: WebSocket): void { hub.remove(connOf(this)) }
+  function onSocketError (this: WebSocket, err: Error): void {
+    log.warn({ err }, 'websocket error')
+    this.terminate()
+  }
+
   fastify.get('/ws', { websocket: true, preValidation: authenticate }, (socket, request) => {
     // Listeners go on synchronously, before anything awaits, so no early frame is lost.
-    const conn = hub.add(socket, request.citasAccess as Access)
-    socket.on('message', (data, isBinary) => {
-      try {
-        onMessage(conn, data, isBinary)
-      } catch (err) {
-        log.error({ err }, 'websocket message handler failed')
-        send(socket, errorMessage('internal', 'internal error'))
-      }
-    })
-    socket.on('pong', () => { conn.alive = true })
-    socket.on('close', () => hub.remove(conn))
+    ;(socket as LiveSocket)[kConn] = hub.add(socket, request.citasAccess as Access)
+    // Nothing of the upgrade request may outlive it: @fastify/websocket's per-socket error
+    // listener closes over the request and reply, and the TCP socket still holds the
+    // ServerResponse used to route the upgrade (and through it the request).
+    socket.removeAllListeners('error')
+    socket.on('error', onSocketError)
+    const raw = (socket as unknown as { _socket?: Socket & { _httpMessage?: ServerResponse | null } })._socket
+    if (raw?._httpMessage != null) raw._httpMessage.detachSocket(raw)
+    socket.on('message', onSocketMessage)
+    socket.on('pong', onSocketPong)
+    socket.on('close', onSocketClose)
   })
 }
