@@ -16,6 +16,8 @@ export interface Context {
   scale: number
   /** Longest steady phase of a scenario, in seconds. */
   seconds: number
+  /** Notifies per second offered in the many-channels scenario. */
+  rate: number
   /** A pool on the bench database for the load's own writes. */
   db: pg.Pool
   userToken: (sub: string, negocios: string[]) => string
@@ -227,7 +229,7 @@ async function paced (server: Server, ctx: Context, channels: Channel[], rate: n
 
 export const manyChannels: Scenario = {
   name: 'many channels',
-  describe: (ctx) => `${scaled(ctx, 5000)} subscribers over 500 channels; 500 notifies/s for ${Math.min(20, ctx.seconds)} s (each an INSERT then a notify)`,
+  describe: (ctx) => `${scaled(ctx, 5000)} subscribers over 500 channels; ${ctx.rate} notifies/s offered for ${Math.min(20, ctx.seconds)} s (each an INSERT then a notify)`,
   async run (server, ctx) {
     const n = scaled(ctx, 5000)
     const channels = await Promise.all(Array.from({ length: 500 }, async (_, i) => await channelOf(ctx.db, negocioId(i))))
@@ -237,7 +239,7 @@ export const manyChannels: Scenario = {
     tracker.reset()
     const seconds = Math.min(20, ctx.seconds)
     const cpu0 = server.cpuMs()
-    const run = await paced(server, ctx, channels, 500, 500 * seconds, seconds, ctx.db, false)
+    const run = await paced(server, ctx, channels, ctx.rate, ctx.rate * seconds, seconds, ctx.db, false)
     await until(() => allHold(conn.clients), 30_000)
     const cpu = server.cpuMs() - cpu0
     const sent = channels.reduce((a, c) => a + c.changedAt.length, 0)
