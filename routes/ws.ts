@@ -1,4 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { RawData, WebSocket } from 'ws'
 import { tokenFromRequest } from '../plugins/auth.js'
 import { isAppError } from '../services/errors.js'
@@ -18,6 +20,21 @@ declare module 'fastify' {
 }
 
 const OPEN = 1
+
+/** The hub connection of a socket, so every socket shares one set of listeners instead of closures. */
+const kState = Symbol('citas-live connection')
+
+/** What one socket needs beyond the hub's Connection, kept on the socket itself: no closures per socket. */
+interface SocketState {
+  conn: Connection
+  bucket: { take: () => boolean, readonly refusedInARow: number }
+  ip: string
+  userCounted: boolean
+  ipCounted: boolean
+}
+type LiveSocket = WebSocket & { [kState]: SocketState }
+const stateOf = (socket: WebSocket): SocketState => (socket as LiveSocket)[kState]
+const connOf = (socket: WebSocket): Connection => stateOf(socket).conn
 
 function send (socket: WebSocket, payload: string): void {
   if (socket.readyState === OPEN) socket.send(payload)
@@ -133,34 +150,52 @@ export default async function wsRoutes (fastify: FastifyInstance) {
     }
   }
 
+  function onSocketMessage (this: WebSocket, data: RawData, isBinary: boolean): void {
+    const { conn, bucket } = stateOf(this)
+    if (!bucket.take()) {
+      if (bucket.refusedInARow === 1) send(this, errorMessage('rate_limited', 'too many messages: slow down'))
+      else if (bucket.refusedInARow > limits.maxRefusedMessages) this.close(CLOSE_POLICY, 'message rate exceeded')
+      return
+    }
+    try {
+      onMessage(conn, data, isBinary)
+    } catch (err) {
+      log.error({ err }, 'websocket message handler failed')
+      send(this, errorMessage('internal', 'internal error'))
+    }
+  }
+  function onSocketPong (this: WebSocket): void { connOf(this).alive = true }
+  function onSocketClose (this: WebSocket): void {
+    const { conn, ip, userCounted, ipCounted } = stateOf(this)
+    hub.remove(conn)
+    const sub = conn.access.sub
+    if (sub !== undefined && userCounted) limits.perUser.release(sub)
+    if (ipCounted) limits.perIp.release(ip)
+  }
+  function onSocketError (this: WebSocket, err: Error): void {
+    log.warn({ err }, 'websocket error')
+    this.terminate()
+  }
+
   fastify.get('/ws', { websocket: true, onRequest: checkOrigin, preValidation: authenticate, schema: wsDocs }, (socket, request) => {
     // Listeners go on synchronously, before anything awaits, so no early frame is lost.
     const conn = hub.add(socket, request.citasAccess as Access)
-    const bucket = limits.messageBucket()
     const sub = conn.access.sub
     const ip = request.ip
     // The handshake checked the counts; concurrent handshakes may still overshoot, so count for real here.
     const userCounted = sub === undefined || limits.perUser.acquire(sub)
     const ipCounted = userCounted && limits.perIp.acquire(ip)
-    socket.on('message', (data, isBinary) => {
-      if (!bucket.take()) {
-        if (bucket.refusedInARow === 1) send(socket, errorMessage('rate_limited', 'too many messages: slow down'))
-        else if (bucket.refusedInARow > limits.maxRefusedMessages) socket.close(CLOSE_POLICY, 'message rate exceeded')
-        return
-      }
-      try {
-        onMessage(conn, data, isBinary)
-      } catch (err) {
-        log.error({ err }, 'websocket message handler failed')
-        send(socket, errorMessage('internal', 'internal error'))
-      }
-    })
-    socket.on('pong', () => { conn.alive = true })
-    socket.on('close', () => {
-      hub.remove(conn)
-      if (sub !== undefined && userCounted) limits.perUser.release(sub)
-      if (ipCounted) limits.perIp.release(ip)
-    })
+    ;(socket as LiveSocket)[kState] = { conn, bucket: limits.messageBucket(), ip, userCounted, ipCounted }
+    // Nothing of the upgrade request may outlive it: @fastify/websocket's per-socket error
+    // listener closes over the request and reply, and the TCP socket still holds the
+    // ServerResponse used to route the upgrade (and through it the request).
+    socket.removeAllListeners('error')
+    socket.on('error', onSocketError)
+    const raw = (socket as unknown as { _socket?: Socket & { _httpMessage?: ServerResponse | null } })._socket
+    if (raw?._httpMessage != null) raw._httpMessage.detachSocket(raw)
+    socket.on('message', onSocketMessage)
+    socket.on('pong', onSocketPong)
+    socket.on('close', onSocketClose)
     if (!userCounted || !ipCounted) socket.close(CLOSE_POLICY, 'too many connections')
   })
 }

@@ -1,4 +1,5 @@
 import type { WebSocket } from 'ws'
+import { prepareFrame, sendFrame } from './frame.js'
 
 /** What a verified token lets a connection watch. */
 export interface Access {
@@ -131,11 +132,14 @@ export function createHub (opts: HubOptions = {}) {
     const channel = channels.get(name)
     if (channel === undefined) return 0
     channel.version++
+    // Framed once, the same bytes written to every subscriber.
+    const frame = prepareFrame(payload)
     let sent = 0
     for (const conn of channel.subscribers) {
       const socket = conn.socket
       if (socket.readyState !== OPEN) continue
-      if (conn.pending === null && socket.bufferedAmount <= maxBuffered) socket.send(payload)
+      // Fast path: the frame built once for this broadcast, the same bytes to every socket.
+      if (conn.pending === null && socket.bufferedAmount <= maxBuffered) sendFrame(socket, frame)
       else hold(conn, name, payload)
       sent++
     }

@@ -171,3 +171,16 @@ t.test('a plain HTTP GET on /ws is refused', async (t) => {
   const anon = await app.inject({ url: '/ws' })
   t.equal(anon.statusCode, 401)
 })
+
+t.test('an open connection keeps nothing of its upgrade request, and still answers and closes cleanly', async (t) => {
+  const { url, app } = await setup(t)
+  const c = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
+  t.same(await c.request({ type: 'ping', id: 1 }), { type: 'pong', id: 1 })
+  const [conn] = [...app.hub.connections]
+  if (conn === undefined) throw new Error('no connection in the hub')
+  const socket = conn.socket as unknown as { listenerCount: (e: string) => number, _socket: { _httpMessage: unknown } }
+  t.equal(socket.listenerCount('error'), 1, 'one shared error listener, not one that closes over the request')
+  t.equal(socket._socket._httpMessage, null, 'the TCP socket no longer holds the upgrade response')
+  c.ws.close()
+  await waitFor(() => app.hub.connectionCount === 0)
+})

@@ -13,7 +13,8 @@ class FakeSocket extends EventEmitter {
   bufferedAmount = 0
   sent: string[] = []
   closed: { code: number, reason: string } | null = null
-  send (payload: string): void { this.sent.push(payload); this.bufferedAmount += payload.length }
+  // The hub's broadcast hands over the framed message's UTF-8 bytes; replies and flushes, strings.
+  send (payload: string | Buffer): void { const text = String(payload); this.sent.push(text); this.bufferedAmount += text.length }
   close (code: number, reason: string): void { this.closed = { code, reason }; this.readyState = 2 }
   terminate (): void { this.readyState = 3 }
   ping (): void {}

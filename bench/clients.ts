@@ -1,0 +1,157 @@
+import http from 'node:http'
+import WebSocket from 'ws'
+import { now, sleep, until } from './lib.js'
+
+/**
+ * What the load generator knows about one channel: the total_citas its subscribers started from
+ * and, for each change made since, when the change was made. Change i (0-based) is the one that
+ * made total_citas = base + i + 1, so a stats message is matched to the changes it reflects.
+ */
+export interface Channel {
+  negocio: string
+  base: number
+  changedAt: number[]
+}
+
+/** One dashboard: a socket, the channel it follows and the last total_citas it saw. */
+export interface Client {
+  ws: WebSocket
+  channel: Channel
+  /** total_citas of the last stats message; -1 before the first. */
+  last: number
+  /** When the connect started and when the first stats arrived (ms, performance.now()). */
+  startedAt: number
+  readyAt: number
+  failed: boolean
+}
+
+/** Counters every client feeds; reset between phases of a scenario. */
+export class Tracker {
+  /** change-to-delivery latencies, ms: one per (client, change) pair that arrived. */
+  latencies: number[] = []
+  /** stats messages after each client's first. */
+  deliveries = 0
+  /** stats messages that brought nothing new (same or older total). */
+  stale = 0
+  errors = 0
+  ready = 0
+  /** When the last stats message after a client's first arrived. */
+  lastAt = 0
+  closedEarly = 0
+
+  reset (): void {
+    this.latencies = []
+    this.deliveries = 0
+    this.stale = 0
+    this.lastAt = 0
+  }
+
+  onStats (client: Client, total: number): void {
+    const t = now()
+    if (client.last < 0) {
+      client.last = total
+      client.readyAt = t
+      this.ready++
+      return
+    }
+    this.deliveries++
+    this.lastAt = t
+    if (total <= client.last) {
+      this.stale++
+      return
+    }
+    const ch = client.channel
+    for (let k = client.last + 1; k <= total; k++) {
+      const at = ch.changedAt[k - ch.base - 1]
+      if (at !== undefined) this.latencies.push(t - at)
+    }
+    client.last = total
+  }
+}
+
+export interface ConnectOptions {
+  port: number
+  /** Token per client (citas-live verifies it; the baseline ignores it). */
+  tokens: string[]
+  channels: Channel[]
+  /** Connects in flight at once; Infinity = all at once (a storm). */
+  concurrency: number
+  timeoutMs: number
+  tracker: Tracker
+}
+
+function open (port: number, token: string, channel: Channel, tracker: Tracker): Client {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${token}`, { perMessageDeflate: false })
+  const client: Client = { ws, channel, last: -1, startedAt: now(), readyAt: 0, failed: false }
+  ws.on('open', () => {
+    ws.send(`{"type":"subscribe","data":{"channel":"estadisticas:${channel.negocio}"}}`)
+  })
+  ws.on('message', (data: Buffer) => {
+    const msg = JSON.parse(data.toString()) as { type: string, data: { total_citas: number } }
+    if (msg.type === 'stats') tracker.onStats(client, msg.data.total_citas)
+    else if (msg.type === 'error') tracker.errors++
+  })
+  ws.on('error', () => { client.failed = true })
+  ws.on('close', () => {
+    if (client.last < 0) client.failed = true
+    else tracker.closedEarly++
+  })
+  return client
+}
+
+/**
+ * Opens one socket per token, each subscribing to its channel, and resolves once every one has
+ * its first stats (or failed, or the time is up). Returns the clients and the wall time in ms.
+ */
+export async function connectAll (opts: ConnectOptions): Promise<{ clients: Client[], ms: number, failed: number }> {
+  const { tokens, channels, tracker } = opts
+  const clients: Client[] = []
+  const start = now()
+  const end = Date.now() + opts.timeoutMs
+  const settled = (c: Client): boolean => c.last >= 0 || c.failed
+  let i = 0
+  let pending: Client[] = []
+  while (i < tokens.length && Date.now() < end) {
+    pending = pending.filter((c) => !settled(c))
+    while (pending.length < opts.concurrency && i < tokens.length) {
+      const c = open(opts.port, tokens[i] as string, channels[i % channels.length] as Channel, tracker)
+      clients.push(c)
+      pending.push(c)
+      i++
+    }
+    if (i < tokens.length) await sleep(1)
+  }
+  await until(() => clients.every(settled), Math.max(0, end - Date.now()), 5)
+  const ms = now() - start
+  return { clients, ms, failed: clients.filter((c) => !settled(c) || c.failed).length }
+}
+
+/** Closes every client and waits until their sockets are closed. */
+export async function closeAll (clients: Client[], timeoutMs = 30_000): Promise<void> {
+  for (const c of clients) c.ws.terminate()
+  await until(() => clients.every((c) => c.ws.readyState === WebSocket.CLOSED), timeoutMs)
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
+
+/** POST /notify/cita; resolves with the status code (0 on a network error). */
+export async function notify (port: number, token: string, negocio: string): Promise<number> {
+  const body = `{"negocio_id":"${negocio}","action":"created"}`
+  return await new Promise<number>((resolve) => {
+    const req = http.request({
+      host: '127.0.0.1',
+      port,
+      path: '/notify/cita',
+      method: 'POST',
+      agent,
+      timeout: 30_000,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${token}` }
+    }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('error', () => resolve(0))
+    req.on('timeout', () => req.destroy())
+    req.end(body)
+  })
+}

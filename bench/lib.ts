@@ -1,0 +1,145 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import type { Gauges, Reply, Request } from './ipc.js'
+
+export type ServerKind = 'baseline' | 'citas-live'
+
+const here = fileURLToPath(new URL('.', import.meta.url))
+
+function hasTaskset (): boolean {
+  try {
+    execFileSync('taskset', ['-p', String(process.pid)], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+export const CPU = (() => {
+  const clkTck = (() => {
+    try { return Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100 } catch { return 100 }
+  })()
+  return { clkTck, taskset: hasTaskset() }
+})()
+
+/** user+system CPU time of a process so far, in ms (from /proc/<pid>/stat). */
+export function cpuMs (pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * 1000 / CPU.clkTck
+}
+
+/** Resident set size of a process, in KiB (VmRSS in /proc/<pid>/status). */
+export function rssKiB (pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m === null ? Number.NaN : Number(m[1])
+}
+
+export interface ServerOptions {
+  databaseUrl: string
+  secret: string
+  /** Extra node flags, e.g. --cpu-prof. */
+  nodeFlags?: string[]
+  logLevel?: string
+}
+
+/** A server under test in its own process, pinned to CPU 0 when taskset exists. */
+export class Server {
+  readonly pid: number
+  private nextId = 1
+  private readonly waiting = new Map<number, (reply: Reply) => void>()
+  private exited = false
+
+  private constructor (readonly kind: ServerKind, readonly port: number, private readonly child: ChildProcess) {
+    this.pid = child.pid as number
+    child.on('message', (reply: Reply) => {
+      if (reply.type === 'ready') return
+      this.waiting.get(reply.id)?.(reply)
+      this.waiting.delete(reply.id)
+    })
+    child.on('exit', () => { this.exited = true })
+  }
+
+  static async start (kind: ServerKind, opts: ServerOptions): Promise<Server> {
+    const script = `${here}server-${kind === 'baseline' ? 'baseline' : 'citas'}.js`
+    const args = ['--expose-gc', ...(opts.nodeFlags ?? []), script]
+    const [cmd, argv] = CPU.taskset
+      ? ['taskset', ['-c', process.env.BENCH_SERVER_CPU ?? '0', process.execPath, ...args]]
+      : [process.execPath, args]
+    const child = spawn(cmd as string, argv as string[], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: {
+        ...process.env,
+        DATABASE_URL: opts.databaseUrl,
+        JWT_SECRET: opts.secret,
+        BENCH_LOG_LEVEL: opts.logLevel ?? 'warn'
+      }
+    })
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${kind} server did not start within 30 s`)), 30_000)
+      child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${kind} server exited with ${String(code)}`)) })
+      child.on('message', (msg: Reply) => {
+        if (msg.type === 'ready') { clearTimeout(timer); resolve(msg.port) }
+      })
+    })
+    return new Server(kind, port, child)
+  }
+
+  private async ask (req: Omit<Request, 'id'> & { type: Request['type'] }, timeoutMs = 60_000): Promise<Reply> {
+    const id = this.nextId++
+    return await new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => { this.waiting.delete(id); reject(new Error(`${this.kind}: no answer to ${req.type}`)) }, timeoutMs)
+      this.waiting.set(id, (reply) => { clearTimeout(timer); resolve(reply) })
+      this.child.send({ ...req, id } as Request)
+    })
+  }
+
+  async gauges (): Promise<Gauges> {
+    const reply = await this.ask({ type: 'gauges' })
+    if (reply.type !== 'gauges') throw new Error('unexpected reply')
+    return reply.gauges
+  }
+
+  async gc (): Promise<void> { await this.ask({ type: 'gc' }) }
+
+  async heapSnapshot (path: string): Promise<void> {
+    await this.ask({ type: 'heap-snapshot', path } as Omit<Request, 'id'> & { type: 'heap-snapshot' }, 300_000)
+  }
+
+  cpuMs (): number { return cpuMs(this.pid) }
+  rssKiB (): number { return rssKiB(this.pid) }
+
+  /** Closes the server (so --cpu-prof can write) and waits for the process to end. */
+  async stop (): Promise<void> {
+    if (this.exited) return
+    const ended = new Promise<void>((resolve) => this.child.once('exit', () => resolve()))
+    await this.ask({ type: 'stop' }, 30_000).catch(() => {})
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000)
+    await ended
+    clearTimeout(timer)
+  }
+}
+
+export const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Waits until `done()` holds or `timeoutMs` passes; returns whether it held. */
+export async function until (done: () => boolean, timeoutMs: number, stepMs = 10): Promise<boolean> {
+  const end = Date.now() + timeoutMs
+  while (!done()) {
+    if (Date.now() >= end) return false
+    await sleep(stepMs)
+  }
+  return true
+}
+
+/** Percentiles of a list of numbers (sorted in place). */
+export function percentiles (values: number[]): { p50: number, p90: number, p99: number, max: number } {
+  if (values.length === 0) return { p50: Number.NaN, p90: Number.NaN, p99: Number.NaN, max: Number.NaN }
+  values.sort((a, b) => a - b)
+  const at = (q: number): number => values[Math.min(values.length - 1, Math.floor(q * values.length))] as number
+  return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: values[values.length - 1] as number }
+}
+
+export const now = (): number => performance.now()

@@ -1,0 +1,126 @@
+/**
+ * npm run bench: every scenario against the bare-ws baseline and citas-live, one after the
+ * other in this invocation, each server in a process of its own. Prints markdown tables and
+ * writes them to BENCH_OUT (default bench/last-run.md).
+ */
+import { createSigner } from 'fast-jwt'
+import pg from 'pg'
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import { createBenchDatabase, dropBenchDatabase, statsQueryReport } from './db.js'
+import { CPU, Server, type ServerKind } from './lib.js'
+import { scenarios, type Context, type Metric } from './scenarios.js'
+
+const env = process.env
+const scale = Number(env.BENCH_SCALE ?? '1')
+const seconds = Number(env.BENCH_SECONDS ?? '20')
+const rate = Number(env.BENCH_RATE ?? '500')
+const citas = Number(env.BENCH_CITAS ?? String(Math.round(1_000_000 * Math.min(1, scale))))
+const adminUrl = env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+const dbName = env.BENCH_DATABASE ?? 'citas_bench'
+const only = env.BENCH_ONLY?.split(',').map((s) => s.trim()).filter((s) => s !== '')
+const kinds = (env.BENCH_SERVERS ?? 'baseline,citas-live').split(',') as ServerKind[]
+const out = env.BENCH_OUT ?? 'bench/last-run.md'
+const cpuProfDir = env.BENCH_CPU_PROF
+const heapSnapshotDir = env.BENCH_HEAP_SNAPSHOT
+if (!(scale > 0) || !(seconds > 0) || !(rate > 0) || !(citas >= 0)) throw new Error('BENCH_SCALE, BENCH_SECONDS and BENCH_RATE must be > 0, BENCH_CITAS >= 0')
+
+const lines: string[] = []
+const print = (line = ''): void => {
+  lines.push(line)
+  process.stdout.write(line + '\n')
+}
+
+function fmt (v: number): string {
+  if (!Number.isFinite(v)) return 'n/a'
+  if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString('en-US')
+  if (Math.abs(v) >= 10) return v.toFixed(1)
+  return v.toFixed(2)
+}
+
+function table (results: Map<ServerKind, Metric[]>): void {
+  const base = results.get('baseline')
+  const mine = results.get('citas-live')
+  const cols = kinds.map((k) => k)
+  const ratio = base !== undefined && mine !== undefined
+  print(`| metric | ${cols.join(' | ')} |${ratio ? ' ratio citas-live / baseline |' : ''}`)
+  print(`| --- | ${cols.map(() => '---:').join(' | ')} |${ratio ? ' ---: |' : ''}`)
+  const first = results.get(kinds[0] as ServerKind) ?? []
+  first.forEach((m, i) => {
+    const values = kinds.map((k) => results.get(k)?.[i]?.value ?? Number.NaN)
+    const unit = m.unit === '' ? '' : ` (${m.unit})`
+    let r = ''
+    if (ratio) {
+      const a = base[i]?.value ?? Number.NaN
+      const b = mine[i]?.value ?? Number.NaN
+      r = m.better === undefined || a === 0 || !Number.isFinite(a / b) ? ' |' : ` ${(b / a).toFixed(2)}× |`
+    }
+    print(`| ${m.name}${unit} | ${values.map(fmt).join(' | ')} |${r}`)
+  })
+}
+
+const secret = randomBytes(24).toString('hex')
+const signer = createSigner({ key: secret, algorithm: 'HS256', expiresIn: 3_600_000 })
+
+print(`# citas-live benchmark, ${new Date().toISOString()}`)
+print()
+print(`- machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}, load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`)
+print(`- settings: BENCH_SCALE=${scale} BENCH_SECONDS=${seconds} BENCH_RATE=${rate} BENCH_CITAS=${citas}; servers pinned to CPU ${CPU.taskset ? (env.BENCH_SERVER_CPU ?? '0') : '(no taskset)'}, load on CPU ${CPU.taskset ? '1 (bench/run.sh)' : '(any)'}`)
+print()
+
+const url = await createBenchDatabase(adminUrl, dbName, 1000, citas)
+const db = new pg.Pool({ connectionString: url, max: 20 })
+try {
+  const q = await statsQueryReport(db, 1000, 2000)
+  print(`## stats query at ${citas.toLocaleString('en-US')} citas (${q.rowsPerNegocio} per negocio)`)
+  print()
+  print(`2,000 runs from one client over loopback: mean ${fmt(q.times.mean)} ms, p50 ${fmt(q.times.p50)} ms, p99 ${fmt(q.times.p99)} ms, max ${fmt(q.times.max)} ms.`)
+  print()
+  print('```')
+  print(q.plan)
+  print('```')
+  print()
+
+  const ctx: Context = {
+    scale,
+    seconds,
+    rate,
+    db,
+    userToken: (sub, negocios) => signer({ sub, negocios }),
+    serviceToken: signer({ sub: 'bench', role: 'service' }),
+    ...(heapSnapshotDir !== undefined ? { heapSnapshotDir } : {})
+  }
+  if (heapSnapshotDir !== undefined) mkdirSync(heapSnapshotDir, { recursive: true })
+  if (cpuProfDir !== undefined) mkdirSync(cpuProfDir, { recursive: true })
+
+  for (const scenario of scenarios) {
+    if (only !== undefined && !only.includes(scenario.name)) continue
+    print(`## ${scenario.name}`)
+    print()
+    print(scenario.describe(ctx))
+    print()
+    const results = new Map<ServerKind, Metric[]>()
+    for (const kind of kinds) {
+      const server = await Server.start(kind, {
+        databaseUrl: url,
+        secret,
+        ...(cpuProfDir !== undefined ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=${scenario.name.replace(/\W+/g, '-')}-${kind}.cpuprofile`] } : {})
+      })
+      try {
+        results.set(kind, await scenario.run(server, ctx))
+      } catch (err) {
+        process.stderr.write(`${scenario.name} on ${kind} failed: ${(err as Error).stack ?? String(err)}\n`)
+      } finally {
+        await server.stop()
+      }
+    }
+    table(results)
+    print()
+  }
+  print(`load average at end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`)
+} finally {
+  await db.end()
+  await dropBenchDatabase(adminUrl, dbName)
+  writeFileSync(out, lines.join('\n') + '\n')
+}

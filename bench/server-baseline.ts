@@ -1,0 +1,140 @@
+/**
+ * The bare-ws baseline: the same protocol subset a dashboard uses (subscribe, subscribed, stats,
+ * ping/pong and POST /notify/cita) written the way the ws README writes a broadcast server: one
+ * http server, a WebSocketServer, a Map of channel -> Set of sockets, serialize once and
+ * ws.send() to each subscriber. It runs the same stats SQL as citas-live (no auth, no
+ * coalescing, no cache beyond the last stats message per channel).
+ */
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import pg from 'pg'
+import { WebSocketServer, type WebSocket } from 'ws'
+import { STATS_SQL } from '../services/stats.js'
+import { serveIpc } from './ipc.js'
+
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 10 })
+const channels = new Map<string, Set<WebSocket>>()
+const last = new Map<string, string>()
+let queries = 0
+
+async function stats (negocioId: string): Promise<string | null> {
+  queries++
+  const { rows } = await pool.query(STATS_SQL, [negocioId, 'UTC', new Date().toISOString()])
+  const row = rows[0]
+  if (row === undefined || row.negocio_id === null) return null
+  const message = JSON.stringify({
+    type: 'stats',
+    data: {
+      negocio_id: row.negocio_id,
+      citas_hoy: row.citas_hoy,
+      total_citas: row.total_citas,
+      citas_completadas: row.citas_completadas,
+      citas_canceladas: row.citas_canceladas,
+      timestamp: Math.floor(Date.now() / 1000)
+    }
+  })
+  last.set(negocioId, message)
+  return message
+}
+
+const server = http.createServer((req, res) => {
+  if (req.method !== 'POST' || req.url !== '/notify/cita') {
+    res.writeHead(404).end()
+    return
+  }
+  let body = ''
+  req.setEncoding('utf8')
+  req.on('data', (chunk: string) => { body += chunk })
+  req.on('end', () => {
+    let negocioId: string
+    try {
+      negocioId = String((JSON.parse(body) as { negocio_id: unknown }).negocio_id)
+    } catch {
+      res.writeHead(400).end()
+      return
+    }
+    stats(negocioId).then((message) => {
+      if (message === null) {
+        res.writeHead(404).end()
+        return
+      }
+      let delivered = 0
+      for (const ws of channels.get(`estadisticas:${negocioId}`) ?? []) {
+        ws.send(message)
+        delivered++
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, delivered }))
+    }, () => { res.writeHead(500).end() })
+  })
+})
+
+const wss = new WebSocketServer({ server, path: '/ws', maxPayload: 4096 })
+const alive = new WeakSet<WebSocket>()
+
+wss.on('connection', (ws) => {
+  const mine = new Set<string>()
+  alive.add(ws)
+  ws.on('pong', () => alive.add(ws))
+  ws.on('error', () => ws.terminate())
+  ws.on('message', (data) => {
+    let msg: { type?: string, data?: { channel?: string } }
+    try {
+      msg = JSON.parse(data.toString()) as typeof msg
+    } catch {
+      return
+    }
+    if (msg.type === 'ping') {
+      ws.send('{"type":"pong"}')
+      return
+    }
+    if (msg.type !== 'subscribe' || typeof msg.data?.channel !== 'string') return
+    const channel = msg.data.channel
+    const negocioId = channel.slice('estadisticas:'.length)
+    let set = channels.get(channel)
+    if (set === undefined) channels.set(channel, set = new Set())
+    set.add(ws)
+    mine.add(channel)
+    ws.send(JSON.stringify({ type: 'subscribed', data: { channel } }))
+    const cached = last.get(negocioId)
+    if (cached !== undefined) {
+      ws.send(cached)
+      return
+    }
+    stats(negocioId).then((message) => { if (message !== null) ws.send(message) }, () => {})
+  })
+  ws.on('close', () => {
+    for (const channel of mine) {
+      const set = channels.get(channel)
+      set?.delete(ws)
+      if (set?.size === 0) {
+        channels.delete(channel)
+        last.delete(channel.slice('estadisticas:'.length))
+      }
+    }
+  })
+})
+
+// One heartbeat timer for all sockets, as in the ws README.
+const heartbeat = setInterval(() => {
+  for (const ws of wss.clients) {
+    if (!alive.has(ws)) {
+      ws.terminate()
+      continue
+    }
+    alive.delete(ws)
+    ws.ping()
+  }
+}, 30_000)
+
+server.listen(0, '127.0.0.1', () => {
+  serveIpc(
+    () => ({ queries, connections: wss.clients.size }),
+    async () => {
+      clearInterval(heartbeat)
+      for (const ws of wss.clients) ws.terminate()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+      await pool.end()
+    }
+  )
+  process.send?.({ type: 'ready', port: (server.address() as AddressInfo).port })
+})

@@ -1,0 +1,27 @@
+/**
+ * citas-live under test: the app registered as server.ts registers it, from the compiled output,
+ * on one process. Reads its settings from the environment the orchestrator gives it.
+ */
+import Fastify from 'fastify'
+import type { AddressInfo } from 'node:net'
+import app from '../app.js'
+import { loggerOptions } from '../services/logging.js'
+import { serveIpc } from './ipc.js'
+
+const env = process.env
+const fastify = Fastify({ logger: loggerOptions(env.BENCH_LOG_LEVEL ?? 'warn'), return503OnClosing: true })
+await fastify.register(app, {
+  db: { connectionString: env.DATABASE_URL as string },
+  auth: { secret: env.JWT_SECRET as string },
+  live: {
+    // One instance and no change capture: the bare-ws baseline has neither (see BENCHMARKS.md).
+    bus: 'memory',
+    changeCapture: false
+  }
+})
+await fastify.listen({ port: 0, host: '127.0.0.1' })
+serveIpc(
+  () => ({ queries: fastify.stats.queryCount, connections: fastify.hub.connectionCount }),
+  () => fastify.close()
+)
+process.send?.({ type: 'ready', port: (fastify.server.address() as AddressInfo).port })
