@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import WebSocket from 'ws'
+import { spawn, type ChildProcess } from 'node:child_process'
 import app, { type AppOptions } from '../app.js'
 import { migrate } from '../services/migrate.js'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../services/embedded-postgres.js'
@@ -240,4 +241,27 @@ export async function handshake (url: string, headers: Record<string, string> = 
     })
     ws.on('error', (err) => { if (!('statusCode' in err)) reject(err) })
   })
+}
+
+export interface ServerProcess {
+  child: ChildProcess
+  /** Everything the process wrote to stdout and stderr so far. */
+  output: () => string
+  exited: Promise<number | null>
+}
+
+const projectRoot = new URL('../', import.meta.url).pathname
+
+/** Runs server.ts as `npm start` would (through tsx, so no build is needed), with only `env`. */
+export function runServer (env: Record<string, string>): ServerProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts'], {
+    cwd: projectRoot,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let out = ''
+  child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr?.on('data', (d: Buffer) => { out += d.toString() })
+  const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
+  return { child, output: () => out, exited }
 }

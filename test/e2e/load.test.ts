@@ -1,9 +1,8 @@
 import t, { type Test } from 'tap'
 import { createServer } from 'node:net'
-import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import WebSocket from 'ws'
-import { addCita, addNegocio, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+import { addCita, addNegocio, SECRET, serviceToken, sign, testDatabase, waitFor, runServer } from '../helper.js'
 
 // 1,000-client tests against the real process (server.ts through tsx), so the server's memory can be
 // measured apart from the clients'. Clients open in batches and every wait is bounded.
@@ -11,30 +10,14 @@ import { addCita, addNegocio, SECRET, serviceToken, sign, testDatabase, waitFor 
 // Two 1,000-client runs take a few minutes on a busy 2-core machine: more than the suite's default.
 t.setTimeout(480_000)
 
-const root = new URL('../../', import.meta.url).pathname
 const CLIENTS = 1000
 const BATCH = 100
-
-interface Proc { child: ChildProcess, output: () => string, exited: Promise<number | null> }
-
-function run (env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts'], {
-    cwd: root,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let out = ''
-  child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
-  child.stderr?.on('data', (d: Buffer) => { out += d.toString() })
-  const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
-  return { child, output: () => out, exited }
-}
 
 async function start (t: Test, env: Record<string, string>) {
   const db = await testDatabase(t)
   await addNegocio(db.pool, 'n1')
   const port = await freePort()
-  const p = run({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', NOTIFY_RATE_MAX: '0', WS_MAX_CONNECTIONS_PER_USER: '0', ...env })
+  const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', NOTIFY_RATE_MAX: '0', WS_MAX_CONNECTIONS_PER_USER: '0', ...env })
   t.teardown(() => { p.child.kill('SIGKILL') })
   await waitFor(async () => {
     try {

@@ -1,35 +1,12 @@
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
-import { addCita, addNegocio, Client, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+import { addCita, addNegocio, Client, SECRET, serviceToken, sign, testDatabase, waitFor, runServer, type ServerProcess } from '../helper.js'
 
-const root = new URL('../../', import.meta.url).pathname
-
-interface Proc {
-  child: ChildProcess
-  output: () => string
-  exited: Promise<number | null>
-}
-
-/** Runs server.ts as `npm start` would (through tsx, so no build is needed), with only `env`. */
-function run (env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts'], {
-    cwd: root,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let out = ''
-  child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
-  child.stderr?.on('data', (d: Buffer) => { out += d.toString() })
-  const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
-  return { child, output: () => out, exited }
-}
-
-async function listening (p: Proc): Promise<number> {
+async function listening (p: ServerProcess): Promise<number> {
   let port = 0
   await waitFor(() => {
     const m = /Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(p.output())
@@ -47,7 +24,7 @@ t.test('a bad or missing variable stops the process with one line naming it', as
     [{ DATABASE_URL: 'postgres://127.0.0.1:5432/test' }, /^citas-live: invalid JWT_SECRET: required when DATABASE_URL is set/]
   ]
   for (const [env, line] of cases) {
-    const p = run(env)
+    const p = runServer(env)
     t.equal(await p.exited, 1, JSON.stringify(env))
     const lines = p.output().trim().split('\n')
     t.equal(lines.length, 1, 'one line')
@@ -58,7 +35,7 @@ t.test('a bad or missing variable stops the process with one line naming it', as
 t.test('with DATABASE_URL: serves the protocol, never logs a token, and SIGTERM closes sockets with 1012', async (t) => {
   const db = await testDatabase(t)
   await addNegocio(db.pool, 'n1')
-  const p = run({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' })
+  const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' })
   t.teardown(() => { p.child.kill('SIGKILL') })
   const port = await listening(p)
 
@@ -96,7 +73,7 @@ t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working 
     EMBEDDED_PG_DIR: join(dir, 'pg'),
     EMBEDDED_PG_PORT: String(20000 + Math.floor(Math.random() * 20000))
   }
-  const p = run(env)
+  const p = runServer(env)
   t.teardown(() => { p.child.kill('SIGKILL') })
   const port = await listening(p)
   await waitFor(() => /notify:/.test(p.output()))
@@ -106,7 +83,7 @@ t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working 
   const url = /psql: +(\S+)/.exec(out)?.[1] ?? ''
   t.match(out, new RegExp(`ws://127\\.0\\.0\\.1:${port}/ws\\?token=`), 'prints the ws URL')
 
-  const second = run(env)
+  const second = runServer(env)
   t.equal(await second.exited, 1, 'a second process cannot share the data folder')
   t.match(second.output(), /in use by process/)
 
@@ -133,7 +110,7 @@ t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working 
   t.equal(await p.exited, 0)
   t.notOk(existsSync(join(dir, 'pg.lock')), 'the lock is released')
 
-  const again = run(env)
+  const again = runServer(env)
   t.teardown(() => { again.child.kill('SIGKILL') })
   const port2 = await listening(again)
   await waitFor(() => /user token/.test(again.output()))
