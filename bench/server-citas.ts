@@ -17,7 +17,10 @@ await fastify.register(app, {
     // One instance and no change capture: the bare-ws baseline has neither (see BENCHMARKS.md).
     bus: 'memory',
     changeCapture: false
-  }
+  },
+  // The load comes from one machine with one service token: the per-caller notify limit and the
+  // per-user connection limit would measure the limiter, not the server (the baseline has neither).
+  limits: { notifyMax: 0, maxConnectionsPerUser: 0 }
 })
 await fastify.listen({ port: 0, host: '127.0.0.1' })
 serveIpc(
