@@ -84,6 +84,7 @@ export default async function wsRoutes (fastify: FastifyInstance) {
     const cached = live.cached(negocioId)
     if (cached !== undefined) {
       send(conn.socket, cached)
+      hub.counters.sent++
       return
     }
     // The recompute pushes to every subscriber of the channel, this one included.
