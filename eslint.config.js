@@ -5,7 +5,7 @@ import neostandard from 'neostandard'
 export default [
   ...neostandard({
     ts: true,
-    ignores: ['dist/**', 'coverage/**', '.tap/**', '.data/**', 'node_modules/**', 'test/artifacts/**']
+    ignores: ['dist/**', 'dist-bench/**', 'coverage/**', '.tap/**', '.data/**', 'node_modules/**', 'test/artifacts/**']
   }),
   {
     rules: {
