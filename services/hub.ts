@@ -50,8 +50,6 @@ export const CLOSE_TRY_AGAIN_LATER = 1013
 
 interface Channel {
   readonly subscribers: Set<Connection>
-  /** Bumped on every publish: a snapshot computed before a publish is older than what was sent. */
-  version: number
 }
 
 const OPEN = 1
@@ -96,7 +94,7 @@ export function createHub (opts: HubOptions = {}) {
     if (conn.channels.has(name)) return false
     let channel = channels.get(name)
     if (channel === undefined) {
-      channel = { subscribers: new Set(), version: 0 }
+      channel = { subscribers: new Set() }
       channels.set(name, channel)
     }
     channel.subscribers.add(conn)
@@ -131,7 +129,6 @@ export function createHub (opts: HubOptions = {}) {
   function publish (name: string, payload: string): number {
     const channel = channels.get(name)
     if (channel === undefined) return 0
-    channel.version++
     // Framed once, the same bytes written to every subscriber.
     const frame = prepareFrame(payload)
     let sent = 0
@@ -188,10 +185,6 @@ export function createHub (opts: HubOptions = {}) {
     }
   }
 
-  /** Publish count of a channel, or -1 when nobody follows it. */
-  function version (name: string): number {
-    return channels.get(name)?.version ?? -1
-  }
 
   /**
    * One heartbeat round for every connection: terminate those that did not answer the last
@@ -235,7 +228,6 @@ export function createHub (opts: HubOptions = {}) {
     subscribe,
     unsubscribe,
     publish,
-    version,
     sweep,
     flush,
     closeAll,
