@@ -185,7 +185,6 @@ export function createHub (opts: HubOptions = {}) {
     }
   }
 
-
   /**
    * One heartbeat round for every connection: terminate those that did not answer the last
    * ping, ping the rest. One timer for all sockets instead of one per socket.
