@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
+import { integerOption } from './options.js'
 import { createDbMonitor, forEachLimited } from '../services/db-monitor.js'
 import { isAppError } from '../services/errors.js'
 import { negocioOf } from '../services/protocol.js'
@@ -32,8 +33,8 @@ declare module 'fastify' {
 async function dbMonitorPlugin (fastify: FastifyInstance, opts: DbMonitorPluginOptions) {
   const probeIntervalMs = opts.probeIntervalMs ?? 1000
   const concurrency = opts.recomputeConcurrency ?? 4
-  if (!Number.isInteger(probeIntervalMs) || probeIntervalMs < 10) throw new Error('citas-live db monitor plugin: probeIntervalMs must be an integer of at least 10')
-  if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error('citas-live db monitor plugin: recomputeConcurrency must be an integer of at least 1')
+  integerOption('db monitor', 'probeIntervalMs', probeIntervalMs, 10)
+  integerOption('db monitor', 'recomputeConcurrency', concurrency, 1)
   const { citasPool, stats, hub, live, log } = fastify
 
   const monitor = createDbMonitor({

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
+import { integerOption } from './options.js'
 import { sweepExpiry } from '../services/expiry.js'
 
 export interface ExpiryPluginOptions {
@@ -13,8 +14,8 @@ export interface ExpiryPluginOptions {
 async function expiryPlugin (fastify: FastifyInstance, opts: ExpiryPluginOptions) {
   const warningMs = opts.warningMs ?? 30_000
   const sweepMs = opts.sweepMs ?? 1000
-  if (!Number.isInteger(warningMs) || warningMs < 0) throw new Error('citas-live expiry plugin: warningMs must be an integer of at least 0')
-  if (!Number.isInteger(sweepMs) || sweepMs < 10) throw new Error('citas-live expiry plugin: sweepMs must be an integer of at least 10')
+  integerOption('expiry', 'warningMs', warningMs, 0)
+  integerOption('expiry', 'sweepMs', sweepMs, 10)
   const { hub } = fastify
   const timer = setInterval(() => {
     try {

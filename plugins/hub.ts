@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
+import { integerOption } from './options.js'
 import { createHub } from '../services/hub.js'
 
 export interface HubPluginOptions {
@@ -22,20 +23,13 @@ declare module 'fastify' {
 /** Close code sent to every client on shutdown: "service restart", so clients reconnect. */
 export const CLOSE_RESTART = 1012
 
-function positiveInteger (name: string, value: number, min: number): number {
-  if (!Number.isInteger(value) || value < min) {
-    throw new Error(`citas-live hub plugin: ${name} must be an integer of at least ${min}`)
-  }
-  return value
-}
-
 async function hubPlugin (fastify: FastifyInstance, opts: HubPluginOptions) {
-  const heartbeatMs = positiveInteger('heartbeatMs', opts.heartbeatMs ?? 30_000, 10)
+  const heartbeatMs = integerOption('hub', 'heartbeatMs', opts.heartbeatMs ?? 30_000, 10)
   const hub = createHub({
-    maxBufferedBytes: positiveInteger('maxBufferedBytes', opts.maxBufferedBytes ?? 65_536, 1024),
-    stallTimeoutMs: positiveInteger('stallTimeoutMs', opts.stallTimeoutMs ?? 30_000, 10)
+    maxBufferedBytes: integerOption('hub', 'maxBufferedBytes', opts.maxBufferedBytes ?? 65_536, 1024),
+    stallTimeoutMs: integerOption('hub', 'stallTimeoutMs', opts.stallTimeoutMs ?? 30_000, 10)
   })
-  const closeTimeoutMs = positiveInteger('closeTimeoutMs', opts.closeTimeoutMs ?? 5000, 0)
+  const closeTimeoutMs = integerOption('hub', 'closeTimeoutMs', opts.closeTimeoutMs ?? 5000, 0)
   fastify.decorate('hub', hub)
 
   const timer = setInterval(hub.sweep, heartbeatMs)

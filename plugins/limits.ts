@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
+import { integerOption } from './options.js'
 import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
 import { AppError } from '../services/errors.js'
 import { createConnectionCounter, createOriginCheck } from '../services/limits.js'
@@ -35,11 +36,6 @@ declare module 'fastify' {
 /** Close code for a connection that keeps sending over its message rate: policy violation. */
 export const CLOSE_POLICY = 1008
 
-function integer (name: string, value: number, min: number): number {
-  if (!Number.isInteger(value) || value < min) throw new Error(`citas-live limits plugin: ${name} must be an integer of at least ${min}`)
-  return value
-}
-
 function createLimits (opts: LimitsPluginOptions) {
   let isOriginAllowed: (origin: string | undefined) => boolean
   try {
@@ -49,17 +45,17 @@ function createLimits (opts: LimitsPluginOptions) {
   }
   const messageRate = opts.messageRate ?? 10
   if (!(messageRate > 0) || !Number.isFinite(messageRate)) throw new Error('citas-live limits plugin: messageRate must be a positive number')
-  const messageBurst = integer('messageBurst', opts.messageBurst ?? 20, 1)
+  const messageBurst = integerOption('limits', 'messageBurst', opts.messageBurst ?? 20, 1)
   return {
     isOriginAllowed,
     restrictsOrigins: opts.allowedOrigins !== undefined,
-    maxSubscriptions: integer('maxSubscriptions', opts.maxSubscriptions ?? 100, 1),
-    maxRefusedMessages: integer('maxRefusedMessages', opts.maxRefusedMessages ?? 50, 1),
-    perUser: createConnectionCounter(integer('maxConnectionsPerUser', opts.maxConnectionsPerUser ?? 20, 0)),
-    perIp: createConnectionCounter(integer('maxConnectionsPerIp', opts.maxConnectionsPerIp ?? 0, 0)),
+    maxSubscriptions: integerOption('limits', 'maxSubscriptions', opts.maxSubscriptions ?? 100, 1),
+    maxRefusedMessages: integerOption('limits', 'maxRefusedMessages', opts.maxRefusedMessages ?? 50, 1),
+    perUser: createConnectionCounter(integerOption('limits', 'maxConnectionsPerUser', opts.maxConnectionsPerUser ?? 20, 0)),
+    perIp: createConnectionCounter(integerOption('limits', 'maxConnectionsPerIp', opts.maxConnectionsPerIp ?? 0, 0)),
     messageBucket: () => createTokenBucket(messageRate, messageBurst),
-    notifyMax: integer('notifyMax', opts.notifyMax ?? 1200, 0),
-    notifyWindowMs: integer('notifyWindowMs', opts.notifyWindowMs ?? 60_000, 1)
+    notifyMax: integerOption('limits', 'notifyMax', opts.notifyMax ?? 1200, 0),
+    notifyWindowMs: integerOption('limits', 'notifyWindowMs', opts.notifyWindowMs ?? 60_000, 1)
   }
 }
 
