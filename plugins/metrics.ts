@@ -1,6 +1,6 @@
 /* eslint-disable no-new -- prom-client metrics register themselves in the registry they are made with */
 import fp from 'fastify-plugin'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { createServer, type Server } from 'node:http'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 
@@ -81,13 +81,19 @@ async function metricsPlugin (fastify: FastifyInstance, opts: MetricsPluginOptio
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [register]
   })
-  fastify.addHook('onResponse', async (request, reply) => {
-    if (!request.routeOptions.url?.endsWith(NOTIFY_URL) || request.method !== 'POST') return
+  // Only POST /notify/cita gets the hook: a global one would run (and set up response listeners)
+  // on every request, WebSocket upgrades included.
+  const observeNotify = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const body = request.body as { action?: unknown } | undefined
     // Only the known actions become label values: anything else would let callers grow the series.
     const action = typeof body?.action === 'string' && ACTIONS.has(body.action) ? body.action : 'invalid'
     notifies.inc({ action, status: String(reply.statusCode) })
     if (reply.statusCode === 200) notifyDuration.observe(reply.elapsedTime / 1000)
+  }
+  fastify.addHook('onRoute', (route) => {
+    if (route.method !== 'POST' || !route.url.endsWith(NOTIFY_URL)) return
+    const own = route.onResponse
+    route.onResponse = own === undefined ? [observeNotify] : [...(Array.isArray(own) ? own : [own]), observeNotify]
   })
 
   fastify.decorate('metrics', register)

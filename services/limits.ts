@@ -23,6 +23,8 @@ export function createConnectionCounter (max: number) {
       else counts.set(key, n)
     },
     get max () { return max },
+    /** False when the limit is 0: nothing is counted, and callers need not even compute the key. */
+    enabled: max > 0,
     count: (key: string): number => counts.get(key) ?? 0
   }
 }
