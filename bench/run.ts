@@ -10,7 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { createBenchDatabase, dropBenchDatabase, statsQueryReport } from './db.js'
 import { CPU, Server, type ServerKind } from './lib.js'
-import { scenarios, type Context, type Metric } from './scenarios.js'
+import { scenarios, type Context, type Metric, type Scenario } from './scenarios.js'
 
 const env = process.env
 const scale = Number(env.BENCH_SCALE ?? '1')
@@ -60,6 +60,50 @@ function table (results: Map<ServerKind, Metric[]>): void {
   })
 }
 
+/** Median of each metric over rounds (all rounds report the same metrics in the same order). */
+function medians (rounds: Metric[][]): Metric[] {
+  return (rounds[0] ?? []).map((m, i) => {
+    const values = rounds.map((r) => r[i]?.value ?? Number.NaN).sort((a, b) => a - b)
+    const mid = values.length >> 1
+    const value = values.length % 2 === 1 ? values[mid] as number : ((values[mid - 1] as number) + (values[mid] as number)) / 2
+    return { ...m, value }
+  })
+}
+
+/**
+ * Every server up at once; a warm-up round each (not counted), then `rounds` rounds in
+ * alternating order, so a drift in the machine's load falls on both sides alike.
+ */
+async function runRounds (scenario: Scenario, ctx: Context, rounds: number, start: (kind: ServerKind) => Promise<Server>, results: Map<ServerKind, Metric[]>): Promise<void> {
+  const servers = new Map<ServerKind, Server>()
+  const measured = new Map<ServerKind, Metric[][]>(kinds.map((k) => [k, []]))
+  try {
+    for (const kind of kinds) servers.set(kind, await start(kind))
+    for (let round = -1; round < rounds; round++) {
+      const order = round % 2 === 0 ? kinds : [...kinds].reverse()
+      for (const kind of order) {
+        const metrics = await scenario.run(servers.get(kind) as Server, ctx)
+        if (round >= 0) measured.get(kind)?.push(metrics)
+      }
+    }
+    for (const kind of kinds) results.set(kind, medians(measured.get(kind) ?? []))
+    // Every round's figures, so the spread behind each median is on record.
+    const first = measured.get(kinds[0] as ServerKind)?.[0] ?? []
+    print('Per round:')
+    print()
+    first.forEach((m, i) => {
+      if (m.better === undefined) return
+      const perRound = (k: ServerKind): string => (measured.get(k) ?? []).map((r) => fmt(r[i]?.value ?? Number.NaN)).join(', ')
+      print(`- ${m.name}${m.unit === '' ? '' : ` (${m.unit})`}: ${kinds.map((k) => `${k} ${perRound(k)}`).join('; ')}`)
+    })
+    print()
+  } catch (err) {
+    process.stderr.write(`${scenario.name} failed: ${(err as Error).stack ?? String(err)}\n`)
+  } finally {
+    for (const server of servers.values()) await server.stop()
+  }
+}
+
 const secret = randomBytes(24).toString('hex')
 const signer = createSigner({ key: secret, algorithm: 'HS256', expiresIn: 3_600_000 })
 
@@ -71,6 +115,9 @@ print()
 
 const url = await createBenchDatabase(adminUrl, dbName, 1000, citas)
 const db = new pg.Pool({ connectionString: url, max: 20 })
+// pool.end() resolves before its sockets close: the DROP DATABASE ... WITH (FORCE) at the end may
+// still terminate one, and an idle client's error must not crash the run.
+db.on('error', () => {})
 try {
   const q = await statsQueryReport(db, 1000, 2000)
   print(`## stats query at ${citas.toLocaleString('en-US')} citas (${q.rowsPerNegocio} per negocio)`)
@@ -100,20 +147,25 @@ try {
     print()
     print(scenario.describe(ctx))
     print()
+    const startServer = async (kind: ServerKind): Promise<Server> => await Server.start(kind, {
+      databaseUrl: url,
+      secret,
+      ...(cpuProfDir !== undefined ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=${scenario.name.replace(/\W+/g, '-')}-${kind}.cpuprofile`] } : {})
+    })
     const results = new Map<ServerKind, Metric[]>()
-    for (const kind of kinds) {
-      const server = await Server.start(kind, {
-        databaseUrl: url,
-        secret,
-        ...(cpuProfDir !== undefined ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=${scenario.name.replace(/\W+/g, '-')}-${kind}.cpuprofile`] } : {})
-      })
-      try {
-        results.set(kind, await scenario.run(server, ctx))
-      } catch (err) {
-        process.stderr.write(`${scenario.name} on ${kind} failed: ${(err as Error).stack ?? String(err)}\n`)
-      } finally {
-        await server.stop()
+    if (scenario.rounds === undefined) {
+      for (const kind of kinds) {
+        const server = await startServer(kind)
+        try {
+          results.set(kind, await scenario.run(server, ctx))
+        } catch (err) {
+          process.stderr.write(`${scenario.name} on ${kind} failed: ${(err as Error).stack ?? String(err)}\n`)
+        } finally {
+          await server.stop()
+        }
       }
+    } else {
+      await runRounds(scenario, ctx, scenario.rounds, startServer, results)
     }
     table(results)
     print()

@@ -29,6 +29,13 @@ export interface Scenario {
   name: string
   describe: (ctx: Context) => string
   run: (server: Server, ctx: Context) => Promise<Metric[]>
+  /**
+   * Measured rounds. Unset: one run per server, one server after the other. Set: every server
+   * runs at once (each idle while the other is measured), one unmeasured warm-up round each,
+   * then this many rounds in alternating order (A B, B A, ...); each metric is the median over
+   * the rounds. For short scenarios whose figure would otherwise follow the machine's load.
+   */
+  rounds?: number
 }
 
 const scaled = (ctx: Context, n: number): number => Math.max(1, Math.round(n * ctx.scale))
@@ -45,6 +52,16 @@ async function change (db: pg.Pool | pg.PoolClient, negocio: string): Promise<vo
 
 function tokens (ctx: Context, n: number, channels: Channel[]): string[] {
   return Array.from({ length: n }, (_, i) => ctx.userToken(`u${i}`, [(channels[i % channels.length] as Channel).negocio]))
+}
+
+/** Waits until the server reports no open connections, so one round's closes do not cost the next. */
+async function drained (server: Server, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (Date.now() < end) {
+    if ((await server.gauges()).connections === 0) return
+    await sleep(50)
+  }
+  throw new Error('server still holds connections after the clients left')
 }
 
 const allHold = (clients: Client[]): boolean => clients.every((c) => c.last >= c.channel.base + c.channel.changedAt.length)
@@ -132,7 +149,8 @@ export const idle: Scenario = {
 
 export const connectRate: Scenario = {
   name: 'connect rate',
-  describe: (ctx) => `${scaled(ctx, 5000)} authenticated connects + subscribes over 100 channels, 200 in flight`,
+  describe: (ctx) => `${scaled(ctx, 5000)} authenticated connects + subscribes over 100 channels, 200 in flight; median of ${connectRate.rounds ?? 1} rounds in alternating order, after a warm-up round`,
+  rounds: 5,
   async run (server, ctx) {
     const n = scaled(ctx, 5000)
     const channels = await Promise.all(Array.from({ length: 100 }, async (_, i) => await channelOf(ctx.db, negocioId(i))))
@@ -142,6 +160,7 @@ export const connectRate: Scenario = {
     const conn = await connectAll({ port: server.port, tokens: toks, channels, concurrency: 200, timeoutMs: 60_000, tracker })
     const cpu = server.cpuMs() - cpu0
     await closeAll(conn.clients)
+    await drained(server)
     return [
       { name: 'connect + subscribe, all', unit: 'ms', value: conn.ms, better: 'lower' },
       { name: 'connects/s', unit: '/s', value: (n - conn.failed) / (conn.ms / 1000), better: 'higher' },
@@ -306,15 +325,7 @@ export const reconnectStorm: Scenario = {
     const toks = tokens(ctx, n, channels)
     const first = await connectAll({ port: server.port, tokens: toks, channels, concurrency: 200, timeoutMs: 60_000, tracker: new Tracker() })
     await closeAll(first.clients)
-    const zero = await (async () => {
-      const end = Date.now() + 30_000
-      while (Date.now() < end) {
-        if ((await server.gauges()).connections === 0) return true
-        await sleep(50)
-      }
-      return false
-    })()
-    if (!zero) throw new Error('server still holds connections after the clients left')
+    await drained(server)
     await sleep(200)
     const q0 = (await server.gauges()).queries
     const cpu0 = server.cpuMs()
