@@ -71,10 +71,14 @@ t.test('connections per user: 429 at the handshake; per IP when turned on', asyn
   t.equal((await handshake(`${url}?token=${token}`)).status, 101, 'a closed connection frees its place')
 
   const ip = await setup(t, { limits: { maxConnectionsPerIp: 1, maxConnectionsPerUser: 0 } })
-  await Client.open(`${ip.url}?token=${sign({ sub: 'x', negocio_id: 'n1' })}`, t)
+  const first = await Client.open(`${ip.url}?token=${sign({ sub: 'x', negocio_id: 'n1' })}`, t)
   const res = await handshake(`${ip.url}?token=${sign({ sub: 'y', negocio_id: 'n1' })}`)
   t.equal(res.status, 429)
   t.match(res.body, { code: 'limit', message: 'too many connections for this IP address' })
+  first.ws.close()
+  await first.closed
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.equal((await handshake(`${ip.url}?token=${sign({ sub: 'y', negocio_id: 'n1' })}`)).status, 101, 'a closed connection frees its IP place')
 })
 
 t.test('message rate: over the bucket one rate_limited error, sustained abuse closes with 1008', async (t) => {
