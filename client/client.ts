@@ -117,7 +117,7 @@ export interface ConnectOptions {
   /**
    * When an attempt fails before the socket opens, ask the server over HTTP (GET on the same URL with
    * `Authorization: Bearer`) whether the token is the reason: browsers hide the handshake's status.
-   * Needs `fetch` and, across origins, CORS. Default true.
+   * Needs `fetch`; across origins the server allows it for the origins it accepts. Default true.
    */
   probe?: boolean
   /** Close codes that mean "this token is no longer good". Default [4001, 4401, 4403]. */

@@ -58,6 +58,18 @@ export default async function wsRoutes (fastify: FastifyInstance) {
     reply.code(403).send({ statusCode: 403, code: 'forbidden', error: 'Forbidden', message: 'origin not allowed' })
   }
 
+  /**
+   * Lets a page of an allowed origin read a refusal. Browsers hide why a WebSocket handshake
+   * failed, so the client SDK asks again with a plain GET (its token probe); from another origin
+   * it can read that answer only with these headers. checkOrigin has already refused other
+   * origins. Successful upgrades never reach a reply, so they pay nothing for this.
+   */
+  function readableByOrigin (request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    const origin = request.headers.origin
+    if (origin !== undefined) reply.header('access-control-allow-origin', origin).header('vary', 'Origin')
+    return reply
+  }
+
   function authenticate (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     try {
       request.citasAccess = citasAuth.accessOf(citasAuth.verify(tokenFromRequest(request)))
@@ -67,7 +79,7 @@ export default async function wsRoutes (fastify: FastifyInstance) {
         return
       }
       request.log.info({ reason: err.message }, 'websocket handshake refused')
-      reply.code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: err.message })
+      readableByOrigin(request, reply).code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: err.message })
       return
     }
     const sub = request.citasAccess.sub
@@ -75,7 +87,7 @@ export default async function wsRoutes (fastify: FastifyInstance) {
     const which = sub !== undefined && limits.perUser.full(sub) ? 'user' : limits.perIp.enabled && limits.perIp.full(request.ip) ? 'IP address' : null
     if (which !== null) {
       request.log.info({ limit: which }, 'websocket handshake refused: too many connections')
-      reply.code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: `too many connections for this ${which}` })
+      readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: `too many connections for this ${which}` })
       return
     }
     done()
@@ -190,6 +202,17 @@ export default async function wsRoutes (fastify: FastifyInstance) {
     log.warn({ err }, 'websocket error')
     this.terminate()
   }
+
+  // The probe sends `Authorization: Bearer`, so a browser on another origin asks first (CORS
+  // preflight). Answered here, for /ws alone: @fastify/cors would either add a hook to every
+  // upgrade or an `OPTIONS *` route that collides with an embedding app's own.
+  fastify.options('/ws', { onRequest: checkOrigin, schema: { hide: true } }, async (request, reply) => {
+    readableByOrigin(request, reply)
+      .header('access-control-allow-methods', 'GET')
+      .header('access-control-allow-headers', 'authorization')
+      .header('access-control-max-age', '600')
+    return await reply.code(204).send()
+  })
 
   fastify.get('/ws', { websocket: true, onRequest: checkOrigin, preValidation: authenticate, schema: wsDocs }, (socket, request) => {
     // Listeners go on synchronously, before anything awaits, so no early frame is lost.

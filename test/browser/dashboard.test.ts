@@ -184,6 +184,37 @@ t.test('a refused token: a clear message, the token form, and no retry storm', a
   t.same(pageErrors, [])
 })
 
+t.test('another origin: the client\'s token probe can read why the token was refused, only from allowed origins', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  const forged = sign({ negocio_id: 'n1' }, { secret: 'not-the-server-secret-0123456789' })
+  // What the client SDK's probe does after a failed handshake: GET the /ws URL with the token.
+  const probe = async (page: Page, target: string): Promise<unknown> => await page.evaluate(async ([url, token]) => {
+    try {
+      const res = await fetch(url, { headers: { authorization: `Bearer ${token}` } })
+      return { status: res.status, body: await res.json() }
+    } catch (err: any) {
+      return { failed: String(err) }
+    }
+  }, [target, forged] as const)
+
+  // Any origin allowed (no ALLOWED_ORIGINS): a page on localhost asks 127.0.0.1, another origin.
+  const open = await server(t, db)
+  const { page } = await newPage(t)
+  await page.goto(`http://localhost:${open.port}/health`)
+  t.same(await probe(page, `${open.http}/ws`), {
+    status: 401,
+    body: { statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: 'invalid token signature' }
+  })
+  t.equal(open.counts.handshakes, 0, 'a plain GET, no upgrade')
+
+  // An allow-list without this page's origin: the browser refuses to hand over the answer.
+  const { app } = await build(t, { database: db, dashboard: false, limits: { allowedOrigins: ['https://app.example.com'] } })
+  const closed = await listen(app)
+  await page.goto(`http://localhost:${open.port}/health`)
+  t.match(await probe(page, `${closed.http}/ws`), { failed: /TypeError: Failed to fetch/ })
+})
+
 t.test('not a JWT at all: the message without any handshake', async (t) => {
   const db = await testDatabase(t)
   const srv = await server(t, db)

@@ -19,6 +19,37 @@ t.test('origin allow-list: another Origin gets 403 before the upgrade; listed an
   t.equal((await handshake(`${url}?token=${token}`)).status, 101, 'no Origin: not a browser page')
 })
 
+t.test('cross-origin token probe: a page of an allowed origin may read a refusal (CORS), other origins may not', async (t) => {
+  const { http } = await setup(t, { limits: { allowedOrigins: ['https://app.example.com'] } })
+  const app = 'https://app.example.com'
+  const ask = { 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' }
+
+  const preflight = await fetch(`${http}/ws`, { method: 'OPTIONS', headers: { origin: app, ...ask } })
+  t.equal(preflight.status, 204)
+  t.equal(preflight.headers.get('access-control-allow-origin'), app)
+  t.equal(preflight.headers.get('access-control-allow-methods'), 'GET')
+  t.equal(preflight.headers.get('access-control-allow-headers'), 'authorization')
+  t.equal(preflight.headers.get('access-control-max-age'), '600')
+  t.match(preflight.headers.get('vary'), /Origin/)
+
+  const refused = await fetch(`${http}/ws`, { headers: { origin: app, authorization: 'Bearer nope' } })
+  t.equal(refused.status, 401)
+  t.equal(refused.headers.get('access-control-allow-origin'), app)
+  t.same(await refused.json(), { statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: 'malformed token' })
+
+  const evil = 'https://evil.example.com'
+  const evilPreflight = await fetch(`${http}/ws`, { method: 'OPTIONS', headers: { origin: evil, ...ask } })
+  t.equal(evilPreflight.status, 403)
+  t.equal(evilPreflight.headers.get('access-control-allow-origin'), null)
+  const evilProbe = await fetch(`${http}/ws`, { headers: { origin: evil, authorization: 'Bearer nope' } })
+  t.equal(evilProbe.status, 403)
+  t.equal(evilProbe.headers.get('access-control-allow-origin'), null, 'another origin cannot read why')
+
+  const server = await fetch(`${http}/ws`, { headers: { authorization: 'Bearer nope' } })
+  t.equal(server.status, 401, 'no Origin: not a browser page, no CORS headers needed')
+  t.equal(server.headers.get('access-control-allow-origin'), null)
+})
+
 t.test('no allow-list: any origin is accepted and a warning is logged once at start', async (t) => {
   const lines: string[] = []
   const Fastify = (await import('fastify')).default
