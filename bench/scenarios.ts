@@ -54,6 +54,12 @@ function tokens (ctx: Context, n: number, channels: Channel[]): string[] {
   return Array.from({ length: n }, (_, i) => ctx.userToken(`u${i}`, [(channels[i % channels.length] as Channel).negocio]))
 }
 
+/** The server's RSS after a forced GC, in KiB: outside every measured phase (a forced GC shrinks the heap it then has to regrow). */
+async function settledRss (server: Server): Promise<number> {
+  await server.gc()
+  return server.rssKiB()
+}
+
 /** Waits until the server reports no open connections, so one round's closes do not cost the next. */
 async function drained (server: Server, timeoutMs = 30_000): Promise<void> {
   const end = Date.now() + timeoutMs
@@ -83,6 +89,7 @@ export const fanout: Scenario = {
     const n = scaled(ctx, 5000)
     const ch = await channelOf(ctx.db, negocioId(0))
     const tracker = new Tracker()
+    const rss0 = await settledRss(server)
     const conn = await connectAll({ port: server.port, tokens: tokens(ctx, n, [ch]), channels: [ch], concurrency: 200, timeoutMs: 60_000, tracker })
     await sleep(500)
     tracker.reset()
@@ -98,6 +105,7 @@ export const fanout: Scenario = {
     const elapsed = (tracker.lastAt - t0) / 1000
     const cpu = server.cpuMs() - cpu0
     const expected = conn.clients.length * ch.changedAt.length
+    const rss1 = await settledRss(server)
     await closeAll(conn.clients)
     return [
       { name: 'connect + subscribe, all', unit: 'ms', value: conn.ms, better: 'lower' },
@@ -107,7 +115,8 @@ export const fanout: Scenario = {
       ...latencyMetrics(tracker.latencies),
       { name: 'messages lost', unit: '', value: expected - tracker.latencies.length, better: 'lower' },
       { name: 'failed notifies/connects', unit: '', value: failures + conn.failed, better: 'lower' },
-      { name: 'server CPU per delivery', unit: 'µs', value: cpu * 1000 / tracker.deliveries, better: 'lower' }
+      { name: 'server CPU per delivery', unit: 'µs', value: cpu * 1000 / tracker.deliveries, better: 'lower' },
+      { name: 'server RSS per connection, after the run', unit: 'KiB', value: (rss1 - rss0) / n, better: 'lower' }
     ]
   }
 }
@@ -254,6 +263,7 @@ export const manyChannels: Scenario = {
     const n = scaled(ctx, 5000)
     const channels = await Promise.all(Array.from({ length: 500 }, async (_, i) => await channelOf(ctx.db, negocioId(i))))
     const tracker = new Tracker()
+    const rss0 = await settledRss(server)
     const conn = await connectAll({ port: server.port, tokens: tokens(ctx, n, channels), channels, concurrency: 200, timeoutMs: 60_000, tracker })
     await sleep(500)
     tracker.reset()
@@ -264,6 +274,7 @@ export const manyChannels: Scenario = {
     const cpu = server.cpuMs() - cpu0
     const sent = channels.reduce((a, c) => a + c.changedAt.length, 0)
     const expected = conn.clients.reduce((a, c) => a + c.channel.changedAt.length, 0)
+    const rss1 = await settledRss(server)
     await closeAll(conn.clients)
     return [
       { name: 'connect + subscribe, all', unit: 'ms', value: conn.ms, better: 'lower' },
@@ -272,7 +283,8 @@ export const manyChannels: Scenario = {
       ...latencyMetrics(tracker.latencies),
       { name: 'messages lost', unit: '', value: expected - tracker.latencies.length, better: 'lower' },
       { name: 'failed notifies/connects', unit: '', value: run.failures + conn.failed, better: 'lower' },
-      { name: 'server CPU per notify', unit: 'µs', value: cpu * 1000 / sent, better: 'lower' }
+      { name: 'server CPU per notify', unit: 'µs', value: cpu * 1000 / sent, better: 'lower' },
+      { name: 'server RSS per connection, after the run', unit: 'KiB', value: (rss1 - rss0) / n, better: 'lower' }
     ]
   }
 }
