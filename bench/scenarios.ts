@@ -54,9 +54,13 @@ function tokens (ctx: Context, n: number, channels: Channel[]): string[] {
   return Array.from({ length: n }, (_, i) => ctx.userToken(`u${i}`, [(channels[i % channels.length] as Channel).negocio]))
 }
 
-/** The server's RSS after a forced GC, in KiB: outside every measured phase (a forced GC shrinks the heap it then has to regrow). */
+/**
+ * The server's RSS in KiB after a forced GC and a moment for freed pages to go back to the system.
+ * Only outside measured phases: a forced GC shrinks the heap, which then has to regrow.
+ */
 async function settledRss (server: Server): Promise<number> {
   await server.gc()
+  await sleep(500)
   return server.rssKiB()
 }
 
@@ -132,15 +136,12 @@ export const idle: Scenario = {
     const warm = await connectAll({ port: server.port, tokens: tokens(ctx, 200, channels), channels, concurrency: 200, timeoutMs: 30_000, tracker })
     await closeAll(warm.clients)
     await until(() => false, 1000)
-    await server.gc()
-    const rss0 = server.rssKiB()
+    const rss0 = await settledRss(server)
     const cpu0 = server.cpuMs()
     const conn = await connectAll({ port: server.port, tokens: tokens(ctx, n, channels), channels, concurrency: 500, timeoutMs: 120_000, tracker })
     const cpu = server.cpuMs() - cpu0
     await sleep(2000)
-    await server.gc()
-    await sleep(500)
-    const rss1 = server.rssKiB()
+    const rss1 = await settledRss(server)
     const held = (await server.gauges()).connections
     if (ctx.heapSnapshotDir !== undefined) await server.heapSnapshot(`${ctx.heapSnapshotDir}/idle-${server.kind}-${Date.now()}.heapsnapshot`)
     await closeAll(conn.clients, 60_000)

@@ -208,10 +208,9 @@ t.test('another origin: the client\'s token probe can read why the token was ref
   })
   t.equal(open.counts.handshakes, 0, 'a plain GET, no upgrade')
 
-  // An allow-list without this page's origin: the browser refuses to hand over the answer.
+  // An allow-list without this page's origin (still http://localhost:<port>): the browser refuses to hand over the answer.
   const { app } = await build(t, { database: db, dashboard: false, limits: { allowedOrigins: ['https://app.example.com'] } })
   const closed = await listen(app)
-  await page.goto(`http://localhost:${open.port}/health`)
   t.match(await probe(page, `${closed.http}/ws`), { failed: /TypeError: Failed to fetch/ })
 })
 
