@@ -252,11 +252,27 @@ export interface ServerProcess {
 
 const projectRoot = new URL('../', import.meta.url).pathname
 
-/** Runs server.ts as `npm start` would (through tsx, so no build is needed), with only `env`. */
+/**
+ * How a child process runs TypeScript. Under tap: tap's own loader and its coverage hooks (NODE_OPTIONS
+ * and the _TAPJS_PROCESSINFO_* variables), so the child's code counts in the coverage report like the
+ * test process's own. Elsewhere: tsx, as `npm start` would run the sources without a build.
+ */
+export function childRuntime (): { execArgv: string[], env: Record<string, string> } {
+  const tapLoader = process.execArgv.filter(a => a.includes('@tapjs/typescript') || a === '--enable-source-maps')
+  if (tapLoader.length === 0) return { execArgv: ['--import', 'tsx'], env: {} }
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && (/^_TAPJS_PROCESSINFO_/.test(k) || /^TS_NODE_/.test(k) || k === 'NODE_OPTIONS')) env[k] = v
+  }
+  return { execArgv: tapLoader, env }
+}
+
+/** Runs server.ts as `npm start` would (from the sources, so no build is needed), with only `env`. */
 export function runServer (env: Record<string, string>): ServerProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts'], {
+  const runtime = childRuntime()
+  const child = spawn(process.execPath, [...runtime.execArgv, 'server.ts'], {
     cwd: projectRoot,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...runtime.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let out = ''
