@@ -1,12 +1,37 @@
 // Builds the dashboard (dashboard/ + client/) into dist/public, or into the folder given as the
 // first argument: one bundled app.js (esbuild), index.html and style.css. Part of `npm run build`.
+// Skipped when the output was built from the same inputs (a hash of them is kept beside it), so
+// `npm start` on a built tree starts at once; `--force` rebuilds anyway.
 import { build } from 'esbuild'
-import { copyFile, mkdir } from 'node:fs/promises'
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
-const outdir = resolve(process.argv[2] ?? join(root, 'dist', 'public'))
+const args = process.argv.slice(2)
+const force = args.includes('--force')
+const outdir = resolve(args.find(a => a !== '--force') ?? join(root, 'dist', 'public'))
+const stampFile = join(outdir, '.build-hash')
+
+/** A hash of everything the bundle is made from: the sources, this script and esbuild's version. */
+async function inputsHash () {
+  const hash = createHash('sha256')
+  const { version } = JSON.parse(await readFile(join(root, 'node_modules', 'esbuild', 'package.json'), 'utf8'))
+  hash.update(`esbuild ${version}\n`)
+  hash.update(await readFile(fileURLToPath(import.meta.url)))
+  for (const folder of ['dashboard', 'client']) {
+    for (const name of (await readdir(join(root, folder))).sort()) {
+      hash.update(`${folder}/${name}\n`)
+      hash.update(await readFile(join(root, folder, name)))
+    }
+  }
+  return hash.digest('hex')
+}
+
+const wanted = await inputsHash()
+const built = await readFile(stampFile, 'utf8').catch(() => '')
+if (!force && built.trim() === wanted) process.exit(0)
 
 await mkdir(outdir, { recursive: true })
 await build({
@@ -22,3 +47,4 @@ await build({
   logLevel: 'warning'
 })
 for (const file of ['index.html', 'style.css']) await copyFile(join(root, 'dashboard', file), join(outdir, file))
+await writeFile(stampFile, wanted + '\n')
