@@ -1,5 +1,5 @@
 # Build stage: compile TypeScript with the dev dependencies.
-FROM node:20-bookworm-slim AS build
+FROM node:22-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -14,11 +14,11 @@ COPY dashboard dashboard
 COPY scripts/build-dashboard.mjs scripts/
 RUN npm run build
 
-# Runtime stage: production dependencies only, no embedded PostgreSQL (set DATABASE_URL).
+# Runtime stage: production dependencies only, so no embedded PostgreSQL (a dev dependency; set DATABASE_URL).
 #   docker run -p 8080:8080 -e DATABASE_URL=postgres://... -e JWT_SECRET=... citas-live
 #   docker run --rm -e DATABASE_URL=postgres://... citas-live node dist/db/migrate.js   # migrations
 # test/e2e/image.test.ts replays these steps without Docker: keep them to COPY, ENV and npm ci.
-FROM node:20-bookworm-slim
+FROM node:22-bookworm-slim
 ENV NODE_ENV=production PORT=8080 HOST=0.0.0.0
 WORKDIR /app
 COPY package.json package-lock.json ./
