@@ -64,6 +64,31 @@ t.test('with DATABASE_URL: serves the protocol, never logs a token, and SIGTERM 
   t.notOk(log.includes(token.split('.')[2] ?? 'x'), 'not even its signature')
 })
 
+t.test('a lost database connection is logged without the database client it belonged to', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' })
+  t.teardown(() => { p.child.kill('SIGKILL') })
+  const port = await listening(p)
+  // A subscribe runs the stats query, which leaves a connection idle in the server's pool.
+  const c = await Client.open(`ws://127.0.0.1:${port}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await c.subscribe('n1')
+  const killer = new pg.Client({ connectionString: db.url })
+  await killer.connect()
+  t.teardown(() => killer.end())
+  await waitFor(async () => {
+    await killer.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'citas-live' AND state = 'idle'")
+    return /idle database connection lost/.test(p.output())
+  }, 10_000)
+  const line = p.output().split('\n').find(l => l.includes('idle database connection lost')) ?? ''
+  const entry = JSON.parse(line) as { level: number, err: Record<string, unknown> }
+  t.match(entry, { level: 40, err: { type: 'DatabaseError', code: '57P01', message: /terminating connection/ } })
+  t.equal(entry.err.client, '[Client]', 'the client is named, not dumped')
+  t.notMatch(line, /secretKey|processID|connectionParameters|password/, 'no field of the client reaches the log')
+  p.child.kill('SIGTERM')
+  t.equal(await p.exited, 0)
+})
+
 t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working token, and keeps its data', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'citas-live-demo-'))
   await chmod(dir, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
