@@ -9,6 +9,7 @@ import { loggerOptions } from './services/logging.js'
 import { migrate } from './services/migrate.js'
 import { seedDemo, startDemoActivity } from './services/demo.js'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './services/embedded-postgres.js'
+import { portHolder } from './services/processes.js'
 
 function fail (message: string): never {
   process.stderr.write(`citas-live: ${message}\n`)
@@ -120,7 +121,18 @@ try {
 } catch (err) {
   log.warn({ err }, 'cannot read the citas table yet: is the database up and migrated (npm run db:migrate)?')
 }
-await fastify.listen({ port: env.PORT, host: env.HOST })
+try {
+  await fastify.listen({ port: env.PORT, host: env.HOST })
+} catch (err) {
+  await fastify.close()
+  await embedded?.stop()
+  const code = (err as NodeJS.ErrnoException).code
+  if (code === 'EADDRINUSE') {
+    const holder = await portHolder(env.PORT)
+    fail(`port ${env.PORT} on ${env.HOST} is in use${holder !== undefined ? ` by ${holder}` : ''}: stop it, or set PORT to another port (0: any free port)`)
+  }
+  fail(`cannot listen on ${env.HOST}:${env.PORT}: ${(err as Error).message}`)
+}
 
 if (embedded !== undefined) {
   const host = env.HOST === '0.0.0.0' || env.HOST === '::' ? 'localhost' : env.HOST

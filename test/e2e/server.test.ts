@@ -1,6 +1,7 @@
 import t from 'tap'
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -62,6 +63,21 @@ t.test('with DATABASE_URL: serves the protocol, never logs a token, and SIGTERM 
   t.notOk(log.includes(token), 'the user token never appears in the log')
   t.notOk(log.includes(svc), 'the service token never appears in the log')
   t.notOk(log.includes(token.split('.')[2] ?? 'x'), 'not even its signature')
+})
+
+t.test('a PORT already in use stops the process with one line naming the port and who holds it', async (t) => {
+  const db = await testDatabase(t)
+  const holder = createServer()
+  await new Promise<void>(resolve => holder.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => holder.close())
+  const { port } = holder.address() as { port: number }
+  const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'error' })
+  t.teardown(() => { p.child.kill('SIGKILL') })
+  t.equal(await p.exited, 1)
+  const lines = p.output().trim().split('\n')
+  t.equal(lines.length, 1, `one line: ${p.output()}`)
+  t.match(lines[0], `citas-live: port ${port} on 127.0.0.1 is in use by process ${process.pid} (`)
+  t.match(lines[0], /set PORT to another port/)
 })
 
 t.test('a lost database connection is logged without the database client it belonged to', async (t) => {
