@@ -39,7 +39,8 @@ if (databaseUrl === undefined) {
     embedded = await startEmbeddedPostgres({
       dir: env.EMBEDDED_PG_DIR,
       port: env.EMBEDDED_PG_PORT,
-      onLog: (line) => log.debug({ postgres: line }, 'embedded postgres')
+      onLog: (line) => log.debug({ postgres: line }, 'embedded postgres'),
+      onRecover: (message) => log.warn(message)
     })
   } catch (err) {
     fail((err as Error).message)
@@ -50,9 +51,12 @@ if (databaseUrl === undefined) {
     const { applied } = await migrate(pool)
     if (applied.length > 0) log.info({ applied }, 'migrations applied')
     demoNegocios = await seedDemo(pool)
-  } finally {
-    await pool.end()
+  } catch (err) {
+    await pool.end().catch(() => {})
+    await embedded.stop()
+    fail(`the embedded demo database could not be prepared: ${(err as Error).message}`)
   }
+  await pool.end()
 }
 const secret = env.JWT_SECRET ?? randomBytes(32).toString('hex')
 

@@ -5,6 +5,29 @@ import { readdir, readFile, readlink } from 'node:fs/promises'
  * answers `undefined` where /proc is missing or unreadable, so callers fall back to doing less.
  */
 
+/** True while `pid` exists (a process of another user counts). */
+export function isAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** The fields of /proc/<pid>/stat after the command name: [state, ppid, ...]. */
+async function statFields (pid: number): Promise<string[] | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined)
+  if (stat === undefined) return undefined
+  // The command name sits in parentheses and may itself contain spaces or parentheses.
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+}
+
+/** When the process started (clock ticks since boot): with the pid, it names one process for good. */
+export async function startTime (pid: number): Promise<string | undefined> {
+  return (await statFields(pid))?.[19]
+}
+
 /** The command line of `pid`, arguments joined by spaces and cut to `max` characters. */
 export async function commandLine (pid: number, max = 120): Promise<string | undefined> {
   const raw = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
@@ -16,6 +39,26 @@ export async function commandLine (pid: number, max = 120): Promise<string | und
 async function numericEntries (dir: string): Promise<number[] | undefined> {
   const names = await readdir(dir).catch(() => undefined)
   return names?.filter(n => /^\d+$/.test(n)).map(Number)
+}
+
+/**
+ * Live processes running the executable `command` (its name in /proc/<pid>/comm) whose working
+ * directory is `cwd` (a real path). PostgreSQL's postmaster and every backend it forked work in
+ * their data folder, so this finds a server and its children even after its parent is gone.
+ */
+export async function processesIn (cwd: string, command: string): Promise<number[] | undefined> {
+  const pids = await numericEntries('/proc')
+  if (pids === undefined) return undefined
+  const found: number[] = []
+  for (const pid of pids) {
+    if (pid === process.pid) continue
+    const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')
+    if (comm.trim() !== command) continue
+    if (await readlink(`/proc/${pid}/cwd`).catch(() => '') !== cwd) continue
+    if ((await statFields(pid))?.[0] === 'Z') continue // exited, waiting to be reaped
+    found.push(pid)
+  }
+  return found
 }
 
 /**

@@ -1,11 +1,9 @@
 import t from 'tap'
-import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import pg from 'pg'
 import { addCita, addNegocio, Client, SECRET, serviceToken, sign, testDatabase, waitFor, runServer, type ServerProcess } from '../helper.js'
+import { demoFolder, demoReady } from '../fixtures/demo.js'
 
 async function listening (p: ServerProcess): Promise<number> {
   let port = 0
@@ -106,23 +104,11 @@ t.test('a lost database connection is logged without the database client it belo
 })
 
 t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working token, and keeps its data', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'citas-live-demo-'))
-  await chmod(dir, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  const env = {
-    PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info',
-    EMBEDDED_PG_DIR: join(dir, 'pg'),
-    EMBEDDED_PG_PORT: String(20000 + Math.floor(Math.random() * 20000))
-  }
-  const p = runServer(env)
-  t.teardown(() => { p.child.kill('SIGKILL') })
-  const port = await listening(p)
-  await waitFor(() => /notify:/.test(p.output()))
-  const out = p.output()
-  const token = /user token: +(\S+)/.exec(out)?.[1] ?? ''
-  const svc = /Bearer (\S+)'/.exec(out)?.[1] ?? ''
-  const url = /psql: +(\S+)/.exec(out)?.[1] ?? ''
-  t.match(out, new RegExp(`ws://127\\.0\\.0\\.1:${port}/ws\\?token=`), 'prints the ws URL')
+  const folder = await demoFolder(t)
+  const env = folder.env({ DEMO_ACTIVITY: 'off' }) // no changes but the test's own, so the figures are exact
+  const p = folder.track(runServer(env))
+  const { port, userToken: token, serviceToken: svc, databaseUrl: url } = await demoReady(p)
+  t.match(p.output(), new RegExp(`ws://127\\.0\\.0\\.1:${port}/ws\\?token=`), 'prints the ws URL')
 
   const second = runServer(env)
   t.equal(await second.exited, 1, 'a second process cannot share the data folder')
@@ -149,18 +135,14 @@ t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working 
   p.child.kill('SIGTERM')
   t.equal((await c.closed).code, 1012)
   t.equal(await p.exited, 0)
-  t.notOk(existsSync(join(dir, 'pg.lock')), 'the lock is released')
+  t.notOk(existsSync(`${folder.dir}.lock`), 'the lock is released')
 
-  const again = runServer(env)
-  t.teardown(() => { again.child.kill('SIGKILL') })
-  const port2 = await listening(again)
-  await waitFor(() => /user token/.test(again.output()))
-  const token2 = /user token: +(\S+)/.exec(again.output())?.[1] ?? ''
-  t.not(token2, token, 'a new secret per process')
-  const c2 = await Client.open(`ws://127.0.0.1:${port2}/ws?token=${token2}`, t)
+  const again = await demoReady(folder.track(runServer(env)))
+  t.not(again.userToken, token, 'a new secret per process')
+  const c2 = await Client.open(`ws://127.0.0.1:${again.port}/ws?token=${again.userToken}`, t)
   t.match(await c2.subscribe('barberia-centro'), { data: { total_citas: first.data.total_citas + 1 } }, 'data survived the restart')
-  const stale = await fetch(`http://127.0.0.1:${port2}/ws?token=${token}`)
+  const stale = await fetch(`http://127.0.0.1:${again.port}/ws?token=${token}`)
   t.equal(stale.status, 401, 'the previous process\'s token no longer works')
-  again.child.kill('SIGTERM')
-  t.equal(await again.exited, 0)
+  again.p.child.kill('SIGTERM')
+  t.equal(await again.p.exited, 0)
 })
