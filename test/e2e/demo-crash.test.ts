@@ -18,7 +18,7 @@ async function addOneCita (demo: Demo): Promise<void> {
   await pool.end()
 }
 
-t.test('after kill -9 of the server, and then of the server and its PostgreSQL, the next start comes up with the same data', async (t) => {
+t.test('after kill -9 of the server, and then of the server and its PostgreSQL, the next start comes up with the same data and tokens', async (t) => {
   const folder = await demoFolder(t)
   const first = await startDemo(folder, { DEMO_ACTIVITY: 'off' })
   const seeded = await totalCitas(t, first, first.userToken)
@@ -35,7 +35,7 @@ t.test('after kill -9 of the server, and then of the server and its PostgreSQL, 
   t.match(second.p.output(), `stopping the embedded PostgreSQL (pid ${orphan}) left running by a process that did not shut down`)
   t.equal(second.pgPort, first.pgPort, 'on the port it asked for')
   t.not(await postmasterPid(folder.dir), orphan, 'a PostgreSQL of its own')
-  t.equal(await totalCitas(t, second, second.userToken), seeded + 1, 'the first run\'s data is there')
+  t.equal(await totalCitas(t, second, first.userToken), seeded + 1, 'the first run\'s token works and its data is there')
 
   const postmaster = await postmasterPid(folder.dir)
   second.p.child.kill('SIGKILL')
@@ -44,7 +44,7 @@ t.test('after kill -9 of the server, and then of the server and its PostgreSQL, 
 
   // Its backends may still be exiting: the server waits for them before PostgreSQL recovers.
   const third = await startDemo(folder, { DEMO_ACTIVITY: 'off' })
-  t.equal(await totalCitas(t, third, third.userToken), seeded + 1, 'PostgreSQL recovered from the crash with the data')
+  t.equal(await totalCitas(t, third, first.userToken), seeded + 1, 'PostgreSQL recovered from the crash with the data')
   third.p.child.kill('SIGTERM')
   t.equal(await third.p.exited, 0)
 })

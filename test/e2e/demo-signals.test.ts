@@ -14,7 +14,7 @@ t.test('Ctrl-C in a terminal (SIGINT to the whole process group) shuts the demo 
   // An open dashboard, and the demo's own activity: connections in use when the signal comes.
   const c = await Client.open(`ws://127.0.0.1:${demo.port}/ws?token=${demo.userToken}`, t)
   await c.subscribe('barberia-centro')
-  const dataDir = await realpath(folder.dir)
+  const dataDir = await realpath(join(folder.dir, 'data'))
 
   const before = p.output().length
   process.kill(-(p.child.pid ?? 0), 'SIGINT')
@@ -25,5 +25,5 @@ t.test('Ctrl-C in a terminal (SIGINT to the whole process group) shuts the demo 
   t.same(warnings(shutdown), [], 'no warning or error while shutting down')
   t.same(await processesIn(dataDir, 'postgres'), [], 'PostgreSQL has stopped')
   t.notOk(existsSync(join(dataDir, 'postmaster.pid')), 'cleanly: its pid file is gone')
-  t.notOk(existsSync(`${folder.dir}.lock`), 'the lock is released')
+  t.notOk(existsSync(join(folder.dir, 'lock')), 'the lock is released')
 })

@@ -20,7 +20,7 @@ t.test('pid files whose pids now name unrelated processes do not stop the demo f
   first.p.child.kill('SIGKILL')
   process.kill(postmaster, 'SIGKILL')
   await first.p.exited
-  const dataDir = await realpath(folder.dir)
+  const dataDir = await realpath(join(folder.dir, 'data'))
   await waitFor(async () => (await processesIn(dataDir, 'postgres'))?.length === 0, 30_000)
 
   // ...and their pids reused by an unrelated process of the user PostgreSQL runs as, so both look alive.
@@ -34,13 +34,13 @@ t.test('pid files whose pids now name unrelated processes do not stop the demo f
   const pidFile = join(dataDir, 'postmaster.pid')
   const [, ...rest] = (await readFile(pidFile, 'utf8')).split('\n')
   await writeFile(pidFile, [String(pid), ...rest].join('\n'))
-  await writeFile(`${folder.dir}.lock`, `${pid} 1`) // another start time than the process's: not the server that wrote it
+  await writeFile(join(folder.dir, 'lock'), `${pid} 1`) // another start time than the process's: not the server that wrote it
 
   const second = await startDemo(folder, { DEMO_ACTIVITY: 'off' })
   t.match(second.p.output(), `removing a stale ${pidFile}: its pid ${pid} is now sleep 600`)
   t.ok(isAlive(pid), 'the unrelated process is left alone')
-  const c = await Client.open(`ws://127.0.0.1:${second.port}/ws?token=${second.userToken}`, t)
-  t.match(await c.subscribe('barberia-centro'), { type: 'stats', data: { total_citas: rows[0]?.n } }, 'same data')
+  const c = await Client.open(`ws://127.0.0.1:${second.port}/ws?token=${first.userToken}`, t)
+  t.match(await c.subscribe('barberia-centro'), { type: 'stats', data: { total_citas: rows[0]?.n } }, 'same data, same token')
   second.p.child.kill('SIGTERM')
   t.equal(await second.p.exited, 0)
 })
