@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { createSigner } from 'fast-jwt'
 import pg from 'pg'
+import { readFileSync, rmSync } from 'node:fs'
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -34,6 +35,20 @@ export const serviceToken = (): string => sign({ sub: 'rest-api', role: 'service
 let embedded: Promise<{ pg: EmbeddedPostgres, dir: string }> | undefined
 
 /**
+ * A random port below the kernel's ephemeral range (32768-60999 on Linux), so no outgoing
+ * connection of any process on the machine can be holding it; callers still retry when it is taken.
+ */
+export function fixedPort (): number {
+  let ephemeralLow = 32768
+  try {
+    ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || ephemeralLow
+  } catch {}
+  const min = 10000
+  const max = Math.max(min + 1000, ephemeralLow - 1)
+  return min + Math.floor(Math.random() * (max - min + 1))
+}
+
+/**
  * A PostgreSQL server URL with admin rights: TEST_DATABASE_URL when set, else one embedded server
  * started once per test process and stopped when the process's tests end.
  */
@@ -41,14 +56,23 @@ async function serverUrl (): Promise<string> {
   if (process.env.TEST_DATABASE_URL !== undefined && process.env.TEST_DATABASE_URL !== '') return process.env.TEST_DATABASE_URL
   embedded ??= (async () => {
     const dir = await mkdtemp(join(tmpdir(), 'citas-live-test-'))
-    await chmod(dir, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
-    const port = 20000 + Math.floor(Math.random() * 20000)
-    const server = await startEmbeddedPostgres({ dir: join(dir, 'pg'), port })
+    let server: EmbeddedPostgres | undefined
     const { default: tap } = await import('tap')
     tap.teardown(async () => {
-      await server.stop()
+      await server?.stop()
       await rm(dir, { recursive: true, force: true })
     })
+    // If the process ends without its teardown (a crash, a timeout), the folder still goes.
+    process.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
+    await chmod(dir, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
+    // Another process may hold the port: try another one (the data folder is initialised once).
+    for (let attempt = 1; server === undefined; attempt++) {
+      try {
+        server = await startEmbeddedPostgres({ dir: join(dir, 'pg'), port: fixedPort() })
+      } catch (err) {
+        if (attempt >= 5 || !/did not start/.test((err as Error).message)) throw err
+      }
+    }
     return { pg: server, dir }
   })()
   return (await embedded).pg.connectionString
