@@ -163,6 +163,38 @@ export async function listen (fastify: FastifyInstance): Promise<{ http: string,
   return { http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}`, port }
 }
 
+const isAddressInUse = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'EADDRINUSE'
+
+/**
+ * Like listen(), for a server the test restarts on the same port (listenAgain): a port from the
+ * ephemeral range could be taken by any outgoing connection on the machine while the server is down.
+ */
+export async function listenRestartable (fastify: FastifyInstance): Promise<{ http: string, ws: string, port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = fixedPort()
+    try {
+      await fastify.listen({ port, host: '127.0.0.1' })
+      return { http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}`, port }
+    } catch (err) {
+      if (attempt >= 20 || !isAddressInUse(err)) throw err
+    }
+  }
+}
+
+/** Listens on `port` again after a restart, waiting while another socket still holds it. */
+export async function listenAgain (fastify: FastifyInstance, port: number, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms
+  for (;;) {
+    try {
+      await fastify.listen({ port, host: '127.0.0.1' })
+      return
+    } catch (err) {
+      if (!isAddressInUse(err) || Date.now() > end) throw err
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+  }
+}
+
 export async function addNegocio (pool: pg.Pool, id: string, zonaHoraria: string | null = null): Promise<void> {
   await pool.query('INSERT INTO negocios (id, nombre, zona_horaria) VALUES ($1, $2, $3)', [id, `Negocio ${id}`, zonaHoraria])
 }

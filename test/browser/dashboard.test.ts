@@ -8,7 +8,7 @@ import { promisify } from 'node:util'
 import type pg from 'pg'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import type { FastifyInstance } from 'fastify'
-import { addNegocio, build, listen, serviceToken, sign, testDatabase, waitFor, type TestDatabase } from '../helper.js'
+import { addNegocio, build, listen, listenAgain, listenRestartable, serviceToken, sign, testDatabase, waitFor, type TestDatabase } from '../helper.js'
 
 const root = new URL('../../', import.meta.url).pathname
 const artifacts = join(root, 'test', 'artifacts')
@@ -84,15 +84,18 @@ const browser: Browser = await chromium.launch({
 })
 t.teardown(() => browser.close())
 
-/** A server on a database of its own, counting WebSocket handshakes; `port` reuses a port for a restart. */
-async function server (t: Test, database: TestDatabase, port?: number) {
+/**
+ * A server on a database of its own, counting WebSocket handshakes. `restartable`: on a port that a
+ * later server can take again, given as `port`, once this one is closed.
+ */
+async function server (t: Test, database: TestDatabase, opts: { restartable?: boolean, port?: number } = {}) {
   const { app } = await build(t, { database, dashboard: { root: dashboard } })
   let urls: Awaited<ReturnType<typeof listen>>
-  if (port === undefined) {
-    urls = await listen(app)
+  if (opts.port !== undefined) {
+    await listenAgain(app, opts.port)
+    urls = { http: `http://127.0.0.1:${opts.port}`, ws: `ws://127.0.0.1:${opts.port}`, port: opts.port }
   } else {
-    await app.listen({ port, host: '127.0.0.1' })
-    urls = { http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}`, port }
+    urls = opts.restartable === true ? await listenRestartable(app) : await listen(app)
   }
   const counts = { handshakes: 0 }
   app.server.on('upgrade', () => { counts.handshakes++ })
@@ -118,7 +121,7 @@ t.test('the dashboard shows the database, follows notify, and rides out a server
   await addCitas(db.pool, 'clinica-dental-sol', 51, 'atendida', 'past')
   await addCitas(db.pool, 'clinica-dental-sol', 4, 'cancelada', 'past')
   await addCitas(db.pool, 'clinica-dental-sol', 7, 'pendiente', 'today')
-  const first = await server(t, db)
+  const first = await server(t, db, { restartable: true })
   const token = sign({ sub: 'demo-user', negocios: ['barberia-centro', 'clinica-dental-sol'] })
   const { page, pageErrors } = await newPage(t)
 
@@ -148,7 +151,7 @@ t.test('the dashboard shows the database, follows notify, and rides out a server
   await page.screenshot({ path: join(artifacts, 'dashboard-reconnecting.png'), fullPage: true })
 
   await addCitas(db.pool, 'barberia-centro', 2, 'cancelada', 'today')
-  const second = await server(t, db, first.port)
+  const second = await server(t, db, { port: first.port })
   await waitForPill(page, 'Conectado', 30_000)
   const refreshed = await databaseFigures(db.pool, 'barberia-centro')
   await waitForFigures(page, 'barberia-centro', refreshed, 3000)
