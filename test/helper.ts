@@ -257,6 +257,15 @@ export class Client {
     })
   }
 
+  /** The first message (from the next one on) that matches `pred`; the others before it are consumed. */
+  async nextMatching (pred: (m: Message) => boolean, ms = 3000): Promise<Message> {
+    const end = Date.now() + ms
+    for (;;) {
+      const m = await this.next(Math.max(1, end - Date.now()))
+      if (pred(m)) return m
+    }
+  }
+
   /** Sends a message and returns the next one. */
   async request (message: unknown, ms?: number): Promise<Message> {
     this.send(message)
