@@ -127,8 +127,14 @@ export async function testDatabase (t: TestLike): Promise<TestDatabase> {
   return { url, pool, name, setDown }
 }
 
+/**
+ * How long a test waits for something that should happen by itself. Generous: on a loaded two-core
+ * machine a push can take seconds, and a wait that is met returns at once anyway.
+ */
+export const WAIT_MS = 10_000
+
 /** Polls until cond() holds; rejects after ms. */
-export async function waitFor (cond: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
+export async function waitFor (cond: () => boolean | Promise<boolean>, ms = WAIT_MS): Promise<void> {
   const end = Date.now() + ms
   while (!(await cond())) {
     if (Date.now() > end) throw new Error('condition not met in time')
@@ -244,7 +250,7 @@ export class Client {
   }
 
   /** The next message, or a rejection after `ms`. */
-  next (ms = 3000): Promise<Message> {
+  next (ms = WAIT_MS): Promise<Message> {
     const m = this.queue.shift()
     if (m !== undefined) return Promise.resolve(m)
     return new Promise((resolve, reject) => {
@@ -258,7 +264,7 @@ export class Client {
   }
 
   /** The first message (from the next one on) that matches `pred`; the others before it are consumed. */
-  async nextMatching (pred: (m: Message) => boolean, ms = 3000): Promise<Message> {
+  async nextMatching (pred: (m: Message) => boolean, ms = WAIT_MS): Promise<Message> {
     const end = Date.now() + ms
     for (;;) {
       const m = await this.next(Math.max(1, end - Date.now()))
