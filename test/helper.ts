@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { createSigner } from 'fast-jwt'
 import pg from 'pg'
+import { readFileSync, rmSync } from 'node:fs'
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -34,6 +35,20 @@ export const serviceToken = (): string => sign({ sub: 'rest-api', role: 'service
 let embedded: Promise<{ pg: EmbeddedPostgres, dir: string }> | undefined
 
 /**
+ * A random port below the kernel's ephemeral range (32768-60999 on Linux), so no outgoing
+ * connection of any process on the machine can be holding it; callers still retry when it is taken.
+ */
+export function fixedPort (): number {
+  let ephemeralLow = 32768
+  try {
+    ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || ephemeralLow
+  } catch {}
+  const min = 10000
+  const max = Math.max(min + 1000, ephemeralLow - 1)
+  return min + Math.floor(Math.random() * (max - min + 1))
+}
+
+/**
  * A PostgreSQL server URL with admin rights: TEST_DATABASE_URL when set, else one embedded server
  * started once per test process and stopped when the process's tests end.
  */
@@ -41,14 +56,23 @@ async function serverUrl (): Promise<string> {
   if (process.env.TEST_DATABASE_URL !== undefined && process.env.TEST_DATABASE_URL !== '') return process.env.TEST_DATABASE_URL
   embedded ??= (async () => {
     const dir = await mkdtemp(join(tmpdir(), 'citas-live-test-'))
-    await chmod(dir, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
-    const port = 20000 + Math.floor(Math.random() * 20000)
-    const server = await startEmbeddedPostgres({ dir: join(dir, 'pg'), port })
+    let server: EmbeddedPostgres | undefined
     const { default: tap } = await import('tap')
     tap.teardown(async () => {
-      await server.stop()
+      await server?.stop()
       await rm(dir, { recursive: true, force: true })
     })
+    // If the process ends without its teardown (a crash, a timeout), the folder still goes.
+    process.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
+    await chmod(dir, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
+    // Another process may hold the port: try another one (the data folder is initialised once).
+    for (let attempt = 1; server === undefined; attempt++) {
+      try {
+        server = await startEmbeddedPostgres({ dir: join(dir, 'pg'), port: fixedPort() })
+      } catch (err) {
+        if (attempt >= 5 || !/did not start/.test((err as Error).message)) throw err
+      }
+    }
     return { pg: server, dir }
   })()
   return (await embedded).pg.connectionString
@@ -103,8 +127,14 @@ export async function testDatabase (t: TestLike): Promise<TestDatabase> {
   return { url, pool, name, setDown }
 }
 
+/**
+ * How long a test waits for something that should happen by itself. Generous: on a loaded two-core
+ * machine a push can take seconds, and a wait that is met returns at once anyway.
+ */
+export const WAIT_MS = 10_000
+
 /** Polls until cond() holds; rejects after ms. */
-export async function waitFor (cond: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
+export async function waitFor (cond: () => boolean | Promise<boolean>, ms = WAIT_MS): Promise<void> {
   const end = Date.now() + ms
   while (!(await cond())) {
     if (Date.now() > end) throw new Error('condition not met in time')
@@ -137,6 +167,38 @@ export async function listen (fastify: FastifyInstance): Promise<{ http: string,
   await fastify.listen({ port: 0, host: '127.0.0.1' })
   const { port } = fastify.server.address() as AddressInfo
   return { http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}`, port }
+}
+
+const isAddressInUse = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'EADDRINUSE'
+
+/**
+ * Like listen(), for a server the test restarts on the same port (listenAgain): a port from the
+ * ephemeral range could be taken by any outgoing connection on the machine while the server is down.
+ */
+export async function listenRestartable (fastify: FastifyInstance): Promise<{ http: string, ws: string, port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = fixedPort()
+    try {
+      await fastify.listen({ port, host: '127.0.0.1' })
+      return { http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}`, port }
+    } catch (err) {
+      if (attempt >= 20 || !isAddressInUse(err)) throw err
+    }
+  }
+}
+
+/** Listens on `port` again after a restart, waiting while another socket still holds it. */
+export async function listenAgain (fastify: FastifyInstance, port: number, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms
+  for (;;) {
+    try {
+      await fastify.listen({ port, host: '127.0.0.1' })
+      return
+    } catch (err) {
+      if (!isAddressInUse(err) || Date.now() > end) throw err
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+  }
 }
 
 export async function addNegocio (pool: pg.Pool, id: string, zonaHoraria: string | null = null): Promise<void> {
@@ -188,7 +250,7 @@ export class Client {
   }
 
   /** The next message, or a rejection after `ms`. */
-  next (ms = 3000): Promise<Message> {
+  next (ms = WAIT_MS): Promise<Message> {
     const m = this.queue.shift()
     if (m !== undefined) return Promise.resolve(m)
     return new Promise((resolve, reject) => {
@@ -199,6 +261,15 @@ export class Client {
       const waiter = (msg: Message): void => { clearTimeout(timer); resolve(msg) }
       this.waiters.push(waiter)
     })
+  }
+
+  /** The first message (from the next one on) that matches `pred`; the others before it are consumed. */
+  async nextMatching (pred: (m: Message) => boolean, ms = WAIT_MS): Promise<Message> {
+    const end = Date.now() + ms
+    for (;;) {
+      const m = await this.next(Math.max(1, end - Date.now()))
+      if (pred(m)) return m
+    }
   }
 
   /** Sends a message and returns the next one. */

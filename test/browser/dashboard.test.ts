@@ -8,7 +8,7 @@ import { promisify } from 'node:util'
 import type pg from 'pg'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import type { FastifyInstance } from 'fastify'
-import { addNegocio, build, listen, serviceToken, sign, testDatabase, waitFor, type TestDatabase } from '../helper.js'
+import { addNegocio, build, listen, listenAgain, listenRestartable, serviceToken, sign, testDatabase, waitFor, WAIT_MS, type TestDatabase } from '../helper.js'
 
 const root = new URL('../../', import.meta.url).pathname
 const artifacts = join(root, 'test', 'artifacts')
@@ -60,7 +60,7 @@ async function waitForFigures (page: Page, negocio: string, want: Figures, timeo
   }, [negocio, want] as const, { timeout })
 }
 
-async function waitForPill (page: Page, text: string, timeout = 10_000): Promise<void> {
+async function waitForPill (page: Page, text: string, timeout = WAIT_MS): Promise<void> {
   await page.waitForFunction((want) => document.getElementById('pill')?.textContent === want, text, { timeout })
 }
 
@@ -84,15 +84,18 @@ const browser: Browser = await chromium.launch({
 })
 t.teardown(() => browser.close())
 
-/** A server on a database of its own, counting WebSocket handshakes; `port` reuses a port for a restart. */
-async function server (t: Test, database: TestDatabase, port?: number) {
+/**
+ * A server on a database of its own, counting WebSocket handshakes. `restartable`: on a port that a
+ * later server can take again, given as `port`, once this one is closed.
+ */
+async function server (t: Test, database: TestDatabase, opts: { restartable?: boolean, port?: number } = {}) {
   const { app } = await build(t, { database, dashboard: { root: dashboard } })
   let urls: Awaited<ReturnType<typeof listen>>
-  if (port === undefined) {
-    urls = await listen(app)
+  if (opts.port !== undefined) {
+    await listenAgain(app, opts.port)
+    urls = { http: `http://127.0.0.1:${opts.port}`, ws: `ws://127.0.0.1:${opts.port}`, port: opts.port }
   } else {
-    await app.listen({ port, host: '127.0.0.1' })
-    urls = { http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}`, port }
+    urls = opts.restartable === true ? await listenRestartable(app) : await listen(app)
   }
   const counts = { handshakes: 0 }
   app.server.on('upgrade', () => { counts.handshakes++ })
@@ -118,7 +121,7 @@ t.test('the dashboard shows the database, follows notify, and rides out a server
   await addCitas(db.pool, 'clinica-dental-sol', 51, 'atendida', 'past')
   await addCitas(db.pool, 'clinica-dental-sol', 4, 'cancelada', 'past')
   await addCitas(db.pool, 'clinica-dental-sol', 7, 'pendiente', 'today')
-  const first = await server(t, db)
+  const first = await server(t, db, { restartable: true })
   const token = sign({ sub: 'demo-user', negocios: ['barberia-centro', 'clinica-dental-sol'] })
   const { page, pageErrors } = await newPage(t)
 
@@ -127,7 +130,7 @@ t.test('the dashboard shows the database, follows notify, and rides out a server
   t.notOk(new URL(page.url()).searchParams.has('token'), 'the token is removed from the address bar')
   for (const negocio of ['barberia-centro', 'clinica-dental-sol']) {
     const want = await databaseFigures(db.pool, negocio)
-    await waitForFigures(page, negocio, want, 3000)
+    await waitForFigures(page, negocio, want, WAIT_MS)
     t.same(await shownFigures(page, negocio), want, `${negocio}: the cards show the database's figures`)
   }
   t.match(await page.textContent('#last-update'), /^\d{1,2}:\d{2}:\d{2}$/, 'time of the last update')
@@ -148,10 +151,10 @@ t.test('the dashboard shows the database, follows notify, and rides out a server
   await page.screenshot({ path: join(artifacts, 'dashboard-reconnecting.png'), fullPage: true })
 
   await addCitas(db.pool, 'barberia-centro', 2, 'cancelada', 'today')
-  const second = await server(t, db, first.port)
+  const second = await server(t, db, { port: first.port })
   await waitForPill(page, 'Conectado', 30_000)
   const refreshed = await databaseFigures(db.pool, 'barberia-centro')
-  await waitForFigures(page, 'barberia-centro', refreshed, 3000)
+  await waitForFigures(page, 'barberia-centro', refreshed, WAIT_MS)
   t.same(await shownFigures(page, 'barberia-centro'), refreshed, 'figures refreshed from the snapshot after the reconnect')
   t.equal(refreshed.citas_canceladas, '10')
   t.equal(second.counts.handshakes, 1, 'one handshake to come back')
@@ -178,7 +181,7 @@ t.test('a refused token: a clear message, the token form, and no retry storm', a
   await page.fill('#token-input', sign({ negocio_id: 'n1' }))
   await page.click('#token-form button')
   await waitForPill(page, 'Conectado')
-  await waitForFigures(page, 'n1', { citas_hoy: '0', total_citas: '0', citas_completadas: '0', citas_canceladas: '0' }, 3000)
+  await waitForFigures(page, 'n1', { citas_hoy: '0', total_citas: '0', citas_completadas: '0', citas_canceladas: '0' }, WAIT_MS)
   t.ok(await page.isHidden('#message'))
   t.ok(await page.isHidden('#token-form'))
   t.same(pageErrors, [])
@@ -232,7 +235,7 @@ t.test('readable on a phone: two cards a row and no sideways scrolling', async (
   const { page } = await newPage(t, { width: 390, height: 844 })
   await page.goto(`${srv.http}/?token=${sign({ negocio_id: 'barberia-centro' })}`)
   await waitForPill(page, 'Conectado')
-  await waitForFigures(page, 'barberia-centro', await databaseFigures(db.pool, 'barberia-centro'), 3000)
+  await waitForFigures(page, 'barberia-centro', await databaseFigures(db.pool, 'barberia-centro'), WAIT_MS)
   const layout = await page.evaluate(() => {
     const cards = [...document.querySelectorAll('.card')].slice(0, 4).map((c: any) => c.getBoundingClientRect())
     return { scrollWidth: document.documentElement.scrollWidth, width: window.innerWidth, tops: cards.map((r: any) => Math.round(r.top)) }

@@ -84,7 +84,9 @@ t.test('snapshot cache: many subscribes to a cold channel cost one query, warm o
   const first = await Promise.all(clients.map(async c => await c.subscribe('n1')))
   for (const m of first) t.match(m, { type: 'stats', data: { total_citas: 1 } })
   t.equal(app.stats.queryCount - before, 1, 'one query for 200 cold subscribes')
-  await Promise.all(clients.map(async c => await c.silentFor(50)))
+  // No run is left that could push again; a pong comes after anything already sent on its socket.
+  t.equal(app.live.waiting, 0)
+  await Promise.all(clients.map(async c => await c.request({ type: 'ping' })))
   t.ok(clients.every(c => c.received.filter(m => m.type === 'stats').length === 1), 'each got the snapshot once')
 
   const late = await Client.open(`${ws}/ws?token=${token}`, t)
@@ -136,18 +138,18 @@ t.test('change capture: a plain SQL write reaches dashboards with no notify', as
   await c.subscribe('n2')
 
   await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora, estado) VALUES ('n1', now(), 'pendiente')")
-  t.match(await c.next(1000), { type: 'stats', data: { negocio_id: 'n1', total_citas: 1, citas_hoy: 1 } })
+  t.match(await c.next(), { type: 'stats', data: { negocio_id: 'n1', total_citas: 1, citas_hoy: 1 } })
 
   await db.pool.query("UPDATE citas SET estado = 'cancelada' WHERE negocio_id = 'n1'")
-  t.match(await c.next(1000), { data: { negocio_id: 'n1', citas_canceladas: 1 } })
+  t.match(await c.next(), { data: { negocio_id: 'n1', citas_canceladas: 1 } })
 
   // Moving a cita to another negocio changes both.
   await db.pool.query("UPDATE citas SET negocio_id = 'n2' WHERE negocio_id = 'n1'")
-  const moved = [await c.next(1000), await c.next(1000)].sort((x, y) => x.data.negocio_id.localeCompare(y.data.negocio_id))
+  const moved = [await c.next(), await c.next()].sort((x, y) => x.data.negocio_id.localeCompare(y.data.negocio_id))
   t.match(moved, [{ data: { negocio_id: 'n1', total_citas: 0 } }, { data: { negocio_id: 'n2', total_citas: 1 } }])
 
   await db.pool.query("DELETE FROM citas WHERE negocio_id = 'n2'")
-  t.match(await c.next(1000), { data: { negocio_id: 'n2', total_citas: 0 } })
+  t.match(await c.next(), { data: { negocio_id: 'n2', total_citas: 0 } })
 
   // A rolled-back write tells nobody; a 500-row batch is one push.
   const client = await db.pool.connect()
@@ -156,12 +158,15 @@ t.test('change capture: a plain SQL write reaches dashboards with no notify', as
   await client.query('ROLLBACK')
   await client.query("INSERT INTO citas (negocio_id, fecha_hora) SELECT 'n1', now() FROM generate_series(1, 500)")
   client.release()
-  t.match(await c.next(1000), { data: { negocio_id: 'n1', total_citas: 500 } })
+  t.match(await c.next(), { data: { negocio_id: 'n1', total_citas: 500 } })
   t.ok(await c.silentFor(300), 'one push for the batch')
 
+  const queries = app.stats.queryCount
   await db.pool.query('TRUNCATE citas')
-  t.match(await c.next(1000), { data: { negocio_id: 'n1', total_citas: 0 } }, 'TRUNCATE recomputes every channel shown')
-  t.ok(await c.silentFor(300), 'and pushes only those that changed (n2 had none)')
+  t.match(await c.next(), { data: { negocio_id: 'n1', total_citas: 0 } }, 'TRUNCATE recomputes every channel shown')
+  // Both channels recomputed and done: n2's push, had there been one, came before this pong.
+  await waitFor(() => app.stats.queryCount - queries >= 2 && app.live.waiting === 0)
+  t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'and pushes only those that changed (n2 had none)')
 })
 
 t.test('the LISTEN connection is killed: it comes back, resyncs, and later changes still arrive', async (t) => {
@@ -177,10 +182,10 @@ t.test('the LISTEN connection is killed: it comes back, resyncs, and later chang
   // While it is down, a write happens that nobody hears...
   await addCita(db.pool, 'n1', new Date())
   // ...and the resync after reconnecting pushes it.
-  t.match(await c.next(5000), { type: 'stats', data: { total_citas: 1 } })
-  await waitFor(() => app.live.busReconnects === 1, 5000)
+  t.match(await c.next(), { type: 'stats', data: { total_citas: 1 } })
+  await waitFor(() => app.live.busReconnects === 1)
   await addCita(db.pool, 'n1', new Date())
-  t.match(await c.next(2000), { type: 'stats', data: { total_citas: 2 } })
+  t.match(await c.next(), { type: 'stats', data: { total_citas: 2 } })
 })
 
 t.test('the Redis bus connection is killed: it comes back and resyncs', async (t) => {
@@ -196,7 +201,7 @@ t.test('the Redis bus connection is killed: it comes back and resyncs', async (t
   const ids = list.split('\n').filter(l => l.includes('name=citas-live-sub')).map(l => /id=(\d+)/.exec(l)?.[1])
   t.ok(ids.length >= 1)
   for (const id of ids) await admin.client('KILL', 'ID', id as string)
-  t.match(await c.next(5000), { type: 'stats', data: { total_citas: 1 } }, 'resync after reconnect')
+  t.match(await c.next(), { type: 'stats', data: { total_citas: 1 } }, 'resync after reconnect')
   t.ok(app.live.busReconnects >= 1)
 })
 
@@ -214,9 +219,14 @@ t.test('midnight: citas_hoy changes with no write when the business\'s day ends'
   await addCita(db.pool, 'mx', '2026-03-10T16:00:00Z') // the 10th, local
   const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'mx' })}`, t)
   t.match(await c.subscribe('mx'), { data: { citas_hoy: 1, total_citas: 3 } })
-  t.ok(await c.silentFor(1200), 'nothing before midnight')
+  // The server armed its timer (1 s ahead by the injected clock) before sending the snapshot: one set
+  // now for a little longer fires after it, however late timers run.
+  const runs = app.live.runs
+  await new Promise(resolve => setTimeout(resolve, 1050))
+  t.equal(app.live.runs, runs, 'its timer found the day not over: no recompute')
+  t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'nothing before midnight')
   clock = midnight + 1
-  t.match(await c.next(3000), { type: 'stats', data: { citas_hoy: 2, total_citas: 3 } }, 'pushed at local midnight')
+  t.match(await c.next(), { type: 'stats', data: { citas_hoy: 2, total_citas: 3 } }, 'pushed at local midnight')
 })
 
 t.test('reconcile: a periodic recompute pushes only what changed', async (t) => {
@@ -226,8 +236,10 @@ t.test('reconcile: a periodic recompute pushes only what changed', async (t) => 
   const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
   await c.subscribe('n1')
   const queries = app.stats.queryCount
-  t.ok(await c.silentFor(800), 'nothing changed: nothing pushed')
-  t.ok(app.stats.queryCount > queries, 'yet it did recompute')
+  // A second periodic run has started, so the first one has ended (one run at a time per negocio).
+  await waitFor(() => app.stats.queryCount - queries >= 2)
+  t.pass('it recomputes on its own')
+  t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'nothing changed: nothing pushed')
   await addCita(db.pool, 'n1', new Date()) // no notify, no trigger
-  t.match(await c.next(2000), { data: { total_citas: 1 } })
+  t.match(await c.next(), { data: { total_citas: 1 } })
 })

@@ -1,6 +1,5 @@
 import t, { type Test } from 'tap'
-import { createServer } from 'node:net'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import WebSocket from 'ws'
 import { addCita, addNegocio, SECRET, serviceToken, sign, testDatabase, waitFor, runServer } from '../helper.js'
 
@@ -16,27 +15,37 @@ const BATCH = 100
 async function start (t: Test, env: Record<string, string>) {
   const db = await testDatabase(t)
   await addNegocio(db.pool, 'n1')
-  const port = await freePort()
-  const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', NOTIFY_RATE_MAX: '0', WS_MAX_CONNECTIONS_PER_USER: '0', ...env })
+  const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'warn', NOTIFY_RATE_MAX: '0', WS_MAX_CONNECTIONS_PER_USER: '0', ...env })
   t.teardown(() => { p.child.kill('SIGKILL') })
-  await waitFor(async () => {
-    try {
-      return (await fetch(`http://127.0.0.1:${port}/health`)).ok
-    } catch {
-      if (p.child.exitCode !== null) throw new Error(`server did not start:\n${p.output()}`)
-      return false
-    }
+  let port: number | undefined
+  await waitFor(() => {
+    if (p.child.exitCode !== null) throw new Error(`server did not start:\n${p.output()}`)
+    port = listeningPort(p.child.pid as number)
+    return port !== undefined
   }, 30_000)
-  return { db, p, port }
+  return { db, p, port: port as number }
 }
 
-/** A free loopback port (LOG_LEVEL warn hides the "listening" line; a per-request log would be huge). */
-async function freePort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>(resolve => srv.listen(0, '127.0.0.1', resolve))
-  const { port } = srv.address() as { port: number }
-  await new Promise(resolve => srv.close(resolve))
-  return port
+/**
+ * The TCP port process `pid` listens on, from /proc: the server listens on port 0, and LOG_LEVEL warn
+ * hides the "listening" line (a per-request log would be huge).
+ */
+function listeningPort (pid: number): number | undefined {
+  const sockets = new Set<string>()
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`, { encoding: 'utf8' }))
+      if (m?.[1] !== undefined) sockets.add(m[1])
+    }
+  } catch {
+    return undefined // the process is gone, or an fd closed while being read: look again
+  }
+  for (const line of readFileSync(`/proc/${pid}/net/tcp`, 'utf8').split('\n').slice(1)) {
+    // sl local_address rem_address st ... inode: st 0A is LISTEN.
+    const [, local, , state, , , , , , inode] = line.trim().split(/\s+/)
+    if (state === '0A' && inode !== undefined && sockets.has(inode)) return parseInt(local?.split(':')[1] ?? '', 16)
+  }
+  return undefined
 }
 
 function rssMiB (pid: number): number {
@@ -44,7 +53,29 @@ function rssMiB (pid: number): number {
   return Number(m?.[1] ?? 0) / 1024
 }
 
+/** RSS once it stops moving: two reads 100 ms apart within 1 MiB (the clients just connected). */
+async function settledRssMiB (pid: number): Promise<number> {
+  let last = rssMiB(pid)
+  await waitFor(async () => {
+    await new Promise(resolve => setTimeout(resolve, 100))
+    const now = rssMiB(pid)
+    const settled = Math.abs(now - last) < 1
+    last = now
+    return settled
+  }, 10_000).catch(() => {}) // still moving after 10 s: measure from there
+  return last
+}
+
 interface Peer { ws: WebSocket, messages: string[], closed: Promise<{ code: number }> }
+
+/** Pings and waits for the pong (which is then dropped): everything the server sent before it has arrived. */
+async function roundTrip (peer: Peer): Promise<void> {
+  const id = `sync-${Math.random()}`
+  peer.ws.send(JSON.stringify({ type: 'ping', id }))
+  const isPong = (m: string): boolean => m.includes(`"id":"${id}"`)
+  await waitFor(() => peer.messages.some(isPong), 20_000)
+  peer.messages.splice(peer.messages.findIndex(isPong), 1)
+}
 
 /** Opens `n` clients subscribed to n1, in batches; resolves once each has its first stats. */
 async function openClients (url: string, n: number, t: Test): Promise<Peer[]> {
@@ -91,8 +122,7 @@ t.test('1,000 clients that never read while notifies flow: server memory stays f
   const slow = await openClients(url, CLIENTS, t)
   for (const s of slow) s.ws.pause() // stop reading: the kernel buffers fill, then the server's
   const fast = await openClients(url, 5, t)
-  await new Promise(resolve => setTimeout(resolve, 500))
-  const before = rssMiB(p.child.pid as number)
+  const before = await settledRssMiB(p.child.pid as number)
 
   const token = serviceToken()
   const NOTIFIES = 1000
@@ -122,8 +152,8 @@ t.test('1,000 clients that never read while notifies flow: server memory stays f
   // Fast clients received every push, in order, while the slow ones were stuck. Notifies that
   // arrive while a recompute runs share one (coalescing), so pushes are fewer than notifies; each
   // fast client must see exactly the same pushes and end on the newest figures.
-  await waitFor(() => fast.every(f => JSON.parse(f.messages.at(-1) ?? '{}').data?.total_citas === 1), 20_000).catch(() => {})
-  await new Promise(resolve => setTimeout(resolve, 300))
+  // Every push was written before the last notify's reply; a pong comes after all of them on its socket.
+  await Promise.all(fast.map(async f => await roundTrip(f)))
   const reference = fast[0]?.messages ?? []
   t.ok(reference.length >= 3, `fast clients got subscribed, the snapshot and ${reference.length - 2} pushes for ${NOTIFIES + 1} notifies`)
   for (const f of fast) {

@@ -8,31 +8,42 @@ async function setup (t: Test) {
   return { ...built, url: `${ws}/ws` }
 }
 
+/** An exp (unix seconds) `seconds` to `seconds + 1` from now: far enough that the 1.5 s notice comes after the setup. */
+function expIn (seconds: number): number {
+  return Math.ceil(Date.now() / 1000) + seconds
+}
+
 t.test('token_expiring before exp, then close 4001 at exp without a refresh', async (t) => {
   const { url } = await setup(t)
-  const token = sign({ sub: 'u1', negocio_id: 'n1' }, { expiresIn: 2500 })
-  const exp = JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()).exp as number
-  const c = await Client.open(`${url}?token=${token}`, t)
-  await c.subscribe('n1')
-  t.same(await c.next(4000), { type: 'token_expiring', data: { expires_at: exp } })
+  const exp = expIn(3)
+  const c = await Client.open(`${url}?token=${sign({ sub: 'u1', negocio_id: 'n1', exp })}`, t)
+  let noticeAt = 0
+  c.ws.on('message', (data) => { if (String(data).includes('token_expiring')) noticeAt = Date.now() })
+  c.send({ type: 'subscribe', data: { channel: 'estadisticas:n1' } })
   const closed = await c.closed
   t.same(closed, { code: 4001, reason: 'token expired' })
   t.ok(Date.now() >= exp * 1000, 'not before exp')
+  t.same(c.received.filter(m => m.type === 'token_expiring'), [{ type: 'token_expiring', data: { expires_at: exp } }], 'one notice, before the close')
+  t.ok(noticeAt >= exp * 1000 - 1500, 'no earlier than warningMs before exp')
+  t.match(c.received.filter(m => m.type !== 'token_expiring'), [{ type: 'subscribed' }, { type: 'stats', data: { negocio_id: 'n1' } }], 'the subscription worked until then')
 })
 
 t.test('refresh with a fresh token of the same user keeps the socket; lost channels get forbidden', async (t) => {
   const { url } = await setup(t)
-  const c = await Client.open(`${url}?token=${sign({ sub: 'u1', negocios: ['n1', 'n2'] }, { expiresIn: 2500 })}`, t)
+  const exp = expIn(4)
+  const c = await Client.open(`${url}?token=${sign({ sub: 'u1', negocios: ['n1', 'n2'], exp })}`, t)
+  // Same exp, never refreshed: its 4001 shows the server has swept past that exp (one pass checks every socket).
+  const witness = await Client.open(`${url}?token=${sign({ sub: 'u2', negocio_id: 'n1', exp })}`, t)
   await c.subscribe('n1')
   await c.subscribe('n2')
-  t.match(await c.next(4000), { type: 'token_expiring' })
+  t.match(await c.next(), { type: 'token_expiring', data: { expires_at: exp } })
   const fresh = sign({ sub: 'u1', negocios: ['n1'] }, { expiresIn: 60_000 })
-  const exp = JSON.parse(Buffer.from(fresh.split('.')[1] as string, 'base64url').toString()).exp as number
-  t.same(await c.request({ type: 'refresh', id: 'r1', data: { token: fresh } }), { type: 'refreshed', id: 'r1', data: { expires_at: exp } })
+  const freshExp = JSON.parse(Buffer.from(fresh.split('.')[1] as string, 'base64url').toString()).exp as number
+  t.same(await c.request({ type: 'refresh', id: 'r1', data: { token: fresh } }), { type: 'refreshed', id: 'r1', data: { expires_at: freshExp } })
   t.same(await c.next(), {
     type: 'error', data: { code: 'forbidden', message: 'your token no longer allows estadisticas:n2', channel: 'estadisticas:n2' }
   })
-  await new Promise(resolve => setTimeout(resolve, 2000)) // past the first token's exp
+  t.same(await witness.closed, { code: 4001, reason: 'token expired' }, 'the server has swept past the first token\'s exp')
   t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'still open after the old exp')
   t.same(await c.request({ type: 'subscribe', data: { channel: 'estadisticas:n2' } }),
     { type: 'error', data: { code: 'forbidden', message: 'your token does not allow estadisticas:n2' } }, 'the new rights apply')

@@ -1,6 +1,7 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createServer } from 'node:net'
-import { addCita, addNegocio, build, Client, listen, serviceToken, sign } from '../helper.js'
+import type { FastifyInstance } from 'fastify'
+import { addCita, addNegocio, build, Client, listen, serviceToken, sign, type TestDatabase } from '../helper.js'
 
 const TOKEN = 'metrics-token-0123456789'
 
@@ -8,6 +9,19 @@ const TOKEN = 'metrics-token-0123456789'
 function sample (text: string, name: string, labels = ''): number | undefined {
   const line = text.split('\n').find(l => l.startsWith(labels === '' ? `${name} ` : `${name}{${labels}} `))
   return line === undefined ? undefined : Number(line.split(' ').at(-1))
+}
+
+/** An app serving metrics on a port of its own: a free one, and another if some process takes it first. */
+async function buildWithMetricsPort (t: Test, database: TestDatabase): Promise<{ app: FastifyInstance, port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    try {
+      const { app } = await build(t, { database, metrics: { port } })
+      return { app, port }
+    } catch (err) {
+      if (attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err
+    }
+  }
 }
 
 async function freePort (): Promise<number> {
@@ -63,8 +77,7 @@ t.test('without a token or port nothing is exposed; with a port, it is served th
   const plain = await build(t)
   t.equal((await plain.app.inject('/metrics')).statusCode, 404, 'not exposed by accident')
 
-  const port = await freePort()
-  const { app } = await build(t, { metrics: { port } })
+  const { app, port } = await buildWithMetricsPort(t, plain.db)
   t.equal((await app.inject('/metrics')).statusCode, 404, 'not on the public port')
   const res = await fetch(`http://127.0.0.1:${port}/metrics`)
   t.equal(res.status, 200)
