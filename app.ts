@@ -12,7 +12,7 @@ import metricsRoutes from './routes/metrics.js'
 import limitsPlugin, { type LimitsPluginOptions } from './plugins/limits.js'
 import expiryPlugin, { type ExpiryPluginOptions } from './plugins/expiry.js'
 import dbMonitorPlugin, { type DbMonitorPluginOptions } from './plugins/db-monitor.js'
-import wsRoutes from './routes/ws.js'
+import wsRoutes, { MAX_REFRESH_FRAME } from './routes/ws.js'
 import notifyRoutes from './routes/notify.js'
 import healthRoutes from './routes/health.js'
 import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
@@ -67,7 +67,9 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   if (!fastify.hasDecorator('websocketServer')) {
     await fastify.register(fastifyWebsocket, {
       options: {
-        maxPayload: opts.maxPayload ?? 4096,
+        // A refresh frame may carry a token as long as the handshake accepts; routes/ws.ts holds
+        // every other frame to maxPayload itself.
+        maxPayload: Math.max(opts.maxPayload ?? 4096, MAX_REFRESH_FRAME),
         // Browsers cannot set headers: they send the token as `Sec-WebSocket-Protocol: bearer, <token>`.
         handleProtocols: (protocols) => (protocols.has('bearer') ? 'bearer' : false)
       },
@@ -94,7 +96,8 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(routes, {
     prefix: opts.prefix ?? '',
     dashboard: opts.dashboard ?? {},
-    metricsToken: opts.metrics === false ? undefined : opts.metrics?.token
+    metricsToken: opts.metrics === false ? undefined : opts.metrics?.token,
+    maxPayload: opts.maxPayload ?? 4096
   })
 }
 
@@ -134,7 +137,7 @@ async function registerOpenApi (fastify: FastifyInstance, opts: OpenApiOptions, 
   fastify.get(`${routePrefix}/json`, { schema: { hide: true } }, async () => fastify.swagger())
 }
 
-async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined }) {
+async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined, maxPayload: number }) {
   fastify.setErrorHandler((err: FastifyError, request, reply) => {
     if (isAppError(err)) {
       if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
@@ -156,7 +159,7 @@ async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOpt
   })
 
   await fastify.register(healthRoutes)
-  await fastify.register(wsRoutes)
+  await fastify.register(wsRoutes, { maxPayload: opts.maxPayload })
   await fastify.register(notifyRoutes)
   if (opts.metricsToken !== undefined) await fastify.register(metricsRoutes, { token: opts.metricsToken })
   if (opts.dashboard !== false) await fastify.register(dashboardRoutes, opts.dashboard)
