@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance } from 'fastify'
+import type { FastifyError, FastifyInstance, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
 import fastifySwagger from '@fastify/swagger'
@@ -137,7 +137,17 @@ async function registerOpenApi (fastify: FastifyInstance, opts: OpenApiOptions, 
   fastify.get(`${routePrefix}/json`, { schema: { hide: true } }, async () => fastify.swagger())
 }
 
+/**
+ * onSend hook: an error answered before the request body was read (a 401 to an anonymous upload,
+ * a 413) ends the connection, so a body trickling in cannot hold it open after the answer.
+ */
+export const closeUnreadRequests: onSendHookHandler = (request, reply, payload, done) => {
+  if (reply.statusCode >= 400 && !request.raw.complete) reply.header('connection', 'close')
+  done(null, payload)
+}
+
 async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined, maxPayload: number }) {
+  fastify.addHook('onSend', closeUnreadRequests)
   fastify.setErrorHandler((err: FastifyError, request, reply) => {
     if (isAppError(err)) {
       if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
