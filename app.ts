@@ -18,6 +18,7 @@ import healthRoutes from './routes/health.js'
 import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
 import { SECURITY_SCHEMES } from './routes/schemas.js'
 import { isAppError } from './services/errors.js'
+import { redactUrl, requestForLog } from './services/redact.js'
 
 export interface AppOptions {
   db: DbPluginOptions
@@ -97,7 +98,10 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
     prefix: opts.prefix ?? '',
     dashboard: opts.dashboard ?? {},
     metricsToken: opts.metrics === false ? undefined : opts.metrics?.token,
-    maxPayload: opts.maxPayload ?? 4096
+    maxPayload: opts.maxPayload ?? 4096,
+    // Request lines of these routes never carry a token, whatever logger the host app has. (The
+    // register types want serializers to return strings; pino, like route-level ones, takes any value.)
+    logSerializers: { req: requestForLog as unknown as (value: unknown) => string }
   })
 }
 
@@ -148,6 +152,14 @@ export const closeUnreadRequests: onSendHookHandler = (request, reply, payload, 
 
 async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined, maxPayload: number }) {
   fastify.addHook('onSend', closeUnreadRequests)
+  if (fastify.prefix !== '') {
+    // Fastify's own 404 logs and echoes the raw URL, `?token=` included (a typo of /ws is enough).
+    fastify.setNotFoundHandler((request, reply) => {
+      const url = redactUrl(request.url)
+      request.log.info({ method: request.method, url }, 'route not found')
+      return reply.code(404).send({ statusCode: 404, code: 'not_found', error: 'Not Found', message: `Route ${request.method}:${url} not found` })
+    })
+  }
   fastify.setErrorHandler((err: FastifyError, request, reply) => {
     if (isAppError(err)) {
       if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)

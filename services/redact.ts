@@ -38,3 +38,16 @@ export function redactUrl (url: string): string {
 export function scrubbingStream (destination: { write: (line: string) => unknown }): { write: (line: string) => void } {
   return { write (line: string) { destination.write(redactTokens(line)) } }
 }
+
+interface RequestLike {
+  method: string
+  url: string
+  hostname?: string
+  ip?: string
+  socket?: { remotePort?: number } | null
+}
+
+/** The `req` log serializer: Fastify's default fields, with the URL made safe to log. */
+export function requestForLog (req: RequestLike): Record<string, unknown> {
+  return { method: req.method, url: redactUrl(req.url), host: req.hostname, remoteAddress: req.ip, remotePort: req.socket?.remotePort }
+}
