@@ -28,7 +28,7 @@ export const EnvSchema = Type.Object({
   METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
   METRICS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
   METRICS_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
-  EMBEDDED_PG_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 54329 }),
+  EMBEDDED_PG_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 54329 }),
   EMBEDDED_PG_DIR: Type.String({ minLength: 1, default: '.data/postgres' }),
   ALLOWED_ORIGINS: Type.Optional(Type.String({ minLength: 1 })),
   TRUST_PROXY: Type.Optional(Type.String({ minLength: 1 })),

@@ -1,14 +1,15 @@
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import pg from 'pg'
-import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
 import app from './app.js'
 import { allowedOrigins, busKind, ConfigError, loadEnv, trustProxy, type Env } from './config.js'
 import { loggerOptions } from './services/logging.js'
 import { migrate } from './services/migrate.js'
 import { seedDemo, startDemoActivity } from './services/demo.js'
-import { startEmbeddedPostgres, type EmbeddedPostgres } from './services/embedded-postgres.js'
+import { keptSecret, startEmbeddedPostgres, type EmbeddedPostgres } from './services/embedded-postgres.js'
+import { portHolder } from './services/processes.js'
 
 function fail (message: string): never {
   process.stderr.write(`citas-live: ${message}\n`)
@@ -31,6 +32,7 @@ const log = fastify.log
 
 let embedded: EmbeddedPostgres | undefined
 let databaseUrl = env.DATABASE_URL
+let secret = env.JWT_SECRET ?? ''
 let demoNegocios: string[] = []
 if (databaseUrl === undefined) {
   log.info({ dir: env.EMBEDDED_PG_DIR, port: env.EMBEDDED_PG_PORT }, 'DATABASE_URL is not set: starting the embedded PostgreSQL demo')
@@ -38,7 +40,8 @@ if (databaseUrl === undefined) {
     embedded = await startEmbeddedPostgres({
       dir: env.EMBEDDED_PG_DIR,
       port: env.EMBEDDED_PG_PORT,
-      onLog: (line) => log.debug({ postgres: line }, 'embedded postgres')
+      onLog: (line) => log.debug({ postgres: line }, 'embedded postgres'),
+      onRecover: (message) => log.warn(message)
     })
   } catch (err) {
     fail((err as Error).message)
@@ -49,11 +52,15 @@ if (databaseUrl === undefined) {
     const { applied } = await migrate(pool)
     if (applied.length > 0) log.info({ applied }, 'migrations applied')
     demoNegocios = await seedDemo(pool)
-  } finally {
-    await pool.end()
+    // Kept beside the database, so the tokens of an open dashboard still work after a restart.
+    if (secret === '') secret = await keptSecret(join(embedded.dir, 'jwt-secret'))
+  } catch (err) {
+    await pool.end().catch(() => {})
+    await embedded.stop()
+    fail(`the embedded demo database could not be prepared: ${(err as Error).message}`)
   }
+  await pool.end()
 }
-const secret = env.JWT_SECRET ?? randomBytes(32).toString('hex')
 
 await fastify.register(app, {
   db: { connectionString: databaseUrl, statementTimeoutMs: env.DB_STATEMENT_TIMEOUT_MS, connectionTimeoutMs: env.DB_CONNECTION_TIMEOUT_MS },
@@ -120,7 +127,18 @@ try {
 } catch (err) {
   log.warn({ err }, 'cannot read the citas table yet: is the database up and migrated (npm run db:migrate)?')
 }
-await fastify.listen({ port: env.PORT, host: env.HOST })
+try {
+  await fastify.listen({ port: env.PORT, host: env.HOST })
+} catch (err) {
+  await fastify.close()
+  await embedded?.stop()
+  const code = (err as NodeJS.ErrnoException).code
+  if (code === 'EADDRINUSE') {
+    const holder = await portHolder(env.PORT)
+    fail(`port ${env.PORT} on ${env.HOST} is in use${holder !== undefined ? ` by ${holder}` : ''}: stop it, or set PORT to another port (0: any free port)`)
+  }
+  fail(`cannot listen on ${env.HOST}:${env.PORT}: ${(err as Error).message}`)
+}
 
 if (embedded !== undefined) {
   const host = env.HOST === '0.0.0.0' || env.HOST === '::' ? 'localhost' : env.HOST
@@ -137,7 +155,7 @@ if (embedded !== undefined) {
   // The demo's whole point is a token to paste: print it for the human, outside the JSON log.
   process.stdout.write([
     '',
-    'citas-live demo is running (embedded PostgreSQL, demo data, secret made for this process only)',
+    `citas-live demo is running (embedded PostgreSQL, demo data, ${env.JWT_SECRET !== undefined ? 'secret from JWT_SECRET' : `secret kept in ${join(env.EMBEDDED_PG_DIR, 'jwt-secret')}`})`,
     `  negocios:      ${demoNegocios.join(', ')}`,
     `  user token:    ${userToken}`,
     `  dashboard:     http://${base}/?token=${userToken}`,

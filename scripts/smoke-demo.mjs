@@ -1,7 +1,7 @@
 // Starts the built server (node dist/server.js) exactly as `npm start` does, with no DATABASE_URL,
 // in a throw-away data folder; checks one subscribe -> stats -> notify -> stats round trip; stops it.
 import { spawn } from 'node:child_process'
-import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import WebSocket from 'ws'
@@ -14,15 +14,23 @@ const child = spawn(process.execPath, ['dist/server.js'], {
     PORT: '0',
     HOST: '127.0.0.1',
     EMBEDDED_PG_DIR: join(dir, 'pg'),
-    EMBEDDED_PG_PORT: String(20000 + Math.floor(Math.random() * 20000))
+    EMBEDDED_PG_PORT: '0' // any free port, retried if another process takes it first
   },
   stdio: ['ignore', 'pipe', 'inherit']
 })
 let out = ''
 child.stdout.on('data', (d) => { out += d })
+const exited = new Promise(resolve => child.exitCode !== null ? resolve(child.exitCode) : child.on('exit', resolve))
 const fail = async (why) => {
   process.stderr.write(`smoke: FAILED: ${why}\n${out}\n`)
-  child.kill('SIGKILL')
+  // SIGTERM stops the embedded PostgreSQL too; after a SIGKILL it would outlive the server.
+  child.kill('SIGTERM')
+  const stopped = await Promise.race([exited.then(() => true), new Promise(resolve => setTimeout(resolve, 20_000, false))])
+  if (!stopped) {
+    child.kill('SIGKILL')
+    const pid = Number((await readFile(join(dir, 'pg', 'data', 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0])
+    try { if (pid > 0) process.kill(pid, 'SIGQUIT') } catch {}
+  }
   await rm(dir, { recursive: true, force: true })
   process.exit(1)
 }
@@ -64,7 +72,7 @@ if (page?.status !== 200 || !(await page.text()).includes('Citas hoy')) await fa
 const closed = new Promise(resolve => ws.on('close', (code) => resolve(code)))
 child.kill('SIGTERM')
 const code = await closed
-const exit = await new Promise(resolve => child.exitCode !== null ? resolve(child.exitCode) : child.on('exit', resolve))
+const exit = await exited
 clearTimeout(deadline)
 await rm(dir, { recursive: true, force: true })
 if (code !== 1012 || exit !== 0) await fail(`close code ${code}, exit ${exit}`)

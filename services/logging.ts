@@ -32,7 +32,89 @@ export function loggerOptions (level: string): Exclude<FastifyServerOptions['log
     serializers: {
       req (req: LoggedRequest) {
         return { method: req.method, url: redactUrl(req.url), remoteAddress: req.ip, remotePort: req.socket?.remotePort }
+      },
+      err: serializeError
+    },
+    formatters: {
+      // An error logged under another key than `err` gets the same treatment.
+      log (object: Record<string, unknown>) {
+        let out = object
+        for (const [key, value] of Object.entries(object)) {
+          if (key === 'err' || !isErrorLike(value)) continue
+          if (out === object) out = { ...object } // the caller's object stays as it was
+          out[key] = serializeError(value)
+        }
+        return out
       }
     }
   }
+}
+
+const MAX_DEPTH = 4
+const MAX_CAUSES = 5
+
+type ErrorLike = Error & Record<string, unknown>
+
+function isErrorLike (value: unknown): value is ErrorLike {
+  return value instanceof Error ||
+    (typeof value === 'object' && value !== null && typeof (value as Error).message === 'string' && typeof (value as Error).stack === 'string')
+}
+
+/**
+ * pino's error fields (type, message and stack with their causes, own properties), where a property
+ * may only hold data: primitives, errors, arrays and plain objects. Any other object, like the pg
+ * Client that pg-pool attaches to the errors of idle connections (with its cancel key and
+ * connection settings), is logged as its class name only.
+ */
+export function serializeError (err: Error): SerializedError {
+  // Typed for errors, but anything can be logged under `err`: other values get the data-only rule.
+  if (!isErrorLike(err)) return dataOnly(err, 0, new WeakSet()) as SerializedError
+  return errorFields(err, 0, new WeakSet())
+}
+
+interface SerializedError { type: string, message: string, stack: string, [key: string]: unknown }
+
+function errorFields (err: ErrorLike, depth: number, seen: WeakSet<object>): SerializedError {
+  seen.add(err)
+  const out: SerializedError = {
+    type: typeof err.constructor === 'function' ? err.constructor.name : err.name,
+    message: err.message,
+    stack: err.stack ?? ''
+  }
+  let cause = err.cause
+  for (let n = 0; n < MAX_CAUSES && isErrorLike(cause) && !seen.has(cause); n++) {
+    seen.add(cause)
+    out.message = `${out.message}: ${cause.message}`
+    out.stack = `${out.stack}\ncaused by: ${String(cause.stack)}`
+    cause = cause.cause
+  }
+  if (Array.isArray(err.errors)) out.aggregateErrors = err.errors.map(e => dataOnly(e, depth + 1, seen))
+  for (const key in err) {
+    if (key in out || key === 'cause' || key === 'errors') continue
+    const value = dataOnly(err[key], depth + 1, seen)
+    if (value !== undefined) out[key] = value
+  }
+  return out
+}
+
+function dataOnly (value: unknown, depth: number, seen: WeakSet<object>): unknown {
+  if (typeof value === 'function') return undefined
+  if (typeof value === 'bigint' || typeof value === 'symbol') return String(value)
+  if (value === null || typeof value !== 'object') return value
+  if (seen.has(value)) return '[Circular]'
+  if (depth > MAX_DEPTH) return '[Object]'
+  if (isErrorLike(value)) return errorFields(value, depth, seen)
+  seen.add(value)
+  if (Array.isArray(value)) return value.slice(0, 50).map(v => dataOnly(v, depth + 1, seen))
+  const proto = Object.getPrototypeOf(value) as unknown
+  if (proto !== Object.prototype && proto !== null) {
+    if (value instanceof Date) return value.toISOString()
+    return `[${(value as { constructor?: { name?: string } }).constructor?.name ?? 'Object'}]`
+  }
+  const out: Record<string, unknown> = {}
+  for (const [key, v] of Object.entries(value)) {
+    const data = dataOnly(v, depth + 1, seen)
+    if (data !== undefined) out[key] = data
+  }
+  return out
 }

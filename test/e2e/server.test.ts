@@ -1,10 +1,10 @@
 import t from 'tap'
-import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import pg from 'pg'
 import { addCita, addNegocio, Client, SECRET, serviceToken, sign, testDatabase, waitFor, runServer, type ServerProcess } from '../helper.js'
+import { demoFolder, demoReady } from '../fixtures/demo.js'
 
 async function listening (p: ServerProcess): Promise<number> {
   let port = 0
@@ -64,24 +64,52 @@ t.test('with DATABASE_URL: serves the protocol, never logs a token, and SIGTERM 
   t.notOk(log.includes(token.split('.')[2] ?? 'x'), 'not even its signature')
 })
 
-t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working token, and keeps its data', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'citas-live-demo-'))
-  await chmod(dir, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  const env = {
-    PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info',
-    EMBEDDED_PG_DIR: join(dir, 'pg'),
-    EMBEDDED_PG_PORT: String(20000 + Math.floor(Math.random() * 20000))
-  }
-  const p = runServer(env)
+t.test('a PORT already in use stops the process with one line naming the port and who holds it', async (t) => {
+  const db = await testDatabase(t)
+  const holder = createServer()
+  await new Promise<void>(resolve => holder.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => holder.close())
+  const { port } = holder.address() as { port: number }
+  const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'error' })
+  t.teardown(() => { p.child.kill('SIGKILL') })
+  t.equal(await p.exited, 1)
+  const lines = p.output().trim().split('\n')
+  t.equal(lines.length, 1, `one line: ${p.output()}`)
+  t.match(lines[0], `citas-live: port ${port} on 127.0.0.1 is in use by process ${process.pid} (`)
+  t.match(lines[0], /set PORT to another port/)
+})
+
+t.test('a lost database connection is logged without the database client it belonged to', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' })
   t.teardown(() => { p.child.kill('SIGKILL') })
   const port = await listening(p)
-  await waitFor(() => /notify:/.test(p.output()))
-  const out = p.output()
-  const token = /user token: +(\S+)/.exec(out)?.[1] ?? ''
-  const svc = /Bearer (\S+)'/.exec(out)?.[1] ?? ''
-  const url = /psql: +(\S+)/.exec(out)?.[1] ?? ''
-  t.match(out, new RegExp(`ws://127\\.0\\.0\\.1:${port}/ws\\?token=`), 'prints the ws URL')
+  // A subscribe runs the stats query, which leaves a connection idle in the server's pool.
+  const c = await Client.open(`ws://127.0.0.1:${port}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await c.subscribe('n1')
+  const killer = new pg.Client({ connectionString: db.url })
+  await killer.connect()
+  t.teardown(() => killer.end())
+  await waitFor(async () => {
+    await killer.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'citas-live' AND state = 'idle'")
+    return /idle database connection lost/.test(p.output())
+  }, 10_000)
+  const line = p.output().split('\n').find(l => l.includes('idle database connection lost')) ?? ''
+  const entry = JSON.parse(line) as { level: number, err: Record<string, unknown> }
+  t.match(entry, { level: 40, err: { type: 'DatabaseError', code: '57P01', message: /terminating connection/ } })
+  t.equal(entry.err.client, '[Client]', 'the client is named, not dumped')
+  t.notMatch(line, /secretKey|processID|connectionParameters|password/, 'no field of the client reaches the log')
+  p.child.kill('SIGTERM')
+  t.equal(await p.exited, 0)
+})
+
+t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working token, and keeps its data and secret', async (t) => {
+  const folder = await demoFolder(t)
+  const env = folder.env({ DEMO_ACTIVITY: 'off' }) // no changes but the test's own, so the figures are exact
+  const p = folder.track(runServer(env))
+  const { port, userToken: token, serviceToken: svc, databaseUrl: url } = await demoReady(p)
+  t.match(p.output(), new RegExp(`ws://127\\.0\\.0\\.1:${port}/ws\\?token=`), 'prints the ws URL')
 
   const second = runServer(env)
   t.equal(await second.exited, 1, 'a second process cannot share the data folder')
@@ -95,7 +123,7 @@ t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working 
 
   const pool = new pg.Pool({ connectionString: url })
   pool.on('error', () => {}) // the server's shutdown stops this database under the pool
-  t.teardown(() => pool.end())
+  t.teardown(() => pool.end().catch(() => {})) // a teardown that throws skips those registered before it, like the folder's
   await addCita(pool as never, 'barberia-centro', new Date())
   const res = await fetch(`http://127.0.0.1:${port}/notify/cita`, {
     method: 'POST',
@@ -108,18 +136,14 @@ t.test('with no DATABASE_URL: the embedded demo starts, seeds, prints a working 
   p.child.kill('SIGTERM')
   t.equal((await c.closed).code, 1012)
   t.equal(await p.exited, 0)
-  t.notOk(existsSync(join(dir, 'pg.lock')), 'the lock is released')
+  t.notOk(existsSync(join(folder.dir, 'lock')), 'the lock is released')
 
-  const again = runServer(env)
-  t.teardown(() => { again.child.kill('SIGKILL') })
-  const port2 = await listening(again)
-  await waitFor(() => /user token/.test(again.output()))
-  const token2 = /user token: +(\S+)/.exec(again.output())?.[1] ?? ''
-  t.not(token2, token, 'a new secret per process')
-  const c2 = await Client.open(`ws://127.0.0.1:${port2}/ws?token=${token2}`, t)
-  t.match(await c2.subscribe('barberia-centro'), { data: { total_citas: first.data.total_citas + 1 } }, 'data survived the restart')
-  const stale = await fetch(`http://127.0.0.1:${port2}/ws?token=${token}`)
-  t.equal(stale.status, 401, 'the previous process\'s token no longer works')
-  again.child.kill('SIGTERM')
-  t.equal(await again.exited, 0)
+  const again = await demoReady(folder.track(runServer(env)))
+  t.match(again.p.output(), /secret kept in \S+jwt-secret/, 'the banner says where the secret is kept')
+  // The dashboard of the first run reconnects with the token it already has.
+  const c2 = await Client.open(`ws://127.0.0.1:${again.port}/ws?token=${token}`, t)
+  t.match(await c2.subscribe('barberia-centro'), { type: 'stats', data: { total_citas: first.data.total_citas + 1 } },
+    'data survived the restart, and the first run\'s token still works')
+  again.p.child.kill('SIGTERM')
+  t.equal(await again.p.exited, 0)
 })
