@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import { Writable } from 'node:stream'
 import citasLive from '../../app.js'
 import { requestForLog, scrubbingStream } from '../../services/redact.js'
-import { handshake, SECRET, serviceToken, sign, testDatabase } from '../helper.js'
+import { handshake, runServer, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
 
 const JWT_SHAPE = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/
 
@@ -60,4 +60,32 @@ t.test('embedded in a host that uses the exported serializer and scrubbing strea
   const token = sign({ sub: 'u1', negocio_id: 'n1' })
   const lines = await embedded(t, [...tokenRequests('/live', token), ...tokenRequests('', token)], true)
   t.same(lines.filter(l => JWT_SHAPE.test(l)), [], 'none of them holds anything shaped like a JWT')
+})
+
+t.test('the server process: no request, whatever its path, method or spelling, logs a token', async (t) => {
+  const db = await testDatabase(t)
+  const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'trace' })
+  t.teardown(() => { p.child.kill('SIGKILL') })
+  let port = 0
+  await waitFor(() => {
+    port = Number(/Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(p.output())?.[1] ?? 0)
+    return port !== 0 || p.child.exitCode !== null
+  }, 30_000)
+  t.not(port, 0, 'listening')
+  const token = sign({ sub: 'u1', negocio_id: 'n1' })
+  for (const r of tokenRequests('', token)) {
+    const res = await fetch(`http://127.0.0.1:${port}${r.url}`, { method: r.method, ...(r.headers !== undefined ? { headers: r.headers } : {}) })
+    t.ok(res.status >= 200, `${r.method} ${r.url.slice(0, 24)} answered ${res.status}`)
+    await res.arrayBuffer()
+  }
+  t.equal((await handshake(`ws://127.0.0.1:${port}/ws?token=${token}`)).status, 101, 'a real upgrade')
+  t.equal((await handshake(`ws://127.0.0.1:${port}/ws`, {}, ['bearer', serviceToken()])).status, 101, 'a token in the subprotocol')
+  const bad = sign({ sub: 'u1' }, { secret: 'another-secret-0123456789abcdef' })
+  t.equal((await handshake(`ws://127.0.0.1:${port}/ws?token=${bad}`)).status, 401, 'a refused token')
+  p.child.kill('SIGTERM')
+  t.equal(await p.exited, 0)
+  const lines = p.output().split('\n').filter(l => l.startsWith('{'))
+  t.ok(lines.length > 20, `${lines.length} log lines written`)
+  t.same(lines.filter(l => JWT_SHAPE.test(l)), [], 'none of them holds anything shaped like a JWT')
+  t.ok(lines.some(l => l.includes('not found')), 'the 404 lines are there, scrubbed')
 })
