@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance } from 'fastify'
+import type { FastifyError, FastifyInstance, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
 import fastifySwagger from '@fastify/swagger'
@@ -12,12 +12,13 @@ import metricsRoutes from './routes/metrics.js'
 import limitsPlugin, { type LimitsPluginOptions } from './plugins/limits.js'
 import expiryPlugin, { type ExpiryPluginOptions } from './plugins/expiry.js'
 import dbMonitorPlugin, { type DbMonitorPluginOptions } from './plugins/db-monitor.js'
-import wsRoutes from './routes/ws.js'
+import wsRoutes, { MAX_REFRESH_FRAME } from './routes/ws.js'
 import notifyRoutes from './routes/notify.js'
 import healthRoutes from './routes/health.js'
 import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
 import { SECURITY_SCHEMES } from './routes/schemas.js'
 import { isAppError } from './services/errors.js'
+import { redactUrl, requestForLog } from './services/redact.js'
 
 export interface AppOptions {
   db: DbPluginOptions
@@ -67,7 +68,9 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   if (!fastify.hasDecorator('websocketServer')) {
     await fastify.register(fastifyWebsocket, {
       options: {
-        maxPayload: opts.maxPayload ?? 4096,
+        // A refresh frame may carry a token as long as the handshake accepts; routes/ws.ts holds
+        // every other frame to maxPayload itself.
+        maxPayload: Math.max(opts.maxPayload ?? 4096, MAX_REFRESH_FRAME),
         // Browsers cannot set headers: they send the token as `Sec-WebSocket-Protocol: bearer, <token>`.
         handleProtocols: (protocols) => (protocols.has('bearer') ? 'bearer' : false)
       },
@@ -94,7 +97,11 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(routes, {
     prefix: opts.prefix ?? '',
     dashboard: opts.dashboard ?? {},
-    metricsToken: opts.metrics === false ? undefined : opts.metrics?.token
+    metricsToken: opts.metrics === false ? undefined : opts.metrics?.token,
+    maxPayload: opts.maxPayload ?? 4096,
+    // Request lines of these routes never carry a token, whatever logger the host app has. (The
+    // register types want serializers to return strings; pino, like route-level ones, takes any value.)
+    logSerializers: { req: requestForLog as unknown as (value: unknown) => string }
   })
 }
 
@@ -134,7 +141,25 @@ async function registerOpenApi (fastify: FastifyInstance, opts: OpenApiOptions, 
   fastify.get(`${routePrefix}/json`, { schema: { hide: true } }, async () => fastify.swagger())
 }
 
-async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined }) {
+/**
+ * onSend hook: an error answered before the request body was read (a 401 to an anonymous upload,
+ * a 413) ends the connection, so a body trickling in cannot hold it open after the answer.
+ */
+export const closeUnreadRequests: onSendHookHandler = (request, reply, payload, done) => {
+  if (reply.statusCode >= 400 && !request.raw.complete) reply.header('connection', 'close')
+  done(null, payload)
+}
+
+async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined, maxPayload: number }) {
+  fastify.addHook('onSend', closeUnreadRequests)
+  if (fastify.prefix !== '') {
+    // Fastify's own 404 logs and echoes the raw URL, `?token=` included (a typo of /ws is enough).
+    fastify.setNotFoundHandler((request, reply) => {
+      const url = redactUrl(request.url)
+      request.log.info({ method: request.method, url }, 'route not found')
+      return reply.code(404).send({ statusCode: 404, code: 'not_found', error: 'Not Found', message: `Route ${request.method}:${url} not found` })
+    })
+  }
   fastify.setErrorHandler((err: FastifyError, request, reply) => {
     if (isAppError(err)) {
       if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
@@ -156,7 +181,7 @@ async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOpt
   })
 
   await fastify.register(healthRoutes)
-  await fastify.register(wsRoutes)
+  await fastify.register(wsRoutes, { maxPayload: opts.maxPayload })
   await fastify.register(notifyRoutes)
   if (opts.metricsToken !== undefined) await fastify.register(metricsRoutes, { token: opts.metricsToken })
   if (opts.dashboard !== false) await fastify.register(dashboardRoutes, opts.dashboard)

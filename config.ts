@@ -46,7 +46,10 @@ export const EnvSchema = Type.Object({
   NOTIFY_RATE_WINDOW_MS: Type.Integer({ minimum: 1, default: 60_000 }),
   DB_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
   DB_CONNECTION_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
-  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 })
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 }),
+  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 10_000 }),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 72_000 }),
+  HTTP_BODY_LIMIT: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 16_384 })
 })
 export type Env = Static<typeof EnvSchema>
 

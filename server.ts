@@ -3,7 +3,7 @@ import closeWithGrace from 'close-with-grace'
 import pg from 'pg'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import app from './app.js'
+import app, { closeUnreadRequests } from './app.js'
 import { allowedOrigins, busKind, ConfigError, loadEnv, trustProxy, type Env } from './config.js'
 import { loggerOptions } from './services/logging.js'
 import { migrate } from './services/migrate.js'
@@ -27,7 +27,23 @@ if (env.DATABASE_URL !== undefined && env.JWT_SECRET === undefined) {
   fail('invalid JWT_SECRET: required when DATABASE_URL is set (it must match the secret your REST API signs tokens with)')
 }
 
-const fastify = Fastify({ logger: loggerOptions(env.LOG_LEVEL), return503OnClosing: true, trustProxy: trustProxy(env.TRUST_PROXY) })
+const fastify = Fastify({
+  logger: loggerOptions(env.LOG_LEVEL),
+  return503OnClosing: true,
+  trustProxy: trustProxy(env.TRUST_PROXY),
+  // A whole request (headers and body) must arrive within this; a trickle cannot hold a socket.
+  requestTimeout: env.HTTP_REQUEST_TIMEOUT_MS,
+  keepAliveTimeout: env.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+  bodyLimit: env.HTTP_BODY_LIMIT,
+  http: {
+    requestTimeout: env.HTTP_REQUEST_TIMEOUT_MS,
+    headersTimeout: env.HTTP_REQUEST_TIMEOUT_MS,
+    // Node checks those timeouts on this period (30 s by default), so a late request goes within a second.
+    connectionsCheckingInterval: 1000
+  }
+})
+// Refused requests end their connection instead of reading a body still coming (404s included).
+fastify.addHook('onSend', closeUnreadRequests)
 const log = fastify.log
 
 let embedded: EmbeddedPostgres | undefined
@@ -117,7 +133,11 @@ closeWithGrace({ delay: env.SHUTDOWN_GRACE_MS, logger: log }, async ({ signal, e
   if (err !== undefined) log.error({ err }, 'shutting down after an error')
   else log.info({ signal }, 'shutting down')
   demoActivity?.stop()
+  // Requests still arriving (a slow upload) would hold close() past the grace: cut them near its end.
+  const cut = setTimeout(() => fastify.server.closeAllConnections(), Math.floor(env.SHUTDOWN_GRACE_MS * 0.8))
+  cut.unref()
   await fastify.close()
+  clearTimeout(cut)
   await embedded?.stop()
 })
 

@@ -78,7 +78,7 @@ function createAuth (verifyToken: (token: string) => unknown, opts: AuthPluginOp
       for (const id of many) if (isNegocioId(id)) negocios.add(id)
     }
     const access: Access = { all: adminRole !== undefined && claims[names.role] === adminRole, negocios }
-    if (typeof claims.sub === 'string') access.sub = claims.sub
+    if (typeof claims.sub === 'string' && claims.sub !== '') access.sub = claims.sub
     if (typeof claims.exp === 'number') access.exp = claims.exp
     return access
   }

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { integerOption } from './options.js'
-import { createDbMonitor, forEachLimited } from '../services/db-monitor.js'
+import { createDbMonitor, createReadiness, forEachLimited, type Readiness } from '../services/db-monitor.js'
 import { isAppError } from '../services/errors.js'
 import { negocioOf } from '../services/protocol.js'
 
@@ -15,6 +15,10 @@ export interface DbMonitorPluginOptions {
   recomputeOnRecovery?: boolean
   /** Recomputations running at once after an outage. Default 4. */
   recomputeConcurrency?: number
+  /** GET /ready probes the database at most once per this many ms and answers from the result. Default 1000. */
+  readinessRefreshMs?: number
+  /** A readiness probe unanswered for this long reports the database as not answering, in ms. Default 2000. */
+  readinessHangMs?: number
 }
 
 declare module 'fastify' {
@@ -22,6 +26,11 @@ declare module 'fastify' {
     citasDbMonitor: ReturnType<typeof createDbMonitor> & {
       /** Recomputes and publishes every channel that has subscribers; resolves when all are done. */
       recomputeAll: () => Promise<void>
+      /**
+       * Whether the database answers, for GET /ready: cached for `readinessRefreshMs`, answered within
+       * about 100 ms even when the database hangs, and not ready while a failure is being probed.
+       */
+      readiness: () => Promise<Readiness>
     }
   }
 }
@@ -35,6 +44,10 @@ async function dbMonitorPlugin (fastify: FastifyInstance, opts: DbMonitorPluginO
   const concurrency = opts.recomputeConcurrency ?? 4
   integerOption('db monitor', 'probeIntervalMs', probeIntervalMs, 10)
   integerOption('db monitor', 'recomputeConcurrency', concurrency, 1)
+  const readinessRefreshMs = opts.readinessRefreshMs ?? 1000
+  const readinessHangMs = opts.readinessHangMs ?? 2000
+  integerOption('db monitor', 'readinessRefreshMs', readinessRefreshMs, 0)
+  integerOption('db monitor', 'readinessHangMs', readinessHangMs, 100)
   const { citasPool, stats, hub, live, log } = fastify
 
   const monitor = createDbMonitor({
@@ -56,7 +69,25 @@ async function dbMonitorPlugin (fastify: FastifyInstance, opts: DbMonitorPluginO
     })
   }
 
+  const probe = createReadiness({
+    probe: async () => await citasPool.query('SELECT 1'),
+    refreshMs: readinessRefreshMs,
+    hangAfterMs: readinessHangMs
+  })
+  let lastReady = true
+  async function readiness (): Promise<Readiness> {
+    const state: Readiness = monitor.isUp ? await probe.check() : { ready: false, reason: 'unreachable' }
+    // Logged on a change only: probes come often, an outage is one line (the monitor logs its own).
+    if (state.ready !== lastReady) {
+      lastReady = state.ready
+      if (state.ready) log.info('readiness: the database answers again')
+      else log.warn({ reason: state.reason }, 'readiness: the database does not answer')
+    }
+    return state
+  }
+
   stats.onUnavailable((err) => monitor.reportFailure(err))
+  monitor.onDown(() => probe.invalidate())
   monitor.onDown((err) => log.warn({ err }, 'database unreachable: probing until it answers'))
   monitor.onUp(() => log.info('database is back'))
   if (opts.recomputeOnRecovery ?? true) {
@@ -65,7 +96,7 @@ async function dbMonitorPlugin (fastify: FastifyInstance, opts: DbMonitorPluginO
       log.info({ channels: hub.channelCount }, 'stats recomputed after database outage')
     })
   }
-  fastify.decorate('citasDbMonitor', Object.assign(monitor, { recomputeAll }))
+  fastify.decorate('citasDbMonitor', Object.assign(monitor, { recomputeAll, readiness }))
   fastify.addHook('onClose', async () => { monitor.stop() })
 }
 

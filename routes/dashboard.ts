@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import fastifyStatic from '@fastify/static'
+import fastifyHelmet from '@fastify/helmet'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -7,6 +8,8 @@ import { fileURLToPath } from 'node:url'
 export interface DashboardOptions {
   /** Folder with the built dashboard (index.html, app.js, style.css). Default: dist/public of this package. */
   root?: string
+  /** Serve the bundle's source map (`app.js.map`). Default false: it would publish the sources. */
+  sourceMaps?: boolean
 }
 
 /** dist/routes/dashboard.js finds dist/public beside it; routes/dashboard.ts (run from source) finds it under dist/. */
@@ -32,8 +35,29 @@ export default async function dashboardRoutes (fastify: FastifyInstance, opts: D
       if (path === fastify.prefix) return reply.redirect(`${path}/${query === undefined ? '' : `?${query}`}`, 301)
     })
   }
+  // Security headers for the page and its files only (this plugin is encapsulated): no framing, no
+  // sniffing, no Referer (the token may be in the address), scripts and sockets from this origin.
+  await fastify.register(fastifyHelmet, {
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: {
+        defaultSrc: ["'self'"],
+        connectSrc: ["'self'", 'ws:', 'wss:'],
+        imgSrc: ["'self'", 'data:'],
+        objectSrc: ["'none'"],
+        baseUri: ["'none'"],
+        formAction: ["'self'"],
+        frameAncestors: ["'none'"]
+      }
+    },
+    frameguard: { action: 'deny' },
+    referrerPolicy: { policy: 'no-referrer' },
+    // HTTPS policy belongs to whoever terminates TLS; over plain http the header means nothing.
+    strictTransportSecurity: false
+  })
   await fastify.register(fastifyStatic, {
     root,
+    globIgnore: opts.sourceMaps === true ? [] : ['**/*.map'],
     wildcard: false, // only the built files get routes: no catch-all that could shadow a host app's routes
     decorateReply: false, // leave reply.sendFile to a host app that has its own @fastify/static
     index: 'index.html',

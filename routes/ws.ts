@@ -10,6 +10,7 @@ import {
   type ClientMessage
 } from '../services/protocol.js'
 import { CLOSE_POLICY } from '../plugins/limits.js'
+import { userKeyOf } from '../services/limits.js'
 import { wsDocs } from './schemas.js'
 
 declare module 'fastify' {
@@ -20,6 +21,18 @@ declare module 'fastify' {
 }
 
 const OPEN = 1
+/** Close code for a frame over the size limit (what ws itself sends past its maxPayload). */
+const CLOSE_TOO_BIG = 1009
+/**
+ * Largest `refresh` frame: a token the handshake accepts can be as long as Node's header limit
+ * (16 KiB), so a refresh may be larger than the frame limit that holds for every other message.
+ */
+export const MAX_REFRESH_FRAME = 16 * 1024 + 512
+
+export interface WsRoutesOptions {
+  /** Largest client frame in bytes, `refresh` frames excepted (up to MAX_REFRESH_FRAME). */
+  maxPayload: number
+}
 
 /** The hub connection of a socket, so every socket shares one set of listeners instead of closures. */
 const kState = Symbol('citas-live connection')
@@ -29,7 +42,8 @@ interface SocketState {
   conn: Connection
   bucket: { take: () => boolean, readonly refusedInARow: number }
   ip: string
-  userCounted: boolean
+  /** The per-user limit's key, null when that limit is off or did not count this socket. */
+  userKey: string | null
   ipCounted: boolean
 }
 type LiveSocket = WebSocket & { [kState]: SocketState }
@@ -41,8 +55,9 @@ function send (socket: WebSocket, payload: string): void {
 }
 
 /** GET /ws: token checked before the upgrade, then the subscribe/unsubscribe/ping protocol. */
-export default async function wsRoutes (fastify: FastifyInstance) {
+export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
   const { hub, live, citasAuth, citasLimits: limits, log } = fastify
+  const { maxPayload } = opts
   fastify.decorateRequest('citasAccess', null)
 
   // The handshake hooks are callback-style, not async: every connect runs them, and a settled
@@ -82,9 +97,10 @@ export default async function wsRoutes (fastify: FastifyInstance) {
       readableByOrigin(request, reply).code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: err.message })
       return
     }
-    const sub = request.citasAccess.sub
     // request.ip only when the per-IP limit is on: reading it asks the kernel for the peer address.
-    const which = sub !== undefined && limits.perUser.full(sub) ? 'user' : limits.perIp.enabled && limits.perIp.full(request.ip) ? 'IP address' : null
+    const which = limits.perUser.enabled && limits.perUser.full(userKeyOf(request.citasAccess))
+      ? 'user'
+      : limits.perIp.enabled && limits.perIp.full(request.ip) ? 'IP address' : null
     if (which !== null) {
       request.log.info({ limit: which }, 'websocket handshake refused: too many connections')
       readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: `too many connections for this ${which}` })
@@ -135,6 +151,11 @@ export default async function wsRoutes (fastify: FastifyInstance) {
       send(conn.socket, errorMessage('unauthorized', err.message, msg.id))
       return
     }
+    // Only a `sub` in both tokens proves they are the same user's; without it, reconnect instead.
+    if (access.sub === undefined || conn.access.sub === undefined) {
+      send(conn.socket, errorMessage('forbidden', 'a token without sub cannot be refreshed: reconnect with the new token', msg.id))
+      return
+    }
     if (access.sub !== conn.access.sub) {
       send(conn.socket, errorMessage('forbidden', 'the new token belongs to another user', msg.id))
       return
@@ -150,6 +171,11 @@ export default async function wsRoutes (fastify: FastifyInstance) {
   }
 
   function onMessage (conn: Connection, data: RawData, isBinary: boolean): void {
+    // ws lets frames up to MAX_REFRESH_FRAME through; past maxPayload only a refresh may pass.
+    if ((data as Buffer).length > maxPayload && (isBinary || !isRefresh(data))) {
+      conn.socket.close(CLOSE_TOO_BIG, 'message too big')
+      return
+    }
     if (isBinary) {
       send(conn.socket, errorMessage('bad_request', 'binary frames are not supported: send JSON text frames'))
       return
@@ -192,10 +218,9 @@ export default async function wsRoutes (fastify: FastifyInstance) {
   }
   function onSocketPong (this: WebSocket): void { connOf(this).alive = true }
   function onSocketClose (this: WebSocket): void {
-    const { conn, ip, userCounted, ipCounted } = stateOf(this)
+    const { conn, ip, userKey, ipCounted } = stateOf(this)
     hub.remove(conn)
-    const sub = conn.access.sub
-    if (sub !== undefined && userCounted) limits.perUser.release(sub)
+    if (userKey !== null) limits.perUser.release(userKey)
     if (ipCounted) limits.perIp.release(ip)
   }
   function onSocketError (this: WebSocket, err: Error): void {
@@ -217,12 +242,12 @@ export default async function wsRoutes (fastify: FastifyInstance) {
   fastify.get('/ws', { websocket: true, onRequest: checkOrigin, preValidation: authenticate, schema: wsDocs }, (socket, request) => {
     // Listeners go on synchronously, before anything awaits, so no early frame is lost.
     const conn = hub.add(socket, request.citasAccess as Access)
-    const sub = conn.access.sub
     const ip = limits.perIp.enabled ? request.ip : ''
     // The handshake checked the counts; concurrent handshakes may still overshoot, so count for real here.
-    const userCounted = sub === undefined || limits.perUser.acquire(sub)
+    const key = limits.perUser.enabled ? userKeyOf(conn.access) : null
+    const userCounted = key === null || limits.perUser.acquire(key)
     const ipCounted = userCounted && limits.perIp.acquire(ip)
-    ;(socket as LiveSocket)[kState] = { conn, bucket: limits.messageBucket(), ip, userCounted, ipCounted }
+    ;(socket as LiveSocket)[kState] = { conn, bucket: limits.messageBucket(), ip, userKey: userCounted ? key : null, ipCounted }
     // Nothing of the upgrade request may outlive it: @fastify/websocket's per-socket error
     // listener closes over the request and reply, and the TCP socket still holds the
     // ServerResponse used to route the upgrade (and through it the request).
@@ -235,4 +260,14 @@ export default async function wsRoutes (fastify: FastifyInstance) {
     socket.on('close', onSocketClose)
     if (!userCounted || !ipCounted) socket.close(CLOSE_POLICY, 'too many connections')
   })
+}
+
+/** Whether an oversized text frame is a `refresh` (the one message that may carry a long token). */
+function isRefresh (data: RawData): boolean {
+  try {
+    const parsed: unknown = JSON.parse(data.toString())
+    return typeof parsed === 'object' && parsed !== null && (parsed as { type?: unknown }).type === 'refresh'
+  } catch {
+    return false
+  }
 }

@@ -96,3 +96,60 @@ export async function forEachLimited<T> (items: Iterable<T>, concurrency: number
   }
   await Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker))
 }
+
+export interface ReadinessOptions {
+  /** Resolves when the database answers (e.g. `SELECT 1`). */
+  probe: () => Promise<unknown>
+  /** A result younger than this is answered without probing again, in ms. Default 1000. */
+  refreshMs?: number
+  /** A probe still unanswered after this long means the database is not answering, in ms. Default 2000. */
+  hangAfterMs?: number
+  /** How long one check waits for a probe it started before answering from what it knows, in ms. Default 80. */
+  waitMs?: number
+}
+
+export type Readiness = { ready: true } | { ready: false, reason: 'unreachable' | 'not_answering' | 'unknown' }
+
+/**
+ * Readiness for probes that may come thousands of times a second and must answer at once even when
+ * the database hangs: at most one probe query per `refreshMs`, never more than one in flight, and a
+ * check waits at most `waitMs` for it before answering from the last result.
+ */
+export function createReadiness (opts: ReadinessOptions) {
+  const refreshMs = opts.refreshMs ?? 1000
+  const hangAfterMs = opts.hangAfterMs ?? 2000
+  const waitMs = opts.waitMs ?? 80
+  let last: { ok: boolean, at: number } | undefined
+  let inFlight: { since: number, done: Promise<void> } | undefined
+
+  function refresh (): Promise<void> {
+    if (inFlight !== undefined) return inFlight.done
+    const since = Date.now()
+    const done = opts.probe().then(
+      () => { last = { ok: true, at: Date.now() } },
+      () => { last = { ok: false, at: Date.now() } }
+    ).finally(() => { inFlight = undefined })
+    inFlight = { since, done }
+    return done
+  }
+
+  function answer (): Readiness {
+    if (inFlight !== undefined && Date.now() - inFlight.since >= hangAfterMs) return { ready: false, reason: 'not_answering' }
+    if (last === undefined) return { ready: false, reason: 'unknown' }
+    return last.ok ? { ready: true } : { ready: false, reason: 'unreachable' }
+  }
+
+  return {
+    /** The database's state, probing it first when the last result is older than `refreshMs`. */
+    async check (): Promise<Readiness> {
+      if (last === undefined || Date.now() - last.at >= refreshMs) {
+        let timer: ReturnType<typeof setTimeout> | undefined
+        await Promise.race([refresh(), new Promise<void>(resolve => { timer = setTimeout(resolve, waitMs) })])
+        clearTimeout(timer)
+      }
+      return answer()
+    },
+    /** Forgets the last result, so the next check probes (e.g. after a failure seen elsewhere). */
+    invalidate (): void { last = undefined }
+  }
+}

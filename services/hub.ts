@@ -47,6 +47,8 @@ export interface HubOptions {
 
 /** Close code for a client that stayed too slow to read its updates: "try again later". */
 export const CLOSE_TRY_AGAIN_LATER = 1013
+/** A stalled socket has this long to answer its 1013 close before it is cut (it is not reading). */
+export const STALLED_CLOSE_GRACE_MS = 2000
 
 interface Channel {
   readonly subscribers: Set<Connection>
@@ -177,6 +179,10 @@ export function createHub (opts: HubOptions = {}) {
         slow.delete(conn)
         stalled++
         socket.close(CLOSE_TRY_AGAIN_LATER, 'too slow to read updates')
+        // The close frame waits behind the unread buffer: without this, ws would hold it for 30 s.
+        const cut = setTimeout(() => socket.terminate(), STALLED_CLOSE_GRACE_MS)
+        cut.unref()
+        socket.once('close', () => clearTimeout(cut))
       }
     }
     if (slow.size === 0 && flushTimer !== undefined) {

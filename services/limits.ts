@@ -1,3 +1,5 @@
+import type { Access } from './hub.js'
+
 /**
  * Per-key connection counts (per user, per IP). A limit of 0 turns the count off.
  */
@@ -64,4 +66,13 @@ export function createOriginCheck (allowed: readonly string[] | undefined): (ori
     const normalized = normalizeOrigin(origin)
     return normalized !== null && set.has(normalized)
   }
+}
+
+/**
+ * The key the per-user connection limit counts under: the token's `sub`, or for a token without one
+ * the exact rights it grants, so leaving `sub` out of tokens does not escape the limit.
+ */
+export function userKeyOf (access: Pick<Access, 'sub' | 'all' | 'negocios'>): string {
+  if (access.sub !== undefined) return `sub:${access.sub}`
+  return access.all ? 'grants:*' : `grants:${[...access.negocios].sort().join(',')}`
 }

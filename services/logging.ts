@@ -1,24 +1,15 @@
 import type { FastifyServerOptions } from 'fastify'
-
-/** Replaces the value of every `token` query parameter, so a URL can be logged. */
-export function redactUrl (url: string): string {
-  return url.replace(/([?&]token=)[^&#]*/gi, '$1[REDACTED]')
-}
-
-interface LoggedRequest {
-  method: string
-  url: string
-  ip?: string
-  socket?: { remotePort?: number }
-}
+import { requestForLog, scrubbingStream } from './redact.js'
 
 /**
- * pino options for the server: the `token` query parameter is cut from logged URLs, and
- * credentials are censored wherever a header object gets logged.
+ * pino options for the server: the `token` query parameter is cut from logged URLs, credentials are
+ * censored wherever a header object gets logged, and every line written to `destination` (standard
+ * output by default) is scrubbed of anything shaped like a JWT, whatever logged it.
  */
-export function loggerOptions (level: string): Exclude<FastifyServerOptions['logger'], boolean | undefined> {
+export function loggerOptions (level: string, destination: { write: (line: string) => unknown } = process.stdout): Exclude<FastifyServerOptions['logger'], boolean | undefined> {
   return {
     level,
+    stream: scrubbingStream(destination),
     redact: {
       paths: [
         'req.headers.authorization',
@@ -30,9 +21,7 @@ export function loggerOptions (level: string): Exclude<FastifyServerOptions['log
       censor: '[REDACTED]'
     },
     serializers: {
-      req (req: LoggedRequest) {
-        return { method: req.method, url: redactUrl(req.url), remoteAddress: req.ip, remotePort: req.socket?.remotePort }
-      },
+      req: requestForLog,
       err: serializeError
     },
     formatters: {

@@ -54,3 +54,23 @@ t.test('a client stalled past the deadline is closed with 1013', async (t) => {
   c.ws.resume()
   t.same(await c.closed, { code: 1013, reason: 'too slow to read updates' })
 })
+
+t.test('a stalled client that never reads its 1013 close is cut within a few seconds', async (t) => {
+  const { app, db } = await build(t, { hub: { maxBufferedBytes: 64 * 1024, stallTimeoutMs: 300 } })
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await c.subscribe('n1')
+  c.ws.pause() // and never resumed: the close frame stays behind what it does not read
+  const [conn] = [...app.hub.connections]
+  for (let i = 0; i < 200 && app.hub.slowCount === 0; i++) {
+    app.hub.publish('estadisticas:n1', payload(i))
+    await new Promise(resolve => setImmediate(resolve))
+  }
+  await waitFor(() => app.hub.stalledCount === 1, 5000)
+  const closingAt = Date.now()
+  // ws alone waits 30 s for the peer's close frame; the hub cuts it after a 2 s grace.
+  await waitFor(() => conn?.socket.readyState === conn?.socket.CLOSED, 10_000)
+  t.ok(Date.now() - closingAt < 10_000, `the server side is closed ${Date.now() - closingAt} ms after the 1013`)
+  t.equal(app.hub.connections.size, 0, 'and the hub forgot it')
+})
