@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import app, { type AppOptions } from '../app.js'
 import { migrate } from '../services/migrate.js'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../services/embedded-postgres.js'
+import { loggerOptions } from '../services/logging.js'
 
 /** The subset of tap's Test the helpers use. */
 export interface TestLike {
@@ -151,7 +152,8 @@ export interface Built {
 export async function build (t: TestLike, opts: Partial<AppOptions> & { database?: TestDatabase } = {}): Promise<Built> {
   const { database, ...appOpts } = opts
   const db = database ?? await testDatabase(t)
-  const fastify = Fastify({ logger: false })
+  // The server's own logger options, every level, into memory: no test app may log a token.
+  const fastify = Fastify({ logger: loggerOptions('trace', logCollector) })
   await fastify.register(app, {
     ...appOpts,
     db: { connectionString: db.url, ...appOpts.db },
@@ -161,6 +163,26 @@ export async function build (t: TestLike, opts: Partial<AppOptions> & { database
   await fastify.ready()
   return { app: fastify, db }
 }
+
+/** Anything shaped like a JWT (compact form, header starting `{"`). */
+export const JWT_SHAPE = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/
+
+/**
+ * Every log line the suite's servers write passes through here: the apps of build() and the JSON
+ * lines of runServer() processes. One shaped like a JWT fails the test file (exit code 1, lines shown).
+ */
+const leakedLines: string[] = []
+let loggedLines = 0
+const logCollector = { write: (line: string): void => { collectLogLine(line) } }
+function collectLogLine (line: string): void {
+  loggedLines++
+  if (JWT_SHAPE.test(line)) leakedLines.push(line)
+}
+process.on('exit', () => {
+  if (leakedLines.length === 0) return
+  process.stderr.write(`${leakedLines.length} of ${loggedLines} log lines held a token:\n${leakedLines.slice(0, 5).join('\n')}\n`)
+  process.exitCode = 1
+})
 
 /** Listens on 127.0.0.1 on a free port; returns the base URLs. */
 export async function listen (fastify: FastifyInstance): Promise<{ http: string, ws: string, port: number }> {
@@ -349,6 +371,10 @@ export function runServer (env: Record<string, string>): ServerProcess {
   let out = ''
   child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
   child.stderr?.on('data', (d: Buffer) => { out += d.toString() })
-  const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
+  const exited = new Promise<number | null>(resolve => child.on('exit', code => {
+    // The demo banner prints its tokens on purpose, outside the JSON log: only log lines count.
+    for (const line of out.split('\n')) if (line.startsWith('{"level"')) collectLogLine(line)
+    resolve(code)
+  }))
   return { child, output: () => out, exited }
 }

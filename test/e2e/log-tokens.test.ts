@@ -3,9 +3,7 @@ import Fastify from 'fastify'
 import { Writable } from 'node:stream'
 import citasLive from '../../app.js'
 import { requestForLog, scrubbingStream } from '../../services/redact.js'
-import { handshake, runServer, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
-
-const JWT_SHAPE = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/
+import { handshake, JWT_SHAPE, runServer, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
 
 /** Requests a token holder might send to the wrong place or in an odd spelling; `routed`: a citas-live route answers it. */
 function tokenRequests (prefix: string, token: string): Array<{ method: string, url: string, headers?: Record<string, string>, routed: boolean }> {
