@@ -25,8 +25,8 @@ t.test('1,000 notifies that arrive while a stats query runs cost one more query;
   const { app, db } = await build(t, { live: { changeCapture: false } })
   const { ws } = await listen(app)
   await addNegocio(db.pool, 'n1')
-  const clients = await Promise.all(Array.from({ length: 50 }, async () => {
-    const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  const clients = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+    const c = await Client.open(`${ws}/ws?token=${sign({ sub: `u${i}`, negocio_id: 'n1' })}`, t)
     await c.subscribe('n1')
     return c
   }))
@@ -74,7 +74,8 @@ t.test('each notify reply waits for a recompute that started after it arrived', 
 })
 
 t.test('snapshot cache: many subscribes to a cold channel cost one query, warm ones none', async (t) => {
-  const { app, db } = await build(t, { live: { changeCapture: false } })
+  // One token for 200 sockets: the per-user connection limit is not what this measures.
+  const { app, db } = await build(t, { live: { changeCapture: false }, limits: { maxConnectionsPerUser: 0 } })
   const { ws } = await listen(app)
   await addNegocio(db.pool, 'n1')
   await addCita(db.pool, 'n1', new Date())

@@ -97,7 +97,7 @@ t.test('connections per user: 429 at the handshake; per IP when turned on', asyn
   t.same(third.body, { statusCode: 429, code: 'limit', error: 'Too Many Requests', message: 'too many connections for this user' })
   t.equal((await handshake(`${url}?token=${sign({ sub: 'u2', negocio_id: 'n1' })}`)).status, 101, 'another user is not affected')
   a.ws.close()
-  await waitFor(() => app.citasLimits.perUser.count('u1') === 1) // the server has handled the close
+  await waitFor(() => app.citasLimits.perUser.count('sub:u1') === 1) // the server has handled the close
   t.equal((await handshake(`${url}?token=${token}`)).status, 101, 'a closed connection frees its place')
 
   const ip = await setup(t, { limits: { maxConnectionsPerIp: 1, maxConnectionsPerUser: 0 } })
