@@ -223,6 +223,14 @@ export async function listenAgain (fastify: FastifyInstance, port: number, ms = 
   }
 }
 
+/** build() listening on a free port, with the given negocios added; `url` is the /ws endpoint. */
+export async function serve (t: TestLike, opts: Parameters<typeof build>[1] = {}, negocios: string[] = ['n1', 'n2']): Promise<Built & { url: string, http: string }> {
+  const built = await build(t, opts)
+  const { ws, http } = await listen(built.app)
+  for (const id of negocios) await addNegocio(built.db.pool, id)
+  return { ...built, url: `${ws}/ws`, http }
+}
+
 export async function addNegocio (pool: pg.Pool, id: string, zonaHoraria: string | null = null): Promise<void> {
   await pool.query('INSERT INTO negocios (id, nombre, zona_horaria) VALUES ($1, $2, $3)', [id, `Negocio ${id}`, zonaHoraria])
 }

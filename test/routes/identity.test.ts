@@ -1,18 +1,10 @@
-import t, { type Test } from 'tap'
-import { addNegocio, build, Client, handshake, listen, sign } from '../helper.js'
+import t from 'tap'
+import { Client, handshake, serve, sign } from '../helper.js'
 
 // Limits and refreshes hold for tokens without a usable `sub`, and refresh frames carry any token
 // the handshake accepts.
-async function setup (t: Test, opts: Parameters<typeof build>[1] = {}) {
-  const built = await build(t, opts)
-  const { ws } = await listen(built.app)
-  await addNegocio(built.db.pool, 'n1')
-  await addNegocio(built.db.pool, 'n2')
-  return { ...built, url: `${ws}/ws` }
-}
-
 t.test('tokens without sub are counted under the rights they grant: leaving sub out does not escape the per-user limit', async (t) => {
-  const { url } = await setup(t, { limits: { maxConnectionsPerUser: 3 } })
+  const { url } = await serve(t, { limits: { maxConnectionsPerUser: 3 } })
   // Different tokens (other claims, no sub, or a sub that is not a string) granting the same negocio.
   const tokens = [sign({ negocio_id: 'n1' }), sign({ negocio_id: 'n1', x: 1 }), sign({ negocios: ['n1'], sub: 42 })]
   for (const token of tokens) await Client.open(`${url}?token=${token}`, t)
@@ -26,7 +18,7 @@ t.test('tokens without sub are counted under the rights they grant: leaving sub 
 })
 
 t.test('a refresh that cannot prove it is the same user is refused, and the connection keeps its rights', async (t) => {
-  const { url } = await setup(t)
+  const { url } = await serve(t)
   const anonymous = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
   await anonymous.subscribe('n1')
   t.same(await anonymous.request({ type: 'refresh', id: 'r1', data: { token: sign({ negocio_id: 'n2' }) } }), {
@@ -48,7 +40,7 @@ t.test('a refresh that cannot prove it is the same user is refused, and the conn
 })
 
 t.test('a refresh frame carries a token as long as the handshake accepts; other frames stay under maxPayload', async (t) => {
-  const { url } = await setup(t, { maxPayload: 4096 })
+  const { url } = await serve(t, { maxPayload: 4096 })
   const long = sign({ sub: 'u1', negocio_id: 'n1', pad: 'x'.repeat(8700) })
   t.ok(long.length > 8700, `a ${long.length}-byte token`)
   const c = await Client.open(`${url}?token=${long}`, t)

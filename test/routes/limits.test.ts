@@ -1,15 +1,8 @@
-import t, { type Test } from 'tap'
-import { addNegocio, build, Client, handshake, listen, serviceToken, sign, waitFor } from '../helper.js'
-
-async function setup (t: Test, opts: Parameters<typeof build>[1] = {}) {
-  const built = await build(t, opts)
-  const { ws, http } = await listen(built.app)
-  await addNegocio(built.db.pool, 'n1')
-  return { ...built, url: `${ws}/ws`, http }
-}
+import t from 'tap'
+import { addNegocio, Client, handshake, serve, serviceToken, sign, waitFor } from '../helper.js'
 
 t.test('origin allow-list: another Origin gets 403 before the upgrade; listed and absent origins pass', async (t) => {
-  const { url } = await setup(t, { limits: { allowedOrigins: ['https://app.example.com'] } })
+  const { url } = await serve(t, { limits: { allowedOrigins: ['https://app.example.com'] } }, ['n1'])
   const token = sign({ sub: 'u1', negocio_id: 'n1' })
   const evil = await handshake(`${url}?token=${token}`, { origin: 'https://evil.example.com' })
   t.equal(evil.status, 403)
@@ -20,7 +13,7 @@ t.test('origin allow-list: another Origin gets 403 before the upgrade; listed an
 })
 
 t.test('cross-origin token probe: a page of an allowed origin may read a refusal (CORS), other origins may not', async (t) => {
-  const { http } = await setup(t, { limits: { allowedOrigins: ['https://app.example.com'] } })
+  const { http } = await serve(t, { limits: { allowedOrigins: ['https://app.example.com'] } }, ['n1'])
   const app = 'https://app.example.com'
   const ask = { 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' }
 
@@ -67,7 +60,7 @@ t.test('no allow-list: any origin is accepted and a warning is logged once at st
 })
 
 t.test('frames over maxPayload close with 1009; the bound is configurable', async (t) => {
-  const { url } = await setup(t, { maxPayload: 1024 })
+  const { url } = await serve(t, { maxPayload: 1024 }, ['n1'])
   const c = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
   t.same(await c.request({ type: 'ping', id: 'x'.repeat(64) }), { type: 'pong', id: 'x'.repeat(64) })
   c.send({ type: 'ping', pad: 'x'.repeat(1100) })
@@ -75,7 +68,7 @@ t.test('frames over maxPayload close with 1009; the bound is configurable', asyn
 })
 
 t.test('more subscriptions than allowed: error limit, the others keep working', async (t) => {
-  const { url, db } = await setup(t, { limits: { maxSubscriptions: 3 } })
+  const { url, db } = await serve(t, { limits: { maxSubscriptions: 3 } }, ['n1'])
   for (const id of ['n2', 'n3', 'n4']) await addNegocio(db.pool, id)
   const c = await Client.open(`${url}?token=${sign({ negocios: ['n1', 'n2', 'n3', 'n4'] })}`, t)
   for (const id of ['n1', 'n2', 'n3']) await c.subscribe(id)
@@ -88,7 +81,7 @@ t.test('more subscriptions than allowed: error limit, the others keep working', 
 })
 
 t.test('connections per user: 429 at the handshake; per IP when turned on', async (t) => {
-  const { url, app } = await setup(t, { limits: { maxConnectionsPerUser: 2 } })
+  const { url, app } = await serve(t, { limits: { maxConnectionsPerUser: 2 } }, ['n1'])
   const token = sign({ sub: 'u1', negocio_id: 'n1' })
   const a = await Client.open(`${url}?token=${token}`, t)
   await Client.open(`${url}?token=${token}`, t)
@@ -100,7 +93,7 @@ t.test('connections per user: 429 at the handshake; per IP when turned on', asyn
   await waitFor(() => app.citasLimits.perUser.count('sub:u1') === 1) // the server has handled the close
   t.equal((await handshake(`${url}?token=${token}`)).status, 101, 'a closed connection frees its place')
 
-  const ip = await setup(t, { limits: { maxConnectionsPerIp: 1, maxConnectionsPerUser: 0 } })
+  const ip = await serve(t, { limits: { maxConnectionsPerIp: 1, maxConnectionsPerUser: 0 } }, ['n1'])
   const first = await Client.open(`${ip.url}?token=${sign({ sub: 'x', negocio_id: 'n1' })}`, t)
   const res = await handshake(`${ip.url}?token=${sign({ sub: 'y', negocio_id: 'n1' })}`)
   t.equal(res.status, 429)
@@ -112,7 +105,7 @@ t.test('connections per user: 429 at the handshake; per IP when turned on', asyn
 
 t.test('message rate: over the bucket one rate_limited error, sustained abuse closes with 1008', async (t) => {
   // One token per 1,000 s: none comes back during the test, however slow the machine.
-  const { url } = await setup(t, { limits: { messageRate: 0.001, messageBurst: 5, maxRefusedMessages: 20 } })
+  const { url } = await serve(t, { limits: { messageRate: 0.001, messageBurst: 5, maxRefusedMessages: 20 } }, ['n1'])
   const c = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
   for (let i = 0; i < 5; i++) c.send({ type: 'ping', id: i })
   for (let i = 0; i < 5; i++) t.same(await c.next(), { type: 'pong', id: i })
@@ -126,7 +119,7 @@ t.test('message rate: over the bucket one rate_limited error, sustained abuse cl
 })
 
 t.test('/notify/cita is rate limited per caller with 429 rate_limited', async (t) => {
-  const { http } = await setup(t, { limits: { notifyMax: 3, notifyWindowMs: 60_000 } })
+  const { http } = await serve(t, { limits: { notifyMax: 3, notifyWindowMs: 60_000 } }, ['n1'])
   const call = async (token: string) => await fetch(`${http}/notify/cita`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
@@ -144,7 +137,7 @@ t.test('/notify/cita is rate limited per caller with 429 rate_limited', async (t
 })
 
 t.test('/notify/cita refuses bodies over 16 KiB with 413', async (t) => {
-  const { http } = await setup(t)
+  const { http } = await serve(t, {}, ['n1'])
   const res = await fetch(`${http}/notify/cita`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}` },

@@ -1,16 +1,8 @@
-import t, { type Test } from 'tap'
-import { addCita, addNegocio, build, Client, handshake, listen, sign, SECRET, waitFor } from '../helper.js'
-
-async function setup (t: Test, opts: Parameters<typeof build>[1] = {}) {
-  const built = await build(t, opts)
-  const { ws } = await listen(built.app)
-  await addNegocio(built.db.pool, 'n1')
-  await addNegocio(built.db.pool, 'n2')
-  return { ...built, url: `${ws}/ws` }
-}
+import t from 'tap'
+import { addCita, Client, handshake, SECRET, serve, sign, waitFor } from '../helper.js'
 
 t.test('handshake: a missing or bad token gets 401 with a JSON body and no upgrade', async (t) => {
-  const { url } = await setup(t)
+  const { url } = await serve(t)
   const none = Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url') + '.' +
     Buffer.from('{"negocio_id":"n1"}').toString('base64url') + '.'
   const cases: Array<[string, string, RegExp]> = [
@@ -30,7 +22,7 @@ t.test('handshake: a missing or bad token gets 401 with a JSON body and no upgra
 })
 
 t.test('the token is accepted from the query, the Authorization header and Sec-WebSocket-Protocol', async (t) => {
-  const { url } = await setup(t)
+  const { url } = await serve(t)
   const token = sign({ negocio_id: 'n1' })
 
   const byQuery = await Client.open(`${url}?token=${token}`, t)
@@ -48,7 +40,7 @@ t.test('the token is accepted from the query, the Authorization header and Sec-W
 })
 
 t.test('subscribe answers subscribed, then the current stats equal to the database', async (t) => {
-  const { url, db } = await setup(t)
+  const { url, db } = await serve(t)
   const today = new Date()
   await addCita(db.pool, 'n1', today, 'atendida')
   await addCita(db.pool, 'n1', new Date(today.getTime() - 3 * 86400_000), 'cancelada')
@@ -73,7 +65,7 @@ t.test('subscribe answers subscribed, then the current stats equal to the databa
 })
 
 t.test('errors: bad_request, invalid_channel, forbidden, not_found; the connection stays open', async (t) => {
-  const { url } = await setup(t)
+  const { url } = await serve(t)
   const c = await Client.open(`${url}?token=${sign({ negocios: ['n1', 'ghost'] })}`, t)
   const error = async (msg: unknown) => await c.request(msg)
 
@@ -97,7 +89,7 @@ t.test('errors: bad_request, invalid_channel, forbidden, not_found; the connecti
 })
 
 t.test('claims: negocio_id, negocios, admin role, and renamed claims', async (t) => {
-  const { url } = await setup(t, { auth: { secret: SECRET, adminRole: 'admin', claims: { negocioId: 'biz', negocios: 'bizs', role: 'rol' } } })
+  const { url } = await serve(t, { auth: { secret: SECRET, adminRole: 'admin', claims: { negocioId: 'biz', negocios: 'bizs', role: 'rol' } } })
   const renamed = await Client.open(`${url}?token=${sign({ biz: 'n1' })}`, t)
   t.match(await renamed.subscribe('n1'), { type: 'stats' })
   t.match(await renamed.request({ type: 'subscribe', data: { channel: 'estadisticas:n2' } }), { data: { code: 'forbidden' } })
@@ -116,13 +108,13 @@ t.test('claims: negocio_id, negocios, admin role, and renamed claims', async (t)
 })
 
 t.test('no admin wildcard unless JWT_ADMIN_ROLE is set', async (t) => {
-  const { url } = await setup(t)
+  const { url } = await serve(t)
   const c = await Client.open(`${url}?token=${sign({ role: 'admin' })}`, t)
   t.match(await c.request({ type: 'subscribe', data: { channel: 'estadisticas:n1' } }), { data: { code: 'forbidden' } })
 })
 
 t.test('a closed socket leaves no trace in the hub', async (t) => {
-  const { url, app } = await setup(t)
+  const { url, app } = await serve(t)
   const a = await Client.open(`${url}?token=${sign({ negocios: ['n1', 'n2'] })}`, t)
   const b = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
   await a.subscribe('n1')
@@ -146,7 +138,7 @@ t.test('a closed socket leaves no trace in the hub', async (t) => {
 })
 
 t.test('heartbeat: a peer that stops answering pings is terminated', async (t) => {
-  const { url, app } = await setup(t, { hub: { heartbeatMs: 100 } })
+  const { url, app } = await serve(t, { hub: { heartbeatMs: 100 } })
   // autoPong: false makes this client deaf to pings, like a peer whose network vanished.
   const deaf = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t, { autoPong: false })
   const alive = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
@@ -157,7 +149,7 @@ t.test('heartbeat: a peer that stops answering pings is terminated', async (t) =
 })
 
 t.test('a frame over maxPayload closes the socket with 1009', async (t) => {
-  const { url } = await setup(t)
+  const { url } = await serve(t)
   const c = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
   c.send(JSON.stringify({ type: 'ping', pad: 'x'.repeat(5000) }))
   const { code } = await c.closed
@@ -165,7 +157,7 @@ t.test('a frame over maxPayload closes the socket with 1009', async (t) => {
 })
 
 t.test('a plain HTTP GET on /ws is refused', async (t) => {
-  const { app } = await setup(t)
+  const { app } = await serve(t)
   const res = await app.inject({ url: `/ws?token=${sign({ negocio_id: 'n1' })}` })
   t.equal(res.statusCode, 404)
   const anon = await app.inject({ url: '/ws' })
@@ -173,7 +165,7 @@ t.test('a plain HTTP GET on /ws is refused', async (t) => {
 })
 
 t.test('an open connection keeps nothing of its upgrade request, and still answers and closes cleanly', async (t) => {
-  const { url, app } = await setup(t)
+  const { url, app } = await serve(t)
   const c = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
   t.same(await c.request({ type: 'ping', id: 1 }), { type: 'pong', id: 1 })
   const [conn] = [...app.hub.connections]
