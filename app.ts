@@ -84,7 +84,9 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(authPlugin, opts.auth)
   await fastify.register(statsPlugin, opts.stats ?? {})
   await fastify.register(hubPlugin, opts.hub ?? {})
-  await fastify.register(livePlugin, opts.live ?? {})
+  // The bus is signed with a key derived from the JWT secret unless it has one of its own.
+  const busSecret = opts.live?.busSecret ?? opts.auth.secret
+  await fastify.register(livePlugin, { ...opts.live, ...(busSecret !== undefined ? { busSecret } : {}) })
   if (opts.metrics !== false) await fastify.register(metricsPlugin, opts.metrics ?? {})
   await fastify.register(limitsPlugin, opts.limits ?? {})
   await fastify.register(expiryPlugin, opts.expiry ?? {})

@@ -21,6 +21,7 @@ export const EnvSchema = Type.Object({
   JWT_SERVICE_ROLE: Type.String({ minLength: 1, default: 'service' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   BUS: Type.Union(['auto', 'postgres', 'redis', 'memory'].map(l => Type.Literal(l)), { default: 'auto' }),
+  BUS_SECRET: Type.Optional(Type.String({ minLength: 16 })),
   CHANGE_CAPTURE: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
   STATS_COALESCE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 100 }),
   STATS_RECONCILE_SECONDS: Type.Integer({ minimum: 0, maximum: 86_400, default: 0 }),
@@ -110,7 +111,7 @@ export function trustProxy (value: string | undefined): boolean | string {
 }
 
 function redactValue (name: string, value: unknown): unknown {
-  if (name === 'JWT_SECRET' || name === 'METRICS_TOKEN') return '<redacted>'
+  if (name === 'JWT_SECRET' || name === 'METRICS_TOKEN' || name === 'BUS_SECRET') return '<redacted>'
   if (name === 'DATABASE_URL' && typeof value === 'string') return value.replace(/\/\/([^@/]*)@/, '//<redacted>@')
   return value
 }

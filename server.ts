@@ -109,6 +109,7 @@ await fastify.register(app, {
   live: {
     bus: busKind(env),
     ...(env.REDIS_URL !== undefined ? { redisUrl: env.REDIS_URL } : {}),
+    ...(env.BUS_SECRET !== undefined ? { busSecret: env.BUS_SECRET } : {}),
     changeCapture: env.CHANGE_CAPTURE === 'on',
     coalesceMs: env.STATS_COALESCE_MS,
     reconcileSeconds: env.STATS_RECONCILE_SECONDS

@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { createLiveStats, type BusMessage } from '../services/live-stats.js'
 import { createPgListener, type PgListener } from '../services/pg-listener.js'
 import { createRedisBus } from '../services/redis-bus.js'
+import { createBusCodec, type BusDropReason } from '../services/bus-codec.js'
 
 export type BusKind = 'memory' | 'postgres' | 'redis'
 
@@ -23,6 +24,11 @@ export interface LivePluginOptions {
   reconcileSeconds?: number
   /** This instance's name on the bus. Default: a random UUID. */
   instanceId?: string
+  /**
+   * Key material for the MAC every bus message carries (at least 16 characters, the same on every
+   * instance). app.ts passes auth.secret when this is unset. Required with the postgres and redis buses.
+   */
+  busSecret?: string
 }
 
 /** NOTIFY channel of the stats bus between instances. */
@@ -36,16 +42,14 @@ declare module 'fastify' {
       readonly bus: BusKind
       /** Times the bus connection was lost and re-established. */
       readonly busReconnects: number
+      /** Bus messages refused (unsigned, bad signature, malformed, implausible), by reason. */
+      readonly busDropped: Readonly<Record<BusDropReason, number>>
     }
   }
 }
 
-function isBusMessage (value: unknown): value is BusMessage {
-  const v = value as BusMessage | null
-  return typeof v === 'object' && v !== null && typeof v.origin === 'string' &&
-    typeof v.snapshot === 'object' && v.snapshot !== null && typeof v.snapshot.version === 'number' &&
-    typeof v.snapshot.dayEndsAt === 'number' && typeof v.snapshot.stats?.negocio_id === 'string'
-}
+/** A refused bus message is logged at most this often (with the counts since), so a flood cannot flood the log. */
+const DROP_LOG_INTERVAL_MS = 60_000
 
 async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   const busKind = opts.bus ?? 'postgres'
@@ -55,19 +59,31 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   const changeCapture = opts.changeCapture ?? true
   const reconcileSeconds = opts.reconcileSeconds ?? 0
   if (!Number.isFinite(reconcileSeconds) || reconcileSeconds < 0) throw new Error('citas-live live plugin: reconcileSeconds must be >= 0')
+  if (busKind !== 'memory' && (opts.busSecret === undefined || opts.busSecret.length < 16)) {
+    throw new Error(`citas-live live plugin: the ${busKind} bus signs its messages: pass busSecret (or auth.secret) of at least 16 characters, the same on every instance`)
+  }
+  const codec = busKind === 'memory' ? undefined : createBusCodec(opts.busSecret as string)
   const log = fastify.log
   const origin = opts.instanceId ?? randomUUID()
   const pool = fastify.citasPool
 
+  const dropped: Record<BusDropReason, number> = { unsigned: 0, bad_signature: 0, malformed: 0, implausible: 0 }
+  let lastDropLog = 0
+  let droppedSinceLog = 0
   const onBusPayload = (payload: string): void => {
-    let message: unknown
-    try {
-      message = JSON.parse(payload)
-    } catch {
-      message = undefined
+    const decoded = (codec as NonNullable<typeof codec>).decode(payload)
+    if (decoded.ok) {
+      live.deliver(decoded.message)
+      return
     }
-    if (isBusMessage(message)) live.deliver(message)
-    else log.warn({ payload: payload.slice(0, 200) }, 'ignored a malformed bus message')
+    dropped[decoded.reason]++
+    droppedSinceLog++
+    const at = Date.now()
+    if (at - lastDropLog >= DROP_LOG_INTERVAL_MS) {
+      log.warn({ reason: decoded.reason, dropped: droppedSinceLog, totals: { ...dropped } }, 'refused bus messages (forged or corrupt): is something else writing to the bus channel?')
+      lastDropLog = at
+      droppedSinceLog = 0
+    }
   }
   const onReconnect = (what: string) => () => {
     log.info(`${what} connection re-established: recomputing every channel with subscribers`)
@@ -77,7 +93,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   let broadcast: ((m: BusMessage) => Promise<void>) | undefined
   let redis: ReturnType<typeof createRedisBus> | undefined
   if (busKind === 'postgres') {
-    broadcast = async (m) => { await pool.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, JSON.stringify(m)]) }
+    broadcast = async (m) => { await pool.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, (codec as NonNullable<typeof codec>).encode(m)]) }
   } else if (busKind === 'redis') {
     redis = createRedisBus({
       url: opts.redisUrl as string,
@@ -87,7 +103,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
       onError: (err) => log.warn({ err }, 'redis bus error')
     })
     const r = redis
-    broadcast = async (m) => { await r.publish(JSON.stringify(m)) }
+    broadcast = async (m) => { await r.publish((codec as NonNullable<typeof codec>).encode(m)) }
   }
 
   const live = createLiveStats({
@@ -118,7 +134,8 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   // defineProperties, not Object.assign: the getter must stay a getter.
   fastify.decorate('live', Object.defineProperties(live, {
     bus: { value: busKind, enumerable: true },
-    busReconnects: { get: () => (listener?.reconnects ?? 0) + (redis?.reconnects ?? 0), enumerable: true }
+    busReconnects: { get: () => (listener?.reconnects ?? 0) + (redis?.reconnects ?? 0), enumerable: true },
+    busDropped: { value: dropped, enumerable: true }
   }) as FastifyInstance['live'])
 
   let reconcileTimer: NodeJS.Timeout | undefined

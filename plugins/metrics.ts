@@ -65,6 +65,21 @@ async function metricsPlugin (fastify: FastifyInstance, opts: MetricsPluginOptio
     }
   })
 
+  const busDroppedSeen = new Map<string, number>()
+  new Counter({
+    name: 'citas_live_bus_messages_dropped_total',
+    help: 'Bus messages refused (forged or corrupt), by reason',
+    labelNames: ['reason'],
+    registers: [register],
+    collect () {
+      for (const [reason, count] of Object.entries(live.busDropped)) {
+        const prev = busDroppedSeen.get(reason) ?? 0
+        if (count > prev) this.inc({ reason }, count - prev)
+        busDroppedSeen.set(reason, count)
+      }
+    }
+  })
+
   const queryDuration = new Histogram({
     name: 'citas_live_stats_query_duration_seconds',
     help: 'Time of one stats query, by outcome',

@@ -14,7 +14,8 @@ t.test('a host app with its own JWT and pg pool mounts citas-live under a prefix
   host.get('/api/hello', async () => ({ hello: 'world' }))
   host.get('/api/boom', async () => { throw Object.assign(new Error('host error'), { statusCode: 418 }) })
   // No secret, no connection string: the plugin reuses the host's @fastify/jwt and pool.
-  await host.register(citasLive, { prefix: '/live', db: {}, auth: {} })
+  // The host's JWT secret is not readable, so the bus gets a key of its own (the same on every instance).
+  await host.register(citasLive, { prefix: '/live', db: {}, auth: {}, live: { busSecret: `${SECRET}-bus` } })
   await host.ready()
   t.equal(host.citasPool, host.pg.pool, 'shares the host pool')
 
@@ -57,6 +58,12 @@ t.test('misconfiguration fails at boot with a clear message', async (t) => {
   const noAuth = Fastify({ logger: false })
   t.teardown(() => noAuth.close())
   await t.rejects(async () => { await noAuth.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: {} }); await noAuth.ready() }, /pass `secret`/)
+
+  // With the host's @fastify/jwt, citas-live cannot read the secret to sign the bus with.
+  const noBusKey = Fastify({ logger: false })
+  t.teardown(() => noBusKey.close())
+  await noBusKey.register(fastifyJwt, { secret: SECRET })
+  await t.rejects(async () => { await noBusKey.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: {} }); await noBusKey.ready() }, /the postgres bus signs its messages: pass busSecret/)
 
   const shortSecret = Fastify({ logger: false })
   t.teardown(() => shortSecret.close())

@@ -1,0 +1,86 @@
+import t, { type Test } from 'tap'
+import pg from 'pg'
+import { Redis } from 'ioredis'
+import { randomBytes } from 'node:crypto'
+import { createBusCodec } from '../../services/bus-codec.js'
+import { BUS_CHANNEL } from '../../plugins/live.js'
+import { addCita, addNegocio, build, Client, listen, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+
+// Whoever may NOTIFY on the database or PUBLISH on Redis must not be able to push figures.
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+function forgedMessages (): string[] {
+  const snapshot = (extra: Record<string, unknown> = {}, version = 1e18) => ({
+    stats: { negocio_id: 'n1', citas_hoy: 0, total_citas: 999, citas_completadas: 0, citas_canceladas: 0, timestamp: 1, ...extra },
+    dayEndsAt: Date.now() + 3_600_000,
+    version
+  })
+  const ours = createBusCodec(SECRET) // what only a holder of the secret could sign
+  return [
+    JSON.stringify({ origin: 'forger', snapshot: snapshot() }), // unsigned, the old format
+    createBusCodec('another-secret-0123456789abcdef').encode({ origin: 'forger', snapshot: snapshot() }), // wrong key
+    `${'A'.repeat(43)}.{"origin":"forger"}`, // a made-up MAC
+    ours.encode({ origin: 'forger', snapshot: snapshot({ extra: 1 }, 1) } as never), // unknown field: malformed
+    ours.encode({ origin: 'forger', snapshot: snapshot({}, 1e18) }), // version 1e18, past any integer the clock reaches: malformed
+    ours.encode({ origin: 'forger', snapshot: snapshot({ total_citas: -1 }, 1) }), // a negative figure: malformed
+    ours.encode({ origin: 'forger', snapshot: snapshot({}, 5e15) }), // a version from the year 2128: implausible
+    ours.encode({ origin: 'forger', snapshot: snapshot({ total_citas: 1, citas_completadas: 5 }, 1) }) // more completed than total: implausible
+  ]
+}
+
+async function twoInstances (t: Test, live: Record<string, unknown>) {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  const a = await build(t, { database: db, live: { changeCapture: false, ...live, instanceId: 'a' } })
+  const b = await build(t, { database: db, live: { changeCapture: false, ...live, instanceId: 'b' } })
+  const { http } = await listen(a.app)
+  const { ws } = await listen(b.app)
+  const client = await Client.open(`${ws}/ws?token=${sign({ sub: 'u1', negocio_id: 'n1' })}`, t)
+  t.match(await client.subscribe('n1'), { type: 'stats', data: { total_citas: 0 } })
+  return { db, a, b, http, client }
+}
+
+async function genuineChangeArrives (t: Test, setup: Awaited<ReturnType<typeof twoInstances>>): Promise<void> {
+  await addCita(setup.db.pool, 'n1', new Date())
+  const res = await fetch(`${setup.http}/notify/cita`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${serviceToken()}` },
+    body: JSON.stringify({ negocio_id: 'n1', action: 'created' })
+  })
+  t.equal(res.status, 200)
+  t.match(await setup.client.nextMatching(m => m.type === 'stats' && m.data.total_citas === 1), { data: { total_citas: 1 } },
+    'the genuine change from the other instance still reaches the subscriber')
+  t.same(setup.client.received.filter(m => m.data?.total_citas === 999 || m.data?.total_citas === -1), [], 'no forged figures ever reached it')
+}
+
+t.test('postgres bus: NOTIFY from a role with no privileges cannot forge stats', async (t) => {
+  const setup = await twoInstances(t, { bus: 'postgres' })
+  const role = `forger_${randomBytes(4).toString('hex')}`
+  await setup.db.pool.query(`CREATE ROLE ${role} LOGIN`)
+  t.teardown(async () => { await setup.db.pool.query(`DROP ROLE IF EXISTS ${role}`) })
+  const url = new URL(setup.db.url)
+  url.username = role
+  url.password = ''
+  const forger = new pg.Client({ connectionString: url.toString() })
+  await forger.connect()
+  t.teardown(() => forger.end())
+  await t.rejects(forger.query('SELECT count(*) FROM citas'), /permission denied/, 'the role cannot even read citas')
+  const forged = forgedMessages()
+  for (const payload of forged) await forger.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, payload])
+  await waitFor(() => Object.values(setup.b.app.live.busDropped).reduce((x, y) => x + y, 0) === forged.length)
+  t.same(setup.b.app.live.busDropped, { unsigned: 1, bad_signature: 2, malformed: 3, implausible: 2 }, 'each refused and counted by reason')
+  await genuineChangeArrives(t, setup)
+  const metrics = await setup.b.app.metrics.metrics()
+  t.match(metrics, /citas_live_bus_messages_dropped_total\{reason="bad_signature"\} 2/, 'and in the metrics')
+})
+
+t.test('redis bus: PUBLISH by anyone who reaches Redis cannot forge stats', async (t) => {
+  const setup = await twoInstances(t, { bus: 'redis', redisUrl: REDIS_URL })
+  const forger = new Redis(REDIS_URL)
+  t.teardown(() => { forger.disconnect() })
+  const forged = forgedMessages()
+  for (const payload of forged) await forger.publish('citas-live:stats', payload)
+  await waitFor(() => Object.values(setup.b.app.live.busDropped).reduce((x, y) => x + y, 0) === forged.length)
+  t.same(setup.b.app.live.busDropped, { unsigned: 1, bad_signature: 2, malformed: 3, implausible: 2 }, 'each refused and counted by reason')
+  await genuineChangeArrives(t, setup)
+})
