@@ -123,6 +123,21 @@ export function createHub (opts: HubOptions = {}) {
     }
   }
 
+  /** Sends a last message to every subscriber of a channel and drops them all from it (its negocio is gone). */
+  function dropChannel (name: string, payload: string): number {
+    const channel = channels.get(name)
+    if (channel === undefined) return 0
+    let sent = 0
+    for (const conn of [...channel.subscribers]) {
+      unsubscribe(conn, name)
+      if (conn.socket.readyState === OPEN) {
+        conn.socket.send(payload)
+        sent++
+      }
+    }
+    return sent
+  }
+
   /**
    * Sends one already-serialized message to every open subscriber; returns how many got it (or will
    * get it once their socket drains). Stats are state: a socket over the buffer bound keeps only the
@@ -232,6 +247,7 @@ export function createHub (opts: HubOptions = {}) {
     remove,
     subscribe,
     unsubscribe,
+    dropChannel,
     publish,
     sweep,
     flush,

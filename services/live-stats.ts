@@ -1,6 +1,7 @@
 import { createCoalescer } from './coalescer.js'
 import type { Hub } from './hub.js'
-import { channelFor, negocioOf, statsMessage } from './protocol.js'
+import { channelFor, goneMessage, negocioOf, statsMessage } from './protocol.js'
+import { isAppError } from './errors.js'
 import type { Snapshot, Stats, StatsService } from './stats.js'
 
 /** What one instance tells the others: stats it computed after a notify it received. */
@@ -47,6 +48,8 @@ const sameFigures = (a: Stats, b: Stats): boolean =>
 
 const MAX_TIMER_MS = 2 ** 31 - 1
 
+const isNotFound = (err: unknown): boolean => isAppError(err) && err.code === 'not_found'
+
 /**
  * Keeps the stats of every channel with local subscribers fresh and cheap: coalesced single-flight
  * recomputes per negocio, a snapshot cache for subscribes, delivery of other instances' results,
@@ -82,9 +85,17 @@ export function createLiveStats (opts: LiveStatsOptions) {
   }
 
   async function run (negocioId: string, options: RefreshOptions): Promise<RefreshResult> {
-    const snapshot = await stats.computeSnapshot(negocioId)
-    let delivered = 0
     const channel = channelFor(negocioId)
+    let snapshot: Snapshot
+    try {
+      snapshot = await stats.computeSnapshot(negocioId)
+    } catch (err) {
+      // A negocio that had stats is gone (deleted): its subscribers learn it and are dropped, rather
+      // than keeping its last figures forever. A first subscribe to an unknown id is the route's to answer.
+      if (isNotFound(err) && cache.delete(negocioId)) hub.dropChannel(channel, goneMessage(channel))
+      throw err
+    }
+    let delivered = 0
     if (hub.subscriberCount(channel) > 0) {
       const prev = cache.get(negocioId)
       const entry = store(negocioId, snapshot)
@@ -130,7 +141,9 @@ export function createLiveStats (opts: LiveStatsOptions) {
   }
 
   function background (negocioId: string, options: RefreshOptions, context: string): void {
-    refresh(negocioId, options).catch((err: unknown) => onError(err, `${context} (${negocioId})`))
+    refresh(negocioId, options).catch((err: unknown) => {
+      if (!isNotFound(err)) onError(err, `${context} (${negocioId})`)
+    })
   }
 
   /** A row of citas changed in the database (change capture); '*' means any may have. */

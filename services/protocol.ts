@@ -115,6 +115,11 @@ export function revokedMessage (channel: string): string {
   return JSON.stringify({ type: 'error', data: { code: 'forbidden', message: `your token no longer allows ${channel}`, channel } })
 }
 
+/** A subscription dropped because its negocio no longer exists (deleted while watched). */
+export function goneMessage (channel: string): string {
+  return JSON.stringify({ type: 'error', data: { code: 'not_found', message: `${channel} no longer exists`, channel } })
+}
+
 export function pongMessage (id?: MessageId): string {
   return JSON.stringify(id === undefined ? { type: 'pong' } : { type: 'pong', id })
 }
