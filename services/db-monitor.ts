@@ -68,6 +68,8 @@ export function createDbMonitor (opts: DbMonitorOptions) {
     onUp (fn: () => unknown): void { upListeners.add(fn) },
     onDown (fn: (err: unknown) => unknown): void { downListeners.add(fn) },
     get isUp () { return up },
+    /** A probe is scheduled or running (only ever while down). */
+    get isProbing () { return timer !== undefined || probing },
     get outageCount () { return outages },
     stop (): void {
       stopped = true

@@ -67,6 +67,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
   })
   let midnightTimer: NodeJS.Timeout | undefined
   let midnightAt = Number.POSITIVE_INFINITY
+  let midnightChecks = 0
   let closed = false
 
   hub.onEmpty((channel) => {
@@ -174,6 +175,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
 
   /** Some business's day ended: recompute those whose cached "today" is over, re-arm for the next. */
   function onMidnight (): void {
+    midnightChecks++
     midnightTimer = undefined
     midnightAt = Number.POSITIVE_INFINITY
     const nowMs = stats.now().getTime()
@@ -202,6 +204,8 @@ export function createLiveStats (opts: LiveStatsOptions) {
     get cacheSize () { return cache.size },
     /** Recompute runs started (each is one stats query). */
     get runs () { return coalescer.runs },
+    /** Times the day-boundary timer fired (whether or not a day had ended). */
+    get midnightChecks () { return midnightChecks },
     /** Callers (notifies, subscribes) waiting for a recompute. */
     get waiting () { return coalescer.waiting }
   }

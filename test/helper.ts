@@ -211,16 +211,15 @@ export async function listenRestartable (fastify: FastifyInstance): Promise<{ ht
 
 /** Listens on `port` again after a restart, waiting while another socket still holds it. */
 export async function listenAgain (fastify: FastifyInstance, port: number, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  for (;;) {
+  await waitFor(async () => {
     try {
       await fastify.listen({ port, host: '127.0.0.1' })
-      return
+      return true
     } catch (err) {
-      if (!isAddressInUse(err) || Date.now() > end) throw err
-      await new Promise(resolve => setTimeout(resolve, 50))
+      if (!isAddressInUse(err)) throw err
+      return false
     }
-  }
+  }, ms)
 }
 
 /** build() listening on a free port, with the given negocios added; `url` is the /ws endpoint. */

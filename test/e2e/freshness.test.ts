@@ -220,10 +220,10 @@ t.test('midnight: citas_hoy changes with no write when the business\'s day ends'
   await addCita(db.pool, 'mx', '2026-03-10T16:00:00Z') // the 10th, local
   const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'mx' })}`, t)
   t.match(await c.subscribe('mx'), { data: { citas_hoy: 1, total_citas: 3 } })
-  // The server armed its timer (1 s ahead by the injected clock) before sending the snapshot: one set
-  // now for a little longer fires after it, however late timers run.
+  // The server armed its timer (1 s ahead by the injected clock) before sending the snapshot.
   const runs = app.live.runs
-  await new Promise(resolve => setTimeout(resolve, 1050))
+  const checks = app.live.midnightChecks
+  await waitFor(() => app.live.midnightChecks > checks)
   t.equal(app.live.runs, runs, 'its timer found the day not over: no recompute')
   t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'nothing before midnight')
   clock = midnight + 1

@@ -53,14 +53,15 @@ function rssMiB (pid: number): number {
   return Number(m?.[1] ?? 0) / 1024
 }
 
-/** RSS once it stops moving: two reads 100 ms apart within 1 MiB (the clients just connected). */
+/** RSS once it stops moving: within 1 MiB of a read at least 100 ms older (the clients just connected). */
 async function settledRssMiB (pid: number): Promise<number> {
-  let last = rssMiB(pid)
-  await waitFor(async () => {
-    await new Promise(resolve => setTimeout(resolve, 100))
-    const now = rssMiB(pid)
-    const settled = Math.abs(now - last) < 1
-    last = now
+  let ref = { at: Date.now(), rss: rssMiB(pid) }
+  let last = ref.rss
+  await waitFor(() => {
+    last = rssMiB(pid)
+    if (Date.now() - ref.at < 100) return false
+    const settled = Math.abs(last - ref.rss) < 1
+    ref = { at: Date.now(), rss: last }
     return settled
   }, 10_000).catch(() => {}) // still moving after 10 s: measure from there
   return last
