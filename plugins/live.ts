@@ -62,7 +62,8 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   if (busKind !== 'memory' && (opts.busSecret === undefined || opts.busSecret.length < 16)) {
     throw new Error(`citas-live live plugin: the ${busKind} bus signs its messages: pass busSecret (or auth.secret) of at least 16 characters, the same on every instance`)
   }
-  const codec = busKind === 'memory' ? undefined : createBusCodec(opts.busSecret as string)
+  // The memory bus sends nothing; its codec, under a key of its own, is never used.
+  const codec = createBusCodec(busKind === 'memory' ? randomUUID() + randomUUID() : opts.busSecret as string)
   const log = fastify.log
   const origin = opts.instanceId ?? randomUUID()
   const pool = fastify.citasPool
@@ -71,7 +72,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   let lastDropLog = 0
   let droppedSinceLog = 0
   const onBusPayload = (payload: string): void => {
-    const decoded = (codec as NonNullable<typeof codec>).decode(payload)
+    const decoded = codec.decode(payload)
     if (decoded.ok) {
       live.deliver(decoded.message)
       return
@@ -93,7 +94,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   let broadcast: ((m: BusMessage) => Promise<void>) | undefined
   let redis: ReturnType<typeof createRedisBus> | undefined
   if (busKind === 'postgres') {
-    broadcast = async (m) => { await pool.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, (codec as NonNullable<typeof codec>).encode(m)]) }
+    broadcast = async (m) => { await pool.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, codec.encode(m)]) }
   } else if (busKind === 'redis') {
     redis = createRedisBus({
       url: opts.redisUrl as string,
@@ -103,7 +104,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
       onError: (err) => log.warn({ err }, 'redis bus error')
     })
     const r = redis
-    broadcast = async (m) => { await r.publish((codec as NonNullable<typeof codec>).encode(m)) }
+    broadcast = async (m) => { await r.publish(codec.encode(m)) }
   }
 
   const live = createLiveStats({

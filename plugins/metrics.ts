@@ -50,35 +50,22 @@ async function metricsPlugin (fastify: FastifyInstance, opts: MetricsPluginOptio
   counterFrom('citas_live_messages_sent_total', 'Messages written to sockets', () => hub.counters.sent)
   counterFrom('citas_live_bus_reconnects_total', 'Bus and LISTEN connections re-established after a loss', () => live.busReconnects)
   counterFrom('citas_live_stats_recomputes_total', 'Stats recomputes started (each is one query)', () => live.runs)
-  const droppedSeen = new Map<string, number>()
-  new Counter({
-    name: 'citas_live_messages_dropped_total',
-    help: 'Messages not written to a socket, by reason',
-    labelNames: ['reason'],
-    registers: [register],
-    collect () {
-      for (const [reason, count] of Object.entries(hub.counters.dropped)) {
-        const prev = droppedSeen.get(reason) ?? 0
-        if (count > prev) this.inc({ reason }, count - prev)
-        droppedSeen.set(reason, count)
+  /** A labelled counter that follows a record of running totals (reason -> count). */
+  const countersFrom = (name: string, help: string, read: () => Readonly<Record<string, number>>): void => {
+    const seen = new Map<string, number>()
+    new Counter({
+      name, help, labelNames: ['reason'], registers: [register],
+      collect () {
+        for (const [reason, count] of Object.entries(read())) {
+          const prev = seen.get(reason) ?? 0
+          if (count > prev) this.inc({ reason }, count - prev)
+          seen.set(reason, count)
+        }
       }
-    }
-  })
-
-  const busDroppedSeen = new Map<string, number>()
-  new Counter({
-    name: 'citas_live_bus_messages_dropped_total',
-    help: 'Bus messages refused (forged or corrupt), by reason',
-    labelNames: ['reason'],
-    registers: [register],
-    collect () {
-      for (const [reason, count] of Object.entries(live.busDropped)) {
-        const prev = busDroppedSeen.get(reason) ?? 0
-        if (count > prev) this.inc({ reason }, count - prev)
-        busDroppedSeen.set(reason, count)
-      }
-    }
-  })
+    })
+  }
+  countersFrom('citas_live_messages_dropped_total', 'Messages not written to a socket, by reason', () => hub.counters.dropped)
+  countersFrom('citas_live_bus_messages_dropped_total', 'Bus messages refused (forged or corrupt), by reason', () => live.busDropped)
 
   const queryDuration = new Histogram({
     name: 'citas_live_stats_query_duration_seconds',

@@ -17,6 +17,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Set by the /ws preValidation hook once the token is verified. */
     citasAccess: Access | null
+    /** The per-user connection limit's key of that token (null when the limit is off), computed once per handshake. */
+    citasUserKey: string | null
   }
 }
 
@@ -59,6 +61,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
   const { hub, live, citasAuth, citasLimits: limits, log } = fastify
   const { maxPayload } = opts
   fastify.decorateRequest('citasAccess', null)
+  fastify.decorateRequest('citasUserKey', null)
 
   // The handshake hooks are callback-style, not async: every connect runs them, and a settled
   // promise per hook is a microtask hop and an allocation the upgrade does not need.
@@ -98,7 +101,8 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
       return
     }
     // request.ip only when the per-IP limit is on: reading it asks the kernel for the peer address.
-    const which = limits.perUser.enabled && limits.perUser.full(userKeyOf(request.citasAccess))
+    request.citasUserKey = limits.perUser.enabled ? userKeyOf(request.citasAccess) : null
+    const which = request.citasUserKey !== null && limits.perUser.full(request.citasUserKey)
       ? 'user'
       : limits.perIp.enabled && limits.perIp.full(request.ip) ? 'IP address' : null
     if (which !== null) {
@@ -244,7 +248,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
     const conn = hub.add(socket, request.citasAccess as Access)
     const ip = limits.perIp.enabled ? request.ip : ''
     // The handshake checked the counts; concurrent handshakes may still overshoot, so count for real here.
-    const key = limits.perUser.enabled ? userKeyOf(conn.access) : null
+    const key = request.citasUserKey
     const userCounted = key === null || limits.perUser.acquire(key)
     const ipCounted = userCounted && limits.perIp.acquire(ip)
     ;(socket as LiveSocket)[kState] = { conn, bucket: limits.messageBucket(), ip, userKey: userCounted ? key : null, ipCounted }
