@@ -147,13 +147,24 @@ async function registerOpenApi (fastify: FastifyInstance, opts: OpenApiOptions, 
  * onSend hook: an error answered before the request body was read (a 401 to an anonymous upload,
  * a 413) ends the connection, so a body trickling in cannot hold it open after the answer.
  */
-export const closeUnreadRequests: onSendHookHandler = (request, reply, payload, done) => {
+const closeUnreadRequests: onSendHookHandler = (request, reply, payload, done) => {
   if (reply.statusCode >= 400 && !request.raw.complete) reply.header('connection', 'close')
   done(null, payload)
 }
+const kClosesUnread = Symbol('citas-live closes unread requests')
+
+/**
+ * Adds that hook to `fastify` and everything registered in it (server.ts: the whole server, 404s
+ * included); the routes below then do not add it a second time.
+ */
+export function closeUnreadRequestsIn (fastify: FastifyInstance): void {
+  fastify.addHook('onSend', closeUnreadRequests)
+  ;(fastify as FastifyInstance & { [kClosesUnread]?: true })[kClosesUnread] = true
+}
 
 async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined, maxPayload: number }) {
-  fastify.addHook('onSend', closeUnreadRequests)
+  // Child instances inherit the mark through their prototype: set on the server, it is set here.
+  if ((fastify as FastifyInstance & { [kClosesUnread]?: true })[kClosesUnread] !== true) closeUnreadRequestsIn(fastify)
   if (fastify.prefix !== '') {
     // Fastify's own 404 logs and echoes the raw URL, `?token=` included (a typo of /ws is enough).
     fastify.setNotFoundHandler((request, reply) => {

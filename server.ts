@@ -3,7 +3,7 @@ import closeWithGrace from 'close-with-grace'
 import pg from 'pg'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import app, { closeUnreadRequests } from './app.js'
+import app, { closeUnreadRequestsIn } from './app.js'
 import { allowedOrigins, busKind, ConfigError, loadEnv, trustProxy, type Env } from './config.js'
 import { loggerOptions } from './services/logging.js'
 import { migrate } from './services/migrate.js'
@@ -43,7 +43,7 @@ const fastify = Fastify({
   }
 })
 // Refused requests end their connection instead of reading a body still coming (404s included).
-fastify.addHook('onSend', closeUnreadRequests)
+closeUnreadRequestsIn(fastify)
 const log = fastify.log
 
 let embedded: EmbeddedPostgres | undefined
