@@ -11,6 +11,7 @@ export const EnvSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
   HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  DATABASE_SESSION_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 16 })),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
   STATS_TIMEZONE: Type.String({ default: 'UTC' }),
@@ -23,6 +24,9 @@ export const EnvSchema = Type.Object({
   BUS: Type.Union(['auto', 'postgres', 'redis', 'memory'].map(l => Type.Literal(l)), { default: 'auto' }),
   BUS_SECRET: Type.Optional(Type.String({ minLength: 16 })),
   CHANGE_CAPTURE: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
+  CHANGE_CAPTURE_POLL_MS: Type.Integer({ minimum: 5, maximum: 60_000, default: 50 }),
+  BUS_HEARTBEAT_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 }),
+  BUS_DEADLINE_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 }),
   STATS_COALESCE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 100 }),
   STATS_RECONCILE_SECONDS: Type.Integer({ minimum: 0, maximum: 86_400, default: 0 }),
   DEMO_ACTIVITY: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
@@ -112,7 +116,7 @@ export function trustProxy (value: string | undefined): boolean | string {
 
 function redactValue (name: string, value: unknown): unknown {
   if (name === 'JWT_SECRET' || name === 'METRICS_TOKEN' || name === 'BUS_SECRET') return '<redacted>'
-  if (name === 'DATABASE_URL' && typeof value === 'string') return value.replace(/\/\/([^@/]*)@/, '//<redacted>@')
+  if ((name === 'DATABASE_URL' || name === 'DATABASE_SESSION_URL') && typeof value === 'string') return value.replace(/\/\/([^@/]*)@/, '//<redacted>@')
   return value
 }
 

@@ -111,6 +111,10 @@ await fastify.register(app, {
     ...(env.REDIS_URL !== undefined ? { redisUrl: env.REDIS_URL } : {}),
     ...(env.BUS_SECRET !== undefined ? { busSecret: env.BUS_SECRET } : {}),
     changeCapture: env.CHANGE_CAPTURE === 'on',
+    capturePollMs: env.CHANGE_CAPTURE_POLL_MS,
+    ...(env.DATABASE_SESSION_URL !== undefined ? { session: env.DATABASE_SESSION_URL } : {}),
+    heartbeatMs: env.BUS_HEARTBEAT_MS,
+    deadlineMs: env.BUS_DEADLINE_MS,
     coalesceMs: env.STATS_COALESCE_MS,
     reconcileSeconds: env.STATS_RECONCILE_SECONDS
   },

@@ -62,7 +62,7 @@ async function dbMonitorPlugin (fastify: FastifyInstance, opts: DbMonitorPluginO
       const negocioId = negocioOf(channel)
       if (negocioId === null) return
       // Through the coalescer: refreshes the snapshot too, and shares a run with any notify meanwhile.
-      await live.refresh(negocioId, { push: true, broadcast: false })
+      await live.refresh(negocioId, { broadcast: false })
     }, (err, channel) => {
       if (isAppError(err) && err.code === 'not_found') return
       log.warn({ err, channel }, 'recompute after database outage failed')

@@ -3,9 +3,11 @@ import type { FastifyInstance } from 'fastify'
 import type pg from 'pg'
 import { randomUUID } from 'node:crypto'
 import { createLiveStats, type BusMessage } from '../services/live-stats.js'
-import { createPgListener, type PgListener } from '../services/pg-listener.js'
+import { createPgSession, type PgSession } from '../services/pg-session.js'
 import { createRedisBus } from '../services/redis-bus.js'
-import { createBusCodec, type BusDropReason } from '../services/bus-codec.js'
+import { createBusCodec, MAX_CHANGED_IDS, type BusDropReason } from '../services/bus-codec.js'
+import { createBusOutbox } from '../services/bus-outbox.js'
+import { createChangeCapture, type CaptureRole } from '../services/change-capture.js'
 
 export type BusKind = 'memory' | 'postgres' | 'redis'
 
@@ -16,8 +18,23 @@ export interface LivePluginOptions {
    */
   bus?: BusKind
   redisUrl?: string
-  /** Listen to the citas trigger so writes made without /notify/cita reach dashboards. Default true. */
+  /**
+   * Read the change table the citas trigger fills (db/migrations/004), so writes made without
+   * /notify/cita reach dashboards. Default true. Off, the table is still drained (and ignored).
+   */
   changeCapture?: boolean
+  /** How often the capture leader drains the change table, in ms. Default 50. */
+  capturePollMs?: number
+  /**
+   * Connection settings (or a postgres:// URL) of the dedicated session: LISTEN and the capture
+   * leader's lock need a real session, which a transaction-mode pooler in front of the pool cannot
+   * give. Default: the pool's own settings.
+   */
+  session?: pg.ClientConfig | string
+  /** The session and the Redis connections run a query at least this often when quiet, in ms. Default 5000. */
+  heartbeatMs?: number
+  /** A session or Redis query without an answer within this drops the connection, which is then replaced, in ms. Default 5000. */
+  deadlineMs?: number
   /** Least gap in ms between two recomputes of one negocio during a burst. Default 100. */
   coalesceMs?: number
   /** Recompute every channel with subscribers this often and push what changed; 0 = off (default). */
@@ -33,8 +50,12 @@ export interface LivePluginOptions {
 
 /** NOTIFY channel of the stats bus between instances. */
 export const BUS_CHANNEL = 'citas_live_bus'
-/** NOTIFY channel the citas trigger writes negocio_ids to (db/migrations/002_change_capture.sql). */
-export const CHANGE_CHANNEL = 'citas_live_cambios'
+
+/** What /ready and the metrics show of the bus and of change capture. */
+export interface LiveStatus {
+  bus: { kind: BusKind, up: boolean }
+  changeCapture: { mode: 'table' | 'off', role: CaptureRole }
+}
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -44,6 +65,9 @@ declare module 'fastify' {
       readonly busReconnects: number
       /** Bus messages refused (unsigned, bad signature, malformed, implausible), by reason. */
       readonly busDropped: Readonly<Record<BusDropReason, number>>
+      /** Distinct negocio ids change capture drained (on this instance, while it led). */
+      readonly captureChanges: number
+      status: () => LiveStatus
     }
   }
 }
@@ -67,6 +91,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   const log = fastify.log
   const origin = opts.instanceId ?? randomUUID()
   const pool = fastify.citasPool
+  const timing = { ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}), ...(opts.deadlineMs !== undefined ? { deadlineMs: opts.deadlineMs } : {}) }
 
   const dropped: Record<BusDropReason, number> = { unsigned: 0, bad_signature: 0, malformed: 0, implausible: 0 }
   let lastDropLog = 0
@@ -86,74 +111,118 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
       droppedSinceLog = 0
     }
   }
-  const onReconnect = (what: string) => () => {
-    log.info(`${what} connection re-established: recomputing every channel with subscribers`)
-    live.resyncAll(true)
+  // Whatever the bus carried while this instance could not hear it is lost: recompute what it shows.
+  const resync = (what: string) => {
+    log.info(`${what}: recomputing every channel with subscribers`)
+    live.resyncAll()
   }
 
-  let broadcast: ((m: BusMessage) => Promise<void>) | undefined
+  let send: ((m: BusMessage) => Promise<void>) | undefined
   let redis: ReturnType<typeof createRedisBus> | undefined
   if (busKind === 'postgres') {
-    broadcast = async (m) => { await pool.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, codec.encode(m)]) }
+    send = async (m) => { await pool.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, codec.encode(m)]) }
   } else if (busKind === 'redis') {
     redis = createRedisBus({
       url: opts.redisUrl as string,
       channel: 'citas-live:stats',
+      ...timing,
       onMessage: onBusPayload,
-      onReconnect: onReconnect('redis bus'),
+      onSubscribed: (first) => { if (!first) resync('redis bus subscribed again') },
+      onDown: () => log.warn('redis bus connection lost; reconnecting'),
       onError: (err) => log.warn({ err }, 'redis bus error')
     })
     const r = redis
-    broadcast = async (m) => { await r.publish(codec.encode(m)) }
+    send = async (m) => { await r.publish(codec.encode(m)) }
   }
+  const outbox = send === undefined ? undefined : createBusOutbox(send, { onError: (err) => log.debug({ err }, 'bus still unreachable; will send again') })
+  redis?.onPublisherReady(() => { outbox?.flush().catch(() => {}) })
+
+  /** Hands drained changes to this instance and, in messages of at most MAX_CHANGED_IDS, to the others. */
+  async function onChanges (ids: string[]): Promise<void> {
+    if (!changeCapture) return
+    live.changed(ids)
+    if (outbox === undefined) return
+    for (let i = 0; i < ids.length; i += MAX_CHANGED_IDS) {
+      await outbox.publish({ origin, changed: ids.slice(i, i + MAX_CHANGED_IDS) })
+    }
+  }
+
+  const sessionConnection: pg.ClientConfig = opts.session === undefined
+    // Same settings as the pool (host, credentials, TLS), but a session of its own.
+    ? (pool as unknown as { options: pg.ClientConfig }).options
+    : typeof opts.session === 'string' ? { connectionString: opts.session } : opts.session
+  // The session's callbacks run only once it is started (onReady), after `capture` below exists.
+  const session: PgSession = createPgSession({
+    connection: sessionConnection,
+    channels: busKind === 'postgres' ? [BUS_CHANNEL] : [],
+    ...timing,
+    onNotification: (_channel, payload) => onBusPayload(payload),
+    onConnect: (first) => {
+      capture.sessionUp()
+      if (!first && busKind === 'postgres') resync('database LISTEN connection re-established')
+    },
+    onLost: (err) => {
+      capture.sessionDown()
+      // Ended by the server without an error: a shutdown or restart of PostgreSQL, already told by the db monitor.
+      if (err === undefined) log.info('database session (LISTEN, change capture) ended; reconnecting')
+      else log.warn({ err }, 'database session (LISTEN, change capture) lost; reconnecting')
+    }
+  })
+  const capture = createChangeCapture({
+    session,
+    onChanges,
+    pollMs: changeCapture ? opts.capturePollMs ?? 50 : 1000,
+    // A leader's session idle for two deadlines is gone (its own deadline would have replaced it).
+    staleLeaderMs: 2 * (opts.deadlineMs ?? 5000),
+    onRole: (role) => log.info({ role }, `change capture: this instance is ${role === 'leader' ? 'the leader (it drains the change table)' : role === 'follower' ? 'a follower (another instance drains the change table)' : 'without a database session'}`),
+    onError: (err, context) => log.warn({ err }, context)
+  })
 
   const live = createLiveStats({
     stats: fastify.stats,
     hub: fastify.hub,
     origin,
-    ...(broadcast !== undefined ? { broadcast } : {}),
+    ...(outbox !== undefined ? { broadcast: outbox.publish } : {}),
+    ...(changeCapture ? { barrier: async () => await capture.poll() } : {}),
     ...(opts.coalesceMs !== undefined ? { coalesceMs: opts.coalesceMs } : {}),
     onError: (err, context) => log.warn({ err }, context)
   })
 
-  const channels = [...(busKind === 'postgres' ? [BUS_CHANNEL] : []), ...(changeCapture ? [CHANGE_CHANNEL] : [])]
-  let listener: PgListener | undefined
-  if (channels.length > 0) {
-    listener = createPgListener({
-      // Same settings as the pool (host, credentials, TLS), but a session of its own.
-      connection: (pool as unknown as { options: pg.ClientConfig }).options,
-      channels,
-      onNotification: (channel, payload) => {
-        if (channel === BUS_CHANNEL) onBusPayload(payload)
-        else live.changed(payload)
-      },
-      onReconnect: onReconnect('database LISTEN'),
-      onError: (err) => log.warn({ err }, 'database LISTEN connection lost; reconnecting')
-    })
-  }
+  const status = (): LiveStatus => ({
+    bus: { kind: busKind, up: busKind === 'memory' ? true : busKind === 'redis' ? (redis as NonNullable<typeof redis>).up : session.connected },
+    changeCapture: { mode: changeCapture ? 'table' : 'off', role: capture.role }
+  })
 
-  // defineProperties, not Object.assign: the getter must stay a getter.
+  // defineProperties, not Object.assign: the getters must stay getters.
   fastify.decorate('live', Object.defineProperties(live, {
     bus: { value: busKind, enumerable: true },
-    busReconnects: { get: () => (listener?.reconnects ?? 0) + (redis?.reconnects ?? 0), enumerable: true },
-    busDropped: { value: dropped, enumerable: true }
+    busReconnects: { get: () => session.reconnects + (redis?.reconnects ?? 0), enumerable: true },
+    busDropped: { value: dropped, enumerable: true },
+    captureChanges: { get: () => capture.changes, enumerable: true },
+    status: { value: status, enumerable: true }
   }) as FastifyInstance['live'])
 
   let reconcileTimer: NodeJS.Timeout | undefined
   fastify.addHook('onReady', async () => {
-    await listener?.start()
-    if (redis !== undefined) {
-      await redis.start().catch((err: unknown) => log.warn({ err }, 'redis bus unreachable at start; retrying in the background'))
-    }
+    log.info(changeCapture
+      ? { changeCapture: 'table', pollMs: opts.capturePollMs ?? 50 }
+      : { changeCapture: 'off' },
+    changeCapture
+      ? 'change capture: on, from the change table the citas trigger fills (no NOTIFY on the write path); one instance at a time drains it'
+      : 'change capture: off (CHANGE_CAPTURE=off): direct SQL writes reach dashboards only through /notify/cita')
+    await session.start()
+    redis?.start()
     if (reconcileSeconds > 0) {
-      reconcileTimer = setInterval(() => live.resyncAll(false), reconcileSeconds * 1000)
+      reconcileTimer = setInterval(() => live.resyncAll(), reconcileSeconds * 1000)
       reconcileTimer.unref()
     }
   })
   fastify.addHook('onClose', async () => {
     if (reconcileTimer !== undefined) clearInterval(reconcileTimer)
     live.close()
-    await listener?.close()
+    capture.close()
+    outbox?.close()
+    await session.close()
     await redis?.close()
   })
 }

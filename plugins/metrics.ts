@@ -50,6 +50,19 @@ async function metricsPlugin (fastify: FastifyInstance, opts: MetricsPluginOptio
   counterFrom('citas_live_messages_sent_total', 'Messages written to sockets', () => hub.counters.sent)
   counterFrom('citas_live_bus_reconnects_total', 'Bus and LISTEN connections re-established after a loss', () => live.busReconnects)
   counterFrom('citas_live_stats_recomputes_total', 'Stats recomputes started (each is one query)', () => live.runs)
+  counterFrom('citas_live_change_capture_changes_total', 'Negocio ids drained from the change table by this instance (summed over polls)', () => live.captureChanges)
+  new Gauge({ name: 'citas_live_bus_up', help: '1 while the bus between instances carries messages both ways, 0 while it is down or being replaced', registers: [register], collect () { this.set(live.status().bus.up ? 1 : 0) } })
+  new Gauge({
+    name: 'citas_live_change_capture_info',
+    help: 'Change capture mode (table or off) and this instance\'s role (leader drains the change table, follower, down): 1 for the current pair',
+    labelNames: ['mode', 'role'],
+    registers: [register],
+    collect () {
+      this.reset()
+      const { mode, role } = live.status().changeCapture
+      this.set({ mode, role }, 1)
+    }
+  })
   /** A labelled counter that follows a record of running totals (reason -> count). */
   const countersFrom = (name: string, help: string, read: () => Readonly<Record<string, number>>): void => {
     const seen = new Map<string, number>()

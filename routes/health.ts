@@ -8,7 +8,7 @@ const NOT_READY = {
 } as const
 
 /**
- * GET /health: the process is alive. GET /ready: the database answers, from the state the db monitor
+ * GET /health: the process is alive. GET /ready: the database answers (and how the bus and change capture are), from the state the db monitor
  * keeps (one probe query a second at most), so probes cost nothing and answer at once even when the
  * database hangs.
  */
@@ -17,7 +17,11 @@ export default async function healthRoutes (fastify: FastifyInstance) {
 
   fastify.get('/ready', { schema: { ...readyDocs, response: { 200: ReadyReply, 503: NotReadyReply } } }, async (_request, reply) => {
     const state = await fastify.citasDbMonitor.readiness()
-    if (state.ready) return { status: 'ready' }
-    return reply.code(503).send({ status: 'unavailable', code: 'unavailable', message: NOT_READY[state.reason] })
+    const { bus, changeCapture } = fastify.live.status()
+    const live = { bus, change_capture: changeCapture }
+    // A bus that is down is reported, not failed: every instance shares it, and taking them all out
+    // of the load balancer would stop what still works (each one's own database reads).
+    if (state.ready) return { status: bus.up ? 'ready' as const : 'degraded' as const, ...live }
+    return reply.code(503).send({ status: 'unavailable', code: 'unavailable', message: NOT_READY[state.reason], ...live })
   })
 }

@@ -30,8 +30,9 @@ export default async function notifyRoutes (fastify: FastifyInstance) {
     }
   }, async (request) => {
     const { negocio_id: negocioId, action } = request.body
-    // Waits for a recompute that started after this request arrived, shared with concurrent notifies.
-    const { stats, delivered } = await live.refresh(negocioId, { push: true, broadcast: true })
-    return { ok: true as const, negocio_id: negocioId, action, delivered, stats }
+    // Resolves with stats that include every change committed before this request, once the
+    // other instances were told (or `bus` says they could not be).
+    const { stats, delivered, bus } = await live.notify(negocioId)
+    return { ok: true as const, negocio_id: negocioId, action, delivered, bus, stats }
   })
 }

@@ -29,8 +29,13 @@ export const NotifyReply = Type.Object({
   ok: Type.Literal(true),
   negocio_id: Type.String(),
   action: NotifyAction,
-  /** Local sockets the new stats were written to. */
+  /** Local sockets the new stats were written to (0 when they already had these figures). */
   delivered: Type.Integer(),
+  /**
+   * Whether the other instances were told: `sent`; `unreachable` when the bus is down (they are told
+   * when it is back); `none` with no other instances (BUS=memory).
+   */
+  bus: Type.Union([Type.Literal('sent'), Type.Literal('unreachable'), Type.Literal('none')]),
   stats: StatsSchema
 }, { description: 'Recomputed and pushed to the subscribers of estadisticas:<negocio_id>' })
 export type NotifyReply = Static<typeof NotifyReply>
@@ -44,12 +49,28 @@ export const ErrorReply = Type.Object({
 
 export const HealthReply = Type.Object({ status: Type.Literal('ok') }, { description: 'The process runs' })
 
-export const ReadyReply = Type.Object({ status: Type.Literal('ready') }, { description: 'The database answers' })
+/** The bus between instances and change capture, as /ready shows them. */
+export const LiveStatusSchema = {
+  bus: Type.Object({
+    kind: Type.Union([Type.Literal('postgres'), Type.Literal('redis'), Type.Literal('memory')]),
+    up: Type.Boolean({ description: 'false while the bus connection is down or being replaced: other instances\' updates are not heard meanwhile' })
+  }),
+  change_capture: Type.Object({
+    mode: Type.Union([Type.Literal('table'), Type.Literal('off')]),
+    role: Type.Union([Type.Literal('leader'), Type.Literal('follower'), Type.Literal('down')], { description: 'leader: this instance drains the change table' })
+  })
+}
+
+export const ReadyReply = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('degraded')], { description: 'degraded: the database answers but the bus is down' }),
+  ...LiveStatusSchema
+}, { description: 'The database answers' })
 
 export const NotReadyReply = Type.Object({
   status: Type.Literal('unavailable'),
   code: Type.String(),
-  message: Type.String()
+  message: Type.String(),
+  ...LiveStatusSchema
 }, { description: 'The database does not answer' })
 
 /** OpenAPI-only parts of the route schemas: they change no validation. */
@@ -61,7 +82,7 @@ export const SECURITY_SCHEMES = {
 export const notifyDocs: FastifySchema = {
   summary: 'Recompute and push the stats of one negocio',
   description: 'Called by the REST API after it creates, updates, cancels or deletes a cita. Needs a service token ' +
-    '(role claim = JWT_SERVICE_ROLE). Idempotent: calling it twice recomputes and pushes the same figures.',
+    '(role claim = JWT_SERVICE_ROLE). Idempotent: subscribers get figures only when they changed.',
   tags: ['notify'],
   security: [{ bearerAuth: [] }]
 }

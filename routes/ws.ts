@@ -132,8 +132,14 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
       hub.counters.sent++
       return
     }
-    // The recompute pushes to every subscriber of the channel, this one included.
-    live.load(negocioId).catch((err: unknown) => {
+    // The recompute pushes to every subscriber of the channel, this one included, if the figures
+    // changed; if not, the others have them already and only this one needs them.
+    live.load(negocioId).then((result) => {
+      if (!result.published && conn.channels.has(channel)) {
+        send(conn.socket, result.message)
+        hub.counters.sent++
+      }
+    }, (err: unknown) => {
       if (!conn.channels.has(channel)) return
       if (isAppError(err) && err.code === 'not_found') {
         hub.unsubscribe(conn, channel)

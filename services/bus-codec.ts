@@ -6,9 +6,14 @@ import { NEGOCIO_ID_PATTERN } from './protocol.js'
 
 const Figure = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 
+const Origin = Type.String({ minLength: 1, maxLength: 128 })
+
+/** Most negocio ids one change message names (a NOTIFY payload must stay under 8,000 bytes). */
+export const MAX_CHANGED_IDS = 50
+
 /** A bus message, field by field: nothing else may ride along. */
-export const BusMessageSchema = Type.Object({
-  origin: Type.String({ minLength: 1, maxLength: 128 }),
+export const BusMessageSchema = Type.Union([Type.Object({
+  origin: Origin,
   snapshot: Type.Object({
     stats: Type.Object({
       negocio_id: Type.String({ pattern: NEGOCIO_ID_PATTERN }),
@@ -21,7 +26,11 @@ export const BusMessageSchema = Type.Object({
     dayEndsAt: Figure,
     version: Figure
   }, { additionalProperties: false })
-}, { additionalProperties: false })
+}, { additionalProperties: false }), Type.Object({
+  origin: Origin,
+  // Negocio ids whose citas changed (change capture), or '*' for any.
+  changed: Type.Array(Type.Union([Type.String({ pattern: NEGOCIO_ID_PATTERN }), Type.Literal('*')]), { minItems: 1, maxItems: MAX_CHANGED_IDS })
+}, { additionalProperties: false })])
 
 export type BusDropReason = 'unsigned' | 'bad_signature' | 'malformed' | 'implausible'
 export type Decoded = { ok: true, message: BusMessage } | { ok: false, reason: BusDropReason }
@@ -68,6 +77,7 @@ export function createBusCodec (secret: string, opts: BusCodecOptions = {}) {
         return { ok: false, reason: 'malformed' }
       }
       if (!Value.Check(BusMessageSchema, parsed)) return { ok: false, reason: 'malformed' }
+      if (!('snapshot' in parsed)) return { ok: true, message: parsed }
       const { stats, version } = parsed.snapshot
       const consistent = stats.citas_hoy <= stats.total_citas && stats.citas_completadas + stats.citas_canceladas <= stats.total_citas
       if (!consistent || version / 1000 > now() + maxAheadMs) return { ok: false, reason: 'implausible' }

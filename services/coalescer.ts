@@ -109,9 +109,19 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     return request(key, options)
   }
 
+  /** The last run scheduled for `key` (queued, else in flight), if any: the one that started last or will start next. */
+  function latest (key: K): Promise<V> | undefined {
+    const slot = slots.get(key)
+    const result = slot?.next?.result ?? slot?.current
+    return result == null ? undefined : track(result.promise)
+  }
+
   return {
     request,
     join,
+    latest,
+    /** Whether `key` has a run in flight or queued. */
+    isBusy: (key: K): boolean => slots.has(key),
     /** Runs started so far. */
     get runs () { return runs },
     /** Callers waiting for a run's result. */

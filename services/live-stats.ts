@@ -4,15 +4,16 @@ import { channelFor, goneMessage, negocioOf, statsMessage } from './protocol.js'
 import { isAppError } from './errors.js'
 import type { Snapshot, Stats, StatsService } from './stats.js'
 
-/** What one instance tells the others: stats it computed after a notify it received. */
-export interface BusMessage {
-  origin: string
-  snapshot: Snapshot
-}
+/**
+ * What one instance tells the others: stats it computed after a notify it received, or negocio ids
+ * whose citas changed (change capture drained them; '*' = any).
+ */
+export type BusMessage = { origin: string, snapshot: Snapshot } | { origin: string, changed: string[] }
+
+/** Whether the other instances heard of a change: `none` when there are none (memory bus). */
+export type BusOutcome = 'sent' | 'unreachable' | 'none'
 
 export interface RefreshOptions {
-  /** Push to local subscribers even if the figures did not change (a notify, midnight, a resync). */
-  push: boolean
   /** Publish the result on the bus so other instances deliver it (only for notifies this instance received). */
   broadcast: boolean
 }
@@ -21,6 +22,19 @@ export interface RefreshResult {
   stats: Stats
   /** Local sockets the stats were written to by the run that served this request. */
   delivered: number
+  /** The serialized stats message (what subscribers of the channel have now). */
+  message: string
+  /** Whether the run wrote the message to the channel's subscribers (it does only when the figures changed). */
+  published: boolean
+  bus: BusOutcome
+}
+
+/** What change capture says after reading every change committed before it was asked. */
+export interface CaptureBarrier {
+  /** False when this instance does not drain the change table (it is not the leader): the caller recomputes. */
+  drained: boolean
+  /** Whether the drained changes reached the other instances. */
+  delivered: boolean
 }
 
 export interface LiveStatsOptions {
@@ -30,6 +44,12 @@ export interface LiveStatsOptions {
   origin: string
   /** Sends a message to the other instances; absent for a single process. */
   broadcast?: (message: BusMessage) => Promise<void>
+  /**
+   * With change capture: drains the change table and hands every change committed before the call
+   * on (locally through changed(), to the others on the bus). A notify waits for it instead of
+   * recomputing, so a commit that is both captured and notified costs one stats query.
+   */
+  barrier?: () => Promise<CaptureBarrier>
   /** Least gap between two recomputes of one negocio while changes keep coming, in ms. Default 100. */
   coalesceMs?: number
   /** Called with errors nobody awaits (background recomputes, bus publishes). */
@@ -40,6 +60,8 @@ interface Entry {
   snapshot: Snapshot
   /** The serialized stats message, made once and written to every socket that subscribes. */
   message: string
+  /** The change count when the run that computed it started (-1: computed by another instance). */
+  seq: number
 }
 
 const sameFigures = (a: Stats, b: Stats): boolean =>
@@ -52,17 +74,21 @@ const isNotFound = (err: unknown): boolean => isAppError(err) && err.code === 'n
 
 /**
  * Keeps the stats of every channel with local subscribers fresh and cheap: coalesced single-flight
- * recomputes per negocio, a snapshot cache for subscribes, delivery of other instances' results,
- * and a recompute at each business's local midnight. Plain TypeScript: timers are its only I/O
- * besides the stats service and the hub it is given.
+ * recomputes per negocio, a snapshot cache for subscribes, delivery of other instances' results and
+ * changes, and a recompute at each business's local midnight. A channel's subscribers never get the
+ * same figures twice in a row: a run pushes only when the figures differ from what they have.
+ * Plain TypeScript: timers are its only I/O besides the stats service, the hub and the callbacks it is given.
  */
 export function createLiveStats (opts: LiveStatsOptions) {
   const { stats, hub, origin } = opts
   const onError = opts.onError ?? (() => {})
   const cache = new Map<string, Entry>()
+  /** Per negocio with subscribers: the change count when its last change was heard of. */
+  const lastChange = new Map<string, number>()
+  let changeSeq = 0
   const coalescer = createCoalescer<string, RefreshOptions, RefreshResult>(run, {
     minGapMs: opts.coalesceMs ?? 100,
-    merge: (a, b) => ({ push: a.push || b.push, broadcast: a.broadcast || b.broadcast }),
+    merge: (a, b) => ({ broadcast: a.broadcast || b.broadcast }),
     now: () => Date.now()
   })
   let midnightTimer: NodeJS.Timeout | undefined
@@ -72,21 +98,32 @@ export function createLiveStats (opts: LiveStatsOptions) {
 
   hub.onEmpty((channel) => {
     const negocioId = negocioOf(channel)
-    if (negocioId !== null) cache.delete(negocioId)
+    if (negocioId !== null) {
+      cache.delete(negocioId)
+      lastChange.delete(negocioId)
+    }
   })
 
-  /** Stores a snapshot unless a newer one is cached; returns the entry when it was stored. */
-  function store (negocioId: string, snapshot: Snapshot): Entry | undefined {
+  /**
+   * Stores a snapshot unless a newer one is cached, and writes it to the channel's subscribers if
+   * its figures differ from the ones they have. Returns whether it was written, and the entry now cached.
+   */
+  function store (negocioId: string, snapshot: Snapshot, seq: number): { entry: Entry, published: boolean, delivered: number } {
+    const channel = channelFor(negocioId)
     const prev = cache.get(negocioId)
-    if (prev !== undefined && prev.snapshot.version > snapshot.version) return undefined
-    const entry = { snapshot, message: statsMessage(snapshot.stats) }
+    if (prev !== undefined && prev.snapshot.version > snapshot.version) return { entry: prev, published: false, delivered: 0 }
+    const same = prev !== undefined && sameFigures(prev.snapshot.stats, snapshot.stats)
+    // Same figures: keep the message subscribers have (its timestamp too), only the newer version and day.
+    const entry = { snapshot, message: same ? (prev as Entry).message : statsMessage(snapshot.stats), seq: Math.max(seq, prev?.seq ?? -1) }
     cache.set(negocioId, entry)
     armMidnight(snapshot.dayEndsAt)
-    return entry
+    if (same) return { entry, published: false, delivered: 0 }
+    return { entry, published: true, delivered: hub.publish(channel, entry.message) }
   }
 
   async function run (negocioId: string, options: RefreshOptions): Promise<RefreshResult> {
     const channel = channelFor(negocioId)
+    const seq = changeSeq
     let snapshot: Snapshot
     try {
       snapshot = await stats.computeSnapshot(negocioId)
@@ -97,17 +134,23 @@ export function createLiveStats (opts: LiveStatsOptions) {
       throw err
     }
     let delivered = 0
+    let published = false
+    let message: string | undefined
     if (hub.subscriberCount(channel) > 0) {
-      const prev = cache.get(negocioId)
-      const entry = store(negocioId, snapshot)
-      if (entry !== undefined && (options.push || prev === undefined || !sameFigures(prev.snapshot.stats, snapshot.stats))) {
-        delivered = hub.publish(channel, entry.message)
+      const stored = store(negocioId, snapshot, seq)
+      ;({ delivered, published } = stored)
+      message = stored.entry.message
+    }
+    let bus: BusOutcome = opts.broadcast === undefined ? 'none' : 'sent'
+    if (options.broadcast && opts.broadcast !== undefined) {
+      try {
+        await opts.broadcast({ origin, snapshot })
+      } catch (err) {
+        bus = 'unreachable'
+        onError(err, 'bus publish failed')
       }
     }
-    if (options.broadcast && opts.broadcast !== undefined) {
-      opts.broadcast({ origin, snapshot }).catch((err: unknown) => onError(err, 'bus publish failed'))
-    }
-    return { stats: snapshot.stats, delivered }
+    return { stats: snapshot.stats, delivered, message: message ?? statsMessage(snapshot.stats), published, bus }
   }
 
   /** Recomputes a negocio with a run that starts after this call; resolves once it was pushed. */
@@ -115,52 +158,90 @@ export function createLiveStats (opts: LiveStatsOptions) {
     return coalescer.request(negocioId, options)
   }
 
-  /** The cached stats message of a negocio, if it is still of today. */
-  function cached (negocioId: string): string | undefined {
+  /** The cached entry of a negocio, if it is still of today. */
+  function current (negocioId: string): Entry | undefined {
     const entry = cache.get(negocioId)
     if (entry === undefined || entry.snapshot.dayEndsAt <= stats.now().getTime()) return undefined
-    return entry.message
+    return entry
+  }
+
+  /** The cached stats message of a negocio, if it is still of today. */
+  function cached (negocioId: string): string | undefined {
+    return current(negocioId)?.message
   }
 
   /**
    * Makes sure the subscribers of a negocio receive its stats: a run already in flight will push
    * them (its result reaches everyone subscribed when it ends), so a new subscriber joins it
-   * rather than queueing another; 5,000 subscribes to one cold channel cost one query.
+   * rather than queueing another; 5,000 subscribes to one cold channel cost one query. A run that
+   * found the figures unchanged writes nothing: `published` false, the subscriber needs `message`.
    */
   function load (negocioId: string): Promise<RefreshResult> {
-    return coalescer.join(negocioId, { push: true, broadcast: false })
+    return coalescer.join(negocioId, { broadcast: false })
   }
 
-  /** Another instance computed stats after a notify: deliver them here. */
+  /**
+   * POST /notify/cita: the REST API changed a negocio's citas. Resolves with stats that include
+   * every change committed before the call. With change capture leading here, the change table is
+   * drained first and the recompute it caused (or a cached snapshot computed after the last change)
+   * serves the notify: one query per change, however it was heard of. Otherwise a recompute, whose
+   * result is broadcast to the other instances before this resolves.
+   */
+  async function notify (negocioId: string): Promise<RefreshResult> {
+    // Capture that cannot drain now (its session is down) leaves the notify to recompute itself.
+    const barrier = await opts.barrier?.().catch((err: unknown) => { onError(err, 'change capture could not drain for a notify') })
+    if (barrier === undefined || !barrier.drained) return await refresh(negocioId, { broadcast: true })
+    const bus: BusOutcome = opts.broadcast === undefined ? 'none' : barrier.delivered ? 'sent' : 'unreachable'
+    const scheduled = coalescer.latest(negocioId)
+    if (scheduled !== undefined) return { ...await scheduled, bus }
+    const entry = current(negocioId)
+    if (entry !== undefined && entry.seq >= (lastChange.get(negocioId) ?? 0)) {
+      return { stats: entry.snapshot.stats, delivered: 0, message: entry.message, published: false, bus }
+    }
+    return { ...await refresh(negocioId, { broadcast: false }), bus }
+  }
+
+  /** Another instance computed stats after a notify, or heard of changes: deliver them here. */
   function deliver (message: BusMessage): void {
     if (message.origin === origin) return
+    if ('changed' in message) {
+      changed(message.changed)
+      return
+    }
     const negocioId = message.snapshot.stats.negocio_id
-    const channel = channelFor(negocioId)
-    if (hub.subscriberCount(channel) === 0) return
-    const entry = store(negocioId, message.snapshot)
-    if (entry !== undefined) hub.publish(channel, entry.message)
+    if (hub.subscriberCount(channelFor(negocioId)) === 0) return
+    store(negocioId, message.snapshot, -1)
   }
 
-  function background (negocioId: string, options: RefreshOptions, context: string): void {
-    refresh(negocioId, options).catch((err: unknown) => {
+  function background (negocioId: string, context: string): void {
+    refresh(negocioId, { broadcast: false }).catch((err: unknown) => {
       if (!isNotFound(err)) onError(err, `${context} (${negocioId})`)
     })
   }
 
-  /** A row of citas changed in the database (change capture); '*' means any may have. */
-  function changed (negocioId: string): void {
-    if (negocioId === '*') {
-      resyncAll(false)
-      return
+  /**
+   * Rows of citas changed in the database (change capture); '*' means any may have. A negocio is
+   * recomputed if it has subscribers here, or a run in flight (which may have started before the change).
+   */
+  function changed (negocioIds: Iterable<string>): void {
+    for (const negocioId of negocioIds) {
+      if (negocioId === '*') {
+        resyncAll()
+        continue
+      }
+      const watched = hub.subscriberCount(channelFor(negocioId)) > 0
+      if (watched) lastChange.set(negocioId, ++changeSeq)
+      if (watched || coalescer.isBusy(negocioId)) background(negocioId, 'change capture recompute failed')
     }
-    if (hub.subscriberCount(channelFor(negocioId)) > 0) background(negocioId, { push: false, broadcast: false }, 'change capture recompute failed')
   }
 
   /** Recomputes every channel with local subscribers (after a bus reconnect, an outage, or periodically). */
-  function resyncAll (push: boolean): void {
+  function resyncAll (): void {
     for (const channel of hub.channelNames()) {
       const negocioId = negocioOf(channel)
-      if (negocioId !== null) background(negocioId, { push, broadcast: false }, 'resync failed')
+      if (negocioId === null) continue
+      lastChange.set(negocioId, ++changeSeq)
+      background(negocioId, 'resync failed')
     }
   }
 
@@ -181,7 +262,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
     const nowMs = stats.now().getTime()
     let next = Number.POSITIVE_INFINITY
     for (const [negocioId, entry] of cache) {
-      if (entry.snapshot.dayEndsAt <= nowMs) background(negocioId, { push: true, broadcast: false }, 'midnight recompute failed')
+      if (entry.snapshot.dayEndsAt <= nowMs) background(negocioId, 'midnight recompute failed')
       else next = Math.min(next, entry.snapshot.dayEndsAt)
     }
     if (next !== Number.POSITIVE_INFINITY) armMidnight(next)
@@ -195,6 +276,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
   return {
     refresh,
     load,
+    notify,
     cached,
     deliver,
     changed,

@@ -213,7 +213,7 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
   const base = `http://127.0.0.1:${port}`
 
   t.same(await (await fetch(`${base}/health`)).json(), { status: 'ok' }, '/health')
-  t.same(await (await fetch(`${base}/ready`)).json(), { status: 'ready' }, '/ready')
+  t.match(await (await fetch(`${base}/ready`)).json(), { status: 'ready', bus: { kind: 'postgres', up: true }, change_capture: { mode: 'table' } }, '/ready')
   t.equal((await fetch(`${base}/documentation/json`)).status, 200, 'the OpenAPI document is served')
   const notify = await fetch(`${base}/notify/cita`, {
     method: 'POST',

@@ -44,11 +44,21 @@ t.test('200: the new stats reach every subscriber of the channel before the repl
   // Every push is written before the reply, so anything for `other` would come before this pong.
   t.same(await other.request({ type: 'ping' }), { type: 'pong' }, 'subscribers of another negocio get nothing')
 
+  // Notifies that change nothing answer the current figures and push nothing: a subscriber never
+  // gets the same figures twice in a row.
   for (const action of ['updated', 'deleted', 'status_changed']) {
     const r = await notify({ negocio_id: 'n1', action })
     t.equal(r.statusCode, 200, action)
-    t.same(await a.next(), { type: 'stats', data: r.json().stats })
+    t.match(r.json(), { delivered: 0, bus: 'sent', stats: { total_citas: 2, citas_completadas: 1 } })
   }
+  t.same(await a.request({ type: 'ping' }), { type: 'pong' }, 'unchanged figures are not pushed again')
+  t.equal(a.received.filter(m => m.type === 'stats').length, 2, 'the subscribe and the one change')
+
+  // The next real change is pushed.
+  await addCita(db.pool, 'n1', new Date(), 'cancelada')
+  const r = await notify({ negocio_id: 'n1', action: 'status_changed' })
+  t.match(r.json(), { delivered: 2, stats: { total_citas: 3, citas_canceladas: 2 } })
+  t.same(await a.next(), { type: 'stats', data: r.json().stats })
 })
 
 t.test('400 names the bad field', async (t) => {

@@ -1,0 +1,221 @@
+import t from 'tap'
+import pg from 'pg'
+import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { addCita, addNegocio, build, Client, fixedPort, listen, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+import { tcpProxy } from '../fixtures/proxy.js'
+
+const statsOf = (c: Client): number[] => c.received.filter(m => m.type === 'stats').map(m => m.data.total_citas as number)
+/** A ping's pong: whatever the server wrote before it has arrived. */
+async function pong (c: Client): Promise<void> {
+  c.send({ type: 'ping' })
+  await c.nextMatching(m => m.type === 'pong')
+}
+
+t.test('a direct write reaches dashboards without NOTIFY on the write path, from a role with no privilege on the change table', async (t) => {
+  const { app, db } = await build(t)
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  t.match(await a.subscribe('n1'), { data: { total_citas: 0 } })
+
+  // The migration left the new triggers and nothing that calls pg_notify on citas.
+  const { rows: triggers } = await db.pool.query(`
+    SELECT tgname, p.prosrc FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+    WHERE tgrelid = 'citas'::regclass AND NOT tgisinternal AND tgname LIKE 'citas_live%' ORDER BY tgname`)
+  t.same(triggers.map(r => r.tgname), ['citas_live_cambios', 'citas_live_cambios_update', 'citas_live_truncate'])
+  t.notOk(triggers.some(r => /pg_notify/.test(r.prosrc)), 'no trigger function on citas calls pg_notify')
+
+  // A REST API role that may write citas and nothing of citas-live's.
+  const role = `writer_${randomBytes(4).toString('hex')}`
+  await db.pool.query(`CREATE ROLE ${role}`)
+  t.teardown(async () => { await db.pool.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`).catch(() => {}) })
+  await db.pool.query(`GRANT INSERT, UPDATE, DELETE, SELECT ON citas TO ${role}; GRANT SELECT ON negocios TO ${role}`)
+  const oldChannel = new pg.Client({ connectionString: db.url })
+  await oldChannel.connect()
+  t.teardown(() => oldChannel.end())
+  const heard: string[] = []
+  oldChannel.on('notification', (n) => heard.push(n.channel))
+  await oldChannel.query('LISTEN citas_live_cambios')
+
+  const c = await db.pool.connect()
+  try {
+    await c.query(`SET ROLE ${role}`)
+    await c.query("INSERT INTO citas (negocio_id, fecha_hora, estado) VALUES ('n1', now(), 'atendida')")
+    await c.query('RESET ROLE')
+  } finally {
+    c.release()
+  }
+  t.match(await a.next(), { type: 'stats', data: { negocio_id: 'n1', total_citas: 1, citas_completadas: 1 } })
+  await oldChannel.query('SELECT 1')
+  t.same(heard, [], 'nothing on the old NOTIFY channel')
+})
+
+t.test('what the trigger records: every figure-moving write, not updates that move no figure', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  await addNegocio(db.pool, 'n2')
+  const c = await db.pool.connect()
+  t.teardown(() => c.release())
+  // Inside one transaction its own rows are visible (and no server drains this database).
+  const recorded = async (): Promise<string[]> => (await c.query('SELECT negocio_id FROM citas_live_cambios ORDER BY negocio_id')).rows.map(r => r.negocio_id)
+  await c.query('BEGIN')
+  const { rows } = await c.query("INSERT INTO citas (negocio_id, fecha_hora, estado) VALUES ('n1', now(), 'pendiente') RETURNING id")
+  const id = rows[0].id
+  t.same(await recorded(), ['n1'], 'insert')
+  await c.query('DELETE FROM citas_live_cambios')
+  await c.query("UPDATE citas SET estado = 'confirmada', updated_at = now() WHERE id = $1", [id])
+  t.same(await recorded(), [], 'pendiente to confirmada moves no figure')
+  await c.query("UPDATE citas SET estado = 'atendida' WHERE id = $1", [id])
+  t.same(await recorded(), ['n1'], 'to atendida')
+  await c.query('DELETE FROM citas_live_cambios')
+  await c.query("UPDATE citas SET fecha_hora = fecha_hora - interval '3 days' WHERE id = $1", [id])
+  t.same(await recorded(), ['n1'], 'moved to another day')
+  await c.query('DELETE FROM citas_live_cambios')
+  await c.query("UPDATE citas SET negocio_id = 'n2' WHERE id = $1", [id])
+  t.same(await recorded(), ['n1', 'n2'], 'moved to another negocio: both')
+  await c.query('DELETE FROM citas_live_cambios')
+  await c.query('DELETE FROM citas WHERE id = $1', [id])
+  t.same(await recorded(), ['n2'], 'delete')
+  await c.query('DELETE FROM citas_live_cambios')
+  await c.query('TRUNCATE citas')
+  t.same(await recorded(), ['*'], 'truncate: any')
+  await c.query('ROLLBACK')
+})
+
+t.test('one change, one query, one push: a commit both captured and notified', async (t) => {
+  const { app, db } = await build(t, { live: { coalesceMs: 0 } })
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  await waitFor(() => app.live.status().changeCapture.role === 'leader')
+  const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await a.subscribe('n1')
+  const notify = async () => (await app.inject({
+    method: 'POST',
+    url: '/notify/cita',
+    headers: { authorization: `Bearer ${serviceToken()}` },
+    payload: { negocio_id: 'n1', action: 'created' }
+  })).json()
+
+  // The REST API's way: commit, then notify at once (the notify usually comes before the poll).
+  const runs0 = app.live.runs
+  for (let i = 1; i <= 20; i++) {
+    await addCita(db.pool, 'n1', new Date())
+    const body = await notify()
+    t.equal(body.stats.total_citas, i, `notify ${i} answers figures that include its commit`)
+  }
+  t.ok(app.live.runs - runs0 <= 20, `20 changes cost ${app.live.runs - runs0} queries (at most 20)`)
+  await waitFor(() => statsOf(a).at(-1) === 20)
+  t.same(statsOf(a), Array.from({ length: 21 }, (_, i) => i), 'every figure once, none twice in a row')
+
+  // The capture first: the notify that comes after costs no query and pushes nothing.
+  await addCita(db.pool, 'n1', new Date())
+  await waitFor(() => statsOf(a).at(-1) === 21)
+  const runs1 = app.live.runs
+  const late = await notify()
+  t.match(late, { delivered: 0, bus: 'sent', stats: { total_citas: 21 } })
+  t.equal(app.live.runs, runs1, 'no query: the snapshot was computed after the change was drained')
+  await pong(a)
+  t.equal(statsOf(a).length, 22, 'and no second push')
+})
+
+t.test('a resync after the session is cut pushes only what changed meanwhile', async (t) => {
+  const { app, db } = await build(t)
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  await addNegocio(db.pool, 'n2')
+  await waitFor(() => app.live.status().changeCapture.role === 'leader')
+  const a = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2'] })}`, t)
+  await a.subscribe('n1')
+  await a.subscribe('n2')
+  const runs = app.live.runs
+  const reconnects = app.live.busReconnects
+  await db.pool.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'citas-live-listener'")
+  await waitFor(() => app.live.busReconnects > reconnects && app.live.runs >= runs + 2)
+  await waitFor(() => app.live.waiting === 0 && app.live.status().changeCapture.role === 'leader')
+  await pong(a)
+  t.same(statsOf(a), [0, 0], 'the resync recomputed both channels and pushed neither: nothing changed')
+})
+
+t.test('a session that stops answering without closing is replaced: /ready degraded meanwhile, a silent leader taken over', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  const proxy = await tcpProxy({ host: new URL(db.url).hostname, port: Number(new URL(db.url).port) })
+  t.teardown(() => proxy.close())
+  const { app } = await build(t, { database: db, live: { session: proxy.through(db.url), heartbeatMs: 300, deadlineMs: 600 } })
+  const { ws } = await listen(app)
+  await waitFor(() => app.live.status().changeCapture.role === 'leader')
+  const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await a.subscribe('n1')
+
+  // The route drops the connection's state: no packet either way, nothing closed.
+  proxy.freezeExisting()
+  const frozenAt = Date.now()
+  await addCita(db.pool, 'n1', new Date())
+  let degraded: any
+  await waitFor(async () => {
+    degraded = (await app.inject('/ready')).json()
+    return degraded.status === 'degraded'
+  }, 15_000)
+  t.ok(Date.now() - frozenAt < 15_000, `noticed in ${Date.now() - frozenAt} ms`)
+  t.match(degraded, { status: 'degraded', bus: { kind: 'postgres', up: false } })
+
+  // The new session finds the lock held by the old backend, whose client is gone; it ends it and leads.
+  await waitFor(() => statsOf(a).at(-1) === 1, 15_000)
+  t.pass('the change written while the session was dead reached the subscriber')
+  await waitFor(async () => (await app.inject('/ready')).json().status === 'ready')
+  t.equal(app.live.status().changeCapture.role, 'leader')
+  await addCita(db.pool, 'n1', new Date())
+  await waitFor(() => statsOf(a).at(-1) === 2)
+  t.pass('and changes keep flowing')
+})
+
+t.test('two instances: one drains the change table; when it goes, the other takes over', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  const first = await build(t, { database: db })
+  await waitFor(() => first.app.live.status().changeCapture.role === 'leader')
+  const second = await build(t, { database: db })
+  await waitFor(() => second.app.live.status().changeCapture.role === 'follower')
+  const { ws } = await listen(second.app)
+  const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await a.subscribe('n1')
+  await addCita(db.pool, 'n1', new Date())
+  await waitFor(() => statsOf(a).at(-1) === 1)
+  t.equal(second.app.live.captureChanges, 0, 'the follower drained nothing: the leader told it over the bus')
+
+  await first.app.close()
+  await waitFor(() => second.app.live.status().changeCapture.role === 'leader', 10_000)
+  await addCita(db.pool, 'n1', new Date())
+  await waitFor(() => statsOf(a).at(-1) === 2)
+  t.pass('the new leader drains and delivers')
+})
+
+t.test('redis bus down at start: the instance subscribes when it comes up, resyncs, and notifies say who was not reached', async (t) => {
+  const port = fixedPort()
+  const redisUrl = `redis://127.0.0.1:${port}`
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  const leader = await build(t, { database: db, live: { bus: 'redis', redisUrl, heartbeatMs: 300, deadlineMs: 600 } })
+  await waitFor(() => leader.app.live.status().changeCapture.role === 'leader')
+  const other = await build(t, { database: db, live: { bus: 'redis', redisUrl, heartbeatMs: 300, deadlineMs: 600 } })
+  const { ws } = await listen(other.app)
+  t.match((await other.app.inject('/ready')).json(), { status: 'degraded', bus: { kind: 'redis', up: false } })
+  const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await a.subscribe('n1')
+
+  await addCita(db.pool, 'n1', new Date())
+  const res = await leader.app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n1', action: 'created' } })
+  t.equal(res.statusCode, 200)
+  t.match(res.json(), { bus: 'unreachable', stats: { total_citas: 1 } }, 'the answer says the other instances were not told')
+
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  t.teardown(() => { redis.kill('SIGKILL') })
+  await waitFor(() => other.app.live.status().bus.up && leader.app.live.status().bus.up, 15_000)
+  await waitFor(() => statsOf(a).at(-1) === 1, 15_000)
+  t.pass('the subscriber of the instance that started without Redis ends on the database\'s figures')
+  t.match((await other.app.inject('/ready')).json(), { status: 'ready' })
+  await addCita(db.pool, 'n1', new Date())
+  await waitFor(() => statsOf(a).at(-1) === 2)
+  t.pass('and changes flow through Redis')
+})
