@@ -124,7 +124,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   } else if (busKind === 'redis') {
     redis = createRedisBus({
       url: opts.redisUrl as string,
-      channel: 'citas-live:stats',
+      channel: `citas-live:stats:${codec.channelTag}`,
       ...timing,
       onMessage: onBusPayload,
       onSubscribed: (first) => { if (!first) resync('redis bus subscribed again') },

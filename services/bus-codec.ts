@@ -60,6 +60,11 @@ export function createBusCodec (secret: string, opts: BusCodecOptions = {}) {
   const mac = (body: string): string => createHmac('sha256', key).update(body).digest('base64url')
 
   return {
+    /**
+     * A name for the bus channel that only instances sharing the key use: two deployments on one
+     * Redis with different secrets never hear each other (rather than refusing each other's messages).
+     */
+    channelTag: createHmac('sha256', key).update('channel').digest('hex').slice(0, 16),
     encode (message: BusMessage): string {
       const body = JSON.stringify(message)
       return `${mac(body)}.${body}`

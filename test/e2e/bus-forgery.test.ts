@@ -4,10 +4,13 @@ import { Redis } from 'ioredis'
 import { randomBytes } from 'node:crypto'
 import { createBusCodec } from '../../services/bus-codec.js'
 import { BUS_CHANNEL } from '../../plugins/live.js'
-import { addCita, addNegocio, build, Client, listen, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+import { addCita, addNegocio, build, Client, listen, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
 
 // Whoever may NOTIFY on the database or PUBLISH on Redis must not be able to push figures.
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+// A key of this file's own: other test files' instances on the shared Redis sign with the test JWT secret.
+const BUS_SECRET = randomBytes(24).toString('hex')
 
 function forgedMessages (): string[] {
   const snapshot = (extra: Record<string, unknown> = {}, version = 1e18) => ({
@@ -15,7 +18,7 @@ function forgedMessages (): string[] {
     dayEndsAt: Date.now() + 3_600_000,
     version
   })
-  const ours = createBusCodec(SECRET) // what only a holder of the secret could sign
+  const ours = createBusCodec(BUS_SECRET) // what only a holder of the secret could sign
   return [
     JSON.stringify({ origin: 'forger', snapshot: snapshot() }), // unsigned, the old format
     createBusCodec('another-secret-0123456789abcdef').encode({ origin: 'forger', snapshot: snapshot() }), // wrong key
@@ -31,8 +34,8 @@ function forgedMessages (): string[] {
 async function twoInstances (t: Test, live: Record<string, unknown>) {
   const db = await testDatabase(t)
   await addNegocio(db.pool, 'n1')
-  const a = await build(t, { database: db, live: { changeCapture: false, ...live, instanceId: 'a' } })
-  const b = await build(t, { database: db, live: { changeCapture: false, ...live, instanceId: 'b' } })
+  const a = await build(t, { database: db, live: { changeCapture: false, busSecret: BUS_SECRET, ...live, instanceId: 'a' } })
+  const b = await build(t, { database: db, live: { changeCapture: false, busSecret: BUS_SECRET, ...live, instanceId: 'b' } })
   const { http } = await listen(a.app)
   const { ws } = await listen(b.app)
   const client = await Client.open(`${ws}/ws?token=${sign({ sub: 'u1', negocio_id: 'n1' })}`, t)
@@ -79,7 +82,8 @@ t.test('redis bus: PUBLISH by anyone who reaches Redis cannot forge stats', asyn
   const forger = new Redis(REDIS_URL)
   t.teardown(() => { forger.disconnect() })
   const forged = forgedMessages()
-  for (const payload of forged) await forger.publish('citas-live:stats', payload)
+  // The channel is named after the key (deployments with other keys never share one), which is no secret.
+  for (const payload of forged) await forger.publish(`citas-live:stats:${createBusCodec(BUS_SECRET).channelTag}`, payload)
   await waitFor(() => Object.values(setup.b.app.live.busDropped).reduce((x, y) => x + y, 0) === forged.length)
   t.same(setup.b.app.live.busDropped, { unsigned: 1, bad_signature: 2, malformed: 3, implausible: 2 }, 'each refused and counted by reason')
   await genuineChangeArrives(t, setup)

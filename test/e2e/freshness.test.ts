@@ -1,5 +1,6 @@
 import t from 'tap'
 import pg from 'pg'
+import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { addCita, addNegocio, build, Client, listen, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
 
@@ -102,7 +103,8 @@ t.test('snapshot cache: many subscribes to a cold channel cost one query, warm o
 for (const bus of ['postgres', 'redis'] as const) {
   t.test(`two instances on one database (${bus} bus): a notify on A reaches clients on B; only A queries`, async (t) => {
     const db = await testDatabase(t)
-    const live = { bus, redisUrl: REDIS_URL, changeCapture: false }
+    // A bus key of its own: other test files' instances share the Redis.
+    const live = { bus, redisUrl: REDIS_URL, changeCapture: false, busSecret: randomBytes(24).toString('hex') }
     const a = await build(t, { database: db, live: { ...live, instanceId: 'A' } })
     const b = await build(t, { database: db, live: { ...live, instanceId: 'B' } })
     const urlA = await listen(a.app)
@@ -190,7 +192,7 @@ t.test('the LISTEN connection is killed: it comes back, resyncs, and later chang
 })
 
 t.test('the Redis bus connection is killed: it comes back and resyncs', async (t) => {
-  const { app, db } = await build(t, { live: { bus: 'redis', redisUrl: REDIS_URL, changeCapture: false, instanceId: `kill-${process.pid}` } })
+  const { app, db } = await build(t, { live: { bus: 'redis', redisUrl: REDIS_URL, changeCapture: false, instanceId: `kill-${process.pid}`, busSecret: randomBytes(24).toString('hex') } })
   const { ws } = await listen(app)
   await addNegocio(db.pool, 'n1')
   const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
