@@ -54,7 +54,8 @@ export const BUS_CHANNEL = 'citas_live_bus'
 /** What /ready and the metrics show of the bus and of change capture. */
 export interface LiveStatus {
   bus: { kind: BusKind, up: boolean }
-  changeCapture: { mode: 'table' | 'off', role: CaptureRole }
+  /** `failing`: the change table cannot be read (not migrated, no privilege); logged when it starts and ends. */
+  changeCapture: { mode: 'table' | 'failing' | 'off', role: CaptureRole }
 }
 
 declare module 'fastify' {
@@ -175,7 +176,11 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
     // A leader's session idle for two deadlines is gone (its own deadline would have replaced it).
     staleLeaderMs: 2 * (opts.deadlineMs ?? 5000),
     onRole: (role) => log.info({ role }, `change capture: this instance is ${role === 'leader' ? 'the leader (it drains the change table)' : role === 'follower' ? 'a follower (another instance drains the change table)' : 'without a database session'}`),
-    onError: (err, context) => log.warn({ err }, context)
+    onError: (err, context) => log.warn({ err }, context),
+    onFailing: (err, message) => {
+      if (err === undefined) log.info(message)
+      else log.error({ err }, message)
+    }
   })
 
   const live = createLiveStats({
@@ -190,7 +195,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
 
   const status = (): LiveStatus => ({
     bus: { kind: busKind, up: busKind === 'memory' ? true : busKind === 'redis' ? (redis as NonNullable<typeof redis>).up : session.connected },
-    changeCapture: { mode: changeCapture ? 'table' : 'off', role: capture.role }
+    changeCapture: { mode: !changeCapture ? 'off' : capture.failing ? 'failing' : 'table', role: capture.role }
   })
 
   // defineProperties, not Object.assign: the getters must stay getters.

@@ -56,7 +56,7 @@ export const LiveStatusSchema = {
     up: Type.Boolean({ description: 'false while the bus connection is down or being replaced: other instances\' updates are not heard meanwhile' })
   }),
   change_capture: Type.Object({
-    mode: Type.Union([Type.Literal('table'), Type.Literal('off')]),
+    mode: Type.Union([Type.Literal('table'), Type.Literal('failing'), Type.Literal('off')], { description: 'failing: the change table cannot be read (run the migrations)' }),
     role: Type.Union([Type.Literal('leader'), Type.Literal('follower'), Type.Literal('down')], { description: 'leader: this instance drains the change table' })
   })
 }

@@ -14,6 +14,8 @@ export interface ChangeCaptureOptions {
   /** Called when this instance's role changes. */
   onRole?: (role: CaptureRole) => void
   onError?: (err: unknown, context: string) => void
+  /** The change table cannot be read with the session up (`err`), or can be again (no `err`). Told once each way. */
+  onFailing?: (err: unknown, message: string) => void
   /** The leader drains the table this often, in ms. Default 50. */
   pollMs?: number
   /** A follower tries to take over this often, in ms. Default 2000. */
@@ -64,6 +66,8 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   let changes = 0
   let polls = 0
   let takeovers = 0
+  /** The error code of a poll that keeps failing with the session up, until one succeeds. */
+  let failing: unknown
 
   function setRole (next: CaptureRole): void {
     if (next === role) return
@@ -81,7 +85,24 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   function tick (): void {
     timer = undefined
     if (role === 'leader') {
-      poll().then((outcome) => arm(outcome.delivered ? pollMs : Math.max(pollMs, 1000)), () => arm(pollMs))
+      poll().then((outcome) => {
+        if (failing !== undefined) {
+          opts.onFailing?.(undefined, 'change capture: the change table can be read again')
+          failing = undefined
+        }
+        arm(outcome.delivered ? pollMs : Math.max(pollMs, 1000))
+      }, (err: unknown) => {
+        // A lost session is told by the session; anything else (no table: the migrations were not
+        // run; no privilege) is told once, and the poll slows down until it is fixed.
+        const code = (err as { code?: unknown }).code
+        if (session.connected && failing !== code) {
+          failing = code
+          opts.onFailing?.(err, code === '42P01'
+            ? 'change capture: the table citas_live_cambios does not exist: run the migrations (npm run db:migrate); direct SQL writes do not reach dashboards until then'
+            : 'change capture: the change table cannot be read')
+        }
+        arm(session.connected ? Math.max(pollMs, takeoverMs) : pollMs)
+      })
     } else if (role === 'follower') {
       tryLead().catch((err: unknown) => onError(err, 'change capture: leader check failed')).finally(() => arm(role === 'leader' ? 0 : takeoverMs))
     }
@@ -167,6 +188,8 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
       if (timer !== undefined) clearTimeout(timer)
     },
     get role () { return role },
+    /** Whether the change table could not be read by the last poll (missing table, no privilege). */
+    get failing () { return failing !== undefined },
     /** Distinct negocio ids drained, summed over polls. */
     get changes () { return changes },
     get polls () { return polls },

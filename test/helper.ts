@@ -173,10 +173,19 @@ export const JWT_SHAPE = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/
  */
 const leakedLines: string[] = []
 let loggedLines = 0
+/** The last lines logged by this process's apps, for tests that check what an operator reads. */
+const recentLines: string[] = []
 const logCollector = { write: (line: string): void => { collectLogLine(line) } }
 function collectLogLine (line: string): void {
   loggedLines++
   if (JWT_SHAPE.test(line)) leakedLines.push(line)
+  recentLines.push(line)
+  if (recentLines.length > 20_000) recentLines.splice(0, 10_000)
+}
+
+/** Log lines of build() apps in this test process (the last 10,000 at least) whose message matches. */
+export function logged (msg: RegExp): Array<{ level: number, msg: string, [k: string]: unknown }> {
+  return recentLines.map(l => JSON.parse(l) as { level: number, msg: string }).filter(l => msg.test(l.msg))
 }
 process.on('exit', () => {
   if (leakedLines.length === 0) return

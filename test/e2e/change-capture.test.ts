@@ -2,7 +2,7 @@ import t from 'tap'
 import pg from 'pg'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { addCita, addNegocio, build, Client, fixedPort, listen, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+import { addCita, addNegocio, build, Client, fixedPort, listen, logged, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
 import { tcpProxy } from '../fixtures/proxy.js'
 
 const statsOf = (c: Client): number[] => c.received.filter(m => m.type === 'stats').map(m => m.data.total_citas as number)
@@ -250,4 +250,26 @@ t.test('a Redis connection that stops answering is replaced and followed by a re
   // The publisher's connection was frozen too: ready once it was replaced as well.
   await waitFor(async () => (await viaProxy.app.inject('/ready')).json().status === 'ready', 15_000)
   t.match((await viaProxy.app.inject('/ready')).json(), { status: 'ready', bus: { kind: 'redis', up: true } })
+})
+
+t.test('a database without the change table: said once, shown in /ready, and capture resumes once it exists', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  await db.pool.query('ALTER TABLE citas_live_cambios RENAME TO citas_live_cambios_away')
+  const { app } = await build(t, { database: db })
+  const { ws } = await listen(app)
+  const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await a.subscribe('n1')
+  await waitFor(async () => (await app.inject('/ready')).json().change_capture.mode === 'failing')
+  t.match((await app.inject('/ready')).json(), { status: 'ready', change_capture: { mode: 'failing', role: 'leader' } })
+  const told = logged(/citas_live_cambios does not exist: run the migrations/)
+  t.equal(told.length, 1, 'one line, not one per poll')
+  t.equal(told[0]?.level, 50, 'at error level')
+
+  await db.pool.query('ALTER TABLE citas_live_cambios_away RENAME TO citas_live_cambios')
+  await waitFor(() => app.live.status().changeCapture.mode === 'table')
+  t.equal(logged(/the change table can be read again/).length, 1)
+  await addCita(db.pool, 'n1', new Date())
+  await waitFor(() => statsOf(a).at(-1) === 1)
+  t.pass('direct writes reach dashboards again')
 })
