@@ -10,6 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { createBenchDatabase, dropBenchDatabase, statsQueryReport } from './db.js'
 import { CPU, Server, type ServerKind } from './lib.js'
+import { captureScenarios } from './capture.js'
 import { scenarios, type Context, type Metric, type Scenario, type ServerScenario } from './scenarios.js'
 
 const env = process.env
@@ -163,7 +164,8 @@ try {
   if (heapSnapshotDir !== undefined) mkdirSync(heapSnapshotDir, { recursive: true })
   if (cpuProfDir !== undefined) mkdirSync(cpuProfDir, { recursive: true })
 
-  for (const scenario of scenarios as Scenario[]) {
+  const all: Scenario[] = [...scenarios, ...captureScenarios]
+  for (const scenario of all) {
     if (only !== undefined && !only.includes(scenario.name)) continue
     // Only the servers of BENCH_SERVERS it means something for (the baseline has no database side).
     const runOn = kinds.filter((k) => scenario.servers === undefined || scenario.servers.includes(k))
