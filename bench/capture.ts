@@ -1,6 +1,7 @@
 /**
  * Change capture: what the trigger the migrations put on `citas` costs the applications that write
- * it (write path). It measures whatever db/migrations defines at the time it runs.
+ * it (write path), and how fast a write made in SQL alone reaches a dashboard (capture latency).
+ * Both measure whatever db/migrations defines at the time they run.
  */
 import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -8,10 +9,10 @@ import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import pg from 'pg'
-import { closeAll, connectAll, Tracker, type Client } from './clients.js'
+import { closeAll, connectAll, Tracker, type Channel, type Client } from './clients.js'
 import { citasTriggers, createBenchDatabase, dropBenchDatabase, dropCitasTriggers, negocioId } from './db.js'
-import { sleep, type Server } from './lib.js'
-import { channelOf, tokens, type Context, type Metric, type StandaloneScenario } from './scenarios.js'
+import { now, sleep, until, type Server } from './lib.js'
+import { allHold, change, channelOf, latencyMetrics, tokens, type Context, type Metric, type ServerScenario, type StandaloneScenario } from './scenarios.js'
 
 const run = promisify(execFile)
 
@@ -197,4 +198,110 @@ export const writePathWithServer: StandaloneScenario = {
   run: async (ctx) => await writePath(ctx, true)
 }
 
-export const captureScenarios = [writePathScenario, writePathWithServer]
+/** Capture latency: commits per second, negocios each with one subscriber. */
+const CAPTURE_RATE = 200
+const CAPTURE_NEGOCIOS = 100
+
+interface StatsData { citas_hoy: number, total_citas: number, citas_completadas: number, citas_canceladas: number }
+
+/** Each negocio's figures counted in SQL now, independently of the server's query (null zona_horaria: UTC days). */
+async function countsBySql (db: pg.Pool, negocios: string[]): Promise<Map<string, StatsData>> {
+  const { rows } = await db.query<StatsData & { negocio_id: string }>(`
+    SELECT negocio_id,
+           count(*) FILTER (WHERE fecha_hora >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                              AND fecha_hora < (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC')::int AS citas_hoy,
+           count(*)::int AS total_citas,
+           count(*) FILTER (WHERE estado = 'atendida')::int AS citas_completadas,
+           count(*) FILTER (WHERE estado = 'cancelada')::int AS citas_canceladas
+    FROM citas WHERE negocio_id = ANY($1) GROUP BY negocio_id`, [negocios])
+  return new Map(rows.map((r) => [r.negocio_id, r]))
+}
+
+export const captureLatency: ServerScenario = {
+  name: 'capture latency',
+  servers: ['citas-live'],
+  changeCapture: true,
+  describe: (ctx) => `${CAPTURE_NEGOCIOS} negocios with one subscriber each; ${CAPTURE_RATE} INSERT commits/s in SQL (no /notify/cita) for ${ctx.seconds} s, round-robin over them (one writer per negocio, so each negocio's commits are in order); latency from the commit's reply to the first stats message that reflects it`,
+  async run (server, ctx) {
+    const channels = await Promise.all(Array.from({ length: CAPTURE_NEGOCIOS }, async (_, i) => await channelOf(ctx.db, negocioId(i))))
+    const tracker = new Tracker()
+    const conn = await connectAll({ port: server.port, tokens: tokens(ctx, CAPTURE_NEGOCIOS, channels), channels, concurrency: 100, timeoutMs: 30_000, tracker })
+    const lastStats = new Map<Client, StatsData>()
+    for (const c of conn.clients) {
+      c.ws.on('message', (data: Buffer) => {
+        const msg = JSON.parse(data.toString()) as { type: string, data: StatsData }
+        if (msg.type === 'stats') lastStats.set(c, msg.data)
+      })
+    }
+    // Whatever the capture had queued from earlier scenarios' writes is handled before measuring.
+    await sleep(1000)
+    await settled(server)
+    tracker.reset()
+    const q0 = (await server.gauges()).queries
+    const cpu0 = server.cpuMs()
+
+    const total = CAPTURE_RATE * ctx.seconds
+    const chains = new Map<Channel, Promise<void>>()
+    let failures = 0
+    let inflight = 0
+    let k = 0
+    const t0 = now()
+    let lastCommitAt = t0
+    // One chain per negocio: its commits resolve in the order they were made, so the one that
+    // made total_citas = base + i + 1 is changedAt[i], stamped when its promise resolves.
+    const launch = (ch: Channel): void => {
+      inflight++
+      const next = (chains.get(ch) ?? Promise.resolve()).then(async () => {
+        await change(ctx.db, ch.negocio)
+        lastCommitAt = now()
+        ch.changedAt.push(lastCommitAt)
+      }).catch(() => { failures++ }).finally(() => { inflight-- })
+      chains.set(ch, next)
+    }
+    while (k < total && now() - t0 < ctx.seconds * 1000 + 10_000) {
+      const due = Math.min(total, Math.floor((now() - t0) / 1000 * CAPTURE_RATE) + 1)
+      // eslint-disable-next-line no-unmodified-loop-condition -- inflight changes in the callbacks of launch()
+      while (k < due && inflight < 2000) launch(channels[k++ % channels.length] as Channel)
+      await sleep(1)
+    }
+    await until(() => inflight === 0, 30_000)
+    const commits = channels.reduce((a, c) => a + c.changedAt.length, 0)
+    const writeSeconds = (lastCommitAt - t0) / 1000
+    const held = await until(() => allHold(conn.clients), 30_000)
+    // Anything late (a second recompute of a coalesced burst) lands before the final check.
+    await sleep(500)
+    const cpu = server.cpuMs() - cpu0
+    const queries = (await server.gauges()).queries - q0
+    const counted = await countsBySql(ctx.db, channels.map((c) => c.negocio))
+    const mismatches = conn.clients.filter((c) => {
+      const got = lastStats.get(c)
+      const want = counted.get(c.channel.negocio)
+      return got === undefined || want === undefined ||
+        got.total_citas !== want.total_citas || got.citas_hoy !== want.citas_hoy ||
+        got.citas_completadas !== want.citas_completadas || got.citas_canceladas !== want.citas_canceladas
+    }).length
+    await closeAll(conn.clients)
+    const expected = conn.clients.reduce((a, c) => a + c.channel.changedAt.length, 0)
+    // A change whose message beat its commit reply to the load generator (the server heard of the
+    // commit before our pg client handled the reply) counts as 0 ms.
+    const latencies = [...tracker.latencies, ...new Array<number>(tracker.early).fill(0)]
+    const [p50, p90, p99, max] = latencyMetrics(latencies, 'commit to subscriber') as [Metric, Metric, Metric, Metric]
+    return [
+      { name: 'commits', unit: '', value: commits },
+      { name: 'commits/s achieved', unit: '/s', value: commits / writeSeconds, better: 'higher' },
+      { name: 'failed commits', unit: '', value: failures, better: 'lower' },
+      { ...p50, goal: { atMost: 100 } },
+      p90,
+      { ...p99, goal: { atMost: 500 } },
+      max,
+      { name: 'changes delivered before their commit reply (counted as 0 ms)', unit: '', value: tracker.early },
+      { name: 'messages lost', unit: '', value: expected - tracker.latencies.length - tracker.early, better: 'lower' },
+      { name: 'every subscriber caught up', unit: '', value: held ? 1 : 0, better: 'higher' },
+      { name: 'final figures not equal to a SQL count (subscribers)', unit: '', value: mismatches, better: 'lower', goal: { atMost: 0 } },
+      { name: 'stats queries run', unit: '', value: queries },
+      { name: 'server CPU per commit', unit: 'µs', value: cpu * 1000 / commits, better: 'lower' }
+    ]
+  }
+}
+
+export const captureScenarios = [writePathScenario, writePathWithServer, captureLatency]
