@@ -35,6 +35,11 @@ export class Tracker {
   stale = 0
   errors = 0
   ready = 0
+  /**
+   * Changes a stats message reflected before the load generator had recorded them (their time is
+   * taken when the write's promise resolves, and the message beat it): delivered, with no latency.
+   */
+  early = 0
   /** When the last stats message after a client's first arrived. */
   lastAt = 0
   closedEarly = 0
@@ -43,6 +48,7 @@ export class Tracker {
     this.latencies = []
     this.deliveries = 0
     this.stale = 0
+    this.early = 0
     this.lastAt = 0
   }
 
@@ -64,6 +70,7 @@ export class Tracker {
     for (let k = client.last + 1; k <= total; k++) {
       const at = ch.changedAt[k - ch.base - 1]
       if (at !== undefined) this.latencies.push(t - at)
+      else if (k - ch.base - 1 >= 0) this.early++
     }
     client.last = total
   }

@@ -5,7 +5,7 @@ import { now, percentiles } from './lib.js'
 
 export const negocioId = (i: number): string => `n${String(i).padStart(4, '0')}`
 
-function withDatabase (url: string, database: string): string {
+export function withDatabase (url: string, database: string): string {
   const u = new URL(url)
   u.pathname = `/${database}`
   return u.toString()
@@ -47,6 +47,36 @@ export async function createBenchDatabase (adminUrl: string, name: string, negoc
     await pool.end()
   }
   return url
+}
+
+/** The user triggers on `citas` (not the foreign key's internal ones), by name. */
+export async function citasTriggers (url: string): Promise<string[]> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    const { rows } = await client.query<{ tgname: string }>(
+      "SELECT tgname FROM pg_trigger WHERE tgrelid = 'citas'::regclass AND NOT tgisinternal ORDER BY tgname")
+    return rows.map((r) => r.tgname)
+  } finally {
+    await client.end()
+  }
+}
+
+/**
+ * Drops every user trigger on `citas` (pg_trigger rows that are not internal, so not the foreign
+ * key's), whatever the migrations named them, and returns their names. What is left is the bare
+ * table, its indexes and its foreign key: a database with no change capture.
+ */
+export async function dropCitasTriggers (url: string): Promise<string[]> {
+  const names = await citasTriggers(url)
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    for (const name of names) await client.query(`DROP TRIGGER ${client.escapeIdentifier(name)} ON citas`)
+    return names
+  } finally {
+    await client.end()
+  }
 }
 
 export async function dropBenchDatabase (adminUrl: string, name: string): Promise<void> {

@@ -43,6 +43,11 @@ export interface ServerOptions {
   /** Extra node flags, e.g. --cpu-prof. */
   nodeFlags?: string[]
   logLevel?: string
+  /**
+   * citas-live only: run with change capture on and the default (PostgreSQL) bus, as a production
+   * instance does. Default: off, on the memory bus (see bench/server-citas.ts).
+   */
+  changeCapture?: boolean
 }
 
 /** A server under test in its own process, pinned to CPU 0 when taskset exists. */
@@ -74,7 +79,8 @@ export class Server {
         ...process.env,
         DATABASE_URL: opts.databaseUrl,
         JWT_SECRET: opts.secret,
-        BENCH_LOG_LEVEL: opts.logLevel ?? 'warn'
+        BENCH_LOG_LEVEL: opts.logLevel ?? 'warn',
+        BENCH_CHANGE_CAPTURE: opts.changeCapture === true ? 'on' : 'off'
       }
     })
     const port = await new Promise<number>((resolve, reject) => {

@@ -10,7 +10,8 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { createBenchDatabase, dropBenchDatabase, statsQueryReport } from './db.js'
 import { CPU, Server, type ServerKind } from './lib.js'
-import { scenarios, type Context, type Metric, type Scenario } from './scenarios.js'
+import { captureScenarios } from './capture.js'
+import { scenarios, type Context, type Metric, type Scenario, type ServerScenario } from './scenarios.js'
 
 const env = process.env
 const scale = Number(env.BENCH_SCALE ?? '1')
@@ -39,16 +40,28 @@ function fmt (v: number): string {
   return v.toFixed(2)
 }
 
-function table (results: Map<ServerKind, Metric[]>): void {
+/** Whether a metric meets its goal, for the table's goal column. */
+function goal (m: Metric, value: number): string {
+  if (m.goal === undefined) return ''
+  const [sign, bound, met] = 'atMost' in m.goal
+    ? ['≤', m.goal.atMost, value <= m.goal.atMost]
+    : ['≥', m.goal.atLeast, value >= m.goal.atLeast]
+  return `${sign} ${bound.toLocaleString('en-US')}${m.unit === '' ? '' : ` ${m.unit}`}: ${met ? 'met' : '**not met**'}`
+}
+
+/** One column per key of `results` (server kinds, or `value` for a standalone scenario). */
+function table (results: Map<string, Metric[]>, cols: string[]): void {
   const base = results.get('baseline')
   const mine = results.get('citas-live')
-  const cols = kinds.map((k) => k)
   const ratio = base !== undefined && mine !== undefined
-  print(`| metric | ${cols.join(' | ')} |${ratio ? ' ratio citas-live / baseline |' : ''}`)
-  print(`| --- | ${cols.map(() => '---:').join(' | ')} |${ratio ? ' ---: |' : ''}`)
-  const first = results.get(kinds[0] as ServerKind) ?? []
+  const first = results.get(cols[0] as string) ?? []
+  // Goals apply to citas-live's figures (or the only column).
+  const judged = mine ?? first
+  const goals = judged.some((m) => m.goal !== undefined)
+  print(`| metric | ${cols.join(' | ')} |${ratio ? ' ratio citas-live / baseline |' : ''}${goals ? ' goal |' : ''}`)
+  print(`| --- | ${cols.map(() => '---:').join(' | ')} |${ratio ? ' ---: |' : ''}${goals ? ' --- |' : ''}`)
   first.forEach((m, i) => {
-    const values = kinds.map((k) => results.get(k)?.[i]?.value ?? Number.NaN)
+    const values = cols.map((k) => results.get(k)?.[i]?.value ?? Number.NaN)
     const unit = m.unit === '' ? '' : ` (${m.unit})`
     let r = ''
     if (ratio) {
@@ -56,7 +69,8 @@ function table (results: Map<ServerKind, Metric[]>): void {
       const b = mine[i]?.value ?? Number.NaN
       r = m.better === undefined || a === 0 || !Number.isFinite(a / b) ? ' |' : ` ${(b / a).toFixed(2)}× |`
     }
-    print(`| ${m.name}${unit} | ${values.map(fmt).join(' | ')} |${r}`)
+    const g = goals ? ` ${goal(judged[i] ?? m, judged[i]?.value ?? Number.NaN)} |` : ''
+    print(`| ${m.name}${unit} | ${values.map(fmt).join(' | ')} |${r}${g}`)
   })
 }
 
@@ -74,7 +88,7 @@ function medians (rounds: Metric[][]): Metric[] {
  * Every server up at once; a warm-up round each (not counted), then `rounds` rounds in
  * alternating order, so a drift in the machine's load falls on both sides alike.
  */
-async function runRounds (scenario: Scenario, ctx: Context, rounds: number, start: (kind: ServerKind) => Promise<Server>, results: Map<ServerKind, Metric[]>): Promise<void> {
+async function runRounds (scenario: ServerScenario, ctx: Context, kinds: ServerKind[], rounds: number, start: (kind: ServerKind) => Promise<Server>, results: Map<string, Metric[]>): Promise<void> {
   const servers = new Map<ServerKind, Server>()
   const measured = new Map<ServerKind, Metric[][]>(kinds.map((k) => [k, []]))
   try {
@@ -104,6 +118,12 @@ async function runRounds (scenario: Scenario, ctx: Context, rounds: number, star
   }
 }
 
+function profileName (scenario: string, kind: ServerKind, started: Map<ServerKind, number>): string {
+  const n = (started.get(kind) ?? 0) + 1
+  started.set(kind, n)
+  return `${scenario.replace(/\W+/g, '-')}-${kind}${n === 1 ? '' : `-${n}`}.cpuprofile`
+}
+
 const secret = randomBytes(24).toString('hex')
 const signer = createSigner({ key: secret, algorithm: 'HS256', expiresIn: 3_600_000 })
 
@@ -129,33 +149,55 @@ try {
   print('```')
   print()
 
-  const ctx: Context = {
+  const base = {
     scale,
     seconds,
     rate,
     db,
-    userToken: (sub, negocios) => signer({ sub, negocios }),
+    userToken: (sub: string, negocios: string[]) => signer({ sub, negocios }),
     serviceToken: signer({ sub: 'bench', role: 'service' }),
-    ...(heapSnapshotDir !== undefined ? { heapSnapshotDir } : {})
+    ...(heapSnapshotDir !== undefined ? { heapSnapshotDir } : {}),
+    print,
+    adminUrl,
+    dbName
   }
   if (heapSnapshotDir !== undefined) mkdirSync(heapSnapshotDir, { recursive: true })
   if (cpuProfDir !== undefined) mkdirSync(cpuProfDir, { recursive: true })
 
-  for (const scenario of scenarios) {
+  const all: Scenario[] = [...scenarios, ...captureScenarios]
+  for (const scenario of all) {
     if (only !== undefined && !only.includes(scenario.name)) continue
+    // Only the servers of BENCH_SERVERS it means something for (the baseline has no database side).
+    const runOn = kinds.filter((k) => scenario.servers === undefined || scenario.servers.includes(k))
+    if (runOn.length === 0) continue
+    // A second server of the same kind in one scenario (write path with server) gets a profile name of its own.
+    const started = new Map<ServerKind, number>()
+    const startServer = async (kind: ServerKind, opts: { databaseUrl?: string, changeCapture?: boolean } = {}): Promise<Server> => await Server.start(kind, {
+      databaseUrl: opts.databaseUrl ?? url,
+      secret,
+      ...(opts.changeCapture === true ? { changeCapture: true } : {}),
+      ...(cpuProfDir !== undefined ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=${profileName(scenario.name, kind, started)}`] } : {})
+    })
+    const ctx: Context = { ...base, startServer }
     print(`## ${scenario.name}`)
     print()
     print(scenario.describe(ctx))
     print()
-    const startServer = async (kind: ServerKind): Promise<Server> => await Server.start(kind, {
-      databaseUrl: url,
-      secret,
-      ...(cpuProfDir !== undefined ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=${scenario.name.replace(/\W+/g, '-')}-${kind}.cpuprofile`] } : {})
-    })
-    const results = new Map<ServerKind, Metric[]>()
+    const results = new Map<string, Metric[]>()
+    if (scenario.standalone === true) {
+      try {
+        results.set('value', await scenario.run(ctx))
+      } catch (err) {
+        process.stderr.write(`${scenario.name} failed: ${(err as Error).stack ?? String(err)}\n`)
+      }
+      table(results, ['value'])
+      print()
+      continue
+    }
+    const startFor = async (kind: ServerKind): Promise<Server> => await startServer(kind, scenario.changeCapture === true ? { changeCapture: true } : {})
     if (scenario.rounds === undefined) {
-      for (const kind of kinds) {
-        const server = await startServer(kind)
+      for (const kind of runOn) {
+        const server = await startFor(kind)
         try {
           results.set(kind, await scenario.run(server, ctx))
         } catch (err) {
@@ -165,9 +207,9 @@ try {
         }
       }
     } else {
-      await runRounds(scenario, ctx, scenario.rounds, startServer, results)
+      await runRounds(scenario, ctx, runOn, scenario.rounds, startFor, results)
     }
-    table(results)
+    table(results, runOn)
     print()
   }
   print(`load average at end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`)

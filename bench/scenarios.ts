@@ -2,7 +2,7 @@ import autocannon from 'autocannon'
 import type pg from 'pg'
 import { closeAll, connectAll, notify, Tracker, type Channel, type Client } from './clients.js'
 import { negocioId } from './db.js'
-import { now, percentiles, sleep, until, type Server } from './lib.js'
+import { now, percentiles, sleep, until, type Server, type ServerKind } from './lib.js'
 
 export interface Metric {
   name: string
@@ -10,6 +10,8 @@ export interface Metric {
   value: number
   /** Which way is better, for the ratio column; absent: informative only. */
   better?: 'lower' | 'higher'
+  /** A requirement on the value (citas-live's, in a table of several servers): the table says whether it is met. */
+  goal?: { atMost: number } | { atLeast: number }
 }
 
 export interface Context {
@@ -23,11 +25,25 @@ export interface Context {
   userToken: (sub: string, negocios: string[]) => string
   serviceToken: string
   heapSnapshotDir?: string
+  /** Adds a line to the report (a scenario's per-round figures, printed above its table). */
+  print: (line?: string) => void
+  /** Admin URL of the PostgreSQL under test, and the bench database's name (a prefix for scratch databases). */
+  adminUrl: string
+  dbName: string
+  /** Starts a server under test, as run.ts does for each scenario, on any database. */
+  startServer: (kind: ServerKind, opts: { databaseUrl: string, changeCapture?: boolean }) => Promise<Server>
 }
 
-export interface Scenario {
+interface ScenarioBase {
   name: string
   describe: (ctx: Context) => string
+  /** The servers it means something for; it runs on those of BENCH_SERVERS only. Unset: all. */
+  servers?: ServerKind[]
+}
+
+/** Runs once per server kind, each time against a fresh server on the bench database. */
+export interface ServerScenario extends ScenarioBase {
+  standalone?: false
   run: (server: Server, ctx: Context) => Promise<Metric[]>
   /**
    * Measured rounds. Unset: one run per server, one server after the other. Set: every server
@@ -36,21 +52,31 @@ export interface Scenario {
    * the rounds. For short scenarios whose figure would otherwise follow the machine's load.
    */
   rounds?: number
+  /** citas-live runs with change capture on and its default bus (see ServerOptions.changeCapture). */
+  changeCapture?: boolean
 }
 
-const scaled = (ctx: Context, n: number): number => Math.max(1, Math.round(n * ctx.scale))
+/** Runs once, not per server kind: it sets up what it measures itself (databases, servers) and reports one column. */
+export interface StandaloneScenario extends ScenarioBase {
+  standalone: true
+  run: (ctx: Context) => Promise<Metric[]>
+}
 
-async function channelOf (db: pg.Pool, negocio: string): Promise<Channel> {
+export type Scenario = ServerScenario | StandaloneScenario
+
+export const scaled = (ctx: Context, n: number): number => Math.max(1, Math.round(n * ctx.scale))
+
+export async function channelOf (db: pg.Pool, negocio: string): Promise<Channel> {
   const { rows } = await db.query('SELECT count(*)::int AS n FROM citas WHERE negocio_id = $1', [negocio])
   return { negocio, base: (rows[0] as { n: number }).n, changedAt: [] }
 }
 
 /** One change to a negocio's citas: total_citas goes up by one. */
-async function change (db: pg.Pool | pg.PoolClient, negocio: string): Promise<void> {
+export async function change (db: pg.Pool | pg.PoolClient, negocio: string): Promise<void> {
   await db.query("INSERT INTO citas (negocio_id, fecha_hora, estado) VALUES ($1, now(), 'pendiente')", [negocio])
 }
 
-function tokens (ctx: Context, n: number, channels: Channel[]): string[] {
+export function tokens (ctx: Context, n: number, channels: Channel[]): string[] {
   return Array.from({ length: n }, (_, i) => ctx.userToken(`u${i}`, [(channels[i % channels.length] as Channel).negocio]))
 }
 
@@ -74,9 +100,9 @@ async function drained (server: Server, timeoutMs = 30_000): Promise<void> {
   throw new Error('server still holds connections after the clients left')
 }
 
-const allHold = (clients: Client[]): boolean => clients.every((c) => c.last >= c.channel.base + c.channel.changedAt.length)
+export const allHold = (clients: Client[]): boolean => clients.every((c) => c.last >= c.channel.base + c.channel.changedAt.length)
 
-function latencyMetrics (latencies: number[], prefix = 'latency'): Metric[] {
+export function latencyMetrics (latencies: number[], prefix = 'latency'): Metric[] {
   const p = percentiles(latencies)
   return [
     { name: `${prefix} p50`, unit: 'ms', value: p.p50, better: 'lower' },
@@ -86,7 +112,7 @@ function latencyMetrics (latencies: number[], prefix = 'latency'): Metric[] {
   ]
 }
 
-export const fanout: Scenario = {
+export const fanout: ServerScenario = {
   name: 'fan-out',
   describe: (ctx) => `${scaled(ctx, 5000)} subscribers on one channel; up to 200 notifies back to back (each after the previous reply), each preceded by an INSERT`,
   async run (server, ctx) {
@@ -125,7 +151,7 @@ export const fanout: Scenario = {
   }
 }
 
-export const idle: Scenario = {
+export const idle: ServerScenario = {
   name: 'idle',
   describe: (ctx) => `${scaled(ctx, 19_900)} subscribed connections over 100 channels, held; RSS per connection after GC`,
   async run (server, ctx) {
@@ -157,7 +183,7 @@ export const idle: Scenario = {
   }
 }
 
-export const connectRate: Scenario = {
+export const connectRate: ServerScenario = {
   name: 'connect rate',
   describe: (ctx) => `${scaled(ctx, 5000)} authenticated connects + subscribes over 100 channels, 200 in flight; median of ${connectRate.rounds ?? 1} rounds in alternating order, after a warm-up round`,
   rounds: 5,
@@ -181,7 +207,7 @@ export const connectRate: Scenario = {
   }
 }
 
-export const notifyThroughput: Scenario = {
+export const notifyThroughput: ServerScenario = {
   name: 'notify throughput',
   describe: (ctx) => `autocannon, 100 connections for ${Math.min(20, ctx.seconds)} s, POST /notify/cita round-robin over 100 negocios, one subscriber each`,
   async run (server, ctx) {
@@ -257,7 +283,7 @@ async function paced (server: Server, ctx: Context, channels: Channel[], rate: n
   return { failures, lastAt, firstAt }
 }
 
-export const manyChannels: Scenario = {
+export const manyChannels: ServerScenario = {
   name: 'many channels',
   describe: (ctx) => `${scaled(ctx, 5000)} subscribers over 500 channels; ${ctx.rate} notifies/s offered for ${Math.min(20, ctx.seconds)} s (each an INSERT then a notify)`,
   async run (server, ctx) {
@@ -290,7 +316,7 @@ export const manyChannels: Scenario = {
   }
 }
 
-export const burst: Scenario = {
+export const burst: ServerScenario = {
   name: 'burst',
   describe: (ctx) => `${scaled(ctx, 1000)} subscribers of one negocio; 1,000 changes in 1 s, each an INSERT (one writer, in order) then a notify not awaited`,
   async run (server, ctx) {
@@ -329,7 +355,7 @@ export const burst: Scenario = {
   }
 }
 
-export const reconnectStorm: Scenario = {
+export const reconnectStorm: ServerScenario = {
   name: 'reconnect storm',
   describe: (ctx) => `${scaled(ctx, 5000)} subscribers over 50 negocios all drop, then all reconnect and resubscribe at once (cold cache, as after a deploy)`,
   async run (server, ctx) {

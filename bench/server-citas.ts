@@ -13,11 +13,12 @@ const fastify = Fastify({ logger: loggerOptions(env.BENCH_LOG_LEVEL ?? 'warn'), 
 await fastify.register(app, {
   db: { connectionString: env.DATABASE_URL as string },
   auth: { secret: env.JWT_SECRET as string },
-  live: {
-    // One instance and no change capture: the bare-ws baseline has neither (see BENCHMARKS.md).
-    bus: 'memory',
-    changeCapture: false
-  },
+  // By default one instance and no change capture: the bare-ws baseline has neither (see
+  // BENCHMARKS.md). The change-capture scenarios run it as production does: capture on, with the
+  // live plugin's default bus (PostgreSQL).
+  live: env.BENCH_CHANGE_CAPTURE === 'on'
+    ? { changeCapture: true }
+    : { bus: 'memory', changeCapture: false },
   // The load comes from one machine with one service token: the per-caller notify limit and the
   // per-user connection limit would measure the limiter, not the server (the baseline has neither).
   limits: { notifyMax: 0, maxConnectionsPerUser: 0 }
