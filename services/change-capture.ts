@@ -1,4 +1,5 @@
 import type { PgSession } from './pg-session.js'
+import { isNegocioId } from './protocol.js'
 
 /** Who drains the change table: one instance at a time, chosen by a session-level advisory lock. */
 export type CaptureRole = 'leader' | 'follower' | 'down'
@@ -132,7 +133,8 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
     for (let round = 0; round < 100; round++) {
       const { rows } = await session.query<{ negocio_id: string }>(
         'DELETE FROM citas_live_cambios WHERE ctid = ANY (ARRAY(SELECT ctid FROM citas_live_cambios LIMIT $1)) RETURNING negocio_id', [batch])
-      for (const row of rows) ids.add(row.negocio_id)
+      // Any role may insert into the table: what is no negocio id (nor '*') is not passed on.
+      for (const row of rows) if (row.negocio_id === '*' || isNegocioId(row.negocio_id)) ids.add(row.negocio_id)
       if (rows.length < batch) break
     }
     polls++

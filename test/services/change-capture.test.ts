@@ -143,3 +143,13 @@ t.test('the outbox keeps the newest unsent snapshot per negocio and sends it whe
   t.same(sent, [snap(2, 2)])
   t.equal(outbox.pending, 0)
 })
+
+t.test('what is no negocio id, inserted by hand into the table any role may write, is not passed on', async (t) => {
+  const handed: string[][] = []
+  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) })
+  await capture.poll()
+  await db.pool.query("INSERT INTO citas_live_cambios (negocio_id) VALUES ('bad id!'), (''), ('ok-1')")
+  const outcome = await capture.poll()
+  t.same([...outcome.ids], ['ok-1'])
+  t.same(handed.at(-1), ['ok-1'])
+})
