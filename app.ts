@@ -1,6 +1,5 @@
 import type { FastifyError, FastifyInstance, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import fastifyWebsocket from '@fastify/websocket'
 import fastifySwagger from '@fastify/swagger'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.js'
 import authPlugin, { type AuthPluginOptions } from './plugins/auth.js'
@@ -19,6 +18,9 @@ import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
 import { SECURITY_SCHEMES } from './routes/schemas.js'
 import { isAppError } from './services/errors.js'
 import { redactUrl, requestForLog } from './services/redact.js'
+import { kCitasLive, type CitasLive } from './plugins/namespace.js'
+export { citasOf, type CitasLive } from './plugins/namespace.js'
+import { registerWebsocket } from './plugins/websocket.js'
 
 export interface AppOptions {
   db: DbPluginOptions
@@ -44,6 +46,12 @@ export interface AppOptions {
   /** The live dashboard at `/` (under `prefix`). `false` when embedded in an app that serves `/` itself. */
   dashboard?: DashboardOptions | false
   /**
+   * Name of a decorator to add to the app that registers citas-live, holding this registration's
+   * pool, auth, stats, hub, live state, limits, db monitor and metrics registry (see CitasLive).
+   * Unset (the default): citas-live adds nothing to the host app.
+   */
+  decorator?: string
+  /**
    * Serve the OpenAPI document of the HTTP routes at `<prefix>/documentation/json`. Off by default so
    * an embedding app gets no extra routes; a host that registered @fastify/swagger itself gets the
    * citas-live routes in its own document either way.
@@ -60,26 +68,27 @@ export interface OpenApiOptions {
 
 /**
  * The whole server as one plugin: register it on a bare Fastify instance (server.ts does) or
- * inside an existing app under a prefix. It reads no environment and installs no process hooks.
- * Its decorators (hub, stats, citasPool, citasAuth) are visible to the host app; its routes and
- * their error handler live in a child context under `prefix`.
+ * inside an existing app under a prefix, as many times as you like. It reads no environment and
+ * installs no process hooks. Everything it registers lives in a scope of its own: the host app gets
+ * no decorator, hook or plugin from it, except the one decorator it asks for with `decorator`.
  */
-async function app (fastify: FastifyInstance, opts: AppOptions) {
-  if (!fastify.hasDecorator('websocketServer')) {
-    await fastify.register(fastifyWebsocket, {
-      options: {
-        // A refresh frame may carry a token as long as the handshake accepts; routes/ws.ts holds
-        // every other frame to maxPayload itself.
-        maxPayload: Math.max(opts.maxPayload ?? 4096, MAX_REFRESH_FRAME),
-        // Browsers cannot set headers: they send the token as `Sec-WebSocket-Protocol: bearer, <token>`.
-        handleProtocols: (protocols) => (protocols.has('bearer') ? 'bearer' : false)
-      },
-      preClose (done) {
-        for (const client of this.websocketServer.clients) client.close(CLOSE_RESTART, 'server restarting')
-        done()
-      }
-    })
-  }
+async function citasLive (host: FastifyInstance, opts: AppOptions) {
+  const handle = {} as CitasLive
+  if (opts.decorator !== undefined) host.decorate(opts.decorator, handle)
+  // Not under `prefix`: the routes below put themselves under it.
+  await host.register(app, { options: opts, handle })
+}
+
+async function app (fastify: FastifyInstance, { options: opts, handle }: { options: AppOptions, handle: CitasLive }) {
+  fastify.decorate(kCitasLive, handle)
+  const wsPath = `${opts.prefix ?? ''}/ws`
+  await registerWebsocket(fastify, {
+    // A refresh frame may carry a token as long as the handshake accepts; routes/ws.ts holds
+    // every other frame to maxPayload itself.
+    maxPayload: Math.max(opts.maxPayload ?? 4096, MAX_REFRESH_FRAME),
+    paths: () => [wsPath],
+    preClose: (clients) => { for (const client of clients) client.close(CLOSE_RESTART, 'server restarting') }
+  })
   await fastify.register(dbPlugin, opts.db)
   await fastify.register(authPlugin, opts.auth)
   await fastify.register(statsPlugin, opts.stats ?? {})
@@ -200,7 +209,7 @@ async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOpt
   if (opts.dashboard !== false) await fastify.register(dashboardRoutes, opts.dashboard)
 }
 
-export default fp(app, { fastify: '5.x', name: 'citas-live' })
+export default fp(citasLive, { fastify: '5.x', name: 'citas-live' })
 
 function errorName (status: number): string {
   switch (status) {

@@ -1,15 +1,24 @@
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
+import { createSigner } from 'fast-jwt'
 import pg from 'pg'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import app, { closeUnreadRequestsIn } from './app.js'
+import type { CitasLive } from './plugins/namespace.js'
 import { allowedOrigins, busKind, ConfigError, loadEnv, trustProxy, type Env } from './config.js'
 import { loggerOptions } from './services/logging.js'
 import { migrate } from './services/migrate.js'
 import { seedDemo, startDemoActivity } from './services/demo.js'
 import { keptSecret, startEmbeddedPostgres, type EmbeddedPostgres } from './services/embedded-postgres.js'
 import { portHolder } from './services/processes.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This process's citas-live registration (app.ts `decorator` option). */
+    citasLive: CitasLive
+  }
+}
 
 function fail (message: string): never {
   process.stderr.write(`citas-live: ${message}\n`)
@@ -79,6 +88,7 @@ if (databaseUrl === undefined) {
 }
 
 await fastify.register(app, {
+  decorator: 'citasLive',
   db: { connectionString: databaseUrl, statementTimeoutMs: env.DB_STATEMENT_TIMEOUT_MS, connectionTimeoutMs: env.DB_CONNECTION_TIMEOUT_MS },
   auth: {
     secret,
@@ -148,7 +158,7 @@ closeWithGrace({ delay: env.SHUTDOWN_GRACE_MS, logger: log }, async ({ signal, e
 
 await fastify.ready()
 try {
-  await fastify.citasPool.query('SELECT negocio_id, fecha_hora, estado FROM citas LIMIT 0')
+  await fastify.citasLive.pool.query('SELECT negocio_id, fecha_hora, estado FROM citas LIMIT 0')
 } catch (err) {
   log.warn({ err }, 'cannot read the citas table yet: is the database up and migrated (npm run db:migrate)?')
 }
@@ -168,11 +178,12 @@ try {
 if (embedded !== undefined) {
   const host = env.HOST === '0.0.0.0' || env.HOST === '::' ? 'localhost' : env.HOST
   const base = `${host}:${(fastify.server.address() as AddressInfo).port}`
-  const userToken = fastify.jwt.sign({ sub: 'demo-user', negocios: demoNegocios }, { expiresIn: '24h' })
-  const serviceToken = fastify.jwt.sign({ sub: 'demo-rest-api', [env.JWT_CLAIM_ROLE]: env.JWT_SERVICE_ROLE }, { expiresIn: '24h' })
+  const sign = createSigner({ key: secret, algorithm: 'HS256', expiresIn: 24 * 3600_000 })
+  const userToken = sign({ sub: 'demo-user', negocios: demoNegocios })
+  const serviceToken = sign({ sub: 'demo-rest-api', [env.JWT_CLAIM_ROLE]: env.JWT_SERVICE_ROLE })
   if (env.DEMO_ACTIVITY === 'on') {
     // Writes citas directly, like another service would: the change-capture trigger pushes them.
-    demoActivity = startDemoActivity(fastify.citasPool, demoNegocios, {
+    demoActivity = startDemoActivity(fastify.citasLive.pool, demoNegocios, {
       onError: (err) => log.warn({ err }, 'demo activity failed')
     })
   }

@@ -5,12 +5,21 @@
 import Fastify from 'fastify'
 import type { AddressInfo } from 'node:net'
 import app from '../app.js'
+import type { CitasLive } from '../plugins/namespace.js'
 import { loggerOptions } from '../services/logging.js'
 import { serveIpc } from './ipc.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This process's citas-live registration (app.ts `decorator` option). */
+    citasLive: CitasLive
+  }
+}
 
 const env = process.env
 const fastify = Fastify({ logger: loggerOptions(env.BENCH_LOG_LEVEL ?? 'warn'), return503OnClosing: true })
 await fastify.register(app, {
+  decorator: 'citasLive',
   db: { connectionString: env.DATABASE_URL as string },
   auth: { secret: env.JWT_SECRET as string },
   // By default one instance and no change capture: the bare-ws baseline has neither (see
@@ -25,7 +34,7 @@ await fastify.register(app, {
 })
 await fastify.listen({ port: 0, host: '127.0.0.1' })
 serveIpc(
-  () => ({ queries: fastify.stats.queryCount, connections: fastify.hub.connectionCount }),
+  () => ({ queries: fastify.citasLive.stats.queryCount, connections: fastify.citasLive.hub.connectionCount }),
   () => fastify.close()
 )
 process.send?.({ type: 'ready', port: (fastify.server.address() as AddressInfo).port })

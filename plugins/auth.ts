@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
-import fastifyJwt from '@fastify/jwt'
+import { createVerifier } from 'fast-jwt'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { provide } from './namespace.js'
 import { AppError } from '../services/errors.js'
 import { isNegocioId } from '../services/protocol.js'
 import type { Access } from '../services/hub.js'
@@ -15,8 +16,14 @@ export interface ClaimNames {
 }
 
 export interface AuthPluginOptions {
-  /** HS256 secret. Omit it to reuse a @fastify/jwt the host app registered already. */
+  /** HS256 secret (at least 16 characters) shared with the REST API that signs the tokens. */
   secret?: string
+  /**
+   * Instead of `secret`: a function that verifies a token and returns its claims, or throws (a host
+   * app with its own JWT setup passes e.g. `(token) => app.jwt.verify(token)`). Its error's `code`
+   * (fast-jwt's, as @fastify/jwt throws them) picks the message clients see.
+   */
+  verify?: (token: string) => unknown
   claims?: ClaimNames
   /** A role that may watch every negocio. Unset: nobody may. */
   adminRole?: string
@@ -26,11 +33,7 @@ export interface AuthPluginOptions {
 
 export type Claims = Record<string, unknown>
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    citasAuth: ReturnType<typeof createAuth>
-  }
-}
+export type Auth = ReturnType<typeof createAuth>
 
 const jwtMessages: Record<string, string> = {
   FAST_JWT_EXPIRED: 'token expired',
@@ -112,21 +115,24 @@ export function tokenFromRequest (request: FastifyRequest, { query = true, proto
   return undefined
 }
 
+/**
+ * Token verification of its own, with fast-jwt (the verifier @fastify/jwt wraps), so it decorates
+ * nothing: a host app's JWT plugin, registered before or after, with another secret or none, is
+ * never in its way.
+ */
 async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions) {
-  if (opts.secret !== undefined) {
+  let verify: (token: string) => unknown
+  if (opts.secret !== undefined && opts.verify !== undefined) {
+    throw new Error('citas-live auth plugin: pass `secret` or `verify`, not both')
+  } else if (opts.secret !== undefined) {
     if (opts.secret.length < 16) throw new Error('citas-live auth plugin: secret must be at least 16 characters')
-    if (fastify.hasDecorator('jwt')) {
-      throw new Error('citas-live auth plugin: @fastify/jwt is already registered; omit `secret` to reuse it')
-    }
-    await fastify.register(fastifyJwt, {
-      secret: opts.secret,
-      sign: { algorithm: 'HS256' },
-      verify: { algorithms: ['HS256'] }
-    })
-  } else if (!fastify.hasDecorator('jwt')) {
-    throw new Error('citas-live auth plugin: pass `secret`, or register @fastify/jwt first')
+    verify = createVerifier({ key: opts.secret, algorithms: ['HS256'] })
+  } else if (opts.verify !== undefined) {
+    verify = opts.verify
+  } else {
+    throw new Error('citas-live auth plugin: pass `secret` (the HS256 secret the REST API signs tokens with) or `verify`')
   }
-  fastify.decorate('citasAuth', createAuth((token) => fastify.jwt.verify(token), opts))
+  provide(fastify, 'auth', createAuth(verify, opts))
 }
 
 export default fp(authPlugin, { fastify: '5.x', name: 'citas-auth' })

@@ -4,6 +4,7 @@ import { integerOption } from './options.js'
 import { createDbMonitor, createReadiness, forEachLimited, type Readiness } from '../services/db-monitor.js'
 import { isAppError } from '../services/errors.js'
 import { negocioOf } from '../services/protocol.js'
+import { citasOf, provide } from './namespace.js'
 
 export interface DbMonitorPluginOptions {
   /** Time between probes while the database is down, in ms. Default 1000. */
@@ -21,18 +22,14 @@ export interface DbMonitorPluginOptions {
   readinessHangMs?: number
 }
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    citasDbMonitor: ReturnType<typeof createDbMonitor> & {
-      /** Recomputes and publishes every channel that has subscribers; resolves when all are done. */
-      recomputeAll: () => Promise<void>
-      /**
-       * Whether the database answers, for GET /ready: cached for `readinessRefreshMs`, answered within
-       * about 100 ms even when the database hangs, and not ready while a failure is being probed.
-       */
-      readiness: () => Promise<Readiness>
-    }
-  }
+export type DbMonitor = ReturnType<typeof createDbMonitor> & {
+  /** Recomputes and publishes every channel that has subscribers; resolves when all are done. */
+  recomputeAll: () => Promise<void>
+  /**
+   * Whether the database answers, for GET /ready: cached for `readinessRefreshMs`, answered within
+   * about 100 ms even when the database hangs, and not ready while a failure is being probed.
+   */
+  readiness: () => Promise<Readiness>
 }
 
 /**
@@ -48,7 +45,8 @@ async function dbMonitorPlugin (fastify: FastifyInstance, opts: DbMonitorPluginO
   const readinessHangMs = opts.readinessHangMs ?? 2000
   integerOption('db monitor', 'readinessRefreshMs', readinessRefreshMs, 0)
   integerOption('db monitor', 'readinessHangMs', readinessHangMs, 100)
-  const { citasPool, stats, hub, live, log } = fastify
+  const { pool: citasPool, stats, hub, live } = citasOf(fastify)
+  const { log } = fastify
 
   const monitor = createDbMonitor({
     probe: async () => await citasPool.query('SELECT 1'),
@@ -96,7 +94,7 @@ async function dbMonitorPlugin (fastify: FastifyInstance, opts: DbMonitorPluginO
       log.info({ channels: hub.channelCount }, 'stats recomputed after database outage')
     })
   }
-  fastify.decorate('citasDbMonitor', Object.assign(monitor, { recomputeAll, readiness }))
+  provide(fastify, 'dbMonitor', Object.assign(monitor, { recomputeAll, readiness }))
   fastify.addHook('onClose', async () => { monitor.stop() })
 }
 

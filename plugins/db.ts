@@ -1,7 +1,8 @@
 import fp from 'fastify-plugin'
-import fastifyPostgres from '@fastify/postgres'
 import type { FastifyInstance } from 'fastify'
-import type { Pool } from 'pg'
+import pg, { type Pool } from 'pg'
+import type {} from '@fastify/postgres' // the type of a host's `pg` decorator
+import { provide } from './namespace.js'
 
 export interface DbPluginOptions {
   /** postgres:// URL. Omit it when the host app already registered @fastify/postgres or passes `pool`. */
@@ -16,26 +17,21 @@ export interface DbPluginOptions {
   connectionTimeoutMs?: number
 }
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** The pool citas-live queries through (its own, the host's, or @fastify/postgres's). */
-    citasPool: Pool
-  }
-}
-
 async function dbPlugin (fastify: FastifyInstance, opts: DbPluginOptions) {
   if (opts.pool !== undefined) {
-    fastify.decorate('citasPool', opts.pool)
+    provide(fastify, 'pool', opts.pool)
     return
   }
   if (opts.connectionString === undefined) {
     if (fastify.hasDecorator('pg')) {
-      fastify.decorate('citasPool', fastify.pg.pool)
+      provide(fastify, 'pool', fastify.pg.pool)
       return
     }
     throw new Error('citas-live db plugin: pass `connectionString` or `pool`, or register @fastify/postgres first')
   }
-  await fastify.register(fastifyPostgres, {
+  // A pool of its own, not @fastify/postgres: that one decorates `pg`, which a host app with its own
+  // @fastify/postgres already has (and a second citas-live registration would too).
+  const pool = new pg.Pool({
     connectionString: opts.connectionString,
     max: opts.max ?? 10,
     connectionTimeoutMillis: opts.connectionTimeoutMs ?? 5000,
@@ -44,10 +40,10 @@ async function dbPlugin (fastify: FastifyInstance, opts: DbPluginOptions) {
     query_timeout: (opts.statementTimeoutMs ?? 5000) + 2000,
     application_name: 'citas-live'
   })
-  const pool = fastify.pg.pool
   // An idle client losing its connection (database restart) must not crash the process.
   pool.on('error', (err) => fastify.log.warn({ err }, 'idle database connection lost'))
-  fastify.decorate('citasPool', pool)
+  fastify.addHook('onClose', async () => { await pool.end() })
+  provide(fastify, 'pool', pool)
 }
 
 export default fp(dbPlugin, { fastify: '5.x', name: 'citas-db' })

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { integerOption } from './options.js'
 import { sweepExpiry } from '../services/expiry.js'
+import { citasOf } from './namespace.js'
 
 export interface ExpiryPluginOptions {
   /** How long before `exp` a socket gets `token_expiring`, in ms. Default 30000. */
@@ -16,7 +17,7 @@ async function expiryPlugin (fastify: FastifyInstance, opts: ExpiryPluginOptions
   const sweepMs = opts.sweepMs ?? 1000
   integerOption('expiry', 'warningMs', warningMs, 0)
   integerOption('expiry', 'sweepMs', sweepMs, 10)
-  const { hub } = fastify
+  const { hub } = citasOf(fastify)
   const timer = setInterval(() => {
     try {
       sweepExpiry(hub.connections, Date.now(), warningMs)

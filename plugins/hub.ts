@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { integerOption } from './options.js'
 import { createHub } from '../services/hub.js'
+import { provide } from './namespace.js'
 
 export interface HubPluginOptions {
   /** Heartbeat period in ms: a peer that has not answered one ping by the next is terminated. Default 30000. */
@@ -14,12 +15,6 @@ export interface HubPluginOptions {
   closeTimeoutMs?: number
 }
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    hub: ReturnType<typeof createHub>
-  }
-}
-
 /** Close code sent to every client on shutdown: "service restart", so clients reconnect. */
 export const CLOSE_RESTART = 1012
 
@@ -30,7 +25,7 @@ async function hubPlugin (fastify: FastifyInstance, opts: HubPluginOptions) {
     stallTimeoutMs: integerOption('hub', 'stallTimeoutMs', opts.stallTimeoutMs ?? 30_000, 10)
   })
   const closeTimeoutMs = integerOption('hub', 'closeTimeoutMs', opts.closeTimeoutMs ?? 5000, 0)
-  fastify.decorate('hub', hub)
+  provide(fastify, 'hub', hub)
 
   const timer = setInterval(hub.sweep, heartbeatMs)
   timer.unref()

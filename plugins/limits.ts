@@ -5,6 +5,7 @@ import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
 import { AppError } from '../services/errors.js'
 import { createConnectionCounter, createOriginCheck } from '../services/limits.js'
 import { createTokenBucket } from '../services/token-bucket.js'
+import { citasOf, provide } from './namespace.js'
 
 export interface LimitsPluginOptions {
   /** Origins allowed to open /ws from a browser (`https://app.example.com`). Unset: any origin (a warning is logged). */
@@ -27,11 +28,7 @@ export interface LimitsPluginOptions {
   notifyWindowMs?: number
 }
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    citasLimits: ReturnType<typeof createLimits>
-  }
-}
+export type Limits = ReturnType<typeof createLimits>
 
 /** Close code for a connection that keeps sending over its message rate: policy violation. */
 export const CLOSE_POLICY = 1008
@@ -65,7 +62,7 @@ async function limitsPlugin (fastify: FastifyInstance, opts: LimitsPluginOptions
   if (!limits.restrictsOrigins) {
     fastify.log.warn('allowed origins are not set: WebSocket handshakes from any Origin are accepted (set ALLOWED_ORIGINS)')
   }
-  fastify.decorate('citasLimits', limits)
+  provide(fastify, 'limits', limits)
 }
 
 export default fp(limitsPlugin, { fastify: '5.x', name: 'citas-limits' })
@@ -83,7 +80,7 @@ declare module 'fastify' {
  * authentication so anonymous calls cannot use up a service's budget. Null when turned off.
  */
 export async function registerNotifyRateLimit (fastify: FastifyInstance): Promise<RateLimitOptions | null> {
-  const limits = fastify.citasLimits
+  const { limits } = citasOf(fastify)
   if (!fastify.hasRequestDecorator('citasCaller')) fastify.decorateRequest('citasCaller', null)
   if (limits.notifyMax === 0) return null
   await fastify.register(rateLimit, { global: false })

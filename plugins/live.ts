@@ -8,6 +8,7 @@ import { createRedisBus } from '../services/redis-bus.js'
 import { createBusCodec, MAX_CHANGED_IDS, type BusDropReason } from '../services/bus-codec.js'
 import { createBusOutbox } from '../services/bus-outbox.js'
 import { createChangeCapture, type CaptureRole } from '../services/change-capture.js'
+import { citasOf, provide } from './namespace.js'
 
 export type BusKind = 'memory' | 'postgres' | 'redis'
 
@@ -58,19 +59,15 @@ export interface LiveStatus {
   changeCapture: { mode: 'table' | 'failing' | 'off', role: CaptureRole }
 }
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    live: ReturnType<typeof createLiveStats> & {
-      readonly bus: BusKind
-      /** Times the bus connection was lost and re-established. */
-      readonly busReconnects: number
-      /** Bus messages refused (unsigned, bad signature, malformed, implausible), by reason. */
-      readonly busDropped: Readonly<Record<BusDropReason, number>>
-      /** Distinct negocio ids change capture drained (on this instance, while it led). */
-      readonly captureChanges: number
-      status: () => LiveStatus
-    }
-  }
+export type Live = ReturnType<typeof createLiveStats> & {
+  readonly bus: BusKind
+  /** Times the bus connection was lost and re-established. */
+  readonly busReconnects: number
+  /** Bus messages refused (unsigned, bad signature, malformed, implausible), by reason. */
+  readonly busDropped: Readonly<Record<BusDropReason, number>>
+  /** Distinct negocio ids change capture drained (on this instance, while it led). */
+  readonly captureChanges: number
+  status: () => LiveStatus
 }
 
 /** A refused bus message is logged at most this often (with the counts since), so a flood cannot flood the log. */
@@ -91,7 +88,8 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   const codec = createBusCodec(busKind === 'memory' ? randomUUID() + randomUUID() : opts.busSecret as string)
   const log = fastify.log
   const origin = opts.instanceId ?? randomUUID()
-  const pool = fastify.citasPool
+  const ns = citasOf(fastify)
+  const pool = ns.pool
   const timing = { ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}), ...(opts.deadlineMs !== undefined ? { deadlineMs: opts.deadlineMs } : {}) }
 
   const dropped: Record<BusDropReason, number> = { unsigned: 0, bad_signature: 0, malformed: 0, implausible: 0 }
@@ -184,8 +182,8 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   })
 
   const live = createLiveStats({
-    stats: fastify.stats,
-    hub: fastify.hub,
+    stats: ns.stats,
+    hub: ns.hub,
     origin,
     ...(outbox !== undefined ? { broadcast: outbox.publish } : {}),
     ...(changeCapture ? { barrier: async () => await capture.poll() } : {}),
@@ -199,13 +197,13 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   })
 
   // defineProperties, not Object.assign: the getters must stay getters.
-  fastify.decorate('live', Object.defineProperties(live, {
+  provide(fastify, 'live', Object.defineProperties(live, {
     bus: { value: busKind, enumerable: true },
     busReconnects: { get: () => session.reconnects + (redis?.reconnects ?? 0), enumerable: true },
     busDropped: { value: dropped, enumerable: true },
     captureChanges: { get: () => capture.changes, enumerable: true },
     status: { value: status, enumerable: true }
-  }) as FastifyInstance['live'])
+  }) as Live)
 
   let reconcileTimer: NodeJS.Timeout | undefined
   fastify.addHook('onReady', async () => {

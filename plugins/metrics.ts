@@ -15,19 +15,14 @@ export interface MetricsPluginOptions {
   processMetrics?: boolean
 }
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** This app's Prometheus registry (never the global one: each app, each test has its own). */
-    metrics: Registry
-  }
-}
+import { citasOf, provide } from './namespace.js'
 
 const NOTIFY_URL = '/notify/cita'
 const ACTIONS = new Set(['created', 'updated', 'deleted', 'status_changed'])
 
 async function metricsPlugin (fastify: FastifyInstance, opts: MetricsPluginOptions) {
   if (opts.token !== undefined && opts.token.length < 16) throw new Error('citas-live metrics plugin: token must be at least 16 characters')
-  const { hub, live, stats } = fastify
+  const { hub, live, stats } = citasOf(fastify)
   const register = new Registry()
   if (opts.processMetrics ?? true) collectDefaultMetrics({ register, prefix: 'citas_live_' })
 
@@ -111,7 +106,7 @@ async function metricsPlugin (fastify: FastifyInstance, opts: MetricsPluginOptio
     route.onResponse = own === undefined ? [observeNotify] : [...(Array.isArray(own) ? own : [own]), observeNotify]
   })
 
-  fastify.decorate('metrics', register)
+  provide(fastify, 'metrics', register)
 
   let server: Server | undefined
   if (opts.port !== undefined) {

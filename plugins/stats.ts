@@ -4,17 +4,13 @@ import { createStatsService, isValidTimeZone, type StatsServiceOptions } from '.
 
 export interface StatsPluginOptions extends StatsServiceOptions {}
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    stats: ReturnType<typeof createStatsService>
-  }
-}
+import { citasOf, provide } from './namespace.js'
 
 async function statsPlugin (fastify: FastifyInstance, opts: StatsPluginOptions) {
   if (opts.timezone !== undefined && !isValidTimeZone(opts.timezone)) {
     throw new Error(`citas-live stats plugin: timezone ${JSON.stringify(opts.timezone)} is not an IANA time zone`)
   }
-  fastify.decorate('stats', createStatsService(fastify.citasPool, opts))
+  provide(fastify, 'stats', createStatsService(citasOf(fastify).pool, opts))
 }
 
 export default fp(statsPlugin, { fastify: '5.x', name: 'citas-stats', dependencies: ['citas-db'] })

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import { citasOf } from '../plugins/namespace.js'
 import { HealthReply, healthDocs, NotReadyReply, ReadyReply, readyDocs } from './schemas.js'
 
 const NOT_READY = {
@@ -16,8 +17,9 @@ export default async function healthRoutes (fastify: FastifyInstance) {
   fastify.get('/health', { schema: { ...healthDocs, response: { 200: HealthReply } } }, async () => ({ status: 'ok' }))
 
   fastify.get('/ready', { schema: { ...readyDocs, response: { 200: ReadyReply, 503: NotReadyReply } } }, async (_request, reply) => {
-    const state = await fastify.citasDbMonitor.readiness()
-    const { bus, changeCapture } = fastify.live.status()
+    const { dbMonitor, live: liveStats } = citasOf(fastify)
+    const state = await dbMonitor.readiness()
+    const { bus, changeCapture } = liveStats.status()
     const live = { bus, change_capture: changeCapture }
     // A bus that is down is reported, not failed: every instance shares it, and taking them all out
     // of the load balancer would stop what still works (each one's own database reads).

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { timingSafeEqual } from 'node:crypto'
+import { citasOf } from '../plugins/namespace.js'
 
 export interface MetricsRouteOptions {
   token: string
@@ -18,6 +19,7 @@ export default async function metricsRoutes (fastify: FastifyInstance, opts: Met
     if (!header.startsWith('Bearer ') || !sameSecret(header.slice(7), opts.token)) {
       return await reply.code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: 'metrics need the metrics token' })
     }
-    return await reply.type(fastify.metrics.contentType).send(await fastify.metrics.metrics())
+    const { metrics } = citasOf(fastify)
+    return await reply.type(metrics.contentType).send(await metrics.metrics())
   })
 }

@@ -1,13 +1,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { tokenFromRequest } from '../plugins/auth.js'
+import { citasOf } from '../plugins/namespace.js'
 import { registerNotifyRateLimit } from '../plugins/limits.js'
 import { AppError } from '../services/errors.js'
 import { ErrorReply, NotifyBody, NotifyReply, notifyDocs } from './schemas.js'
 
 /** POST /notify/cita: the REST API says a negocio's citas changed; recompute, push, then reply. */
 export default async function notifyRoutes (fastify: FastifyInstance) {
-  const { live, citasAuth } = fastify
+  const { live, auth: citasAuth } = citasOf(fastify)
   const rateLimit = await registerNotifyRateLimit(fastify)
 
   async function requireService (request: FastifyRequest, _reply: FastifyReply) {

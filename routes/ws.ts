@@ -10,6 +10,7 @@ import {
   type ClientMessage
 } from '../services/protocol.js'
 import { CLOSE_POLICY } from '../plugins/limits.js'
+import { citasOf } from '../plugins/namespace.js'
 import { userKeyOf } from '../services/limits.js'
 import { wsDocs } from './schemas.js'
 
@@ -58,7 +59,8 @@ function send (socket: WebSocket, payload: string): void {
 
 /** GET /ws: token checked before the upgrade, then the subscribe/unsubscribe/ping protocol. */
 export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
-  const { hub, live, citasAuth, citasLimits: limits, log } = fastify
+  const { hub, live, auth: citasAuth, limits } = citasOf(fastify)
+  const { log } = fastify
   const { maxPayload } = opts
   fastify.decorateRequest('citasAccess', null)
   fastify.decorateRequest('citasUserKey', null)
@@ -181,8 +183,10 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
   }
 
   function onMessage (conn: Connection, data: RawData, isBinary: boolean): void {
-    // ws lets frames up to MAX_REFRESH_FRAME through; past maxPayload only a refresh may pass.
-    if ((data as Buffer).length > maxPayload && (isBinary || !isRefresh(data))) {
+    // ws lets frames up to MAX_REFRESH_FRAME through (more, on a host's server); past maxPayload
+    // only a refresh may pass.
+    const size = (data as Buffer).length
+    if (size > maxPayload && (size > MAX_REFRESH_FRAME || isBinary || !isRefresh(data))) {
       conn.socket.close(CLOSE_TOO_BIG, 'message too big')
       return
     }

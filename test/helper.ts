@@ -13,6 +13,14 @@ import app, { type AppOptions } from '../app.js'
 import { migrate } from '../services/migrate.js'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../services/embedded-postgres.js'
 import { loggerOptions } from '../services/logging.js'
+import type { CitasLive } from '../plugins/namespace.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The registration of build(): app.ts `decorator: 'citasLive'`. */
+    citasLive: CitasLive
+  }
+}
 
 /** The subset of tap's Test the helpers use. */
 export interface TestLike {
@@ -155,6 +163,7 @@ export async function build (t: TestLike, opts: Partial<AppOptions> & { database
   // The server's own logger options, every level, into memory: no test app may log a token.
   const fastify = Fastify({ logger: loggerOptions('trace', logCollector) })
   await fastify.register(app, {
+    decorator: 'citasLive',
     ...appOpts,
     db: { connectionString: db.url, ...appOpts.db },
     auth: { secret: SECRET, ...appOpts.auth }

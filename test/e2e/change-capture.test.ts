@@ -87,7 +87,7 @@ t.test('one change, one query, one push: a commit both captured and notified', a
   const { app, db } = await build(t, { live: { coalesceMs: 0 } })
   const { ws } = await listen(app)
   await addNegocio(db.pool, 'n1')
-  await waitFor(() => app.live.status().changeCapture.role === 'leader')
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
   const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
   await a.subscribe('n1')
   const notify = async () => (await app.inject({
@@ -98,23 +98,23 @@ t.test('one change, one query, one push: a commit both captured and notified', a
   })).json()
 
   // The REST API's way: commit, then notify at once (the notify usually comes before the poll).
-  const runs0 = app.live.runs
+  const runs0 = app.citasLive.live.runs
   for (let i = 1; i <= 20; i++) {
     await addCita(db.pool, 'n1', new Date())
     const body = await notify()
     t.equal(body.stats.total_citas, i, `notify ${i} answers figures that include its commit`)
   }
-  t.ok(app.live.runs - runs0 <= 20, `20 changes cost ${app.live.runs - runs0} queries (at most 20)`)
+  t.ok(app.citasLive.live.runs - runs0 <= 20, `20 changes cost ${app.citasLive.live.runs - runs0} queries (at most 20)`)
   await waitFor(() => statsOf(a).at(-1) === 20)
   t.same(statsOf(a), Array.from({ length: 21 }, (_, i) => i), 'every figure once, none twice in a row')
 
   // The capture first: the notify that comes after costs no query and pushes nothing.
   await addCita(db.pool, 'n1', new Date())
   await waitFor(() => statsOf(a).at(-1) === 21)
-  const runs1 = app.live.runs
+  const runs1 = app.citasLive.live.runs
   const late = await notify()
   t.match(late, { delivered: 0, bus: 'sent', stats: { total_citas: 21 } })
-  t.equal(app.live.runs, runs1, 'no query: the snapshot was computed after the change was drained')
+  t.equal(app.citasLive.live.runs, runs1, 'no query: the snapshot was computed after the change was drained')
   await pong(a)
   t.equal(statsOf(a).length, 22, 'and no second push')
 })
@@ -124,15 +124,15 @@ t.test('a resync after the session is cut pushes only what changed meanwhile', a
   const { ws } = await listen(app)
   await addNegocio(db.pool, 'n1')
   await addNegocio(db.pool, 'n2')
-  await waitFor(() => app.live.status().changeCapture.role === 'leader')
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
   const a = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2'] })}`, t)
   await a.subscribe('n1')
   await a.subscribe('n2')
-  const runs = app.live.runs
-  const reconnects = app.live.busReconnects
+  const runs = app.citasLive.live.runs
+  const reconnects = app.citasLive.live.busReconnects
   await db.pool.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'citas-live-listener'")
-  await waitFor(() => app.live.busReconnects > reconnects && app.live.runs >= runs + 2)
-  await waitFor(() => app.live.waiting === 0 && app.live.status().changeCapture.role === 'leader')
+  await waitFor(() => app.citasLive.live.busReconnects > reconnects && app.citasLive.live.runs >= runs + 2)
+  await waitFor(() => app.citasLive.live.waiting === 0 && app.citasLive.live.status().changeCapture.role === 'leader')
   await pong(a)
   t.same(statsOf(a), [0, 0], 'the resync recomputed both channels and pushed neither: nothing changed')
 })
@@ -144,7 +144,7 @@ t.test('a session that stops answering without closing is replaced: /ready degra
   t.teardown(() => proxy.close())
   const { app } = await build(t, { database: db, live: { session: proxy.through(db.url), heartbeatMs: 300, deadlineMs: 600 } })
   const { ws } = await listen(app)
-  await waitFor(() => app.live.status().changeCapture.role === 'leader')
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
   const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
   await a.subscribe('n1')
 
@@ -164,7 +164,7 @@ t.test('a session that stops answering without closing is replaced: /ready degra
   await waitFor(() => statsOf(a).at(-1) === 1, 15_000)
   t.pass('the change written while the session was dead reached the subscriber')
   await waitFor(async () => (await app.inject('/ready')).json().status === 'ready')
-  await waitFor(() => app.live.status().changeCapture.role === 'leader', 15_000)
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader', 15_000)
   t.pass('it leads again')
   await addCita(db.pool, 'n1', new Date())
   await waitFor(() => statsOf(a).at(-1) === 2)
@@ -175,18 +175,18 @@ t.test('two instances: one drains the change table; when it goes, the other take
   const db = await testDatabase(t)
   await addNegocio(db.pool, 'n1')
   const first = await build(t, { database: db })
-  await waitFor(() => first.app.live.status().changeCapture.role === 'leader')
+  await waitFor(() => first.app.citasLive.live.status().changeCapture.role === 'leader')
   const second = await build(t, { database: db })
-  await waitFor(() => second.app.live.status().changeCapture.role === 'follower')
+  await waitFor(() => second.app.citasLive.live.status().changeCapture.role === 'follower')
   const { ws } = await listen(second.app)
   const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
   await a.subscribe('n1')
   await addCita(db.pool, 'n1', new Date())
   await waitFor(() => statsOf(a).at(-1) === 1)
-  t.equal(second.app.live.captureChanges, 0, 'the follower drained nothing: the leader told it over the bus')
+  t.equal(second.app.citasLive.live.captureChanges, 0, 'the follower drained nothing: the leader told it over the bus')
 
   await first.app.close()
-  await waitFor(() => second.app.live.status().changeCapture.role === 'leader', 10_000)
+  await waitFor(() => second.app.citasLive.live.status().changeCapture.role === 'leader', 10_000)
   await addCita(db.pool, 'n1', new Date())
   await waitFor(() => statsOf(a).at(-1) === 2)
   t.pass('the new leader drains and delivers')
@@ -199,7 +199,7 @@ t.test('redis bus down at start: the instance subscribes when it comes up, resyn
   const db = await testDatabase(t)
   await addNegocio(db.pool, 'n1')
   const leader = await build(t, { database: db, live: { bus: 'redis', redisUrl, busSecret, heartbeatMs: 300, deadlineMs: 600 } })
-  await waitFor(() => leader.app.live.status().changeCapture.role === 'leader')
+  await waitFor(() => leader.app.citasLive.live.status().changeCapture.role === 'leader')
   const other = await build(t, { database: db, live: { bus: 'redis', redisUrl, busSecret, heartbeatMs: 300, deadlineMs: 600 } })
   const { ws } = await listen(other.app)
   t.match((await other.app.inject('/ready')).json(), { status: 'degraded', bus: { kind: 'redis', up: false } })
@@ -213,7 +213,7 @@ t.test('redis bus down at start: the instance subscribes when it comes up, resyn
 
   const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
   t.teardown(() => { redis.kill('SIGKILL') })
-  await waitFor(() => other.app.live.status().bus.up && leader.app.live.status().bus.up, 15_000)
+  await waitFor(() => other.app.citasLive.live.status().bus.up && leader.app.citasLive.live.status().bus.up, 15_000)
   await waitFor(() => statsOf(a).at(-1) === 1, 15_000)
   t.pass('the subscriber of the instance that started without Redis ends on the database\'s figures')
   t.match((await other.app.inject('/ready')).json(), { status: 'ready' })
@@ -232,7 +232,7 @@ t.test('a Redis connection that stops answering is replaced and followed by a re
   const busSecret = randomBytes(24).toString('hex')
   const viaProxy = await build(t, { database: db, live: { bus: 'redis', redisUrl: proxy.through(redisUrl.toString()), busSecret, heartbeatMs: 300, deadlineMs: 600, changeCapture: false } })
   const direct = await build(t, { database: db, live: { bus: 'redis', redisUrl: redisUrl.toString(), busSecret, changeCapture: false } })
-  await waitFor(() => viaProxy.app.live.status().bus.up && direct.app.live.status().bus.up)
+  await waitFor(() => viaProxy.app.citasLive.live.status().bus.up && direct.app.citasLive.live.status().bus.up)
   const { ws } = await listen(viaProxy.app)
   const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
   await a.subscribe('n1')
@@ -267,7 +267,7 @@ t.test('a database without the change table: said once, shown in /ready, and cap
   t.equal(told[0]?.level, 50, 'at error level')
 
   await db.pool.query('ALTER TABLE citas_live_cambios_away RENAME TO citas_live_cambios')
-  await waitFor(() => app.live.status().changeCapture.mode === 'table')
+  await waitFor(() => app.citasLive.live.status().changeCapture.mode === 'table')
   t.equal(logged(/the change table can be read again/).length, 1)
   await addCita(db.pool, 'n1', new Date())
   await waitFor(() => statsOf(a).at(-1) === 1)

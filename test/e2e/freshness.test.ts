@@ -41,19 +41,19 @@ t.test('1,000 notifies that arrive while a stats query runs cost one more query;
   t.teardown(() => locker.end())
   await locker.query('BEGIN')
   await locker.query('LOCK TABLE citas IN ACCESS EXCLUSIVE MODE')
-  const before = app.stats.queryCount
+  const before = app.citasLive.stats.queryCount
   const first = inject()
-  await waitFor(() => app.live.waiting === 1)
+  await waitFor(() => app.citasLive.live.waiting === 1)
   // The writes the burst is about, committed with the lock's release.
   await locker.query(`INSERT INTO citas (negocio_id, fecha_hora, estado)
     SELECT 'n1', now(), CASE WHEN g % 2 = 0 THEN 'atendida' ELSE 'cancelada' END FROM generate_series(1, 20) g`)
   const rest = Array.from({ length: 999 }, inject)
-  await waitFor(() => app.live.waiting === 1000, 10_000)
+  await waitFor(() => app.citasLive.live.waiting === 1000, 10_000)
   await locker.query('COMMIT')
 
   const replies = await Promise.all([first, ...rest])
   t.ok(replies.every(r => r.statusCode === 200), 'every notify answered 200')
-  t.equal(app.stats.queryCount - before, 2, 'the query in flight, and one more shared by the 999 that came during it')
+  t.equal(app.citasLive.stats.queryCount - before, 2, 'the query in flight, and one more shared by the 999 that came during it')
   const final = await dbStats(db.pool, 'n1')
   t.same(final, { total_citas: 20, citas_completadas: 10, citas_canceladas: 10 })
   t.ok(replies.slice(1).every(r => r.json().stats.total_citas === 20), 'each reply carries stats computed after it arrived')
@@ -80,23 +80,23 @@ t.test('snapshot cache: many subscribes to a cold channel cost one query, warm o
   const { ws } = await listen(app)
   await addNegocio(db.pool, 'n1')
   await addCita(db.pool, 'n1', new Date())
-  const before = app.stats.queryCount
+  const before = app.citasLive.stats.queryCount
   const token = sign({ negocio_id: 'n1' })
   const clients = await Promise.all(Array.from({ length: 200 }, async () => await Client.open(`${ws}/ws?token=${token}`, t)))
   const first = await Promise.all(clients.map(async c => await c.subscribe('n1')))
   for (const m of first) t.match(m, { type: 'stats', data: { total_citas: 1 } })
-  t.equal(app.stats.queryCount - before, 1, 'one query for 200 cold subscribes')
+  t.equal(app.citasLive.stats.queryCount - before, 1, 'one query for 200 cold subscribes')
   // No run is left that could push again; a pong comes after anything already sent on its socket.
-  t.equal(app.live.waiting, 0)
+  t.equal(app.citasLive.live.waiting, 0)
   await Promise.all(clients.map(async c => await c.request({ type: 'ping' })))
   t.ok(clients.every(c => c.received.filter(m => m.type === 'stats').length === 1), 'each got the snapshot once')
 
   const late = await Client.open(`${ws}/ws?token=${token}`, t)
   t.match(await late.subscribe('n1'), { data: { total_citas: 1 } })
-  t.equal(app.stats.queryCount - before, 1, 'a warm subscribe is answered from memory')
-  t.equal(app.live.cacheSize, 1)
+  t.equal(app.citasLive.stats.queryCount - before, 1, 'a warm subscribe is answered from memory')
+  t.equal(app.citasLive.live.cacheSize, 1)
   for (const c of [...clients, late]) c.ws.terminate()
-  await waitFor(() => app.live.cacheSize === 0)
+  await waitFor(() => app.citasLive.live.cacheSize === 0)
   t.pass('the snapshot goes with the last subscriber')
 })
 
@@ -114,20 +114,20 @@ for (const bus of ['postgres', 'redis'] as const) {
     const onA = await Client.open(`${urlA.ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
     t.match(await onB.subscribe('n1'), { data: { total_citas: 0 } })
     t.match(await onA.subscribe('n1'), { data: { total_citas: 0 } })
-    const queriesA = a.app.stats.queryCount
-    const queriesB = b.app.stats.queryCount
+    const queriesA = a.app.citasLive.stats.queryCount
+    const queriesB = b.app.citasLive.stats.queryCount
 
     await addCita(db.pool, 'n1', new Date(), 'atendida')
     t.equal((await notify(urlA.http, 'n1')).status, 200)
     t.match(await onA.next(), { type: 'stats', data: { total_citas: 1, citas_completadas: 1 } })
     t.match(await onB.next(), { type: 'stats', data: { total_citas: 1, citas_completadas: 1 } })
-    t.equal(a.app.stats.queryCount - queriesA, 1, 'A ran the query')
-    t.equal(b.app.stats.queryCount - queriesB, 0, 'B only delivered')
+    t.equal(a.app.citasLive.stats.queryCount - queriesA, 1, 'A ran the query')
+    t.equal(b.app.citasLive.stats.queryCount - queriesB, 0, 'B only delivered')
 
     // The bus result also refreshes B's snapshot: a new subscriber on B gets it without a query.
     const late = await Client.open(`${urlB.ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
     t.match(await late.subscribe('n1'), { data: { total_citas: 1 } })
-    t.equal(b.app.stats.queryCount - queriesB, 0)
+    t.equal(b.app.citasLive.stats.queryCount - queriesB, 0)
   })
 }
 
@@ -164,11 +164,11 @@ t.test('change capture: a plain SQL write reaches dashboards with no notify', as
   t.match(await c.next(), { data: { negocio_id: 'n1', total_citas: 500 } })
   t.ok(await c.silentFor(300), 'one push for the batch')
 
-  const queries = app.stats.queryCount
+  const queries = app.citasLive.stats.queryCount
   await db.pool.query('TRUNCATE citas')
   t.match(await c.next(), { data: { negocio_id: 'n1', total_citas: 0 } }, 'TRUNCATE recomputes every channel shown')
   // Both channels recomputed and done: n2's push, had there been one, came before this pong.
-  await waitFor(() => app.stats.queryCount - queries >= 2 && app.live.waiting === 0)
+  await waitFor(() => app.citasLive.stats.queryCount - queries >= 2 && app.citasLive.live.waiting === 0)
   t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'and pushes only those that changed (n2 had none)')
 })
 
@@ -186,7 +186,7 @@ t.test('the LISTEN connection is killed: it comes back, resyncs, and later chang
   await addCita(db.pool, 'n1', new Date())
   // ...and the resync after reconnecting pushes it.
   t.match(await c.next(), { type: 'stats', data: { total_citas: 1 } })
-  await waitFor(() => app.live.busReconnects === 1)
+  await waitFor(() => app.citasLive.live.busReconnects === 1)
   await addCita(db.pool, 'n1', new Date())
   t.match(await c.next(), { type: 'stats', data: { total_citas: 2 } })
 })
@@ -205,7 +205,7 @@ t.test('the Redis bus connection is killed: it comes back and resyncs', async (t
   t.ok(ids.length >= 1)
   for (const id of ids) await admin.client('KILL', 'ID', id as string)
   t.match(await c.next(), { type: 'stats', data: { total_citas: 1 } }, 'resync after reconnect')
-  t.ok(app.live.busReconnects >= 1)
+  t.ok(app.citasLive.live.busReconnects >= 1)
 })
 
 t.test('midnight: citas_hoy changes with no write when the business\'s day ends', async (t) => {
@@ -223,10 +223,10 @@ t.test('midnight: citas_hoy changes with no write when the business\'s day ends'
   const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'mx' })}`, t)
   t.match(await c.subscribe('mx'), { data: { citas_hoy: 1, total_citas: 3 } })
   // The server armed its timer (1 s ahead by the injected clock) before sending the snapshot.
-  const runs = app.live.runs
-  const checks = app.live.midnightChecks
-  await waitFor(() => app.live.midnightChecks > checks)
-  t.equal(app.live.runs, runs, 'its timer found the day not over: no recompute')
+  const runs = app.citasLive.live.runs
+  const checks = app.citasLive.live.midnightChecks
+  await waitFor(() => app.citasLive.live.midnightChecks > checks)
+  t.equal(app.citasLive.live.runs, runs, 'its timer found the day not over: no recompute')
   t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'nothing before midnight')
   clock = midnight + 1
   t.match(await c.next(), { type: 'stats', data: { citas_hoy: 2, total_citas: 3 } }, 'pushed at local midnight')
@@ -238,9 +238,9 @@ t.test('reconcile: a periodic recompute pushes only what changed', async (t) => 
   await addNegocio(db.pool, 'n1')
   const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
   await c.subscribe('n1')
-  const queries = app.stats.queryCount
+  const queries = app.citasLive.stats.queryCount
   // A second periodic run has started, so the first one has ended (one run at a time per negocio).
-  await waitFor(() => app.stats.queryCount - queries >= 2)
+  await waitFor(() => app.citasLive.stats.queryCount - queries >= 2)
   t.pass('it recomputes on its own')
   t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'nothing changed: nothing pushed')
   await addCita(db.pool, 'n1', new Date()) // no notify, no trigger

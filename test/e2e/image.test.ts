@@ -282,12 +282,13 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
   await symlink(join(root, 'node_modules/@types'), join(app, 'node_modules/@types'), 'dir')
   await writeFile(join(app, 'consumer.ts'), `
     import Fastify from 'fastify'
-    import citasLive, { type AppOptions } from 'citas-live'
+    import citasLive, { type AppOptions, type CitasLive } from 'citas-live'
     import type { Stats } from 'citas-live/services/stats'
+    declare module 'fastify' { interface FastifyInstance { citasLive: CitasLive } }
     const app = Fastify()
-    const opts: AppOptions = { prefix: '/live', db: {}, auth: {}, openapi: false }
+    const opts: AppOptions = { prefix: '/live', decorator: 'citasLive', db: {}, auth: { secret: 'x'.repeat(16) }, openapi: false }
     await app.register(citasLive, opts)
-    const delivered: number = app.hub.publish('estadisticas:x', '{}')
+    const delivered: number = app.citasLive.hub.publish('estadisticas:x', '{}')
     const s: Stats | undefined = undefined
     export { delivered, s }
   `)

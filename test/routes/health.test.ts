@@ -5,7 +5,7 @@ import { tcpProxy } from '../fixtures/proxy.js'
 t.test('/health is always ok; /ready follows the database within about a second', async (t) => {
   const { app, db } = await build(t)
   t.same((await app.inject('/health')).json(), { status: 'ok' })
-  await waitFor(() => app.live.status().changeCapture.role === 'leader')
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
   const ready = await app.inject('/ready')
   t.equal(ready.statusCode, 200)
   t.same(ready.json(), { status: 'ready', bus: { kind: 'postgres', up: true }, change_capture: { mode: 'table', role: 'leader' } })

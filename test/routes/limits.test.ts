@@ -90,7 +90,7 @@ t.test('connections per user: 429 at the handshake; per IP when turned on', asyn
   t.same(third.body, { statusCode: 429, code: 'limit', error: 'Too Many Requests', message: 'too many connections for this user' })
   t.equal((await handshake(`${url}?token=${sign({ sub: 'u2', negocio_id: 'n1' })}`)).status, 101, 'another user is not affected')
   a.ws.close()
-  await waitFor(() => app.citasLimits.perUser.count('sub:u1') === 1) // the server has handled the close
+  await waitFor(() => app.citasLive.limits.perUser.count('sub:u1') === 1) // the server has handled the close
   t.equal((await handshake(`${url}?token=${token}`)).status, 101, 'a closed connection frees its place')
 
   const ip = await serve(t, { limits: { maxConnectionsPerIp: 1, maxConnectionsPerUser: 0 } }, ['n1'])
@@ -99,7 +99,7 @@ t.test('connections per user: 429 at the handshake; per IP when turned on', asyn
   t.equal(res.status, 429)
   t.match(res.body, { code: 'limit', message: 'too many connections for this IP address' })
   first.ws.close()
-  await waitFor(() => ip.app.citasLimits.perIp.count('127.0.0.1') === 0) // the server has handled the close
+  await waitFor(() => ip.app.citasLive.limits.perIp.count('127.0.0.1') === 0) // the server has handled the close
   t.equal((await handshake(`${ip.url}?token=${sign({ sub: 'y', negocio_id: 'n1' })}`)).status, 101, 'a closed connection frees its IP place')
 })
 

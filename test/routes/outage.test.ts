@@ -35,7 +35,7 @@ t.test('database outage: 503/500 fast, sockets stay, subscribes get unavailable;
   t.equal(res.status, 500)
   t.same(await res.json(), { statusCode: 500, code: 'unavailable', error: 'Internal Server Error', message: 'statistics are unavailable right now' })
   t.ok(Date.now() - started < 5000, 'answers without waiting for the database')
-  t.equal(app.citasDbMonitor.isUp, false, 'the failure marked the database down')
+  t.equal(app.citasLive.dbMonitor.isUp, false, 'the failure marked the database down')
 
   // A subscribe while down to a channel nobody watched: subscribed, then unavailable; it stays subscribed.
   t.same(await b.request({ type: 'subscribe', id: 's', data: { channel: 'estadisticas:n3' } }),
@@ -58,7 +58,7 @@ t.test('database outage: 503/500 fast, sockets stay, subscribes get unavailable;
   }
   await waitFor(() => latest() === JSON.stringify([['n1', 1], ['n2', 2], ['n3', 0]]))
   t.pass('b gets all of its channels, with the figures written during the outage')
-  await waitFor(() => app.citasDbMonitor.isUp)
+  await waitFor(() => app.citasLive.dbMonitor.isUp)
   t.equal((await app.inject('/ready')).statusCode, 200)
   t.same(unhandled, [], 'no unhandled rejection')
 })
@@ -81,5 +81,5 @@ t.test('a database that goes away and returns twice: each outage ends with a pus
     await waitFor(() => c.received.at(-1)?.data?.total_citas === round)
     t.pass(`round ${round}: pushed after the outage`)
   }
-  t.equal(app.citasDbMonitor.outageCount, 2)
+  t.equal(app.citasLive.dbMonitor.outageCount, 2)
 })

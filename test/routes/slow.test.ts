@@ -16,17 +16,17 @@ t.test('a paused client: the send buffer stays bounded, and on resume it gets th
   await slow.subscribe('n1')
   await fast.subscribe('n1')
   slow.ws.pause()
-  const [, fastConn] = [...app.hub.connections]
+  const [, fastConn] = [...app.citasLive.hub.connections]
   let maxBuffered = 0
   const N = 400 // 400 x 64 KiB = 25 MiB, far more than the kernel holds for one socket
   for (let i = 1; i <= N; i++) {
     // Pace on the reading client so it is never over the bound itself (it would get newest-only too).
     await waitFor(() => fastConn?.socket.bufferedAmount === 0, 10_000)
-    app.hub.publish('estadisticas:n1', payload(i))
-    for (const c of app.hub.connections) maxBuffered = Math.max(maxBuffered, c.socket.bufferedAmount)
+    app.citasLive.hub.publish('estadisticas:n1', payload(i))
+    for (const c of app.citasLive.hub.connections) maxBuffered = Math.max(maxBuffered, c.socket.bufferedAmount)
   }
   t.ok(maxBuffered <= 128 * 1024 + 2 * (BIG + 200), `bufferedAmount peaked at ${maxBuffered} bytes (bound 131072 + one frame)`)
-  t.ok(app.hub.droppedCount > 0, `stale payloads were dropped (${app.hub.droppedCount})`)
+  t.ok(app.citasLive.hub.droppedCount > 0, `stale payloads were dropped (${app.citasLive.hub.droppedCount})`)
   await waitFor(() => fast.received.filter(m => m.type === 'stats').length >= N + 1, 20_000)
   t.equal(fast.received.at(-1)?.data.seq, N, 'the fast client got everything, in order')
 
@@ -46,8 +46,8 @@ async function stalledClient (t: Test) {
   const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
   await c.subscribe('n1')
   c.ws.pause()
-  for (let i = 0; i < 200 && app.hub.slowCount === 0; i++) {
-    app.hub.publish('estadisticas:n1', payload(i))
+  for (let i = 0; i < 200 && app.citasLive.hub.slowCount === 0; i++) {
+    app.citasLive.hub.publish('estadisticas:n1', payload(i))
     await new Promise(resolve => setImmediate(resolve))
   }
   return { app, c }
@@ -55,19 +55,19 @@ async function stalledClient (t: Test) {
 
 t.test('a client stalled past the deadline is closed with 1013', async (t) => {
   const { app, c } = await stalledClient(t)
-  t.equal(app.hub.slowCount, 1, 'over the bound')
-  await waitFor(() => app.hub.stalledCount === 1)
+  t.equal(app.citasLive.hub.slowCount, 1, 'over the bound')
+  await waitFor(() => app.citasLive.hub.stalledCount === 1)
   c.ws.resume()
   t.same(await c.closed, { code: 1013, reason: 'too slow to read updates' })
 })
 
 t.test('a stalled client that never reads its 1013 close is cut within a few seconds', async (t) => {
   const { app } = await stalledClient(t) // never resumed: the close frame stays behind what it does not read
-  const [conn] = [...app.hub.connections]
-  await waitFor(() => app.hub.stalledCount === 1, 5000)
+  const [conn] = [...app.citasLive.hub.connections]
+  await waitFor(() => app.citasLive.hub.stalledCount === 1, 5000)
   const closingAt = Date.now()
   // ws alone waits 30 s for the peer's close frame; the hub cuts it after a 2 s grace.
   await waitFor(() => conn?.socket.readyState === conn?.socket.CLOSED, 10_000)
   t.ok(Date.now() - closingAt < 10_000, `the server side is closed ${Date.now() - closingAt} ms after the 1013`)
-  t.equal(app.hub.connections.size, 0, 'and the hub forgot it')
+  t.equal(app.citasLive.hub.connections.size, 0, 'and the hub forgot it')
 })

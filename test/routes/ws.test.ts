@@ -120,21 +120,21 @@ t.test('a closed socket leaves no trace in the hub', async (t) => {
   await a.subscribe('n1')
   await a.subscribe('n2')
   await b.subscribe('n1')
-  t.equal(app.hub.connectionCount, 2)
-  t.equal(app.hub.channelCount, 2)
-  t.equal(app.hub.subscriberCount('estadisticas:n1'), 2)
+  t.equal(app.citasLive.hub.connectionCount, 2)
+  t.equal(app.citasLive.hub.channelCount, 2)
+  t.equal(app.citasLive.hub.subscriberCount('estadisticas:n1'), 2)
 
   a.ws.close()
   await a.closed
-  await waitFor(() => app.hub.connectionCount === 1)
-  t.equal(app.hub.channelCount, 1, 'estadisticas:n2 is gone with its last subscriber')
-  t.equal(app.hub.subscriberCount('estadisticas:n1'), 1)
+  await waitFor(() => app.citasLive.hub.connectionCount === 1)
+  t.equal(app.citasLive.hub.channelCount, 1, 'estadisticas:n2 is gone with its last subscriber')
+  t.equal(app.citasLive.hub.subscriberCount('estadisticas:n1'), 1)
 
   await b.request({ type: 'unsubscribe', data: { channel: 'estadisticas:n1' } })
-  t.equal(app.hub.channelCount, 0)
+  t.equal(app.citasLive.hub.channelCount, 0)
   b.ws.terminate()
-  await waitFor(() => app.hub.connectionCount === 0)
-  t.same([...app.hub.channelNames()], [])
+  await waitFor(() => app.citasLive.hub.connectionCount === 0)
+  t.same([...app.citasLive.hub.channelNames()], [])
 })
 
 t.test('heartbeat: a peer that stops answering pings is terminated', async (t) => {
@@ -145,7 +145,7 @@ t.test('heartbeat: a peer that stops answering pings is terminated', async (t) =
   const { code } = await deaf.closed
   t.equal(code, 1006, 'terminated without a close frame')
   t.equal(alive.ws.readyState, alive.ws.OPEN, 'a peer that answers stays')
-  await waitFor(() => app.hub.connectionCount === 1)
+  await waitFor(() => app.citasLive.hub.connectionCount === 1)
 })
 
 t.test('a frame over maxPayload closes the socket with 1009', async (t) => {
@@ -168,11 +168,11 @@ t.test('an open connection keeps nothing of its upgrade request, and still answe
   const { url, app } = await serve(t)
   const c = await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)
   t.same(await c.request({ type: 'ping', id: 1 }), { type: 'pong', id: 1 })
-  const [conn] = [...app.hub.connections]
+  const [conn] = [...app.citasLive.hub.connections]
   if (conn === undefined) throw new Error('no connection in the hub')
   const socket = conn.socket as unknown as { listenerCount: (e: string) => number, _socket: { _httpMessage: unknown } }
   t.equal(socket.listenerCount('error'), 1, 'one shared error listener, not one that closes over the request')
   t.equal(socket._socket._httpMessage, null, 'the TCP socket no longer holds the upgrade response')
   c.ws.close()
-  await waitFor(() => app.hub.connectionCount === 0)
+  await waitFor(() => app.citasLive.hub.connectionCount === 0)
 })

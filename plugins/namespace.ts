@@ -1,0 +1,52 @@
+import type { FastifyInstance } from 'fastify'
+import type { Pool } from 'pg'
+import type { Registry } from 'prom-client'
+import type { Auth } from './auth.js'
+import type { Hub } from '../services/hub.js'
+import type { StatsService } from '../services/stats.js'
+import type { Live } from './live.js'
+import type { Limits } from './limits.js'
+import type { DbMonitor } from './db-monitor.js'
+
+/**
+ * Everything citas-live keeps per registration, under one name. The plugins fill it in as they are
+ * registered (each one its field); the routes read it. A host app sees it only if it asked for it
+ * (`decorator` of the app plugin), never as loose decorators that could collide with its own.
+ */
+export interface CitasLive {
+  /** The pool citas-live queries through (its own, the host's, or @fastify/postgres's). */
+  pool: Pool
+  auth: Auth
+  stats: StatsService
+  hub: Hub
+  live: Live
+  limits: Limits
+  dbMonitor: DbMonitor
+  /** This registration's Prometheus registry (never the global one). */
+  metrics: Registry
+}
+
+/** The key of the namespace on a Fastify instance: a symbol, so it can clash with no host decorator. */
+export const kCitasLive: unique symbol = Symbol('citas-live')
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    [kCitasLive]: CitasLive
+  }
+}
+
+/**
+ * The namespace of the citas-live registration `fastify` belongs to, made on first use. Fields of
+ * plugins not registered (yet) are missing: each plugin declares the ones it needs as dependencies.
+ */
+export function citasOf (fastify: FastifyInstance): CitasLive {
+  if (!fastify.hasDecorator(kCitasLive)) fastify.decorate(kCitasLive, {} as unknown as CitasLive)
+  return fastify[kCitasLive]
+}
+
+/** Sets a plugin's field once: a second registration of the same plugin in one scope is a mistake. */
+export function provide<K extends keyof CitasLive> (fastify: FastifyInstance, key: K, value: CitasLive[K]): void {
+  const ns = citasOf(fastify)
+  if (Object.hasOwn(ns, key)) throw new Error(`citas-live: ${String(key)} is already registered in this scope (register citas-live again in its own scope, e.g. under another prefix)`)
+  ns[key] = value
+}

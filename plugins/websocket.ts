@@ -1,0 +1,118 @@
+import { EventEmitter } from 'node:events'
+import type { IncomingMessage, Server } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { FastifyInstance } from 'fastify'
+import fastifyWebsocket from '@fastify/websocket'
+import type { WebSocketServer } from 'ws'
+
+export interface CitasWebsocketOptions {
+  /** Largest frame `ws` must accept on citas-live's sockets (the route holds most frames to less). */
+  maxPayload: number
+  /** Paths of citas-live's WebSocket routes: their handshakes select the `bearer` subprotocol. */
+  paths: () => readonly string[]
+  /** Called before the server closes, with the sockets of citas-live's own WebSocket server. */
+  preClose: (clients: Iterable<{ close: (code: number, reason: string) => void }>) => void
+}
+
+type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void
+
+/**
+ * One forwarder per HTTP server from its 'upgrade' event to the @fastify/websocket instance of the
+ * first citas-live registration: every @fastify/websocket instance routes each upgrade through the
+ * whole app, so two listening at once would route it twice.
+ */
+const relays = new WeakMap<Server, { relay: EventEmitter, forward: UpgradeListener }>()
+
+/** Browsers cannot set headers: they offer the token as `Sec-WebSocket-Protocol: bearer, <token>`. */
+const selectBearer = (protocols: Set<string>): string | false => (protocols.has('bearer') ? 'bearer' : false)
+
+/**
+ * WebSocket support for citas-live's routes, whatever the host app did:
+ *
+ * - No @fastify/websocket above: one of citas-live's own in its scope, with its settings. It hears
+ *   upgrades through a relay; if the host registers its own @fastify/websocket later (which routes
+ *   every upgrade, ours included), the relay is detached at ready so no upgrade is routed twice.
+ * - The host registered @fastify/websocket first: its server carries citas-live's sockets too (a
+ *   second one would wrap every route twice). Its `maxPayload` must be at least citas-live's
+ *   (checked at boot: citas-live holds frames to its own limit itself, closing with 1009), and its
+ *   `handleProtocols` is wrapped so citas-live's paths select `bearer` and the host's keep its choice.
+ *   Returns 'host' then.
+ */
+export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWebsocketOptions): Promise<'own' | 'host'> {
+  if (fastify.hasDecorator('websocketServer')) {
+    // Its clients are the host's too: citas-live's own are closed by the hub (1012) on close.
+    adaptHostServer(fastify.websocketServer, opts)
+    return 'host'
+  }
+  const server = fastify.server
+  let entry = relays.get(server)
+  let listenOn: EventEmitter
+  if (entry === undefined) {
+    const relay = new EventEmitter()
+    const forward: UpgradeListener = (req, socket, head) => { relay.emit('upgrade', req, socket, head) }
+    server.on('upgrade', forward)
+    entry = { relay, forward }
+    relays.set(server, entry)
+    listenOn = relay
+  } else {
+    // Another citas-live registration's instance already routes every upgrade, to these routes too.
+    listenOn = new EventEmitter()
+  }
+  const { forward } = entry
+  await fastify.register(fastifyWebsocket, {
+    options: {
+      maxPayload: opts.maxPayload,
+      handleProtocols: selectBearer,
+      // Not an http.Server: @fastify/websocket listens to 'upgrade' on whatever it is given.
+      server: listenOn as unknown as Server
+    },
+    preClose (done) {
+      opts.preClose(this.websocketServer.clients)
+      done()
+    }
+  })
+  fastify.addHook('onReady', async () => {
+    const others = server.listeners('upgrade').filter((l) => l !== forward)
+    if (others.length === 0) return
+    if (others.every((l) => l.name === 'onUpgrade')) {
+      // The host's @fastify/websocket, registered after citas-live, routes upgrades for every route.
+      server.off('upgrade', forward)
+      fastify.log.debug('the host\'s @fastify/websocket routes upgrades: citas-live\'s relay is off')
+    } else {
+      fastify.log.warn('another listener handles WebSocket upgrades on this server: citas-live\'s /ws may not work')
+    }
+  })
+  fastify.addHook('onClose', async () => {
+    server.off('upgrade', forward)
+    relays.delete(server)
+  })
+  return 'own'
+}
+
+/** The part of ws's WebSocketServer that the adaptation touches: its options, read at every handshake. */
+interface ServerOptions {
+  maxPayload?: number
+  handleProtocols?: ((protocols: Set<string>, req: IncomingMessage) => string | false) | null
+}
+
+/**
+ * Makes a host's WebSocket server serve citas-live's paths as citas-live would. `ws` reads
+ * `options.handleProtocols` and `options.maxPayload` at each handshake (checked for ws 8, which
+ * package.json pins); if that shape ever changes, booting fails with a message instead of the
+ * settings being silently ignored.
+ */
+export function adaptHostServer (wss: WebSocketServer, opts: Pick<CitasWebsocketOptions, 'maxPayload' | 'paths'>): void {
+  const options = (wss as unknown as { options?: ServerOptions }).options
+  if (typeof options !== 'object' || options === null || typeof options.maxPayload !== 'number') {
+    throw new Error('citas-live: cannot read the settings of the host\'s @fastify/websocket server (an unsupported ws version?): register citas-live before @fastify/websocket')
+  }
+  if (options.maxPayload !== 0 && options.maxPayload < opts.maxPayload) {
+    throw new Error(`citas-live: the host's @fastify/websocket accepts frames up to ${options.maxPayload} bytes, but citas-live's /ws must accept ${opts.maxPayload} (a refresh carries a whole token): raise the host's options.maxPayload, or register citas-live first`)
+  }
+  const hostChoice = options.handleProtocols ?? ((protocols: Set<string>) => protocols.values().next().value ?? false)
+  const ours = (req: IncomingMessage): boolean => {
+    const path = (req.url ?? '').split('?', 1)[0] as string
+    return opts.paths().includes(path)
+  }
+  options.handleProtocols = (protocols, req) => ours(req) ? selectBearer(protocols) : hostChoice(protocols, req)
+}
