@@ -21,6 +21,8 @@ import { redactUrl, requestForLog } from './services/redact.js'
 import { kCitasLive, type CitasLive } from './plugins/namespace.js'
 export { citasOf, type CitasLive } from './plugins/namespace.js'
 import { registerWebsocket } from './plugins/websocket.js'
+import { Int, resolveOptions } from './plugins/options.js'
+import { Type, type Static } from '@sinclair/typebox'
 
 export interface AppOptions {
   db: DbPluginOptions
@@ -40,7 +42,7 @@ export interface AppOptions {
   /** Probing the database after a failure and recomputing subscribed channels when it is back. */
   dbMonitor?: DbMonitorPluginOptions
   /** Largest client frame in bytes; larger ones close the socket with 1009. Default 4096. */
-  maxPayload?: number
+  maxPayload?: Static<typeof AppOwnOptions>['maxPayload']
   /** Path prefix of the routes (/ws, /notify/cita, /health, /ready, the dashboard at /), e.g. `/live`. */
   prefix?: string
   /** The live dashboard at `/` (under `prefix`). `false` when embedded in an app that serves `/` itself. */
@@ -79,13 +81,22 @@ async function citasLive (host: FastifyInstance, opts: AppOptions) {
   await host.register(app, { options: opts, handle })
 }
 
+/** The app plugin's own options (each plugin checks its own). */
+export const AppOwnOptions = Type.Object({
+  maxPayload: Int(256, 4096, { maximum: 1_048_576, description: 'Largest client frame in bytes; larger ones close the socket with 1009.' }),
+  prefix: Type.String({ pattern: '^(/[A-Za-z0-9._~-]+)*$', default: '', description: 'Path prefix of the routes, e.g. /live.' }),
+  decorator: Type.Optional(Type.String({ pattern: '^[A-Za-z_$][A-Za-z0-9_$]*$', description: 'Name of the one decorator citas-live adds to the host.' }))
+})
+const PLUGIN_OPTIONS = ['db', 'auth', 'stats', 'hub', 'live', 'metrics', 'limits', 'expiry', 'dbMonitor', 'dashboard', 'openapi']
+
 async function app (fastify: FastifyInstance, { options: opts, handle }: { options: AppOptions, handle: CitasLive }) {
+  const own = resolveOptions('app', AppOwnOptions, opts, PLUGIN_OPTIONS)
   fastify.decorate(kCitasLive, handle)
-  const wsPath = `${opts.prefix ?? ''}/ws`
+  const wsPath = `${own.prefix}/ws`
   await registerWebsocket(fastify, {
     // A refresh frame may carry a token as long as the handshake accepts; routes/ws.ts holds
     // every other frame to maxPayload itself.
-    maxPayload: Math.max(opts.maxPayload ?? 4096, MAX_REFRESH_FRAME),
+    maxPayload: Math.max(own.maxPayload, MAX_REFRESH_FRAME),
     paths: () => [wsPath],
     preClose: (clients) => { for (const client of clients) client.close(CLOSE_RESTART, 'server restarting') }
   })
@@ -103,13 +114,13 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
 
   // Before the routes: @fastify/swagger collects them as they are added.
   if (opts.openapi !== undefined && opts.openapi !== false) {
-    await registerOpenApi(fastify, opts.openapi === true ? {} : opts.openapi, opts.prefix ?? '')
+    await registerOpenApi(fastify, opts.openapi === true ? {} : opts.openapi, own.prefix)
   }
   await fastify.register(routes, {
-    prefix: opts.prefix ?? '',
+    prefix: own.prefix,
     dashboard: opts.dashboard ?? {},
     metricsToken: opts.metrics === false ? undefined : opts.metrics?.token,
-    maxPayload: opts.maxPayload ?? 4096,
+    maxPayload: own.maxPayload,
     // Request lines of these routes never carry a token, whatever logger the host app has. (The
     // register types want serializers to return strings; pino, like route-level ones, takes any value.)
     logSerializers: { req: requestForLog as unknown as (value: unknown) => string }

@@ -1,62 +1,134 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { isValidTimeZone } from './services/stats.js'
 import { normalizeOrigin } from './services/limits.js'
+import { AppOwnOptions, type AppOptions } from './app.js'
+import { AuthOptions } from './plugins/auth.js'
+import { DbOptions } from './plugins/db.js'
+import { ExpiryOptions } from './plugins/expiry.js'
+import { HubOptions } from './plugins/hub.js'
+import { LimitsOptions } from './plugins/limits.js'
+import { LiveOptions } from './plugins/live.js'
+import { MetricsOptions } from './plugins/metrics.js'
+import { StatsOptions } from './plugins/stats.js'
+import { describe, optionSchema } from './plugins/options.js'
+
+/** The option schemas of the app plugin and of each plugin, by their key in AppOptions ('app': the app's own). */
+const SCHEMAS = {
+  app: AppOwnOptions,
+  db: DbOptions,
+  auth: AuthOptions,
+  stats: StatsOptions,
+  hub: HubOptions,
+  live: LiveOptions,
+  limits: LimitsOptions,
+  expiry: ExpiryOptions,
+  metrics: MetricsOptions
+} satisfies Record<string, TObject>
+type Part = keyof typeof SCHEMAS
+
+/**
+ * Environment variables that set a plugin option: the plugin's schema holds the default and the
+ * bounds, and checks the value. Adding a setting: the option in its plugin, its name here, its row in
+ * the README table.
+ */
+const PLUGIN_ENV = {
+  DATABASE_SESSION_URL: ['live', 'session'],
+  STATS_TIMEZONE: ['stats', 'timezone'],
+  JWT_CLAIM_NEGOCIO_ID: ['auth', 'claims.negocioId'],
+  JWT_CLAIM_NEGOCIOS: ['auth', 'claims.negocios'],
+  JWT_CLAIM_ROLE: ['auth', 'claims.role'],
+  JWT_ADMIN_ROLE: ['auth', 'adminRole'],
+  JWT_SERVICE_ROLE: ['auth', 'serviceRole'],
+  REDIS_URL: ['live', 'redisUrl'],
+  BUS_SECRET: ['live', 'busSecret'],
+  CHANGE_CAPTURE: ['live', 'changeCapture'],
+  CHANGE_CAPTURE_POLL_MS: ['live', 'capturePollMs'],
+  BUS_HEARTBEAT_MS: ['live', 'heartbeatMs'],
+  BUS_DEADLINE_MS: ['live', 'deadlineMs'],
+  STATS_COALESCE_MS: ['live', 'coalesceMs'],
+  STATS_RECONCILE_SECONDS: ['live', 'reconcileSeconds'],
+  METRICS_TOKEN: ['metrics', 'token'],
+  METRICS_PORT: ['metrics', 'port'],
+  METRICS_HOST: ['metrics', 'host'],
+  ALLOWED_ORIGINS: ['limits', 'allowedOrigins'],
+  WS_MAX_PAYLOAD: ['app', 'maxPayload'],
+  WS_MAX_SUBSCRIPTIONS: ['limits', 'maxSubscriptions'],
+  WS_MAX_CONNECTIONS_PER_USER: ['limits', 'maxConnectionsPerUser'],
+  WS_MAX_CONNECTIONS_PER_IP: ['limits', 'maxConnectionsPerIp'],
+  WS_MESSAGE_RATE: ['limits', 'messageRate'],
+  WS_MESSAGE_BURST: ['limits', 'messageBurst'],
+  WS_MAX_BUFFERED_BYTES: ['hub', 'maxBufferedBytes'],
+  WS_STALL_TIMEOUT_MS: ['hub', 'stallTimeoutMs'],
+  WS_HEARTBEAT_MS: ['hub', 'heartbeatMs'],
+  TOKEN_EXPIRY_WARNING_MS: ['expiry', 'warningMs'],
+  NOTIFY_RATE_MAX: ['limits', 'notifyMax'],
+  NOTIFY_RATE_WINDOW_MS: ['limits', 'notifyWindowMs'],
+  DB_STATEMENT_TIMEOUT_MS: ['db', 'statementTimeoutMs'],
+  DB_CONNECTION_TIMEOUT_MS: ['db', 'connectionTimeoutMs']
+} as const satisfies Record<string, readonly [Part, string]>
+
+/**
+ * How an option's schema reads in the environment: booleans as on/off, lists as comma lists, a
+ * connection as a URL; everything else as it is (integers are parsed first). Same default.
+ */
+function envSchemaOf (option: TSchema): TSchema {
+  const def = option.default as unknown
+  let schema: TSchema
+  if (option.type === 'boolean') {
+    schema = Type.Union([Type.Literal('on'), Type.Literal('off')], def === undefined ? {} : { default: def === true ? 'on' : 'off' })
+  } else if (option.type === 'array') {
+    schema = Type.String({ minLength: 1 })
+  } else if (option.anyOf !== undefined) {
+    schema = (option.anyOf as TSchema[]).find(s => s.type === 'string') as TSchema
+  } else {
+    schema = option
+  }
+  return def === undefined ? Type.Optional(schema) : schema
+}
+
+const pluginEnv = Object.fromEntries(Object.entries(PLUGIN_ENV).map(([name, [part, path]]) =>
+  [name, envSchemaOf(optionSchema(SCHEMAS[part], path))]))
 
 /**
  * Every environment variable the server reads. Nothing else in the code base touches process.env:
- * server.ts turns the validated result into plain options for app.ts.
+ * server.ts turns the validated result into plain options for app.ts (optionsFromEnv). The variables
+ * of the process itself are here; those of a plugin option come from the plugin's own schema.
  */
 export const EnvSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
   HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
-  DATABASE_SESSION_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 16 })),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
-  STATS_TIMEZONE: Type.String({ default: 'UTC' }),
-  JWT_CLAIM_NEGOCIO_ID: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: 'negocio_id' }),
-  JWT_CLAIM_NEGOCIOS: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: 'negocios' }),
-  JWT_CLAIM_ROLE: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: 'role' }),
-  JWT_ADMIN_ROLE: Type.Optional(Type.String({ minLength: 1 })),
-  JWT_SERVICE_ROLE: Type.String({ minLength: 1, default: 'service' }),
-  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   BUS: Type.Union(['auto', 'postgres', 'redis', 'memory'].map(l => Type.Literal(l)), { default: 'auto' }),
-  BUS_SECRET: Type.Optional(Type.String({ minLength: 16 })),
-  CHANGE_CAPTURE: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
-  CHANGE_CAPTURE_POLL_MS: Type.Integer({ minimum: 5, maximum: 60_000, default: 50 }),
-  BUS_HEARTBEAT_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 }),
-  BUS_DEADLINE_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 }),
-  STATS_COALESCE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 100 }),
-  STATS_RECONCILE_SECONDS: Type.Integer({ minimum: 0, maximum: 86_400, default: 0 }),
   DEMO_ACTIVITY: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
-  METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
-  METRICS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
-  METRICS_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
   EMBEDDED_PG_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 54329 }),
   EMBEDDED_PG_DIR: Type.String({ minLength: 1, default: '.data/postgres' }),
-  ALLOWED_ORIGINS: Type.Optional(Type.String({ minLength: 1 })),
   TRUST_PROXY: Type.Optional(Type.String({ minLength: 1 })),
-  WS_MAX_PAYLOAD: Type.Integer({ minimum: 256, maximum: 1_048_576, default: 4096 }),
-  WS_MAX_SUBSCRIPTIONS: Type.Integer({ minimum: 1, default: 100 }),
-  WS_MAX_CONNECTIONS_PER_USER: Type.Integer({ minimum: 0, default: 20 }),
-  WS_MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 0, default: 0 }),
-  WS_MESSAGE_RATE: Type.Integer({ minimum: 1, default: 10 }),
-  WS_MESSAGE_BURST: Type.Integer({ minimum: 1, default: 20 }),
-  WS_MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 65_536 }),
-  WS_STALL_TIMEOUT_MS: Type.Integer({ minimum: 10, default: 30_000 }),
-  WS_HEARTBEAT_MS: Type.Integer({ minimum: 10, default: 30_000 }),
-  TOKEN_EXPIRY_WARNING_MS: Type.Integer({ minimum: 0, default: 30_000 }),
-  NOTIFY_RATE_MAX: Type.Integer({ minimum: 0, default: 1200 }),
-  NOTIFY_RATE_WINDOW_MS: Type.Integer({ minimum: 1, default: 60_000 }),
-  DB_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
-  DB_CONNECTION_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 }),
   HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 10_000 }),
   HTTP_KEEP_ALIVE_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 72_000 }),
-  HTTP_BODY_LIMIT: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 16_384 })
+  HTTP_BODY_LIMIT: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 16_384 }),
+  ...pluginEnv
 })
-export type Env = Static<typeof EnvSchema>
+
+type PluginEnv = { -readonly [K in keyof typeof PLUGIN_ENV]?: string | number }
+/** The validated environment: typed for the process's own variables, loosely for the plugins'. */
+export type Env = Static<typeof EnvSchema> & PluginEnv & {
+  PORT: number
+  HOST: string
+  LOG_LEVEL: string
+  BUS: 'auto' | 'postgres' | 'redis' | 'memory'
+  DEMO_ACTIVITY: 'on' | 'off'
+  EMBEDDED_PG_PORT: number
+  EMBEDDED_PG_DIR: string
+  SHUTDOWN_GRACE_MS: number
+  HTTP_REQUEST_TIMEOUT_MS: number
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: number
+  HTTP_BODY_LIMIT: number
+  JWT_CLAIM_ROLE: string
+  JWT_SERVICE_ROLE: string
+}
 
 export class ConfigError extends Error {
   constructor (message: string) {
@@ -65,8 +137,8 @@ export class ConfigError extends Error {
   }
 }
 
-const integerKeys = new Set(Object.entries(EnvSchema.properties)
-  .filter(([, schema]) => (schema as { type?: string }).type === 'integer')
+const numberKeys = new Set(Object.entries(EnvSchema.properties)
+  .filter(([, schema]) => (schema as { type?: string }).type === 'integer' || (schema as { type?: string }).type === 'number')
   .map(([key]) => key))
 
 /**
@@ -78,29 +150,46 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
   for (const key of Object.keys(EnvSchema.properties)) {
     const value = source[key]
     if (value === undefined || value === '') continue
-    raw[key] = integerKeys.has(key) && /^\d+$/.test(value) ? Number(value) : value
+    raw[key] = numberKeys.has(key) && /^\d+(\.\d+)?$/.test(value) ? Number(value) : value
   }
   const env = Value.Default(EnvSchema, raw) as Env
   const first = Value.Errors(EnvSchema, env).First()
   if (first !== undefined) {
     const name = first.path.replace(/^\//, '') || 'environment'
     const shown = name in raw ? ` (got ${JSON.stringify(redactValue(name, raw[name]))})` : ''
-    throw new ConfigError(`invalid ${name}: ${first.message}${shown}`)
+    throw new ConfigError(`invalid ${name}: ${describe(first.schema, first.message)}${shown}`)
   }
   if (env.BUS === 'redis' && env.REDIS_URL === undefined) {
     throw new ConfigError('invalid REDIS_URL: required when BUS=redis')
   }
-  if (!isValidTimeZone(env.STATS_TIMEZONE)) {
-    throw new ConfigError(`invalid STATS_TIMEZONE: not an IANA time zone (got ${JSON.stringify(env.STATS_TIMEZONE)})`)
-  }
   if (env.ALLOWED_ORIGINS !== undefined) {
-    for (const origin of allowedOrigins(env.ALLOWED_ORIGINS)) {
+    for (const origin of allowedOrigins(String(env.ALLOWED_ORIGINS))) {
       if (normalizeOrigin(origin) === null) {
         throw new ConfigError(`invalid ALLOWED_ORIGINS: ${JSON.stringify(origin)} is not an http(s) origin like https://app.example.com`)
       }
     }
   }
-  return env
+  return env as Env
+}
+
+/**
+ * The plugin options the environment sets, as AppOptions parts: only the variables that are set or
+ * have a default (the plugins fill in the rest the same way).
+ */
+export function optionsFromEnv (env: Env): Pick<AppOptions, 'maxPayload'> & Record<Exclude<Part, 'app'>, Record<string, unknown>> {
+  const parts: Record<Part, Record<string, unknown>> = { app: {}, db: {}, auth: {}, stats: {}, hub: {}, live: {}, limits: {}, expiry: {}, metrics: {} }
+  for (const [name, [part, path]] of Object.entries(PLUGIN_ENV) as Array<[keyof typeof PLUGIN_ENV, readonly [Part, string]]>) {
+    const raw = env[name]
+    if (raw === undefined) continue
+    const option = optionSchema(SCHEMAS[part], path)
+    const value = option.type === 'boolean' ? raw === 'on' : option.type === 'array' ? allowedOrigins(String(raw)) : raw
+    const keys = path.split('.')
+    let at = parts[part]
+    for (const key of keys.slice(0, -1)) at = (at[key] ??= {}) as Record<string, unknown>
+    at[keys.at(-1) as string] = value
+  }
+  const { app, ...plugins } = parts
+  return { ...(app.maxPayload !== undefined ? { maxPayload: app.maxPayload as number } : {}), ...plugins }
 }
 
 /** ALLOWED_ORIGINS as a list: comma-separated, blanks ignored. */

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import app, { closeUnreadRequestsIn } from './app.js'
 import type { CitasLive } from './plugins/namespace.js'
-import { allowedOrigins, busKind, ConfigError, loadEnv, trustProxy, type Env } from './config.js'
+import { busKind, ConfigError, loadEnv, optionsFromEnv, trustProxy, type Env } from './config.js'
 import { loggerOptions } from './services/logging.js'
 import { migrate } from './services/migrate.js'
 import { seedDemo, startDemoActivity } from './services/demo.js'
@@ -87,51 +87,20 @@ if (databaseUrl === undefined) {
   await pool.end()
 }
 
+const fromEnv = optionsFromEnv(env)
 await fastify.register(app, {
+  ...fromEnv,
   decorator: 'citasLive',
-  db: { connectionString: databaseUrl, statementTimeoutMs: env.DB_STATEMENT_TIMEOUT_MS, connectionTimeoutMs: env.DB_CONNECTION_TIMEOUT_MS },
-  auth: {
-    secret,
-    claims: { negocioId: env.JWT_CLAIM_NEGOCIO_ID, negocios: env.JWT_CLAIM_NEGOCIOS, role: env.JWT_CLAIM_ROLE },
-    adminRole: env.JWT_ADMIN_ROLE,
-    serviceRole: env.JWT_SERVICE_ROLE
-  },
-  stats: { timezone: env.STATS_TIMEZONE },
-  maxPayload: env.WS_MAX_PAYLOAD,
+  db: { ...fromEnv.db, connectionString: databaseUrl },
+  auth: { ...fromEnv.auth, secret },
   hub: {
-    heartbeatMs: env.WS_HEARTBEAT_MS,
-    maxBufferedBytes: env.WS_MAX_BUFFERED_BYTES,
-    stallTimeoutMs: env.WS_STALL_TIMEOUT_MS,
+    ...fromEnv.hub,
     // Leave the last part of the grace period to the HTTP requests still in flight.
     closeTimeoutMs: Math.floor(env.SHUTDOWN_GRACE_MS / 2)
   },
-  limits: {
-    ...(env.ALLOWED_ORIGINS !== undefined ? { allowedOrigins: allowedOrigins(env.ALLOWED_ORIGINS) } : {}),
-    maxSubscriptions: env.WS_MAX_SUBSCRIPTIONS,
-    maxConnectionsPerUser: env.WS_MAX_CONNECTIONS_PER_USER,
-    maxConnectionsPerIp: env.WS_MAX_CONNECTIONS_PER_IP,
-    messageRate: env.WS_MESSAGE_RATE,
-    messageBurst: env.WS_MESSAGE_BURST,
-    notifyMax: env.NOTIFY_RATE_MAX,
-    notifyWindowMs: env.NOTIFY_RATE_WINDOW_MS
-  },
-  expiry: { warningMs: env.TOKEN_EXPIRY_WARNING_MS },
-  live: {
-    bus: busKind(env),
-    ...(env.REDIS_URL !== undefined ? { redisUrl: env.REDIS_URL } : {}),
-    ...(env.BUS_SECRET !== undefined ? { busSecret: env.BUS_SECRET } : {}),
-    changeCapture: env.CHANGE_CAPTURE === 'on',
-    capturePollMs: env.CHANGE_CAPTURE_POLL_MS,
-    ...(env.DATABASE_SESSION_URL !== undefined ? { session: env.DATABASE_SESSION_URL } : {}),
-    heartbeatMs: env.BUS_HEARTBEAT_MS,
-    deadlineMs: env.BUS_DEADLINE_MS,
-    coalesceMs: env.STATS_COALESCE_MS,
-    reconcileSeconds: env.STATS_RECONCILE_SECONDS
-  },
-  metrics: {
-    ...(env.METRICS_TOKEN !== undefined ? { token: env.METRICS_TOKEN } : {}),
-    ...(env.METRICS_PORT !== undefined ? { port: env.METRICS_PORT, host: env.METRICS_HOST } : {})
-  },
+  live: { ...fromEnv.live, bus: busKind(env) },
+  // Metrics are exposed only with a token or a port of their own.
+  metrics: fromEnv.metrics,
   openapi: true
 })
 

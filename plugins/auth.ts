@@ -1,34 +1,36 @@
 import fp from 'fastify-plugin'
 import { createVerifier } from 'fast-jwt'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { Type, type Static } from '@sinclair/typebox'
 import { provide } from './namespace.js'
+import { resolveOptions } from './options.js'
 import { AppError } from '../services/errors.js'
 import { isNegocioId } from '../services/protocol.js'
 import type { Access } from '../services/hub.js'
 
-export interface ClaimNames {
-  /** Claim holding one negocio_id (string). Default `negocio_id`. */
-  negocioId?: string
-  /** Claim holding several negocio_ids (string array). Default `negocios`. */
-  negocios?: string
-  /** Claim holding the role. Default `role`. */
-  role?: string
-}
+const ClaimName = (def: string, description: string) => Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: def, description })
 
-export interface AuthPluginOptions {
-  /** HS256 secret (at least 16 characters) shared with the REST API that signs the tokens. */
-  secret?: string
+export const AuthOptions = Type.Object({
+  secret: Type.Optional(Type.String({ minLength: 16, description: 'HS256 secret (at least 16 characters) shared with the REST API that signs the tokens.' })),
+  claims: Type.Object({
+    negocioId: ClaimName('negocio_id', 'Claim holding one negocio_id (string).'),
+    negocios: ClaimName('negocios', 'Claim holding several negocio_ids (string array).'),
+    role: ClaimName('role', 'Claim holding the role.')
+  }, { default: {} }),
+  adminRole: Type.Optional(Type.String({ minLength: 1, description: 'A role that may watch every negocio. Unset: nobody may.' })),
+  serviceRole: Type.String({ minLength: 1, default: 'service', description: 'The role a caller of /notify/cita must have.' })
+})
+type AuthSchemaOptions = Static<typeof AuthOptions>
+export type ClaimNames = Partial<AuthSchemaOptions['claims']>
+
+export type AuthPluginOptions = Partial<Omit<AuthSchemaOptions, 'claims'>> & {
+  claims?: ClaimNames
   /**
    * Instead of `secret`: a function that verifies a token and returns its claims, or throws (a host
    * app with its own JWT setup passes e.g. `(token) => app.jwt.verify(token)`). Its error's `code`
    * (fast-jwt's, as @fastify/jwt throws them) picks the message clients see.
    */
   verify?: (token: string) => unknown
-  claims?: ClaimNames
-  /** A role that may watch every negocio. Unset: nobody may. */
-  adminRole?: string
-  /** The role a caller of /notify/cita must have. Default `service`. */
-  serviceRole?: string
 }
 
 export type Claims = Record<string, unknown>
@@ -46,14 +48,9 @@ const jwtMessages: Record<string, string> = {
   FAST_JWT_INVALID_PAYLOAD: 'malformed token'
 }
 
-function createAuth (verifyToken: (token: string) => unknown, opts: AuthPluginOptions) {
-  const names = {
-    negocioId: opts.claims?.negocioId ?? 'negocio_id',
-    negocios: opts.claims?.negocios ?? 'negocios',
-    role: opts.claims?.role ?? 'role'
-  }
-  const serviceRole = opts.serviceRole ?? 'service'
-  const adminRole = opts.adminRole
+function createAuth (verifyToken: (token: string) => unknown, opts: AuthSchemaOptions) {
+  const names = opts.claims
+  const { serviceRole, adminRole } = opts
 
   /** Verifies signature, algorithm and time claims; throws AppError('unauthorized') with the reason. */
   function verify (token: string | undefined): Claims {
@@ -120,15 +117,15 @@ export function tokenFromRequest (request: FastifyRequest, { query = true, proto
  * nothing: a host app's JWT plugin, registered before or after, with another secret or none, is
  * never in its way.
  */
-async function authPlugin (fastify: FastifyInstance, opts: AuthPluginOptions) {
+async function authPlugin (fastify: FastifyInstance, options: AuthPluginOptions) {
+  const opts = resolveOptions('auth', AuthOptions, options, ['verify'])
   let verify: (token: string) => unknown
-  if (opts.secret !== undefined && opts.verify !== undefined) {
+  if (opts.secret !== undefined && options.verify !== undefined) {
     throw new Error('citas-live auth plugin: pass `secret` or `verify`, not both')
   } else if (opts.secret !== undefined) {
-    if (opts.secret.length < 16) throw new Error('citas-live auth plugin: secret must be at least 16 characters')
     verify = createVerifier({ key: opts.secret, algorithms: ['HS256'] })
-  } else if (opts.verify !== undefined) {
-    verify = opts.verify
+  } else if (options.verify !== undefined) {
+    verify = options.verify
   } else {
     throw new Error('citas-live auth plugin: pass `secret` (the HS256 secret the REST API signs tokens with) or `verify`')
   }

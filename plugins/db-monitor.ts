@@ -1,26 +1,20 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { integerOption } from './options.js'
+import { Type, type Static } from '@sinclair/typebox'
+import { Int, resolveOptions } from './options.js'
 import { createDbMonitor, createReadiness, forEachLimited, type Readiness } from '../services/db-monitor.js'
 import { isAppError } from '../services/errors.js'
 import { negocioOf } from '../services/protocol.js'
 import { citasOf, provide } from './namespace.js'
 
-export interface DbMonitorPluginOptions {
-  /** Time between probes while the database is down, in ms. Default 1000. */
-  probeIntervalMs?: number
-  /**
-   * When the database is back, recompute and publish every channel with subscribers. Default true;
-   * set false to do it yourself through `citasDbMonitor.onUp`.
-   */
-  recomputeOnRecovery?: boolean
-  /** Recomputations running at once after an outage. Default 4. */
-  recomputeConcurrency?: number
-  /** GET /ready probes the database at most once per this many ms and answers from the result. Default 1000. */
-  readinessRefreshMs?: number
-  /** A readiness probe unanswered for this long reports the database as not answering, in ms. Default 2000. */
-  readinessHangMs?: number
-}
+export const DbMonitorOptions = Type.Object({
+  probeIntervalMs: Int(10, 1000, { description: 'Time between probes while the database is down, in ms.' }),
+  recomputeOnRecovery: Type.Boolean({ default: true, description: 'When the database is back, recompute and publish every channel with subscribers (false: do it yourself through dbMonitor.onUp).' }),
+  recomputeConcurrency: Int(1, 4, { description: 'Recomputations running at once after an outage.' }),
+  readinessRefreshMs: Int(0, 1000, { description: 'GET /ready probes the database at most once per this many ms and answers from the result.' }),
+  readinessHangMs: Int(100, 2000, { description: 'A readiness probe unanswered for this long (ms) reports the database as not answering.' })
+})
+export type DbMonitorPluginOptions = Partial<Static<typeof DbMonitorOptions>>
 
 export type DbMonitor = ReturnType<typeof createDbMonitor> & {
   /** Recomputes and publishes every channel that has subscribers; resolves when all are done. */
@@ -36,15 +30,9 @@ export type DbMonitor = ReturnType<typeof createDbMonitor> & {
  * Database outages: a failed stats query marks the database down; one timer probes it; when it
  * answers, every channel with subscribers gets fresh stats, so dashboards catch up on their own.
  */
-async function dbMonitorPlugin (fastify: FastifyInstance, opts: DbMonitorPluginOptions) {
-  const probeIntervalMs = opts.probeIntervalMs ?? 1000
-  const concurrency = opts.recomputeConcurrency ?? 4
-  integerOption('db monitor', 'probeIntervalMs', probeIntervalMs, 10)
-  integerOption('db monitor', 'recomputeConcurrency', concurrency, 1)
-  const readinessRefreshMs = opts.readinessRefreshMs ?? 1000
-  const readinessHangMs = opts.readinessHangMs ?? 2000
-  integerOption('db monitor', 'readinessRefreshMs', readinessRefreshMs, 0)
-  integerOption('db monitor', 'readinessHangMs', readinessHangMs, 100)
+async function dbMonitorPlugin (fastify: FastifyInstance, options: DbMonitorPluginOptions) {
+  const opts = resolveOptions('db monitor', DbMonitorOptions, options)
+  const { probeIntervalMs, recomputeConcurrency: concurrency, readinessRefreshMs, readinessHangMs } = opts
   const { pool: citasPool, stats, hub, live } = citasOf(fastify)
   const { log } = fastify
 
@@ -88,7 +76,7 @@ async function dbMonitorPlugin (fastify: FastifyInstance, opts: DbMonitorPluginO
   monitor.onDown(() => probe.invalidate())
   monitor.onDown((err) => log.warn({ err }, 'database unreachable: probing until it answers'))
   monitor.onUp(() => log.info('database is back'))
-  if (opts.recomputeOnRecovery ?? true) {
+  if (opts.recomputeOnRecovery) {
     monitor.onUp(async () => {
       await recomputeAll()
       log.info({ channels: hub.channelCount }, 'stats recomputed after database outage')

@@ -2,24 +2,25 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import pg, { type Pool } from 'pg'
 import type {} from '@fastify/postgres' // the type of a host's `pg` decorator
+import { Type, type Static } from '@sinclair/typebox'
 import { provide } from './namespace.js'
+import { Int, resolveOptions } from './options.js'
 
-export interface DbPluginOptions {
-  /** postgres:// URL. Omit it when the host app already registered @fastify/postgres or passes `pool`. */
-  connectionString?: string
+export const DbOptions = Type.Object({
+  connectionString: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'postgres:// URL. Omit it when the host app already registered @fastify/postgres or passes `pool`.' })),
+  max: Int(1, 10, { description: 'Pool size.' }),
+  statementTimeoutMs: Int(1, 5000, { description: 'Per-statement timeout in ms (server side, and client side 2 s later).' }),
+  connectionTimeoutMs: Int(1, 5000, { description: 'How long to wait for a connection in ms.' })
+})
+export type DbPluginOptions = Partial<Static<typeof DbOptions>> & {
   /** An existing pool to share instead of opening one (the host app keeps ownership). */
   pool?: Pool
-  /** Pool size; default 10. */
-  max?: number
-  /** Per-statement timeout in ms; default 5000. */
-  statementTimeoutMs?: number
-  /** How long to wait for a connection in ms; default 5000. */
-  connectionTimeoutMs?: number
 }
 
-async function dbPlugin (fastify: FastifyInstance, opts: DbPluginOptions) {
-  if (opts.pool !== undefined) {
-    provide(fastify, 'pool', opts.pool)
+async function dbPlugin (fastify: FastifyInstance, options: DbPluginOptions) {
+  const opts = resolveOptions('db', DbOptions, options, ['pool'])
+  if (options.pool !== undefined) {
+    provide(fastify, 'pool', options.pool)
     return
   }
   if (opts.connectionString === undefined) {
@@ -33,11 +34,11 @@ async function dbPlugin (fastify: FastifyInstance, opts: DbPluginOptions) {
   // @fastify/postgres already has (and a second citas-live registration would too).
   const pool = new pg.Pool({
     connectionString: opts.connectionString,
-    max: opts.max ?? 10,
-    connectionTimeoutMillis: opts.connectionTimeoutMs ?? 5000,
-    statement_timeout: opts.statementTimeoutMs ?? 5000,
+    max: opts.max,
+    connectionTimeoutMillis: opts.connectionTimeoutMs,
+    statement_timeout: opts.statementTimeoutMs,
     // The server-side timeout cannot fire when the network itself hangs: the client gives up a bit later.
-    query_timeout: (opts.statementTimeoutMs ?? 5000) + 2000,
+    query_timeout: opts.statementTimeoutMs + 2000,
     application_name: 'citas-live'
   })
   // An idle client losing its connection (database restart) must not crash the process.

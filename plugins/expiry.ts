@@ -1,22 +1,19 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { integerOption } from './options.js'
+import { Type, type Static } from '@sinclair/typebox'
+import { Int, resolveOptions } from './options.js'
 import { sweepExpiry } from '../services/expiry.js'
 import { citasOf } from './namespace.js'
 
-export interface ExpiryPluginOptions {
-  /** How long before `exp` a socket gets `token_expiring`, in ms. Default 30000. */
-  warningMs?: number
-  /** Period of the one sweep over all sockets, in ms: a socket is closed at most this late. Default 1000. */
-  sweepMs?: number
-}
+export const ExpiryOptions = Type.Object({
+  warningMs: Int(0, 30_000, { description: 'How long before `exp` a socket gets `token_expiring`, in ms.' }),
+  sweepMs: Int(10, 1000, { description: 'Period of the one sweep over all sockets, in ms: a socket is closed at most this late.' })
+})
+export type ExpiryPluginOptions = Partial<Static<typeof ExpiryOptions>>
 
 /** Token expiry on open sockets: one periodic sweep over every connection, no timer per socket. */
-async function expiryPlugin (fastify: FastifyInstance, opts: ExpiryPluginOptions) {
-  const warningMs = opts.warningMs ?? 30_000
-  const sweepMs = opts.sweepMs ?? 1000
-  integerOption('expiry', 'warningMs', warningMs, 0)
-  integerOption('expiry', 'sweepMs', sweepMs, 10)
+async function expiryPlugin (fastify: FastifyInstance, options: ExpiryPluginOptions) {
+  const { warningMs, sweepMs } = resolveOptions('expiry', ExpiryOptions, options)
   const { hub } = citasOf(fastify)
   const timer = setInterval(() => {
     try {

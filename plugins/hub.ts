@@ -1,30 +1,24 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { integerOption } from './options.js'
+import { Type, type Static } from '@sinclair/typebox'
+import { Int, resolveOptions } from './options.js'
 import { createHub } from '../services/hub.js'
 import { provide } from './namespace.js'
 
-export interface HubPluginOptions {
-  /** Heartbeat period in ms: a peer that has not answered one ping by the next is terminated. Default 30000. */
-  heartbeatMs?: number
-  /** Per-socket send buffer bound in bytes; over it only the newest stats per channel are kept. Default 65536. */
-  maxBufferedBytes?: number
-  /** A socket that stays over the bound this long is closed with 1013. Default 30000. */
-  stallTimeoutMs?: number
-  /** On close, sockets that have not finished the close handshake after this long are cut. Default 5000. */
-  closeTimeoutMs?: number
-}
+export const HubOptions = Type.Object({
+  heartbeatMs: Int(10, 30_000, { description: 'Heartbeat period in ms: a peer that has not answered one ping by the next is terminated.' }),
+  maxBufferedBytes: Int(1024, 65_536, { description: 'Per-socket send buffer bound in bytes; over it only the newest stats per channel are kept.' }),
+  stallTimeoutMs: Int(10, 30_000, { description: 'A socket that stays over the bound this long (ms) is closed with 1013.' }),
+  closeTimeoutMs: Int(0, 5000, { description: 'On close, sockets that have not finished the close handshake after this long (ms) are cut.' })
+})
+export type HubPluginOptions = Partial<Static<typeof HubOptions>>
 
 /** Close code sent to every client on shutdown: "service restart", so clients reconnect. */
 export const CLOSE_RESTART = 1012
 
-async function hubPlugin (fastify: FastifyInstance, opts: HubPluginOptions) {
-  const heartbeatMs = integerOption('hub', 'heartbeatMs', opts.heartbeatMs ?? 30_000, 10)
-  const hub = createHub({
-    maxBufferedBytes: integerOption('hub', 'maxBufferedBytes', opts.maxBufferedBytes ?? 65_536, 1024),
-    stallTimeoutMs: integerOption('hub', 'stallTimeoutMs', opts.stallTimeoutMs ?? 30_000, 10)
-  })
-  const closeTimeoutMs = integerOption('hub', 'closeTimeoutMs', opts.closeTimeoutMs ?? 5000, 0)
+async function hubPlugin (fastify: FastifyInstance, options: HubPluginOptions) {
+  const { heartbeatMs, maxBufferedBytes, stallTimeoutMs, closeTimeoutMs } = resolveOptions('hub', HubOptions, options)
+  const hub = createHub({ maxBufferedBytes, stallTimeoutMs })
   provide(fastify, 'hub', hub)
 
   const timer = setInterval(hub.sweep, heartbeatMs)

@@ -1,58 +1,50 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { integerOption } from './options.js'
+import { Type, type Static } from '@sinclair/typebox'
+import { Int, resolveOptions } from './options.js'
 import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
 import { AppError } from '../services/errors.js'
 import { createConnectionCounter, createOriginCheck } from '../services/limits.js'
 import { createTokenBucket } from '../services/token-bucket.js'
 import { citasOf, provide } from './namespace.js'
 
-export interface LimitsPluginOptions {
-  /** Origins allowed to open /ws from a browser (`https://app.example.com`). Unset: any origin (a warning is logged). */
-  allowedOrigins?: string[]
-  /** Subscriptions one connection may hold. Default 100. */
-  maxSubscriptions?: number
-  /** Open connections per token `sub`; 0 turns it off. Default 20. */
-  maxConnectionsPerUser?: number
-  /** Open connections per client IP; 0 (the default) turns it off. */
-  maxConnectionsPerIp?: number
-  /** Client messages per second per connection (token bucket refill). Default 10. */
-  messageRate?: number
-  /** Token bucket size: messages a connection may send at once. Default 20. */
-  messageBurst?: number
-  /** Messages over the rate in a row that close the connection with 1008. Default 50. */
-  maxRefusedMessages?: number
-  /** /notify/cita calls per caller (token `sub`, else IP) per window. Default 1200; 0 turns it off. */
-  notifyMax?: number
-  /** Window of notifyMax in ms. Default 60000. */
-  notifyWindowMs?: number
-}
+export const LimitsOptions = Type.Object({
+  allowedOrigins: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'Origins allowed to open /ws from a browser (https://app.example.com). Unset: any origin (a warning is logged).' })),
+  maxSubscriptions: Int(1, 100, { description: 'Subscriptions one connection may hold.' }),
+  maxConnectionsPerUser: Int(0, 20, { description: 'Open connections per token `sub`; 0 turns it off.' }),
+  maxConnectionsPerIp: Int(0, 0, { description: 'Open connections per client IP; 0 turns it off.' }),
+  messageRate: Type.Number({ exclusiveMinimum: 0, maximum: 1e6, default: 10, description: 'Client messages per second per connection (token bucket refill).' }),
+  messageBurst: Int(1, 20, { description: 'Token bucket size: messages a connection may send at once.' }),
+  maxRefusedMessages: Int(1, 50, { description: 'Messages over the rate in a row that close the connection with 1008.' }),
+  notifyMax: Int(0, 1200, { description: '/notify/cita calls per caller (token `sub`, else IP) per window; 0 turns it off.' }),
+  notifyWindowMs: Int(1, 60_000, { description: 'Window of notifyMax in ms.' })
+})
+export type LimitsPluginOptions = Partial<Static<typeof LimitsOptions>>
 
 export type Limits = ReturnType<typeof createLimits>
 
 /** Close code for a connection that keeps sending over its message rate: policy violation. */
 export const CLOSE_POLICY = 1008
 
-function createLimits (opts: LimitsPluginOptions) {
+function createLimits (options: LimitsPluginOptions) {
+  const opts = resolveOptions('limits', LimitsOptions, options)
   let isOriginAllowed: (origin: string | undefined) => boolean
   try {
     isOriginAllowed = createOriginCheck(opts.allowedOrigins)
   } catch (err) {
-    throw new Error(`citas-live limits plugin: allowedOrigins: ${(err as Error).message}`)
+    throw new Error(`citas-live limits plugin: invalid option allowedOrigins: ${(err as Error).message}`)
   }
-  const messageRate = opts.messageRate ?? 10
-  if (!(messageRate > 0) || !Number.isFinite(messageRate)) throw new Error('citas-live limits plugin: messageRate must be a positive number')
-  const messageBurst = integerOption('limits', 'messageBurst', opts.messageBurst ?? 20, 1)
+  const { messageRate, messageBurst } = opts
   return {
     isOriginAllowed,
     restrictsOrigins: opts.allowedOrigins !== undefined,
-    maxSubscriptions: integerOption('limits', 'maxSubscriptions', opts.maxSubscriptions ?? 100, 1),
-    maxRefusedMessages: integerOption('limits', 'maxRefusedMessages', opts.maxRefusedMessages ?? 50, 1),
-    perUser: createConnectionCounter(integerOption('limits', 'maxConnectionsPerUser', opts.maxConnectionsPerUser ?? 20, 0)),
-    perIp: createConnectionCounter(integerOption('limits', 'maxConnectionsPerIp', opts.maxConnectionsPerIp ?? 0, 0)),
+    maxSubscriptions: opts.maxSubscriptions,
+    maxRefusedMessages: opts.maxRefusedMessages,
+    perUser: createConnectionCounter(opts.maxConnectionsPerUser),
+    perIp: createConnectionCounter(opts.maxConnectionsPerIp),
     messageBucket: () => createTokenBucket(messageRate, messageBurst),
-    notifyMax: integerOption('limits', 'notifyMax', opts.notifyMax ?? 1200, 0),
-    notifyWindowMs: integerOption('limits', 'notifyWindowMs', opts.notifyWindowMs ?? 60_000, 1)
+    notifyMax: opts.notifyMax,
+    notifyWindowMs: opts.notifyWindowMs
   }
 }
 

@@ -8,45 +8,32 @@ import { createRedisBus } from '../services/redis-bus.js'
 import { createBusCodec, MAX_CHANGED_IDS, type BusDropReason } from '../services/bus-codec.js'
 import { createBusOutbox } from '../services/bus-outbox.js'
 import { createChangeCapture, type CaptureRole } from '../services/change-capture.js'
+import { Type, type Static } from '@sinclair/typebox'
 import { citasOf, provide } from './namespace.js'
+import { Int, resolveOptions } from './options.js'
 
 export type BusKind = 'memory' | 'postgres' | 'redis'
 
-export interface LivePluginOptions {
-  /**
-   * How instances tell each other about stats they computed. `postgres` (default): NOTIFY/LISTEN
-   * on the database, no extra infrastructure. `redis`: pub/sub on `redisUrl`. `memory`: one process.
-   */
-  bus?: BusKind
-  redisUrl?: string
-  /**
-   * Read the change table the citas trigger fills (db/migrations/004), so writes made without
-   * /notify/cita reach dashboards. Default true. Off, the table is still drained (and ignored).
-   */
-  changeCapture?: boolean
-  /** How often the capture leader drains the change table, in ms. Default 50. */
-  capturePollMs?: number
-  /**
-   * Connection settings (or a postgres:// URL) of the dedicated session: LISTEN and the capture
-   * leader's lock need a real session, which a transaction-mode pooler in front of the pool cannot
-   * give. Default: the pool's own settings.
-   */
+export const LiveOptions = Type.Object({
+  bus: Type.Union([Type.Literal('postgres'), Type.Literal('redis'), Type.Literal('memory')], {
+    default: 'postgres',
+    description: 'How instances tell each other about stats: postgres (NOTIFY/LISTEN on the database, nothing else to run), redis (pub/sub on redisUrl), memory (one process).'
+  }),
+  redisUrl: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'redis:// URL of the redis bus.' })),
+  changeCapture: Type.Boolean({ default: true, description: 'Read the change table the citas trigger fills (db/migrations/004), so writes made without /notify/cita reach dashboards. Off, the table is still drained (and ignored).' }),
+  capturePollMs: Int(5, 50, { maximum: 60_000, description: 'How often the capture leader drains the change table, in ms.' }),
+  session: Type.Optional(Type.Union([Type.String({ pattern: '^postgres(ql)?://' }), Type.Object({}, { additionalProperties: true })], {
+    description: 'Connection settings (or a postgres:// URL) of the dedicated session: LISTEN and the capture leader\'s lock need a real session, which a transaction-mode pooler cannot give. Default: the pool\'s own settings.'
+  })),
+  heartbeatMs: Int(100, 5000, { maximum: 60_000, description: 'The session and the Redis connections run a query at least this often when quiet, in ms.' }),
+  deadlineMs: Int(100, 5000, { maximum: 60_000, description: 'A session or Redis query without an answer within this (ms) drops the connection, which is then replaced.' }),
+  coalesceMs: Int(0, 100, { maximum: 60_000, description: 'Least gap in ms between two recomputes of one negocio during a burst.' }),
+  reconcileSeconds: Type.Number({ minimum: 0, maximum: 86_400, default: 0, description: 'Recompute every channel with subscribers this often (seconds) and push what changed; 0 = off.' }),
+  instanceId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'This instance\'s name on the bus. Default: a random UUID.' })),
+  busSecret: Type.Optional(Type.String({ minLength: 16, description: 'Key material for the MAC every bus message carries, the same on every instance. app.ts passes auth.secret when unset. Required with the postgres and redis buses.' }))
+})
+export type LivePluginOptions = Partial<Omit<Static<typeof LiveOptions>, 'session'>> & {
   session?: pg.ClientConfig | string
-  /** The session and the Redis connections run a query at least this often when quiet, in ms. Default 5000. */
-  heartbeatMs?: number
-  /** A session or Redis query without an answer within this drops the connection, which is then replaced, in ms. Default 5000. */
-  deadlineMs?: number
-  /** Least gap in ms between two recomputes of one negocio during a burst. Default 100. */
-  coalesceMs?: number
-  /** Recompute every channel with subscribers this often and push what changed; 0 = off (default). */
-  reconcileSeconds?: number
-  /** This instance's name on the bus. Default: a random UUID. */
-  instanceId?: string
-  /**
-   * Key material for the MAC every bus message carries (at least 16 characters, the same on every
-   * instance). app.ts passes auth.secret when this is unset. Required with the postgres and redis buses.
-   */
-  busSecret?: string
 }
 
 /** NOTIFY channel of the stats bus between instances. */
@@ -73,15 +60,14 @@ export type Live = ReturnType<typeof createLiveStats> & {
 /** A refused bus message is logged at most this often (with the counts since), so a flood cannot flood the log. */
 const DROP_LOG_INTERVAL_MS = 60_000
 
-async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
-  const busKind = opts.bus ?? 'postgres'
-  if (busKind === 'redis' && (opts.redisUrl === undefined || opts.redisUrl === '')) {
-    throw new Error('citas-live live plugin: bus "redis" needs redisUrl')
+async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions) {
+  const opts = resolveOptions('live', LiveOptions, options)
+  const busKind = opts.bus
+  if (busKind === 'redis' && opts.redisUrl === undefined) {
+    throw new Error('citas-live live plugin: invalid option redisUrl: the redis bus needs it')
   }
-  const changeCapture = opts.changeCapture ?? true
-  const reconcileSeconds = opts.reconcileSeconds ?? 0
-  if (!Number.isFinite(reconcileSeconds) || reconcileSeconds < 0) throw new Error('citas-live live plugin: reconcileSeconds must be >= 0')
-  if (busKind !== 'memory' && (opts.busSecret === undefined || opts.busSecret.length < 16)) {
+  const { changeCapture, reconcileSeconds } = opts
+  if (busKind !== 'memory' && opts.busSecret === undefined) {
     throw new Error(`citas-live live plugin: the ${busKind} bus signs its messages: pass busSecret (or auth.secret) of at least 16 characters, the same on every instance`)
   }
   // The memory bus sends nothing; its codec, under a key of its own, is never used.
@@ -90,7 +76,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   const origin = opts.instanceId ?? randomUUID()
   const ns = citasOf(fastify)
   const pool = ns.pool
-  const timing = { ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}), ...(opts.deadlineMs !== undefined ? { deadlineMs: opts.deadlineMs } : {}) }
+  const timing = { heartbeatMs: opts.heartbeatMs, deadlineMs: opts.deadlineMs }
 
   const dropped: Record<BusDropReason, number> = { unsigned: 0, bad_signature: 0, malformed: 0, implausible: 0 }
   let lastDropLog = 0
@@ -146,10 +132,10 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
     }
   }
 
-  const sessionConnection: pg.ClientConfig = opts.session === undefined
+  const sessionConnection: pg.ClientConfig = options.session === undefined
     // Same settings as the pool (host, credentials, TLS), but a session of its own.
     ? (pool as unknown as { options: pg.ClientConfig }).options
-    : typeof opts.session === 'string' ? { connectionString: opts.session } : opts.session
+    : typeof options.session === 'string' ? { connectionString: options.session } : options.session
   // The session's callbacks run only once it is started (onReady), after `capture` below exists.
   const session: PgSession = createPgSession({
     connection: sessionConnection,
@@ -170,9 +156,9 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   const capture = createChangeCapture({
     session,
     onChanges,
-    pollMs: changeCapture ? opts.capturePollMs ?? 50 : 1000,
+    pollMs: changeCapture ? opts.capturePollMs : 1000,
     // A leader's session idle for two deadlines is gone (its own deadline would have replaced it).
-    staleLeaderMs: 2 * (opts.deadlineMs ?? 5000),
+    staleLeaderMs: 2 * opts.deadlineMs,
     onRole: (role) => log.info({ role }, `change capture: this instance is ${role === 'leader' ? 'the leader (it drains the change table)' : role === 'follower' ? 'a follower (another instance drains the change table)' : 'without a database session'}`),
     onError: (err, context) => log.warn({ err }, context),
     onFailing: (err, message) => {
@@ -187,7 +173,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
     origin,
     ...(outbox !== undefined ? { broadcast: outbox.publish } : {}),
     ...(changeCapture ? { barrier: async () => await capture.poll() } : {}),
-    ...(opts.coalesceMs !== undefined ? { coalesceMs: opts.coalesceMs } : {}),
+    coalesceMs: opts.coalesceMs,
     onError: (err, context) => log.warn({ err }, context)
   })
 
@@ -208,7 +194,7 @@ async function livePlugin (fastify: FastifyInstance, opts: LivePluginOptions) {
   let reconcileTimer: NodeJS.Timeout | undefined
   fastify.addHook('onReady', async () => {
     log.info(changeCapture
-      ? { changeCapture: 'table', pollMs: opts.capturePollMs ?? 50 }
+      ? { changeCapture: 'table', pollMs: opts.capturePollMs }
       : { changeCapture: 'off' },
     changeCapture
       ? 'change capture: on, from the change table the citas trigger fills (no NOTIFY on the write path); one instance at a time drains it'

@@ -3,28 +3,26 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { createServer, type Server } from 'node:http'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-
-export interface MetricsPluginOptions {
-  /** Serve GET /metrics on the app's own port (under its prefix), only to `Authorization: Bearer <token>`. */
-  token?: string
-  /** Serve GET /metrics on a port of its own, without auth: bind it to a private interface. */
-  port?: number
-  /** Address of that port. Default 127.0.0.1. */
-  host?: string
-  /** Collect Node's process metrics too (CPU, memory, event loop lag). Default true. */
-  processMetrics?: boolean
-}
-
+import { Type, type Static } from '@sinclair/typebox'
 import { citasOf, provide } from './namespace.js'
+import { resolveOptions } from './options.js'
+
+export const MetricsOptions = Type.Object({
+  token: Type.Optional(Type.String({ minLength: 16, description: 'Serve GET /metrics on the app\'s own port (under its prefix), only to `Authorization: Bearer <token>`.' })),
+  port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'Serve GET /metrics on a port of its own, without auth: bind it to a private interface.' })),
+  host: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address of that port.' }),
+  processMetrics: Type.Boolean({ default: true, description: 'Collect Node\'s process metrics too (CPU, memory, event loop lag).' })
+})
+export type MetricsPluginOptions = Partial<Static<typeof MetricsOptions>>
 
 const NOTIFY_URL = '/notify/cita'
 const ACTIONS = new Set(['created', 'updated', 'deleted', 'status_changed'])
 
-async function metricsPlugin (fastify: FastifyInstance, opts: MetricsPluginOptions) {
-  if (opts.token !== undefined && opts.token.length < 16) throw new Error('citas-live metrics plugin: token must be at least 16 characters')
+async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOptions) {
+  const opts = resolveOptions('metrics', MetricsOptions, options)
   const { hub, live, stats } = citasOf(fastify)
   const register = new Registry()
-  if (opts.processMetrics ?? true) collectDefaultMetrics({ register, prefix: 'citas_live_' })
+  if (opts.processMetrics) collectDefaultMetrics({ register, prefix: 'citas_live_' })
 
   // Figures the hub and the live-stats service already keep: read them at scrape time.
   new Gauge({ name: 'citas_live_connections', help: 'Open WebSocket connections', registers: [register], collect () { this.set(hub.connectionCount) } })
@@ -126,7 +124,7 @@ async function metricsPlugin (fastify: FastifyInstance, opts: MetricsPluginOptio
     fastify.addHook('onReady', async () => {
       await new Promise<void>((resolve, reject) => {
         s.once('error', reject)
-        s.listen(opts.port, opts.host ?? '127.0.0.1', () => { s.off('error', reject); resolve() })
+        s.listen(opts.port, opts.host, () => { s.off('error', reject); resolve() })
       })
     })
   }

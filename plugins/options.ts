@@ -1,7 +1,52 @@
-/** Boot-time check of a numeric plugin option: bad options fail ready(), with the plugin and option named. */
-export function integerOption (plugin: string, name: string, value: number, min: number): number {
-  if (!Number.isInteger(value) || value < min) {
-    throw new Error(`citas-live ${plugin} plugin: ${name} must be an integer of at least ${min}`)
+import { FormatRegistry, Type, type Static, type TObject, type TSchema } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { isValidTimeZone } from '../services/stats.js'
+
+// Formats the option schemas use; checked by TypeBox like any other constraint.
+if (!FormatRegistry.Has('iana-time-zone')) FormatRegistry.Set('iana-time-zone', isValidTimeZone)
+
+/** An integer option: bounds and default in one place. */
+export const Int = (min: number, def?: number, extra: { maximum?: number, description?: string } = {}) =>
+  Type.Integer({ minimum: min, ...(def !== undefined ? { default: def } : {}), ...extra })
+
+/**
+ * The options a plugin was given, with its schema's defaults filled in and every value checked
+ * against it. Throws one line naming the plugin and the option: a bad option fails at boot.
+ * `extra` names options outside the schema (functions, pools); any other unknown option is an error,
+ * so a misspelt one is not silently ignored.
+ */
+export function resolveOptions<T extends TObject> (plugin: string, schema: T, opts: object | undefined, extra: readonly string[] = []): Static<T> {
+  const given = (opts ?? {}) as Record<string, unknown>
+  const own: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(given)) {
+    if (key in schema.properties) {
+      if (value !== undefined) own[key] = value
+    } else if (!extra.includes(key)) {
+      throw new Error(`citas-live ${plugin} plugin: unknown option ${key}`)
+    }
   }
-  return value
+  const value = Value.Default(schema, Value.Clone(own))
+  const first = Value.Errors(schema, value).First()
+  if (first !== undefined) {
+    const name = first.path.replace(/^\//, '').replaceAll('/', '.')
+    throw new Error(`citas-live ${plugin} plugin: invalid option ${name}: ${describe(first.schema, first.message)}`)
+  }
+  return value as Static<T>
+}
+
+/** TypeBox's message, made plain for the formats and patterns people meet most. */
+export function describe (schema: TSchema, message: string): string {
+  if (schema.format === 'iana-time-zone') return 'not an IANA time zone (like Europe/Madrid)'
+  return message
+}
+
+/** The schema of one option (dotted path into nested objects), for config.ts to check environment values with. */
+export function optionSchema (schema: TObject, path: string): TSchema {
+  let at: TSchema = schema
+  for (const key of path.split('.')) {
+    const next = (at as TObject).properties?.[key]
+    if (next === undefined) throw new Error(`no option ${path}`)
+    at = next
+  }
+  return at
 }

@@ -1,16 +1,21 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { createStatsService, isValidTimeZone, type StatsServiceOptions } from '../services/stats.js'
-
-export interface StatsPluginOptions extends StatsServiceOptions {}
-
+import { Type, type Static } from '@sinclair/typebox'
+import { createStatsService } from '../services/stats.js'
 import { citasOf, provide } from './namespace.js'
+import { resolveOptions } from './options.js'
 
-async function statsPlugin (fastify: FastifyInstance, opts: StatsPluginOptions) {
-  if (opts.timezone !== undefined && !isValidTimeZone(opts.timezone)) {
-    throw new Error(`citas-live stats plugin: timezone ${JSON.stringify(opts.timezone)} is not an IANA time zone`)
-  }
-  provide(fastify, 'stats', createStatsService(citasOf(fastify).pool, opts))
+export const StatsOptions = Type.Object({
+  timezone: Type.String({ format: 'iana-time-zone', default: 'UTC', description: 'IANA zone for "today" when the business has no zona_horaria of its own.' })
+})
+export type StatsPluginOptions = Partial<Static<typeof StatsOptions>> & {
+  /** Clock, injectable for tests of the day boundary. */
+  now?: () => Date
+}
+
+async function statsPlugin (fastify: FastifyInstance, options: StatsPluginOptions) {
+  const { timezone } = resolveOptions('stats', StatsOptions, options, ['now'])
+  provide(fastify, 'stats', createStatsService(citasOf(fastify).pool, { timezone, ...(options.now !== undefined ? { now: options.now } : {}) }))
 }
 
 export default fp(statsPlugin, { fastify: '5.x', name: 'citas-stats', dependencies: ['citas-db'] })

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { allowedOrigins, loadEnv, trustProxy } from '../config.js'
+import { allowedOrigins, loadEnv, optionsFromEnv, trustProxy } from '../config.js'
 
 t.test('defaults', async (t) => {
   t.match(loadEnv({}), {
@@ -27,7 +27,10 @@ t.test('a bad variable is one line naming it', async (t) => {
     [{ DATABASE_URL: 'mysql://x' }, /^invalid DATABASE_URL: /],
     [{ JWT_SECRET: 'short' }, /^invalid JWT_SECRET: .*"<redacted>"/],
     [{ STATS_TIMEZONE: 'Mars/Olympus' }, /^invalid STATS_TIMEZONE: not an IANA time zone/],
-    [{ JWT_CLAIM_ROLE: 'has space' }, /^invalid JWT_CLAIM_ROLE: /]
+    [{ JWT_CLAIM_ROLE: 'has space' }, /^invalid JWT_CLAIM_ROLE: /],
+    [{ STATS_COALESCE_MS: '-1' }, /^invalid STATS_COALESCE_MS: .*\(got "-1"\)$/],
+    [{ WS_MAX_PAYLOAD: '100' }, /^invalid WS_MAX_PAYLOAD: Expected integer to be greater or equal to 256 \(got 100\)$/],
+    [{ CHANGE_CAPTURE: 'yes' }, /^invalid CHANGE_CAPTURE: /]
   ]
   for (const [env, message] of cases) {
     t.throws(() => loadEnv(env), { name: 'ConfigError', message }, JSON.stringify(env))
@@ -51,4 +54,17 @@ t.test('hardening settings: defaults, parsing, and one line per bad value', asyn
   t.equal(trustProxy(undefined), false)
   t.equal(trustProxy('true'), true)
   t.equal(trustProxy('10.0.0.0/8'), '10.0.0.0/8')
+})
+
+t.test('the environment becomes plugin options, checked by the plugins\' own schemas', async (t) => {
+  const env = loadEnv({ STATS_COALESCE_MS: '250', CHANGE_CAPTURE: 'off', ALLOWED_ORIGINS: 'https://a.example.com', JWT_CLAIM_ROLE: 'rol', WS_MAX_PAYLOAD: '8192' })
+  const opts = optionsFromEnv(env)
+  t.match(opts, {
+    maxPayload: 8192,
+    live: { coalesceMs: 250, changeCapture: false },
+    limits: { allowedOrigins: ['https://a.example.com'], maxSubscriptions: 100 },
+    auth: { claims: { role: 'rol', negocioId: 'negocio_id' }, serviceRole: 'service' },
+    stats: { timezone: 'UTC' }
+  })
+  t.equal(loadEnv({}).STATS_COALESCE_MS, 100, 'the default is the live plugin\'s')
 })

@@ -67,7 +67,22 @@ t.test('misconfiguration fails at boot with a clear message', async (t) => {
 
   const shortSecret = Fastify({ logger: false })
   t.teardown(() => shortSecret.close())
-  await t.rejects(async () => { await shortSecret.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: 'short' } }); await shortSecret.ready() }, /at least 16/)
+  await t.rejects(async () => { await shortSecret.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: 'short' } }); await shortSecret.ready() }, /citas-live auth plugin: invalid option secret: Expected string length greater or equal to 16/)
+
+  // Every option is checked against its plugin's schema, with the plugin and the option named.
+  const bad: Array<[Record<string, unknown>, RegExp]> = [
+    [{ live: { coalesceMs: -1 } }, /^citas-live live plugin: invalid option coalesceMs: Expected integer to be greater or equal to 0$/],
+    [{ maxPayload: 10 }, /^citas-live app plugin: invalid option maxPayload: /],
+    [{ hub: { heartbeatMS: 5 } }, /^citas-live hub plugin: unknown option heartbeatMS$/],
+    [{ auth: { secret: SECRET, claims: { role: 'has space' } } }, /^citas-live auth plugin: invalid option claims.role: /],
+    [{ limits: { messageRate: 0 } }, /^citas-live limits plugin: invalid option messageRate: /],
+    [{ live: { bus: 'kafka' } }, /^citas-live live plugin: invalid option bus: /]
+  ]
+  for (const [opts, message] of bad) {
+    const app = Fastify({ logger: false })
+    t.teardown(() => app.close())
+    await t.rejects(async () => { await app.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: SECRET }, ...opts }); await app.ready() }, message, JSON.stringify(opts))
+  }
 
   const badZone = Fastify({ logger: false })
   t.teardown(() => badZone.close())
