@@ -1,6 +1,6 @@
 import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { normalizeOrigin } from './services/limits.js'
+import { createNetworkMatcher, normalizeOrigin } from './services/limits.js'
 import { AppOwnOptions, type AppOptions } from './app.js'
 import { AuthOptions } from './plugins/auth.js'
 import { DbOptions } from './plugins/db.js'
@@ -39,6 +39,7 @@ const PLUGIN_ENV = {
   JWT_CLAIM_ROLE: ['auth', 'claims.role'],
   JWT_ADMIN_ROLE: ['auth', 'adminRole'],
   JWT_SERVICE_ROLE: ['auth', 'serviceRole'],
+  NOTIFY_TRUSTED_NETWORKS: ['auth', 'notifyTrustedNetworks'],
   REDIS_URL: ['live', 'redisUrl'],
   BUS_SECRET: ['live', 'busSecret'],
   CHANGE_CAPTURE: ['live', 'changeCapture'],
@@ -77,7 +78,8 @@ function envSchemaOf (option: TSchema): TSchema {
   if (option.type === 'boolean') {
     schema = Type.Union([Type.Literal('on'), Type.Literal('off')], def === undefined ? {} : { default: def === true ? 'on' : 'off' })
   } else if (option.type === 'array') {
-    schema = Type.String({ minLength: 1 })
+    // A comma list; unset stands for the option's default (an empty list reads as unset).
+    return Type.Optional(Type.String({ minLength: 1 }))
   } else if (option.anyOf !== undefined) {
     schema = (option.anyOf as TSchema[]).find(s => s.type === 'string') as TSchema
   } else {
@@ -162,6 +164,13 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
   if (env.BUS === 'redis' && env.REDIS_URL === undefined) {
     throw new ConfigError('invalid REDIS_URL: required when BUS=redis')
   }
+  if (env.NOTIFY_TRUSTED_NETWORKS !== undefined) {
+    try {
+      createNetworkMatcher(commaList(String(env.NOTIFY_TRUSTED_NETWORKS)))
+    } catch (err) {
+      throw new ConfigError(`invalid NOTIFY_TRUSTED_NETWORKS: ${(err as Error).message}`)
+    }
+  }
   if (env.ALLOWED_ORIGINS !== undefined) {
     for (const origin of allowedOrigins(String(env.ALLOWED_ORIGINS))) {
       if (normalizeOrigin(origin) === null) {
@@ -182,7 +191,7 @@ export function optionsFromEnv (env: Env): Pick<AppOptions, 'maxPayload'> & Reco
     const raw = env[name]
     if (raw === undefined) continue
     const option = optionSchema(SCHEMAS[part], path)
-    const value = option.type === 'boolean' ? raw === 'on' : option.type === 'array' ? allowedOrigins(String(raw)) : raw
+    const value = option.type === 'boolean' ? raw === 'on' : option.type === 'array' ? commaList(String(raw)) : raw
     const keys = path.split('.')
     let at = parts[part]
     for (const key of keys.slice(0, -1)) at = (at[key] ??= {}) as Record<string, unknown>
@@ -192,10 +201,13 @@ export function optionsFromEnv (env: Env): Pick<AppOptions, 'maxPayload'> & Reco
   return { ...(app.maxPayload !== undefined ? { maxPayload: app.maxPayload as number } : {}), ...plugins }
 }
 
-/** ALLOWED_ORIGINS as a list: comma-separated, blanks ignored. */
-export function allowedOrigins (value: string): string[] {
+/** A comma list (ALLOWED_ORIGINS, NOTIFY_TRUSTED_NETWORKS): blanks ignored. */
+export function commaList (value: string): string[] {
   return value.split(',').map(s => s.trim()).filter(s => s !== '')
 }
+
+/** ALLOWED_ORIGINS as a list (the name the tests and older callers use). */
+export const allowedOrigins = commaList
 
 /** TRUST_PROXY as Fastify's trustProxy: `true`, or a comma list of proxy addresses/CIDRs. */
 export function trustProxy (value: string | undefined): boolean | string {

@@ -6,6 +6,7 @@ import { provide } from './namespace.js'
 import { resolveOptions } from './options.js'
 import { AppError } from '../services/errors.js'
 import { isNegocioId } from '../services/protocol.js'
+import { createNetworkMatcher } from '../services/limits.js'
 import type { Access } from '../services/hub.js'
 
 const ClaimName = (def: string, description: string) => Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: def, description })
@@ -18,7 +19,11 @@ export const AuthOptions = Type.Object({
     role: ClaimName('role', 'Claim holding the role.')
   }, { default: {} }),
   adminRole: Type.Optional(Type.String({ minLength: 1, description: 'A role that may watch every negocio. Unset: nobody may.' })),
-  serviceRole: Type.String({ minLength: 1, default: 'service', description: 'The role a caller of /notify/cita must have.' })
+  serviceRole: Type.String({ minLength: 1, default: 'service', description: 'The role a caller of /notify/cita must have.' }),
+  notifyTrustedNetworks: Type.Array(Type.String({ minLength: 1 }), {
+    default: [],
+    description: 'Networks (CIDRs or addresses) whose /notify/cita calls need no token, as the Go server took them: for a REST API that cannot change. Off (empty) by default; a call that brings a token is checked as always.'
+  })
 })
 type AuthSchemaOptions = Static<typeof AuthOptions>
 export type ClaimNames = Partial<AuthSchemaOptions['claims']>
@@ -87,7 +92,22 @@ function createAuth (verifyToken: (token: string) => unknown, opts: AuthSchemaOp
     return claims[names.role] === serviceRole
   }
 
-  return { verify, accessOf, isService, claimNames: names, serviceRole }
+  let trusted: (address: string | undefined) => boolean
+  try {
+    trusted = createNetworkMatcher(opts.notifyTrustedNetworks)
+  } catch (err) {
+    throw new Error(`citas-live auth plugin: invalid option notifyTrustedNetworks: ${(err as Error).message}`)
+  }
+
+  return {
+    verify,
+    accessOf,
+    isService,
+    claimNames: names,
+    serviceRole,
+    /** Whether a /notify/cita call from this address may come without a token (notifyTrustedNetworks). */
+    isTrustedNotifier: trusted
+  }
 }
 
 /** The token of a request: `Authorization: Bearer <t>`, `?token=<t>`, or `Sec-WebSocket-Protocol: bearer, <t>`. */

@@ -2,15 +2,12 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Int, resolveOptions } from './options.js'
-import { createDbMonitor, createReadiness, forEachLimited, type Readiness } from '../services/db-monitor.js'
-import { isAppError } from '../services/errors.js'
-import { negocioOf } from '../services/protocol.js'
+import { createDbMonitor, createReadiness, type Readiness } from '../services/db-monitor.js'
 import { citasOf, provide } from './namespace.js'
 
 export const DbMonitorOptions = Type.Object({
   probeIntervalMs: Int(10, 1000, { description: 'Time between probes while the database is down, in ms.' }),
   recomputeOnRecovery: Type.Boolean({ default: true, description: 'When the database is back, recompute and publish every channel with subscribers (false: do it yourself through dbMonitor.onUp).' }),
-  recomputeConcurrency: Int(1, 4, { description: 'Recomputations running at once after an outage.' }),
   readinessRefreshMs: Int(0, 1000, { description: 'GET /ready probes the database at most once per this many ms and answers from the result.' }),
   readinessHangMs: Int(100, 2000, { description: 'A readiness probe unanswered for this long (ms) reports the database as not answering.' })
 })
@@ -32,7 +29,7 @@ export type DbMonitor = ReturnType<typeof createDbMonitor> & {
  */
 async function dbMonitorPlugin (fastify: FastifyInstance, options: DbMonitorPluginOptions) {
   const opts = resolveOptions('db monitor', DbMonitorOptions, options)
-  const { probeIntervalMs, recomputeConcurrency: concurrency, readinessRefreshMs, readinessHangMs } = opts
+  const { probeIntervalMs, readinessRefreshMs, readinessHangMs } = opts
   const { pool: citasPool, stats, hub, live } = citasOf(fastify)
   const { log } = fastify
 
@@ -42,18 +39,8 @@ async function dbMonitorPlugin (fastify: FastifyInstance, options: DbMonitorPlug
     onError: (err) => log.error({ err }, 'database recovery listener failed')
   })
 
-  async function recomputeAll (): Promise<void> {
-    const names = [...hub.channelNames()]
-    await forEachLimited(names, concurrency, async (channel) => {
-      const negocioId = negocioOf(channel)
-      if (negocioId === null) return
-      // Through the coalescer: refreshes the snapshot too, and shares a run with any notify meanwhile.
-      await live.refresh(negocioId, { broadcast: false })
-    }, (err, channel) => {
-      if (isAppError(err) && err.code === 'not_found') return
-      log.warn({ err, channel }, 'recompute after database outage failed')
-    })
-  }
+  /** Through live-stats: the coalescer shares runs with any notify meanwhile, and refreshes the snapshots. */
+  const recomputeAll = async (): Promise<void> => { await live.resyncAll() }
 
   const probe = createReadiness({
     probe: async () => await citasPool.query('SELECT 1'),
@@ -73,13 +60,18 @@ async function dbMonitorPlugin (fastify: FastifyInstance, options: DbMonitorPlug
   }
 
   stats.onUnavailable((err) => monitor.reportFailure(err))
+  let downSince = 0
+  monitor.onDown(() => { downSince = Date.now() })
   monitor.onDown(() => probe.invalidate())
   monitor.onDown((err) => log.warn({ err }, 'database unreachable: probing until it answers'))
   monitor.onUp(() => log.info('database is back'))
   if (opts.recomputeOnRecovery) {
     monitor.onUp(async () => {
-      await recomputeAll()
-      log.info({ channels: hub.channelCount }, 'stats recomputed after database outage')
+      // One outage, one resync: none if the session's reconnect already did it since the outage began.
+      const ran = await live.resyncAfterOutage(downSince)
+      log.info({ channels: hub.channelCount, resynced: ran }, ran
+        ? 'stats recomputed after database outage'
+        : 'stats recomputed after database outage by the database session\'s reconnect')
     })
   }
   provide(fastify, 'dbMonitor', Object.assign(monitor, { recomputeAll, readiness }))

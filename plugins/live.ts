@@ -28,6 +28,7 @@ export const LiveOptions = Type.Object({
   heartbeatMs: Int(100, 5000, { maximum: 60_000, description: 'The session and the Redis connections run a query at least this often when quiet, in ms.' }),
   deadlineMs: Int(100, 5000, { maximum: 60_000, description: 'A session or Redis query without an answer within this (ms) drops the connection, which is then replaced.' }),
   coalesceMs: Int(0, 100, { maximum: 60_000, description: 'Least gap in ms between two recomputes of one negocio during a burst.' }),
+  resyncConcurrency: Int(1, 4, { maximum: 64, description: 'Recomputes running at once when every channel is recomputed (after an outage, a bus reconnect, a new capture leader).' }),
   reconcileSeconds: Type.Number({ minimum: 0, maximum: 86_400, default: 0, description: 'Recompute every channel with subscribers this often (seconds) and push what changed; 0 = off.' }),
   instanceId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'This instance\'s name on the bus. Default: a random UUID.' })),
   busSecret: Type.Optional(Type.String({ minLength: 16, description: 'Key material for the MAC every bus message carries, the same on every instance. app.ts passes auth.secret when unset. Required with the postgres and redis buses.' }))
@@ -55,6 +56,8 @@ export type Live = ReturnType<typeof createLiveStats> & {
   /** Distinct negocio ids change capture drained (on this instance, while it led). */
   readonly captureChanges: number
   status: () => LiveStatus
+  /** One resync for a database outage that began at `downSince`, however many parts noticed it; resolves whether it ran. */
+  resyncAfterOutage: (downSince: number) => Promise<boolean>
 }
 
 /** A refused bus message is logged at most this often (with the counts since), so a flood cannot flood the log. */
@@ -97,10 +100,12 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     }
   }
   // Whatever the bus carried while this instance could not hear it is lost: recompute what it shows.
+  // Whatever the bus carried while this instance could not hear it is lost: recompute what it shows.
   const resync = (what: string) => {
     log.info(`${what}: recomputing every channel with subscribers`)
-    live.resyncAll()
+    live.resyncAll().catch(() => {})
   }
+  let sessionLostAt = 0
 
   let send: ((m: BusMessage) => Promise<void>) | undefined
   let redis: ReturnType<typeof createRedisBus> | undefined
@@ -112,7 +117,8 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
       channel: `citas-live:stats:${codec.channelTag}`,
       ...timing,
       onMessage: onBusPayload,
-      onSubscribed: (first) => { if (!first) resync('redis bus subscribed again') },
+      // The first subscription too: Redis may have come up long after this instance started.
+      onSubscribed: (first) => { resync(first ? 'redis bus subscribed' : 'redis bus subscribed again') },
       onDown: () => log.warn('redis bus connection lost; reconnecting'),
       onError: (err) => log.warn({ err }, 'redis bus error')
     })
@@ -143,10 +149,18 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     ...timing,
     onNotification: (_channel, payload) => onBusPayload(payload),
     onConnect: (first) => {
-      capture.sessionUp()
-      if (!first && busKind === 'postgres') resync('database LISTEN connection re-established')
+      const attempt = capture.sessionUp()
+      if (first) return
+      attempt.then((role) => {
+        // A new leader makes every instance resync ('*'): that one covers this reconnect too.
+        if (role === 'leader' && changeCapture) return
+        if (busKind === 'postgres') resync('database LISTEN connection re-established')
+        // The database itself was away: one resync for it, shared with the db monitor's.
+        else resyncAfterOutage(sessionLostAt).catch(() => {})
+      }, () => {})
     },
     onLost: (err) => {
+      sessionLostAt = Date.now()
       capture.sessionDown()
       // Ended by the server without an error: a shutdown or restart of PostgreSQL, already told by the db monitor.
       if (err === undefined) log.info('database session (LISTEN, change capture) ended; reconnecting')
@@ -174,8 +188,19 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     ...(outbox !== undefined ? { broadcast: outbox.publish } : {}),
     ...(changeCapture ? { barrier: async () => await capture.poll() } : {}),
     coalesceMs: opts.coalesceMs,
+    resyncConcurrency: opts.resyncConcurrency,
     onError: (err, context) => log.warn({ err }, context)
   })
+
+  /**
+   * The database was away since `downSince` (the db monitor saw it, or the session): one resync for
+   * that outage. None while the session is down (its reconnect does it), and none if the reconnect's
+   * already ran, successfully, since the outage began.
+   */
+  async function resyncAfterOutage (downSince: number): Promise<boolean> {
+    if (!session.connected) return false
+    return await live.resyncSince(downSince)
+  }
 
   const status = (): LiveStatus => ({
     bus: { kind: busKind, up: busKind === 'memory' ? true : busKind === 'redis' ? (redis as NonNullable<typeof redis>).up : session.connected },
@@ -188,7 +213,8 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     busReconnects: { get: () => session.reconnects + (redis?.reconnects ?? 0), enumerable: true },
     busDropped: { value: dropped, enumerable: true },
     captureChanges: { get: () => capture.changes, enumerable: true },
-    status: { value: status, enumerable: true }
+    status: { value: status, enumerable: true },
+    resyncAfterOutage: { value: resyncAfterOutage, enumerable: true }
   }) as Live)
 
   let reconcileTimer: NodeJS.Timeout | undefined
@@ -202,7 +228,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     await session.start()
     redis?.start()
     if (reconcileSeconds > 0) {
-      reconcileTimer = setInterval(() => live.resyncAll(), reconcileSeconds * 1000)
+      reconcileTimer = setInterval(() => { live.resyncAll().catch(() => {}) }, reconcileSeconds * 1000)
       reconcileTimer.unref()
     }
   })

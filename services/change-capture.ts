@@ -67,6 +67,8 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   let changes = 0
   let polls = 0
   let takeovers = 0
+  /** Callers of sessionUp() waiting for its first leadership attempt. */
+  let afterAttempt: Array<(role: CaptureRole) => void> = []
   /** The error code of a poll that keeps failing with the session up, until one succeeds. */
   let failing: unknown
 
@@ -105,7 +107,12 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
         arm(session.connected ? Math.max(pollMs, takeoverMs) : pollMs)
       })
     } else if (role === 'follower') {
-      tryLead().catch((err: unknown) => onError(err, 'change capture: leader check failed')).finally(() => arm(role === 'leader' ? 0 : takeoverMs))
+      tryLead().catch((err: unknown) => onError(err, 'change capture: leader check failed')).finally(() => {
+        arm(role === 'leader' ? 0 : takeoverMs)
+        const waiting = afterAttempt
+        afterAttempt = []
+        for (const resolve of waiting) resolve(role)
+      })
     }
   }
 
@@ -172,16 +179,20 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   }
 
   return {
-    /** The session connected: try to lead at once. */
-    sessionUp (): void {
-      if (closed) return
+    /** The session connected: try to lead at once. Resolves with the role that attempt left it in. */
+    sessionUp (): Promise<CaptureRole> {
+      if (closed) return Promise.resolve(role)
       setRole('follower')
       arm(0)
+      return new Promise((resolve) => { afterAttempt.push(resolve) })
     },
     /** The session was lost: its lock went with it. */
     sessionDown (): void {
       if (timer !== undefined) clearTimeout(timer)
       timer = undefined
+      const waiting = afterAttempt
+      afterAttempt = []
+      for (const resolve of waiting) resolve('down')
       setRole('down')
     },
     poll,

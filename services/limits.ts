@@ -1,3 +1,4 @@
+import { BlockList, isIP } from 'node:net'
 import type { Access } from './hub.js'
 
 /**
@@ -75,4 +76,29 @@ export function createOriginCheck (allowed: readonly string[] | undefined): (ori
 export function userKeyOf (access: Pick<Access, 'sub' | 'all' | 'negocios'>): string {
   if (access.sub !== undefined) return `sub:${access.sub}`
   return access.all ? 'grants:*' : `grants:${[...access.negocios].sort().join(',')}`
+}
+
+/**
+ * A matcher for a list of networks (`10.0.0.0/8`, `192.168.1.5`, `fd00::/8`), with Node's BlockList.
+ * Throws on an entry that is neither an address nor a CIDR. An IPv4 address seen as IPv6
+ * (`::ffff:10.1.2.3`) matches the IPv4 networks.
+ */
+export function createNetworkMatcher (networks: readonly string[]): (address: string | undefined) => boolean {
+  const list = new BlockList()
+  for (const entry of networks) {
+    const [address, bits, extra] = entry.trim().split('/')
+    const family = isIP(address ?? '')
+    const prefix = bits === undefined ? (family === 6 ? 128 : 32) : Number(bits)
+    if (family === 0 || extra !== undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 6 ? 128 : 32) || (bits !== undefined && !/^\d+$/.test(bits))) {
+      throw new Error(`${JSON.stringify(entry)} is not an IP address or a CIDR like 10.0.0.0/8`)
+    }
+    list.addSubnet(address as string, prefix, family === 6 ? 'ipv6' : 'ipv4')
+  }
+  return (address) => {
+    if (address === undefined || networks.length === 0) return false
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1]
+    const plain = mapped ?? address
+    const family = isIP(plain)
+    return family !== 0 && list.check(plain, family === 6 ? 'ipv6' : 'ipv4')
+  }
 }

@@ -2,6 +2,7 @@ import { createCoalescer } from './coalescer.js'
 import type { Hub } from './hub.js'
 import { channelFor, goneMessage, negocioOf, statsMessage } from './protocol.js'
 import { isAppError } from './errors.js'
+import { forEachLimited } from './db-monitor.js'
 import type { Snapshot, Stats, StatsService } from './stats.js'
 
 /**
@@ -52,6 +53,8 @@ export interface LiveStatsOptions {
   barrier?: () => Promise<CaptureBarrier>
   /** Least gap between two recomputes of one negocio while changes keep coming, in ms. Default 100. */
   coalesceMs?: number
+  /** Recomputes running at once in a resync of every channel. Default 4. */
+  resyncConcurrency?: number
   /** Called with errors nobody awaits (background recomputes, bus publishes). */
   onError?: (err: unknown, context: string) => void
 }
@@ -95,6 +98,8 @@ export function createLiveStats (opts: LiveStatsOptions) {
   let midnightAt = Number.POSITIVE_INFINITY
   let midnightChecks = 0
   let closed = false
+  /** The last resync: when it started, its completion, and whether every recompute in it succeeded. */
+  let lastResync: { startedAt: number, done: Promise<void>, ok: boolean } | undefined
 
   hub.onEmpty((channel) => {
     const negocioId = negocioOf(channel)
@@ -226,7 +231,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
   function changed (negocioIds: Iterable<string>): void {
     for (const negocioId of negocioIds) {
       if (negocioId === '*') {
-        resyncAll()
+        resyncAll().catch(() => {})
         continue
       }
       const watched = hub.subscriberCount(channelFor(negocioId)) > 0
@@ -235,14 +240,46 @@ export function createLiveStats (opts: LiveStatsOptions) {
     }
   }
 
-  /** Recomputes every channel with local subscribers (after a bus reconnect, an outage, or periodically). */
-  function resyncAll (): void {
+  /**
+   * Recomputes every channel with local subscribers (after a bus reconnect, an outage, a new capture
+   * leader, or periodically), `resyncConcurrency` at a time, pushing where the figures changed.
+   */
+  function resyncAll (): Promise<void> {
+    const startedAt = Date.now()
+    const negocios: string[] = []
     for (const channel of hub.channelNames()) {
       const negocioId = negocioOf(channel)
       if (negocioId === null) continue
       lastChange.set(negocioId, ++changeSeq)
-      background(negocioId, 'resync failed')
+      negocios.push(negocioId)
     }
+    let failed = 0
+    const done = forEachLimited(negocios, opts.resyncConcurrency ?? 4, async (negocioId) => {
+      await refresh(negocioId, { broadcast: false })
+    }, (err, negocioId) => {
+      if (isNotFound(err)) return
+      failed++
+      onError(err, `resync failed (${negocioId})`)
+    }).then(() => {
+      if (lastResync?.done === done) lastResync.ok = failed === 0
+    })
+    lastResync = { startedAt, done, ok: false }
+    return done
+  }
+
+  /**
+   * One recovery path: after an outage that began at `since`, recomputes every channel unless a
+   * resync that started since then already did (or is doing) it, so the database monitor and a
+   * reconnect that saw the same outage cost one resync, not two.
+   */
+  async function resyncSince (since: number): Promise<boolean> {
+    const last = lastResync
+    if (last !== undefined && last.startedAt >= since) {
+      await last.done
+      if (last.ok) return false
+    }
+    await resyncAll()
+    return true
   }
 
   function armMidnight (at: number): void {
@@ -281,6 +318,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
     deliver,
     changed,
     resyncAll,
+    resyncSince,
     close,
     /** Negocios with a cached snapshot. */
     get cacheSize () { return cache.size },

@@ -94,7 +94,7 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
     } catch (err) {
       observe('error')
       for (const fn of unavailableListeners) fn(err)
-      throw new AppError('unavailable', 'statistics are unavailable right now', { cause: err, statusCode: 500 })
+      throw new AppError('unavailable', 'statistics are unavailable right now', { cause: err })
     }
     observe('ok')
     const row = rows[0]

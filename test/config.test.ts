@@ -30,7 +30,8 @@ t.test('a bad variable is one line naming it', async (t) => {
     [{ JWT_CLAIM_ROLE: 'has space' }, /^invalid JWT_CLAIM_ROLE: /],
     [{ STATS_COALESCE_MS: '-1' }, /^invalid STATS_COALESCE_MS: .*\(got "-1"\)$/],
     [{ WS_MAX_PAYLOAD: '100' }, /^invalid WS_MAX_PAYLOAD: Expected integer to be greater or equal to 256 \(got 100\)$/],
-    [{ CHANGE_CAPTURE: 'yes' }, /^invalid CHANGE_CAPTURE: /]
+    [{ CHANGE_CAPTURE: 'yes' }, /^invalid CHANGE_CAPTURE: /],
+    [{ NOTIFY_TRUSTED_NETWORKS: '10.0.0.0/8,intranet' }, /^invalid NOTIFY_TRUSTED_NETWORKS: "intranet" is not an IP address or a CIDR/]
   ]
   for (const [env, message] of cases) {
     t.throws(() => loadEnv(env), { name: 'ConfigError', message }, JSON.stringify(env))
@@ -57,13 +58,13 @@ t.test('hardening settings: defaults, parsing, and one line per bad value', asyn
 })
 
 t.test('the environment becomes plugin options, checked by the plugins\' own schemas', async (t) => {
-  const env = loadEnv({ STATS_COALESCE_MS: '250', CHANGE_CAPTURE: 'off', ALLOWED_ORIGINS: 'https://a.example.com', JWT_CLAIM_ROLE: 'rol', WS_MAX_PAYLOAD: '8192' })
+  const env = loadEnv({ STATS_COALESCE_MS: '250', CHANGE_CAPTURE: 'off', ALLOWED_ORIGINS: 'https://a.example.com', JWT_CLAIM_ROLE: 'rol', WS_MAX_PAYLOAD: '8192', NOTIFY_TRUSTED_NETWORKS: '10.0.0.0/8, 192.168.1.5' })
   const opts = optionsFromEnv(env)
   t.match(opts, {
     maxPayload: 8192,
     live: { coalesceMs: 250, changeCapture: false },
     limits: { allowedOrigins: ['https://a.example.com'], maxSubscriptions: 100 },
-    auth: { claims: { role: 'rol', negocioId: 'negocio_id' }, serviceRole: 'service' },
+    auth: { claims: { role: 'rol', negocioId: 'negocio_id' }, serviceRole: 'service', notifyTrustedNetworks: ['10.0.0.0/8', '192.168.1.5'] },
     stats: { timezone: 'UTC' }
   })
   t.equal(loadEnv({}).STATS_COALESCE_MS, 100, 'the default is the live plugin\'s')

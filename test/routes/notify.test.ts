@@ -1,5 +1,7 @@
 import t, { type Test } from 'tap'
-import { addCita, addNegocio, build, Client, listen, serviceToken, sign, type Message } from '../helper.js'
+import Fastify from 'fastify'
+import citasLive from '../../app.js'
+import { addCita, addNegocio, build, Client, listen, SECRET, serviceToken, sign, type Message } from '../helper.js'
 
 async function setup (t: Test) {
   // Without change capture, only /notify/cita pushes: these tests are about that path alone.
@@ -113,8 +115,8 @@ t.test('500 when the database is down; sockets stay up; it recovers', async (t) 
 
   await db.setDown(true)
   const res = await notify({ negocio_id: 'n1', action: 'created' })
-  t.equal(res.statusCode, 500)
-  t.same(res.json(), { statusCode: 500, code: 'unavailable', error: 'Internal Server Error', message: 'statistics are unavailable right now' })
+  t.equal(res.statusCode, 503)
+  t.same(res.json(), { statusCode: 503, code: 'unavailable', error: 'Service Unavailable', message: 'statistics are unavailable right now' })
   t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'the WebSocket side stays up')
 
   await db.setDown(false)
@@ -132,4 +134,36 @@ t.test('500 when the database is down; sockets stay up; it recovers', async (t) 
   })
   t.match(pushed, { type: 'stats', data: { negocio_id: 'n1', total_citas: 1, citas_hoy: 1 } })
   t.ok(before.every(m => m.type === 'stats' && m.data?.total_citas === 0), `only the figures from before the write come first: ${JSON.stringify(before)}`)
+})
+
+t.test('trusted networks: the old REST API calls notify without a token, only from there', async (t) => {
+  const trusted = await build(t, { live: { changeCapture: false }, auth: { secret: SECRET, notifyTrustedNetworks: ['10.0.0.0/8', '127.0.0.0/8'] } })
+  await addNegocio(trusted.db.pool, 'n1')
+  const { http } = await listen(trusted.app)
+  const body = JSON.stringify({ negocio_id: 'n1', action: 'created' })
+  const post = async (url: string, headers: Record<string, string> = {}) =>
+    await fetch(`${url}/notify/cita`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body })
+  const res = await post(http)
+  t.equal(res.status, 200, 'no token, from a trusted network (loopback, over a real socket)')
+  t.match(await res.json(), { ok: true, negocio_id: 'n1', stats: { total_citas: 0 } })
+  t.equal((await post(http, { authorization: 'Bearer nonsense' })).status, 401, 'a token that comes along is still checked')
+  t.equal((await post(http, { authorization: `Bearer ${sign({ sub: 'u', negocio_id: 'n1' })}` })).status, 403, 'and must be a service token')
+
+  const other = await build(t, { live: { changeCapture: false }, auth: { secret: SECRET, notifyTrustedNetworks: ['10.0.0.0/8'] } })
+  await addNegocio(other.db.pool, 'n1')
+  const { http: otherHttp } = await listen(other.app)
+  const refused = await post(otherHttp)
+  t.equal(refused.status, 401, 'from anywhere else the service token stays required')
+  t.match(await refused.json(), { code: 'unauthorized', message: 'missing token' })
+
+  const off = await build(t, { live: { changeCapture: false } })
+  const { http: offHttp } = await listen(off.app)
+  t.equal((await post(offHttp)).status, 401, 'off by default')
+
+  const bad = Fastify({ logger: false })
+  t.teardown(() => bad.close())
+  await t.rejects(async () => {
+    await bad.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: SECRET, notifyTrustedNetworks: ['10.0.0.0/33'] } })
+    await bad.ready()
+  }, /^citas-live auth plugin: invalid option notifyTrustedNetworks: "10.0.0.0\/33" is not an IP address or a CIDR/)
 })
