@@ -82,7 +82,7 @@ t.test('an unreachable database is unavailable, not a crash', async (t) => {
   const pg = await import('pg')
   const pool = new pg.default.Pool({ connectionString: 'postgres://nobody@127.0.0.1:1/none', connectionTimeoutMillis: 500 })
   t.teardown(() => pool.end())
-  await t.rejects(createStatsService(pool).compute('x'), { code: 'unavailable', statusCode: 500 })
+  await t.rejects(createStatsService(pool).compute('x'), { code: 'unavailable', statusCode: 503 })
 })
 
 t.test('the stats query is an index-only scan', async (t) => {
