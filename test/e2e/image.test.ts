@@ -150,6 +150,83 @@ async function createDatabase (): Promise<{ url: string, drop: () => Promise<voi
   }
 }
 
+/**
+ * The host app of the package test: its own @fastify/jwt, @fastify/postgres, @fastify/websocket
+ * (subprotocol host-v1) and decorators named like citas-live's parts, then citas-live twice, each
+ * with its own database and secret, as a user would write it against the published package.
+ */
+const HOST_APP = `import type { AddressInfo } from 'node:net'
+import Fastify from 'fastify'
+import fastifyJwt from '@fastify/jwt'
+import fastifyPostgres from '@fastify/postgres'
+import fastifyWebsocket from '@fastify/websocket'
+import citasLive, { type AppOptions, type CitasLive } from 'citas-live'
+import type { Stats } from 'citas-live/services/stats'
+
+interface HostPart { owner: 'host', part: string }
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    hub: HostPart
+    stats: HostPart
+    live: HostPart
+    metrics: HostPart
+    live1: CitasLive
+    live2: CitasLive
+  }
+}
+
+function env (name: string): string {
+  const value = process.env[name]
+  if (value === undefined || value === '') throw new Error(name + ' is required')
+  return value
+}
+
+const app = Fastify({ logger: { level: 'warn' } })
+await app.register(fastifyJwt, { secret: env('HOST_JWT_SECRET') })
+await app.register(fastifyPostgres, { connectionString: env('HOST_DATABASE_URL') })
+await app.register(fastifyWebsocket, {
+  options: { handleProtocols: (protocols) => (protocols.has('host-v1') ? 'host-v1' : false) }
+})
+for (const part of ['hub', 'stats', 'live', 'metrics'] as const) app.decorate(part, { owner: 'host', part })
+
+app.get('/api/me', async (request) => {
+  await request.jwtVerify()
+  return request.user
+})
+app.get('/api/db', async () => {
+  const { rows } = await app.pg.query<{ db: string }>('SELECT current_database() AS db')
+  return rows[0]
+})
+app.get('/api/socket', { websocket: true }, (socket) => {
+  socket.on('message', (message) => { socket.send('host:' + message.toString()) })
+})
+app.get('/api/parts', async () => ({ hub: app.hub, stats: app.stats, live: app.live, metrics: app.metrics, distinct: app.live1 !== app.live2 }))
+app.get<{ Params: { negocio: string } }>('/api/figures/:negocio', async (request) => {
+  const one: Stats = await app.live1.stats.compute(request.params.negocio)
+  const two: Stats = await app.live2.stats.compute(request.params.negocio)
+  return { live1: one.total_citas, live2: two.total_citas, sockets: app.live1.hub.connectionCount + app.live2.hub.connectionCount }
+})
+
+const first: AppOptions = {
+  prefix: '/live',
+  decorator: 'live1',
+  db: { connectionString: env('LIVE1_DATABASE_URL') },
+  auth: { secret: env('LIVE1_JWT_SECRET') }
+}
+await app.register(citasLive, first)
+await app.register(citasLive, {
+  prefix: '/live2',
+  decorator: 'live2',
+  db: { connectionString: env('LIVE2_DATABASE_URL') },
+  auth: { secret: env('LIVE2_JWT_SECRET') }
+})
+
+await app.listen({ port: 0, host: '127.0.0.1' })
+process.stdout.write(JSON.stringify({ port: (app.server.address() as AddressInfo).port }) + '\\n')
+process.once('SIGTERM', () => { void app.close() })
+`
+
 t.test('the Docker image and the npm package, reproduced in clean folders', async (t) => {
   const tmp = await mkdtemp(join(tmpdir(), 'citas-live-image-'))
   t.teardown(() => rm(tmp, { recursive: true, force: true }))
@@ -278,24 +355,16 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
   const { stdout: dir } = await exec('node', ['--input-type=module', '-e', consumer], { cwd: app })
   t.equal(dir, join(installed, 'db/migrations/'), 'the exports resolve and find their migrations')
 
-  // TypeScript consumers get the emitted declarations through `exports` (with their own @types).
+  // A host app as people write them, in strict TypeScript against the installed package: the
+  // package's own declarations are checked too (skipLibCheck off). The consumer gets its own
+  // @types, and @fastify/jwt (a dev dependency here) from the checkout.
   await symlink(join(root, 'node_modules/@types'), join(app, 'node_modules/@types'), 'dir')
-  await writeFile(join(app, 'consumer.ts'), `
-    import Fastify from 'fastify'
-    import citasLive, { type AppOptions, type CitasLive } from 'citas-live'
-    import type { Stats } from 'citas-live/services/stats'
-    declare module 'fastify' { interface FastifyInstance { citasLive: CitasLive } }
-    const app = Fastify()
-    const opts: AppOptions = { prefix: '/live', decorator: 'citasLive', db: {}, auth: { secret: 'x'.repeat(16) }, openapi: false }
-    await app.register(citasLive, opts)
-    const delivered: number = app.citasLive.hub.publish('estadisticas:x', '{}')
-    const s: Stats | undefined = undefined
-    export { delivered, s }
-  `)
+  await symlink(join(root, 'node_modules/@fastify/jwt'), join(app, 'node_modules/@fastify/jwt'), 'dir')
+  await writeFile(join(app, 'host.ts'), HOST_APP)
   await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
-    compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: true, types: ['node'] },
-    files: ['consumer.ts']
+    compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: false, types: ['node'] },
+    files: ['host.ts']
   }))
   const tsc = await exec('node', [join(root, 'node_modules/typescript/bin/tsc'), '-p', app], { cwd: app }).then(r => r.stdout, (err: { stdout: string }) => err.stdout)
-  t.equal(tsc, '', 'a TypeScript consumer typechecks against the package')
+  t.equal(tsc, '', 'the host app typechecks with strict on and every .d.ts checked, the package\'s included')
 })
