@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
 import pg from 'pg'
-import { serviceToken, SECRET, waitFor } from '../helper.js'
+import WebSocket from 'ws'
+import { addCita, addNegocio, Client, handshake, serviceToken, sign, SECRET, waitFor } from '../helper.js'
 
 const execP = promisify(execFile)
 
@@ -150,6 +151,83 @@ async function createDatabase (): Promise<{ url: string, drop: () => Promise<voi
   }
 }
 
+/**
+ * The host app of the package test: its own @fastify/jwt, @fastify/postgres, @fastify/websocket
+ * (subprotocol host-v1) and decorators named like citas-live's parts, then citas-live twice, each
+ * with its own database and secret, as a user would write it against the published package.
+ */
+const HOST_APP = `import type { AddressInfo } from 'node:net'
+import Fastify from 'fastify'
+import fastifyJwt from '@fastify/jwt'
+import fastifyPostgres from '@fastify/postgres'
+import fastifyWebsocket from '@fastify/websocket'
+import citasLive, { type AppOptions, type CitasLive } from 'citas-live'
+import type { Stats } from 'citas-live/services/stats'
+
+interface HostPart { owner: 'host', part: string }
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    hub: HostPart
+    stats: HostPart
+    live: HostPart
+    metrics: HostPart
+    live1: CitasLive
+    live2: CitasLive
+  }
+}
+
+function env (name: string): string {
+  const value = process.env[name]
+  if (value === undefined || value === '') throw new Error(name + ' is required')
+  return value
+}
+
+const app = Fastify({ logger: { level: 'warn' } })
+await app.register(fastifyJwt, { secret: env('HOST_JWT_SECRET') })
+await app.register(fastifyPostgres, { connectionString: env('HOST_DATABASE_URL') })
+await app.register(fastifyWebsocket, {
+  options: { handleProtocols: (protocols) => (protocols.has('host-v1') ? 'host-v1' : false) }
+})
+for (const part of ['hub', 'stats', 'live', 'metrics'] as const) app.decorate(part, { owner: 'host', part })
+
+app.get('/api/me', async (request) => {
+  await request.jwtVerify()
+  return request.user
+})
+app.get('/api/db', async () => {
+  const { rows } = await app.pg.query<{ db: string }>('SELECT current_database() AS db')
+  return rows[0]
+})
+app.get('/api/socket', { websocket: true }, (socket) => {
+  socket.on('message', (message) => { socket.send('host:' + message.toString()) })
+})
+app.get('/api/parts', async () => ({ hub: app.hub, stats: app.stats, live: app.live, metrics: app.metrics, distinct: app.live1 !== app.live2 }))
+app.get<{ Params: { negocio: string } }>('/api/figures/:negocio', async (request) => {
+  const one: Stats = await app.live1.stats.compute(request.params.negocio)
+  const two: Stats = await app.live2.stats.compute(request.params.negocio)
+  return { live1: one.total_citas, live2: two.total_citas, sockets: app.live1.hub.connectionCount + app.live2.hub.connectionCount }
+})
+
+const first: AppOptions = {
+  prefix: '/live',
+  decorator: 'live1',
+  db: { connectionString: env('LIVE1_DATABASE_URL') },
+  auth: { secret: env('LIVE1_JWT_SECRET') }
+}
+await app.register(citasLive, first)
+await app.register(citasLive, {
+  prefix: '/live2',
+  decorator: 'live2',
+  db: { connectionString: env('LIVE2_DATABASE_URL') },
+  auth: { secret: env('LIVE2_JWT_SECRET') }
+})
+
+await app.listen({ port: 0, host: '127.0.0.1' })
+process.stdout.write(JSON.stringify({ port: (app.server.address() as AddressInfo).port }) + '\\n')
+process.once('SIGTERM', () => { void app.close() })
+`
+
 t.test('the Docker image and the npm package, reproduced in clean folders', async (t) => {
   const tmp = await mkdtemp(join(tmpdir(), 'citas-live-image-'))
   t.teardown(() => rm(tmp, { recursive: true, force: true }))
@@ -278,24 +356,101 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
   const { stdout: dir } = await exec('node', ['--input-type=module', '-e', consumer], { cwd: app })
   t.equal(dir, join(installed, 'db/migrations/'), 'the exports resolve and find their migrations')
 
-  // TypeScript consumers get the emitted declarations through `exports` (with their own @types).
+  // A host app as people write them, in strict TypeScript against the installed package: the
+  // package's own declarations are checked too (skipLibCheck off). The consumer gets its own
+  // @types, and @fastify/jwt (a dev dependency here) from the checkout.
   await symlink(join(root, 'node_modules/@types'), join(app, 'node_modules/@types'), 'dir')
-  await writeFile(join(app, 'consumer.ts'), `
-    import Fastify from 'fastify'
-    import citasLive, { type AppOptions, type CitasLive } from 'citas-live'
-    import type { Stats } from 'citas-live/services/stats'
-    declare module 'fastify' { interface FastifyInstance { citasLive: CitasLive } }
-    const app = Fastify()
-    const opts: AppOptions = { prefix: '/live', decorator: 'citasLive', db: {}, auth: { secret: 'x'.repeat(16) }, openapi: false }
-    await app.register(citasLive, opts)
-    const delivered: number = app.citasLive.hub.publish('estadisticas:x', '{}')
-    const s: Stats | undefined = undefined
-    export { delivered, s }
-  `)
+  await symlink(join(root, 'node_modules/@fastify/jwt'), join(app, 'node_modules/@fastify/jwt'), 'dir')
+  await writeFile(join(app, 'host.ts'), HOST_APP)
   await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
-    compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: true, types: ['node'] },
-    files: ['consumer.ts']
+    compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, skipLibCheck: false, types: ['node'] },
+    files: ['host.ts']
   }))
   const tsc = await exec('node', [join(root, 'node_modules/typescript/bin/tsc'), '-p', app], { cwd: app }).then(r => r.stdout, (err: { stdout: string }) => err.stdout)
-  t.equal(tsc, '', 'a TypeScript consumer typechecks against the package')
+  t.equal(tsc, '', 'the host app typechecks with strict on and every .d.ts checked, the package\'s included')
+
+  // Its databases: the host's own, and one per citas-live registration, migrated by the package.
+  const hostDb = await createDatabase()
+  t.teardown(hostDb.drop)
+  const liveDbs = [await createDatabase(), await createDatabase()] as const
+  for (const [i, live] of liveDbs.entries()) {
+    t.teardown(live.drop)
+    const { stdout } = await exec('node', [join(installed, 'dist/db/migrate.js')], { cwd: app, env: cleanEnv({ DATABASE_URL: live.url }) })
+    t.match(stdout, /migrations: \d+ applied/, `the package migrates the database of citas-live ${i + 1}`)
+    // n1 has one cita in the first database, two in the second.
+    const pool = new pg.Pool({ connectionString: live.url, max: 1 })
+    await addNegocio(pool, 'n1')
+    for (let k = 0; k <= i; k++) await addCita(pool, 'n1', new Date())
+    await pool.end()
+  }
+
+  // The compiled host.js, run as is.
+  const secrets = { host: 'the-host-apps-own-secret-0123456789', live1: 'citas-live-one-secret-0123456789abcdef', live2: 'citas-live-two-secret-0123456789abcdef' }
+  const host = spawn('node', ['host.js'], {
+    cwd: app,
+    env: cleanEnv({
+      HOST_DATABASE_URL: hostDb.url, HOST_JWT_SECRET: secrets.host,
+      LIVE1_DATABASE_URL: liveDbs[0].url, LIVE1_JWT_SECRET: secrets.live1,
+      LIVE2_DATABASE_URL: liveDbs[1].url, LIVE2_JWT_SECRET: secrets.live2
+    }),
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let hostOut = ''
+  host.stdout.on('data', (d: Buffer) => { hostOut += d.toString() })
+  host.stderr.on('data', (d: Buffer) => { hostOut += d.toString() })
+  const hostExited = new Promise<number | null>(resolve => host.on('exit', code => resolve(code)))
+  t.teardown(() => { if (host.exitCode === null && host.signalCode === null) host.kill('SIGKILL') })
+  await waitFor(() => /^\{"port":\d+\}$/m.test(hostOut) || host.exitCode !== null, 30_000).catch(() => {})
+  const hostPort = /^\{"port":(\d+)\}$/m.exec(hostOut)?.[1]
+  if (hostPort === undefined) return t.fail(`the host app did not start:\n${hostOut}`)
+  const http = `http://127.0.0.1:${hostPort}`
+  const ws = `ws://127.0.0.1:${hostPort}`
+
+  // The host's own parts are untouched.
+  const me = await fetch(`${http}/api/me`, { headers: { authorization: `Bearer ${sign({ sub: 'host-user' }, { secret: secrets.host })}` } })
+  t.match(await me.json(), { sub: 'host-user' }, 'the host verifies its own tokens with its own @fastify/jwt')
+  const foreign = await fetch(`${http}/api/me`, { headers: { authorization: `Bearer ${sign({ sub: 'host-user' }, { secret: secrets.live1 })}` } })
+  t.equal(foreign.status, 401, 'and only those')
+  t.same(await (await fetch(`${http}/api/db`)).json(), { db: new URL(hostDb.url).pathname.slice(1) }, 'its @fastify/postgres queries its own database')
+  t.same(await (await fetch(`${http}/api/parts`)).json(), {
+    hub: { owner: 'host', part: 'hub' },
+    stats: { owner: 'host', part: 'stats' },
+    live: { owner: 'host', part: 'live' },
+    metrics: { owner: 'host', part: 'metrics' },
+    distinct: true
+  }, 'its decorators hub, stats, live and metrics are its own; live1 and live2 are two registrations')
+  const hostSocket = new WebSocket(`${ws}/api/socket`, ['host-v1'])
+  t.teardown(() => hostSocket.terminate())
+  await new Promise((resolve, reject) => { hostSocket.once('open', resolve); hostSocket.once('error', reject) })
+  t.equal(hostSocket.protocol, 'host-v1', 'its socket keeps its own subprotocol')
+  hostSocket.send('hi')
+  t.equal((await new Promise<WebSocket.RawData>(resolve => hostSocket.once('message', resolve))).toString(), 'host:hi', 'and its own route')
+
+  // Each citas-live: its own database's figures, to its own tokens only.
+  const token = (secret: string): string => sign({ negocio_id: 'n1' }, { secret })
+  const one = await Client.open(`${ws}/live/ws?token=${token(secrets.live1)}`, t)
+  t.match(await one.subscribe('n1'), { type: 'stats', data: { negocio_id: 'n1', total_citas: 1 } }, '/live/ws serves the figures of its database')
+  const two = await Client.open(`${ws}/live2/ws?token=${token(secrets.live2)}`, t)
+  t.match(await two.subscribe('n1'), { type: 'stats', data: { negocio_id: 'n1', total_citas: 2 } }, '/live2/ws those of another')
+  t.match(await handshake(`${ws}/live/ws?token=${token(secrets.live2)}`), { status: 401 }, 'a token of /live2 is refused by /live')
+  t.match(await handshake(`${ws}/live2/ws?token=${token(secrets.live1)}`), { status: 401 }, 'a token of /live by /live2')
+  t.match(await handshake(`${ws}/live/ws?token=${token(secrets.host)}`), { status: 401 }, 'and the host\'s by both')
+  t.match(await handshake(`${ws}/live2/ws?token=${token(secrets.host)}`), { status: 401 })
+  t.same(await (await fetch(`${http}/api/figures/n1`)).json(), { live1: 1, live2: 2, sockets: 2 }, 'the host\'s routes reach each registration through its decorator')
+
+  // Browsers send the token as a subprotocol; a frame over 4 KiB closes the socket with 1009.
+  for (const [path, secret] of [['/live/ws', secrets.live1], ['/live2/ws', secrets.live2]] as const) {
+    const browser = await Client.open(`${ws}${path}`, t, undefined, ['bearer', token(secret)])
+    t.equal(browser.ws.protocol, 'bearer', `${path} selects the bearer subprotocol`)
+    t.match(await browser.subscribe('n1'), { type: 'stats' }, `${path} takes the token from it`)
+    browser.send('x'.repeat(100_000))
+    t.equal((await browser.closed).code, 1009, `${path}: a 100 KB frame closes with 1009`)
+  }
+
+  host.kill('SIGTERM')
+  let timer: NodeJS.Timeout | undefined
+  const code = await Promise.race([hostExited, new Promise<string>(resolve => { timer = setTimeout(() => resolve('still running'), 15_000) })])
+  clearTimeout(timer)
+  t.equal(code, 0, 'the host app closes on SIGTERM with nothing of either registration left running')
+  t.notMatch(hostOut, /"level":(50|60)/, 'no error in the host\'s log')
 })
