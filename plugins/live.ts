@@ -22,6 +22,7 @@ export const LiveOptions = Type.Object({
   redisUrl: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'redis:// URL of the redis bus.' })),
   changeCapture: Type.Boolean({ default: true, description: 'Read the change table the citas trigger fills (db/migrations/004), so writes made without /notify/cita reach dashboards. Off, the table is still drained (and ignored).' }),
   capturePollMs: Int(5, 50, { maximum: 60_000, description: 'How often the capture leader drains the change table, in ms.' }),
+  captureGraceMs: Int(0, 25, { maximum: 5000, description: 'A captured change is recomputed this much later (ms), so the REST API\'s notify for the same commit, arriving meanwhile, shares the query.' }),
   session: Type.Optional(Type.Union([Type.String({ pattern: '^postgres(ql)?://' }), Type.Object({}, { additionalProperties: true })], {
     description: 'Connection settings (or a postgres:// URL) of the dedicated session: LISTEN and the capture leader\'s lock need a real session, which a transaction-mode pooler cannot give. Default: the pool\'s own settings.'
   })),
@@ -189,6 +190,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     ...(changeCapture ? { barrier: async () => await capture.poll() } : {}),
     coalesceMs: opts.coalesceMs,
     resyncConcurrency: opts.resyncConcurrency,
+    captureGraceMs: opts.captureGraceMs,
     onError: (err, context) => log.warn({ err }, context)
   })
 

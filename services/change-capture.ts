@@ -97,8 +97,11 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
       }, (err: unknown) => {
         // A lost session is told by the session; anything else (no table: the migrations were not
         // run; no privilege) is told once, and the poll slows down until it is fixed.
+        // Errors of class 08 (connection) and 57 (operator intervention: a terminated backend, a
+        // shutting-down server) are the session's loss, told by the session.
         const code = (err as { code?: unknown }).code
-        if (session.connected && failing !== code) {
+        const sessionLost = typeof code !== 'string' || /^(08|57)/.test(code)
+        if (session.connected && !sessionLost && failing !== code) {
           failing = code
           opts.onFailing?.(err, code === '42P01'
             ? 'change capture: the table citas_live_cambios does not exist: run the migrations (npm run db:migrate); direct SQL writes do not reach dashboards until then'

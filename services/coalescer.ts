@@ -19,6 +19,8 @@ interface Slot<O, V> {
   /** The run queued behind it (or waiting out the gap), shared by every request made meanwhile. */
   next: { result: Deferred<V>, options: O } | null
   lastStart: number
+  /** The queued run waits for a delay asked for by requestAfter() (not for the gap): it may be started early. */
+  delayed?: NodeJS.Timeout
 }
 
 export interface CoalescerOptions<O> {
@@ -83,6 +85,42 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     start(key, slot, next.options, next.result)
   }
 
+  /**
+   * Like request(), but a run it has to start waits `delayMs` first, so that requests coming
+   * meanwhile share it (change capture's recompute waits a moment for the notify of the same commit).
+   */
+  function requestAfter (key: K, options: O, delayMs: number): Promise<V> {
+    if (delayMs <= 0 || slots.has(key)) return request(key, options)
+    const slot: Slot<O, V> = { current: null, next: { result: deferred<V>(), options }, lastStart: 0 }
+    slots.set(key, slot)
+    slot.delayed = setTimeout(() => {
+      slot.delayed = undefined
+      startNext(key, slot)
+    }, delayMs)
+    return track(slot.next?.result.promise as Promise<V>)
+  }
+
+  /**
+   * Resolves with the result of a run of `key` that starts (or started) at or after `since` (ms, on
+   * this coalescer's clock): the one in flight if it started since then, else the queued one (started
+   * at once if it only waits out a requestAfter() delay), else a new one.
+   */
+  function joinSince (key: K, options: O, since: number): Promise<V> {
+    const slot = slots.get(key)
+    if (slot?.current != null && slot.lastStart >= since) return track(slot.current.promise)
+    if (slot?.next != null) {
+      slot.next.options = opts.merge(slot.next.options, options)
+      const queued = slot.next.result.promise
+      if (slot.delayed !== undefined && slot.current === null) {
+        clearTimeout(slot.delayed)
+        slot.delayed = undefined
+        startNext(key, slot)
+      }
+      return track(queued)
+    }
+    return request(key, options)
+  }
+
   /** Resolves with the result of a run of `key` that starts after this call. */
   function request (key: K, options: O): Promise<V> {
     const slot = slots.get(key)
@@ -109,17 +147,11 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     return request(key, options)
   }
 
-  /** The last run scheduled for `key` (queued, else in flight), if any: the one that started last or will start next. */
-  function latest (key: K): Promise<V> | undefined {
-    const slot = slots.get(key)
-    const result = slot?.next?.result ?? slot?.current
-    return result == null ? undefined : track(result.promise)
-  }
-
   return {
     request,
     join,
-    latest,
+    requestAfter,
+    joinSince,
     /** Whether `key` has a run in flight or queued. */
     isBusy: (key: K): boolean => slots.has(key),
     /** Runs started so far. */

@@ -55,6 +55,8 @@ export interface LiveStatsOptions {
   coalesceMs?: number
   /** Recomputes running at once in a resync of every channel. Default 4. */
   resyncConcurrency?: number
+  /** A negocio change capture reports is recomputed this much later (ms), for a notify of the same commit to share the query. Default 0. */
+  captureGraceMs?: number
   /** Called with errors nobody awaits (background recomputes, bus publishes). */
   onError?: (err: unknown, context: string) => void
 }
@@ -63,8 +65,6 @@ interface Entry {
   snapshot: Snapshot
   /** The serialized stats message, made once and written to every socket that subscribes. */
   message: string
-  /** The change count when the run that computed it started (-1: computed by another instance). */
-  seq: number
 }
 
 const sameFigures = (a: Stats, b: Stats): boolean =>
@@ -86,9 +86,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
   const { stats, hub, origin } = opts
   const onError = opts.onError ?? (() => {})
   const cache = new Map<string, Entry>()
-  /** Per negocio with subscribers: the change count when its last change was heard of. */
-  const lastChange = new Map<string, number>()
-  let changeSeq = 0
+  const captureGraceMs = opts.captureGraceMs ?? 0
   const coalescer = createCoalescer<string, RefreshOptions, RefreshResult>(run, {
     minGapMs: opts.coalesceMs ?? 100,
     merge: (a, b) => ({ broadcast: a.broadcast || b.broadcast }),
@@ -105,7 +103,6 @@ export function createLiveStats (opts: LiveStatsOptions) {
     const negocioId = negocioOf(channel)
     if (negocioId !== null) {
       cache.delete(negocioId)
-      lastChange.delete(negocioId)
     }
   })
 
@@ -113,13 +110,13 @@ export function createLiveStats (opts: LiveStatsOptions) {
    * Stores a snapshot unless a newer one is cached, and writes it to the channel's subscribers if
    * its figures differ from the ones they have. Returns whether it was written, and the entry now cached.
    */
-  function store (negocioId: string, snapshot: Snapshot, seq: number): { entry: Entry, published: boolean, delivered: number } {
+  function store (negocioId: string, snapshot: Snapshot): { entry: Entry, published: boolean, delivered: number } {
     const channel = channelFor(negocioId)
     const prev = cache.get(negocioId)
     if (prev !== undefined && prev.snapshot.version > snapshot.version) return { entry: prev, published: false, delivered: 0 }
     const same = prev !== undefined && sameFigures(prev.snapshot.stats, snapshot.stats)
     // Same figures: keep the message subscribers have (its timestamp too), only the newer version and day.
-    const entry = { snapshot, message: same ? (prev as Entry).message : statsMessage(snapshot.stats), seq: Math.max(seq, prev?.seq ?? -1) }
+    const entry = { snapshot, message: same ? (prev as Entry).message : statsMessage(snapshot.stats) }
     cache.set(negocioId, entry)
     armMidnight(snapshot.dayEndsAt)
     if (same) return { entry, published: false, delivered: 0 }
@@ -128,7 +125,6 @@ export function createLiveStats (opts: LiveStatsOptions) {
 
   async function run (negocioId: string, options: RefreshOptions): Promise<RefreshResult> {
     const channel = channelFor(negocioId)
-    const seq = changeSeq
     let snapshot: Snapshot
     try {
       snapshot = await stats.computeSnapshot(negocioId)
@@ -142,7 +138,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
     let published = false
     let message: string | undefined
     if (hub.subscriberCount(channel) > 0) {
-      const stored = store(negocioId, snapshot, seq)
+      const stored = store(negocioId, snapshot)
       ;({ delivered, published } = stored)
       message = stored.entry.message
     }
@@ -186,24 +182,20 @@ export function createLiveStats (opts: LiveStatsOptions) {
   }
 
   /**
-   * POST /notify/cita: the REST API changed a negocio's citas. Resolves with stats that include
-   * every change committed before the call. With change capture leading here, the change table is
-   * drained first and the recompute it caused (or a cached snapshot computed after the last change)
-   * serves the notify: one query per change, however it was heard of. Otherwise a recompute, whose
-   * result is broadcast to the other instances before this resolves.
+   * POST /notify/cita: the REST API changed a negocio's citas. Resolves with stats from a recompute
+   * that started after the call arrived, so they include every change committed before it, whether
+   * or not change capture recorded it. With change capture leading here, the change table is drained
+   * first and the notify shares the recompute that caused (or the one a captured change of the same
+   * commit is waiting to start): one query for a commit both captured and notified. Otherwise a
+   * recompute of its own, whose result is broadcast to the other instances before this resolves.
    */
   async function notify (negocioId: string): Promise<RefreshResult> {
+    const arrivedAt = Date.now()
     // Capture that cannot drain now (its session is down) leaves the notify to recompute itself.
     const barrier = await opts.barrier?.().catch((err: unknown) => { onError(err, 'change capture could not drain for a notify') })
     if (barrier === undefined || !barrier.drained) return await refresh(negocioId, { broadcast: true })
     const bus: BusOutcome = opts.broadcast === undefined ? 'none' : barrier.delivered ? 'sent' : 'unreachable'
-    const scheduled = coalescer.latest(negocioId)
-    if (scheduled !== undefined) return { ...await scheduled, bus }
-    const entry = current(negocioId)
-    if (entry !== undefined && entry.seq >= (lastChange.get(negocioId) ?? 0)) {
-      return { stats: entry.snapshot.stats, delivered: 0, message: entry.message, published: false, bus }
-    }
-    return { ...await refresh(negocioId, { broadcast: false }), bus }
+    return { ...await coalescer.joinSince(negocioId, { broadcast: false }, arrivedAt), bus }
   }
 
   /** Another instance computed stats after a notify, or heard of changes: deliver them here. */
@@ -215,18 +207,19 @@ export function createLiveStats (opts: LiveStatsOptions) {
     }
     const negocioId = message.snapshot.stats.negocio_id
     if (hub.subscriberCount(channelFor(negocioId)) === 0) return
-    store(negocioId, message.snapshot, -1)
+    store(negocioId, message.snapshot)
   }
 
-  function background (negocioId: string, context: string): void {
-    refresh(negocioId, { broadcast: false }).catch((err: unknown) => {
+  function background (negocioId: string, context: string, delayMs = 0): void {
+    coalescer.requestAfter(negocioId, { broadcast: false }, delayMs).catch((err: unknown) => {
       if (!isNotFound(err)) onError(err, `${context} (${negocioId})`)
     })
   }
 
   /**
-   * Rows of citas changed in the database (change capture); '*' means any may have. A negocio is
-   * recomputed if it has subscribers here, or a run in flight (which may have started before the change).
+   * Rows of citas changed in the database (change capture); '*' means any may have. A negocio with
+   * subscribers here is recomputed `captureGraceMs` later: the REST API's notify for the same commit,
+   * arriving meanwhile, shares that query instead of running a second one.
    */
   function changed (negocioIds: Iterable<string>): void {
     for (const negocioId of negocioIds) {
@@ -234,9 +227,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
         resyncAll().catch(() => {})
         continue
       }
-      const watched = hub.subscriberCount(channelFor(negocioId)) > 0
-      if (watched) lastChange.set(negocioId, ++changeSeq)
-      if (watched || coalescer.isBusy(negocioId)) background(negocioId, 'change capture recompute failed')
+      if (hub.subscriberCount(channelFor(negocioId)) > 0) background(negocioId, 'change capture recompute failed', captureGraceMs)
     }
   }
 
@@ -250,7 +241,6 @@ export function createLiveStats (opts: LiveStatsOptions) {
     for (const channel of hub.channelNames()) {
       const negocioId = negocioOf(channel)
       if (negocioId === null) continue
-      lastChange.set(negocioId, ++changeSeq)
       negocios.push(negocioId)
     }
     let failed = 0

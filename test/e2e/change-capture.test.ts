@@ -108,15 +108,51 @@ t.test('one change, one query, one push: a commit both captured and notified', a
   await waitFor(() => statsOf(a).at(-1) === 20)
   t.same(statsOf(a), Array.from({ length: 21 }, (_, i) => i), 'every figure once, none twice in a row')
 
-  // The capture first: the notify that comes after costs no query and pushes nothing.
+  // A notify long after its change was captured and pushed: it cannot know its change was the one
+  // captured (a write may bypass the trigger), so it recomputes; the same figures push nothing.
   await addCita(db.pool, 'n1', new Date())
   await waitFor(() => statsOf(a).at(-1) === 21)
   const runs1 = app.citasLive.live.runs
   const late = await notify()
   t.match(late, { delivered: 0, bus: 'sent', stats: { total_citas: 21 } })
-  t.equal(app.citasLive.live.runs, runs1, 'no query: the snapshot was computed after the change was drained')
+  t.equal(app.citasLive.live.runs, runs1 + 1, 'one query of its own')
   await pong(a)
   t.equal(statsOf(a).length, 22, 'and no second push')
+})
+
+t.test('a notify that comes just after the capture drained its commit shares the recompute waiting for it', async (t) => {
+  // A long grace, so that the notify surely comes within it on a busy machine.
+  const { app, db } = await build(t, { live: { coalesceMs: 0, captureGraceMs: 5000 } })
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
+  const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await a.subscribe('n1')
+  const runs = app.citasLive.live.runs
+  const drained = app.citasLive.live.captureChanges
+  await addCita(db.pool, 'n1', new Date())
+  await waitFor(() => app.citasLive.live.captureChanges > drained)
+  const started = Date.now()
+  const res = await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n1', action: 'created' } })
+  t.match(res.json(), { delivered: 1, stats: { total_citas: 1 } })
+  t.ok(Date.now() - started < 4000, 'the notify starts the waiting recompute at once instead of waiting out the grace')
+  t.equal(app.citasLive.live.runs, runs + 1, 'one query for the commit, captured and notified')
+  await pong(a)
+  t.same(statsOf(a), [0, 1], 'one push')
+})
+
+t.test('a notify for a write the trigger never saw still recomputes on the capture leader', async (t) => {
+  const { app, db } = await build(t)
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
+  const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
+  await a.subscribe('n1')
+  // A write that bypasses triggers (a bulk load, logical replication into this database).
+  await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora) SELECT 'n1', now() FROM (SELECT set_config('session_replication_role', 'replica', true)) s")
+  const res = await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n1', action: 'created' } })
+  t.match(res.json(), { delivered: 1, stats: { total_citas: 1 } })
+  t.match(await a.nextMatching(m => m.type === 'stats' && m.data.total_citas === 1), { data: { total_citas: 1 } })
 })
 
 t.test('a resync after the session is cut pushes only what changed meanwhile', async (t) => {
