@@ -37,7 +37,7 @@ t.test('freezeExisting() blackholes the open connections only; new ones pass; cu
   t.teardown(() => old.socket.destroy())
   old.socket.write('before')
   await waitFor(() => old.received() === 'before')
-  t.equal(proxy.upstreamPorts().carrying.length, 1)
+  t.equal(proxy.upstreamPorts().carrying.length, 1, 'one flow carries')
 
   t.equal(proxy.freezeExisting(), 1, 'one flow frozen')
   t.match(proxy.upstreamPorts(), { carrying: [], frozen: [Number] }, 'its upstream port is listed as frozen')
@@ -59,5 +59,5 @@ t.test('freezeExisting() blackholes the open connections only; new ones pass; cu
   t.notOk(fresh.closed(), 'the new flow stays')
   fresh.socket.write('three')
   await waitFor(() => fresh.received() === 'onetwothree')
-  t.same(proxy.upstreamPorts().frozen, [])
+  t.same(proxy.upstreamPorts().frozen, [], 'no frozen flow is left')
 })
