@@ -27,7 +27,10 @@ export interface RefreshResult {
   message: string
   /** Whether the run wrote the message to the channel's subscribers (it does only when the figures changed). */
   published: boolean
+  /** Whether the run published its result on the bus (`broadcast`), and how that went. */
+  broadcast: boolean
   bus: BusOutcome
+  snapshot: Snapshot
 }
 
 /** What change capture says after reading every change committed before it was asked. */
@@ -142,16 +145,20 @@ export function createLiveStats (opts: LiveStatsOptions) {
       ;({ delivered, published } = stored)
       message = stored.entry.message
     }
-    let bus: BusOutcome = opts.broadcast === undefined ? 'none' : 'sent'
-    if (options.broadcast && opts.broadcast !== undefined) {
-      try {
-        await opts.broadcast({ origin, snapshot })
-      } catch (err) {
-        bus = 'unreachable'
-        onError(err, 'bus publish failed')
-      }
+    const bus = options.broadcast ? await publish(snapshot) : 'none'
+    return { stats: snapshot.stats, delivered, message: message ?? statsMessage(snapshot.stats), published, broadcast: options.broadcast, bus, snapshot }
+  }
+
+  /** Tells the other instances a snapshot; never rejects. */
+  async function publish (snapshot: Snapshot): Promise<BusOutcome> {
+    if (opts.broadcast === undefined) return 'none'
+    try {
+      await opts.broadcast({ origin, snapshot })
+      return 'sent'
+    } catch (err) {
+      onError(err, 'bus publish failed')
+      return 'unreachable'
     }
-    return { stats: snapshot.stats, delivered, message: message ?? statsMessage(snapshot.stats), published, bus }
   }
 
   /** Recomputes a negocio with a run that starts after this call; resolves once it was pushed. */
@@ -194,8 +201,10 @@ export function createLiveStats (opts: LiveStatsOptions) {
     // Capture that cannot drain now (its session is down) leaves the notify to recompute itself.
     const barrier = await opts.barrier?.().catch((err: unknown) => { onError(err, 'change capture could not drain for a notify') })
     if (barrier === undefined || !barrier.drained) return await refresh(negocioId, { broadcast: true })
-    const bus: BusOutcome = opts.broadcast === undefined ? 'none' : barrier.delivered ? 'sent' : 'unreachable'
-    return { ...await coalescer.joinSince(negocioId, { broadcast: false }, arrivedAt), bus }
+    const result = await coalescer.joinSince(negocioId, { broadcast: true }, arrivedAt)
+    // The change may be one the trigger never saw: the other instances get the figures too.
+    const bus = result.broadcast ? result.bus : await publish(result.snapshot)
+    return { ...result, bus: bus === 'sent' && !barrier.delivered ? 'unreachable' : bus }
   }
 
   /** Another instance computed stats after a notify, or heard of changes: deliver them here. */
