@@ -4,7 +4,7 @@
  *
  * The server, the client SDK (`citas-live/client`), the AsyncAPI document's test and the README
  * follow this module. It imports nothing and holds no server code, so the browser bundle of the
- * client can import it whole: keep it that way.
+ * client can import it whole: keep it that way (test/client/bundle.test.ts checks).
  * The names on the wire are Spanish (`estadisticas`, `citas_hoy`, ...) and stay so.
  */
 

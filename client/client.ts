@@ -1,5 +1,10 @@
+import { CHANNEL_PREFIX, type ErrorCode, type ServerMessageType, type Stats } from '../protocol.js'
 import { backoffDelay, restartDelay, type BackoffOptions } from './backoff.js'
 import { decodeToken, isExpired } from './token.js'
+
+// The protocol (message types, channel names, error and close codes, the Stats shape) is defined in
+// ../protocol.ts, a module without imports that the server uses too: the bundle gains no server code.
+export type { Stats }
 
 /**
  * - `connecting`: the first attempt is under way.
@@ -8,17 +13,6 @@ import { decodeToken, isExpired } from './token.js'
  * - `disconnected`: stopped for good, by `close()` or because the token was refused (see `StateChange.error`).
  */
 export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected'
-
-/** The `data` of a `stats` message. */
-export interface Stats {
-  negocio_id: string
-  citas_hoy: number
-  total_citas: number
-  citas_completadas: number
-  citas_canceladas: number
-  /** Unix seconds of the computation on the server. */
-  timestamp: number
-}
 
 export interface StateChange {
   state: ConnectionState
@@ -142,9 +136,8 @@ export interface ClientEvents {
 }
 
 const OPEN = 1
-const CHANNEL_PREFIX = 'estadisticas:'
 /** Server codes that make a channel pointless to subscribe to again. */
-const DROP_CHANNEL_CODES = new Set(['forbidden', 'not_found', 'invalid_channel'])
+const DROP_CHANNEL_CODES = new Set<string>(['forbidden', 'not_found', 'invalid_channel'] satisfies ErrorCode[])
 /** Tokens whose `exp` is this far in the past are treated as refused even when the server's answer cannot be seen. */
 const EXPIRY_SKEW_MS = 60_000
 
@@ -521,7 +514,7 @@ export class CitasLiveClient {
     }
     if (typeof message !== 'object' || message === null || typeof message.type !== 'string') return
     const data = message.data as Record<string, unknown> | undefined
-    switch (message.type) {
+    switch (message.type as ServerMessageType) {
       case 'stats': {
         const stats = data as unknown as Stats
         if (typeof stats?.negocio_id !== 'string') return
