@@ -248,9 +248,7 @@ export class CitasLiveClient {
 
   unsubscribe (channelOrNegocio: string): void {
     const channel = toChannel(channelOrNegocio)
-    if (!this.channelSet.delete(channel)) return
-    const negocio = channel.startsWith(CHANNEL_PREFIX) ? channel.slice(CHANNEL_PREFIX.length) : undefined
-    if (negocio !== undefined) this.statsByNegocio.delete(negocio)
+    if (!this.forget(channel)) return
     this.send({ type: 'unsubscribe', data: { channel } })
   }
 
@@ -280,6 +278,13 @@ export class CitasLiveClient {
     this.attachPageEvents()
     this.setState('connecting', {})
     void this.open()
+  }
+
+  /** Stops following a channel here (not subscribed again after a reconnect) and drops its figures. */
+  private forget (channel: string): boolean {
+    if (!this.channelSet.delete(channel)) return false
+    if (channel.startsWith(CHANNEL_PREFIX)) this.statsByNegocio.delete(channel.slice(CHANNEL_PREFIX.length))
+    return true
   }
 
   private emit<K extends keyof ClientEvents>(event: K, ...args: Parameters<ClientEvents[K]>): void {
@@ -530,8 +535,12 @@ export class CitasLiveClient {
         return
       case 'error': {
         const code = typeof data?.code === 'string' ? data.code : 'internal'
-        const channel = message.id === undefined ? undefined : this.pendingIds.get(String(message.id))
-        if (channel !== undefined && DROP_CHANNEL_CODES.has(code)) this.channelSet.delete(channel)
+        // The channel is named in data.channel when the server ends a subscription on its own (a
+        // refresh that no longer allows it, a deleted business); an answer to a subscribe has its id.
+        const channel = typeof data?.channel === 'string'
+          ? data.channel
+          : message.id === undefined ? undefined : this.pendingIds.get(String(message.id))
+        if (channel !== undefined && DROP_CHANNEL_CODES.has(code)) this.forget(channel)
         this.emit('error', new CitasLiveError(code, typeof data?.message === 'string' ? data.message : code, channel === undefined ? {} : { channel }))
         return
       }

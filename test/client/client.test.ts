@@ -311,6 +311,39 @@ t.test('subscribe errors name the channel; forbidden channels are not sent again
   t.same(FakeSocket.last.sentOfType('subscribe').map(m => m.data.channel), ['estadisticas:n1'])
 })
 
+t.test('a refresh that narrows the rights: the revoked channel is reported with its name, dropped, and not sent again', async (t) => {
+  const narrow = fakeToken({ sub: 'u1', negocios: ['n1'] })
+  const { client, clock, errors } = setup(t, { getToken: () => narrow })
+  await flush()
+  FakeSocket.last.accept()
+  FakeSocket.last.receive({ type: 'stats', data: stats('n1', 1) })
+  FakeSocket.last.receive({ type: 'stats', data: stats('n2', 2) })
+  FakeSocket.last.receive({ type: 'token_expiring', data: { expires_at: 123 } })
+  await flush()
+  t.same(FakeSocket.last.sentOfType('refresh'), [{ type: 'refresh', data: { token: narrow } }])
+  // What the server answers (routes/ws.ts refresh()): refreshed, then one error per channel the new token does not allow.
+  FakeSocket.last.receive({ type: 'refreshed', data: { expires_at: 456 } })
+  FakeSocket.last.receive({ type: 'error', data: { code: 'forbidden', message: 'your token no longer allows estadisticas:n2', channel: 'estadisticas:n2' } })
+  t.match(errors, [{ code: 'forbidden', channel: 'estadisticas:n2', message: 'your token no longer allows estadisticas:n2' }])
+  t.same(client.channels, ['estadisticas:n1'], 'the revoked channel is dropped')
+  t.same([...client.stats.keys()], ['n1'], 'and its figures, which will not be updated any more')
+  FakeSocket.last.serverClose(1006)
+  await clock.advance(1000)
+  FakeSocket.last.accept()
+  t.same(FakeSocket.last.sentOfType('subscribe').map(m => m.data.channel), ['estadisticas:n1'], 'not subscribed again after a reconnect')
+})
+
+t.test('a business deleted while watched: not_found with data.channel drops the channel', async (t) => {
+  const { client, errors } = setup(t)
+  await flush()
+  FakeSocket.last.accept()
+  FakeSocket.last.receive({ type: 'stats', data: stats('n2', 2) })
+  FakeSocket.last.receive({ type: 'error', data: { code: 'not_found', message: 'estadisticas:n2 no longer exists', channel: 'estadisticas:n2' } })
+  t.match(errors, [{ code: 'not_found', channel: 'estadisticas:n2' }])
+  t.same(client.channels, ['estadisticas:n1'])
+  t.equal(client.stats.has('n2'), false)
+})
+
 t.test('subscribe and unsubscribe at run time', async (t) => {
   const { client } = setup(t, { channels: [] })
   client.subscribe('n3')
