@@ -1,4 +1,4 @@
-import { CHANNEL_PREFIX, type ErrorCode, type ServerMessageType, type Stats } from '../protocol.js'
+import { CHANNEL_PREFIX, TOKEN_CLOSE_CODES, closeAction, type CloseAction, type ErrorCode, type ServerMessageType, type Stats } from '../protocol.js'
 import { backoffDelay, restartDelay, type BackoffOptions } from './backoff.js'
 import { decodeToken, isExpired } from './token.js'
 
@@ -27,8 +27,10 @@ export interface StateChange {
 
 /**
  * Server error codes (`bad_request`, `invalid_channel`, `forbidden`, `not_found`, `unavailable`,
- * `internal`) and the client's own: `unauthorized` (the token was refused; the client stops),
- * `token` (getToken() failed; the client retries), `invalid_url`.
+ * `limit`, `rate_limited`, `internal`) and the client's own: `unauthorized` (the token was refused;
+ * the client stops), `token` (getToken() failed; the client retries), `closed` (the server closed
+ * the connection for something reconnecting would repeat, `closeCode` says which; the client stops),
+ * `invalid_url`.
  */
 export class CitasLiveError extends Error {
   readonly code: string
@@ -114,7 +116,10 @@ export interface ConnectOptions {
    * Needs `fetch`; across origins the server allows it for the origins it accepts. Default true.
    */
   probe?: boolean
-  /** Close codes that mean "this token is no longer good". Default [4001, 4401, 4403]. */
+  /**
+   * Close codes that mean "this token is no longer good": get a new one and reconnect. Default: the
+   * server's, [4001]. Set it when a proxy in front of the server closes with codes of its own.
+   */
   authCloseCodes?: number[]
   /** Page events to listen to. Default: `online` and `visibilitychange` when there is a window; `false`: none. */
   pageEvents?: PageEvents | false
@@ -410,12 +415,29 @@ export class CitasLiveClient {
       }
       const code = event?.code ?? 1006
       const reason = event?.reason ?? ''
-      if ((this.opts.authCloseCodes ?? [4001, 4401, 4403]).includes(code)) {
-        this.authFailed(new CitasLiveError('unauthorized', reason !== '' ? reason : `connection closed with ${code}`, { closeCode: code }), token)
-      } else {
-        this.retry(code === 1012 ? 'restart' : 'backoff')
+      const message = reason !== '' ? reason : `connection closed with ${code}`
+      switch (this.closeActionOf(code)) {
+        case 'token':
+          this.authFailed(new CitasLiveError('unauthorized', message, { closeCode: code }), token)
+          return
+        case 'stop':
+          this.stop(new CitasLiveError('closed', message, { closeCode: code }))
+          return
+        case 'soon':
+          this.retry('restart')
+          return
+        case 'backoff':
+          this.retry('backoff')
       }
     }
+  }
+
+  /** What a close code asks of the client (protocol.ts), with `authCloseCodes` as the token refusals. */
+  private closeActionOf (code: number): CloseAction {
+    const tokenCodes: readonly number[] = this.opts.authCloseCodes ?? TOKEN_CLOSE_CODES
+    if (tokenCodes.includes(code)) return 'token'
+    const action = closeAction(code)
+    return action === 'token' ? 'backoff' : action
   }
 
   /** An attempt that never opened: find out whether the token was the reason, else back off. */

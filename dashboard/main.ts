@@ -148,6 +148,9 @@ function onError (error: CitasLiveError): void {
       return
     case 'unavailable':
       showNegocioError(error.channel, 'La base de datos no responde: las cifras se actualizarán cuando vuelva.')
+      return
+    case 'closed':
+      showMessage(`El servidor cerró la conexión (${error.closeCode ?? '?'}: ${error.message}) y no se vuelve a conectar.`)
   }
 }
 

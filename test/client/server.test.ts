@@ -137,3 +137,38 @@ t.test('a refresh that narrows the rights: the revoked channel is reported with 
   t.same(subscribes, ['estadisticas:n1'], 'after the reconnect only n1 is asked for')
   t.equal(errors.length, 1, 'so no second forbidden')
 })
+
+t.test('the server\'s close codes, as the client meets them: 4001 stops without getToken, 1009 stops, 1008 backs off', async (t) => {
+  const { app, db } = await build(t, { expiry: { warningMs: 500, sweepMs: 50 }, limits: { messageRate: 1, messageBurst: 2, maxRefusedMessages: 3 } })
+  await addNegocio(db.pool, 'n1')
+  const { ws } = await listen(app)
+  let handshakes = 0
+  app.server.on('upgrade', () => { handshakes++ })
+
+  await t.test('4001: a token that expires on an open connection, no getToken to refresh it', async (t) => {
+    const { client, errors } = open(t, `${ws}/ws`, sign({ sub: 'u1', negocio_id: 'n1', exp: Math.ceil(Date.now() / 1000) + 2 }), ['n1'])
+    await waitFor(() => client.state === 'disconnected', 10_000)
+    t.match(errors, [{ code: 'unauthorized', message: 'token expired', closeCode: 4001 }])
+  })
+
+  await t.test('1009: a frame over the limit stops the client instead of repeating it on every reconnect', async (t) => {
+    const { client, errors, timers } = open(t, `${ws}/ws`, sign({ sub: 'u2', negocio_id: 'n1' }), ['n1'])
+    await waitFor(() => client.stats.has('n1'))
+    const before = handshakes
+    client.subscribe('x'.repeat(5000))
+    await waitFor(() => client.state === 'disconnected')
+    t.match(errors, [{ code: 'closed', message: 'message too big', closeCode: 1009 }])
+    t.equal(timers.pending.size, 0, 'no retry pending')
+    t.equal(handshakes, before, 'no new attempt')
+  })
+
+  await t.test('1008: a client over its message rate is closed, and comes back after a backoff', async (t) => {
+    const { client, states, errors } = open(t, `${ws}/ws`, sign({ sub: 'u3', negocio_id: 'n1' }), [])
+    await waitFor(() => client.state === 'connected')
+    for (let i = 0; i < 10; i++) { client.subscribe('n1'); client.unsubscribe('n1') }
+    await waitFor(() => states.includes('reconnecting'))
+    await waitFor(() => client.state === 'connected')
+    t.same(states, ['connecting', 'connected', 'reconnecting', 'connected'])
+    t.same(errors.map(e => e.code), ['rate_limited'], 'told once to slow down; the close is not an error')
+  })
+})
