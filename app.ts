@@ -4,7 +4,7 @@ import fastifySwagger from '@fastify/swagger'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.js'
 import authPlugin, { type AuthPluginOptions } from './plugins/auth.js'
 import statsPlugin, { type StatsPluginOptions } from './plugins/stats.js'
-import hubPlugin, { CLOSE_RESTART, type HubPluginOptions } from './plugins/hub.js'
+import hubPlugin, { type HubPluginOptions } from './plugins/hub.js'
 import livePlugin, { type LivePluginOptions } from './plugins/live.js'
 import metricsPlugin, { type MetricsPluginOptions } from './plugins/metrics.js'
 import metricsRoutes from './routes/metrics.js'
@@ -17,6 +17,7 @@ import healthRoutes from './routes/health.js'
 import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
 import { SECURITY_SCHEMES } from './routes/schemas.js'
 import { isAppError } from './services/errors.js'
+import { CLOSE } from './protocol.js'
 import { redactUrl, requestForLog } from './services/redact.js'
 import { kCitasLive, type CitasLive } from './plugins/namespace.js'
 export { citasOf, type CitasLive } from './plugins/namespace.js'
@@ -98,7 +99,7 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
     // every other frame to maxPayload itself.
     maxPayload: Math.max(own.maxPayload, MAX_REFRESH_FRAME),
     paths: () => [wsPath],
-    preClose: (clients) => { for (const client of clients) client.close(CLOSE_RESTART, 'server restarting') }
+    preClose: (clients) => { for (const client of clients) client.close(CLOSE.restart.code, CLOSE.restart.reason) }
   })
   await fastify.register(dbPlugin, opts.db)
   await fastify.register(authPlugin, opts.auth)

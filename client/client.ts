@@ -1,5 +1,10 @@
+import { CHANNEL_PREFIX, TOKEN_CLOSE_CODES, closeAction, type CloseAction, type ErrorCode, type ServerMessageType, type Stats } from '../protocol.js'
 import { backoffDelay, restartDelay, type BackoffOptions } from './backoff.js'
 import { decodeToken, isExpired } from './token.js'
+
+// The protocol (message types, channel names, error and close codes, the Stats shape) is defined in
+// ../protocol.ts, a module without imports that the server uses too: the bundle gains no server code.
+export type { Stats }
 
 /**
  * - `connecting`: the first attempt is under way.
@@ -8,17 +13,6 @@ import { decodeToken, isExpired } from './token.js'
  * - `disconnected`: stopped for good, by `close()` or because the token was refused (see `StateChange.error`).
  */
 export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected'
-
-/** The `data` of a `stats` message. */
-export interface Stats {
-  negocio_id: string
-  citas_hoy: number
-  total_citas: number
-  citas_completadas: number
-  citas_canceladas: number
-  /** Unix seconds of the computation on the server. */
-  timestamp: number
-}
 
 export interface StateChange {
   state: ConnectionState
@@ -33,8 +27,10 @@ export interface StateChange {
 
 /**
  * Server error codes (`bad_request`, `invalid_channel`, `forbidden`, `not_found`, `unavailable`,
- * `internal`) and the client's own: `unauthorized` (the token was refused; the client stops),
- * `token` (getToken() failed; the client retries), `invalid_url`.
+ * `limit`, `rate_limited`, `internal`) and the client's own: `unauthorized` (the token was refused;
+ * the client stops), `token` (getToken() failed; the client retries), `closed` (the server closed
+ * the connection for something reconnecting would repeat, `closeCode` says which; the client stops),
+ * `invalid_url`.
  */
 export class CitasLiveError extends Error {
   readonly code: string
@@ -120,7 +116,10 @@ export interface ConnectOptions {
    * Needs `fetch`; across origins the server allows it for the origins it accepts. Default true.
    */
   probe?: boolean
-  /** Close codes that mean "this token is no longer good". Default [4001, 4401, 4403]. */
+  /**
+   * Close codes that mean "this token is no longer good": get a new one and reconnect. Default: the
+   * server's, [4001]. Set it when a proxy in front of the server closes with codes of its own.
+   */
   authCloseCodes?: number[]
   /** Page events to listen to. Default: `online` and `visibilitychange` when there is a window; `false`: none. */
   pageEvents?: PageEvents | false
@@ -142,9 +141,8 @@ export interface ClientEvents {
 }
 
 const OPEN = 1
-const CHANNEL_PREFIX = 'estadisticas:'
 /** Server codes that make a channel pointless to subscribe to again. */
-const DROP_CHANNEL_CODES = new Set(['forbidden', 'not_found', 'invalid_channel'])
+const DROP_CHANNEL_CODES = new Set<string>(['forbidden', 'not_found', 'invalid_channel'] satisfies ErrorCode[])
 /** Tokens whose `exp` is this far in the past are treated as refused even when the server's answer cannot be seen. */
 const EXPIRY_SKEW_MS = 60_000
 
@@ -255,9 +253,7 @@ export class CitasLiveClient {
 
   unsubscribe (channelOrNegocio: string): void {
     const channel = toChannel(channelOrNegocio)
-    if (!this.channelSet.delete(channel)) return
-    const negocio = channel.startsWith(CHANNEL_PREFIX) ? channel.slice(CHANNEL_PREFIX.length) : undefined
-    if (negocio !== undefined) this.statsByNegocio.delete(negocio)
+    if (!this.forget(channel)) return
     this.send({ type: 'unsubscribe', data: { channel } })
   }
 
@@ -287,6 +283,13 @@ export class CitasLiveClient {
     this.attachPageEvents()
     this.setState('connecting', {})
     void this.open()
+  }
+
+  /** Stops following a channel here (not subscribed again after a reconnect) and drops its figures. */
+  private forget (channel: string): boolean {
+    if (!this.channelSet.delete(channel)) return false
+    if (channel.startsWith(CHANNEL_PREFIX)) this.statsByNegocio.delete(channel.slice(CHANNEL_PREFIX.length))
+    return true
   }
 
   private emit<K extends keyof ClientEvents>(event: K, ...args: Parameters<ClientEvents[K]>): void {
@@ -412,12 +415,29 @@ export class CitasLiveClient {
       }
       const code = event?.code ?? 1006
       const reason = event?.reason ?? ''
-      if ((this.opts.authCloseCodes ?? [4001, 4401, 4403]).includes(code)) {
-        this.authFailed(new CitasLiveError('unauthorized', reason !== '' ? reason : `connection closed with ${code}`, { closeCode: code }), token)
-      } else {
-        this.retry(code === 1012 ? 'restart' : 'backoff')
+      const message = reason !== '' ? reason : `connection closed with ${code}`
+      switch (this.closeActionOf(code)) {
+        case 'token':
+          this.authFailed(new CitasLiveError('unauthorized', message, { closeCode: code }), token)
+          return
+        case 'stop':
+          this.stop(new CitasLiveError('closed', message, { closeCode: code }))
+          return
+        case 'soon':
+          this.retry('restart')
+          return
+        case 'backoff':
+          this.retry('backoff')
       }
     }
+  }
+
+  /** What a close code asks of the client (protocol.ts), with `authCloseCodes` as the token refusals. */
+  private closeActionOf (code: number): CloseAction {
+    const tokenCodes: readonly number[] = this.opts.authCloseCodes ?? TOKEN_CLOSE_CODES
+    if (tokenCodes.includes(code)) return 'token'
+    const action = closeAction(code)
+    return action === 'token' ? 'backoff' : action
   }
 
   /** An attempt that never opened: find out whether the token was the reason, else back off. */
@@ -521,7 +541,7 @@ export class CitasLiveClient {
     }
     if (typeof message !== 'object' || message === null || typeof message.type !== 'string') return
     const data = message.data as Record<string, unknown> | undefined
-    switch (message.type) {
+    switch (message.type as ServerMessageType) {
       case 'stats': {
         const stats = data as unknown as Stats
         if (typeof stats?.negocio_id !== 'string') return
@@ -537,8 +557,12 @@ export class CitasLiveClient {
         return
       case 'error': {
         const code = typeof data?.code === 'string' ? data.code : 'internal'
-        const channel = message.id === undefined ? undefined : this.pendingIds.get(String(message.id))
-        if (channel !== undefined && DROP_CHANNEL_CODES.has(code)) this.channelSet.delete(channel)
+        // The channel is named in data.channel when the server ends a subscription on its own (a
+        // refresh that no longer allows it, a deleted business); an answer to a subscribe has its id.
+        const channel = typeof data?.channel === 'string'
+          ? data.channel
+          : message.id === undefined ? undefined : this.pendingIds.get(String(message.id))
+        if (channel !== undefined && DROP_CHANNEL_CODES.has(code)) this.forget(channel)
         this.emit('error', new CitasLiveError(code, typeof data?.message === 'string' ? data.message : code, channel === undefined ? {} : { channel }))
         return
       }

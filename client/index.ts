@@ -5,3 +5,7 @@ export {
 } from './client.js'
 export { backoffCeiling, backoffDelay, restartDelay, BACKOFF_DEFAULTS, type BackoffOptions } from './backoff.js'
 export { decodeToken, negociosOf, isExpired, type TokenClaims } from './token.js'
+export {
+  CHANNEL_PREFIX, CLOSE, CLOSE_ACTIONS, TOKEN_CLOSE_CODES, closeAction,
+  type CloseAction, type CloseCode, type ClientFrame, type ErrorCode, type ErrorData, type MessageId, type ServerFrame
+} from '../protocol.js'

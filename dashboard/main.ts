@@ -1,4 +1,4 @@
-import { connect, decodeToken, negociosOf, type CitasLiveClient, type CitasLiveError, type StateChange, type Stats } from '../client/index.js'
+import { CHANNEL_PREFIX, connect, decodeToken, negociosOf, type CitasLiveClient, type CitasLiveError, type StateChange, type Stats } from '../client/index.js'
 
 const STORAGE_KEY = 'citas-live:token'
 const FIGURES = ['citas_hoy', 'total_citas', 'citas_completadas', 'citas_canceladas'] as const
@@ -106,7 +106,7 @@ function render (negocios: string[]): void {
 }
 
 function showNegocioError (channel: string | undefined, text: string): void {
-  const el = channel === undefined ? null : section(channel.replace(/^estadisticas:/, ''))
+  const el = channel?.startsWith(CHANNEL_PREFIX) === true ? section(channel.slice(CHANNEL_PREFIX.length)) : null
   const slot = el?.querySelector<HTMLElement>('.negocio-error')
   if (slot === null || slot === undefined) return
   slot.textContent = text
@@ -148,6 +148,9 @@ function onError (error: CitasLiveError): void {
       return
     case 'unavailable':
       showNegocioError(error.channel, 'La base de datos no responde: las cifras se actualizarán cuando vuelva.')
+      return
+    case 'closed':
+      showMessage(`El servidor cerró la conexión (${error.closeCode ?? '?'}: ${error.message}) y no se vuelve a conectar.`)
   }
 }
 

@@ -4,6 +4,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { Int, resolveOptions } from './options.js'
 import { createHub } from '../services/hub.js'
 import { provide } from './namespace.js'
+import { CLOSE } from '../protocol.js'
 
 export const HubOptions = Type.Object({
   heartbeatMs: Int(10, 30_000, { description: 'Heartbeat period in ms: a peer that has not answered one ping by the next is terminated.' }),
@@ -12,9 +13,6 @@ export const HubOptions = Type.Object({
   closeTimeoutMs: Int(0, 5000, { description: 'On close, sockets that have not finished the close handshake after this long (ms) are cut.' })
 })
 export type HubPluginOptions = Partial<Static<typeof HubOptions>>
-
-/** Close code sent to every client on shutdown: "service restart", so clients reconnect. */
-export const CLOSE_RESTART = 1012
 
 async function hubPlugin (fastify: FastifyInstance, options: HubPluginOptions) {
   const { heartbeatMs, maxBufferedBytes, stallTimeoutMs, closeTimeoutMs } = resolveOptions('hub', HubOptions, options)
@@ -27,7 +25,7 @@ async function hubPlugin (fastify: FastifyInstance, options: HubPluginOptions) {
 
   fastify.addHook('preClose', async () => {
     clearInterval(timer)
-    hub.closeAll(CLOSE_RESTART, 'server restarting')
+    hub.closeAll(CLOSE.restart.code, CLOSE.restart.reason)
     // A peer that never answers the close frame must not hold the shutdown up: one timer for all.
     if (hub.connectionCount > 0) {
       cutTimer = setTimeout(hub.terminateAll, closeTimeoutMs)

@@ -23,9 +23,6 @@ export type LimitsPluginOptions = Partial<Static<typeof LimitsOptions>>
 
 export type Limits = ReturnType<typeof createLimits>
 
-/** Close code for a connection that keeps sending over its message rate: policy violation. */
-export const CLOSE_POLICY = 1008
-
 function createLimits (options: LimitsPluginOptions) {
   const opts = resolveOptions('limits', LimitsOptions, options)
   let isOriginAllowed: (origin: string | undefined) => boolean

@@ -9,7 +9,7 @@ import {
   errorMessage, negocioOf, parseClientMessage, pongMessage, refreshedMessage, replyMessage, revokedMessage,
   type ClientMessage
 } from '../services/protocol.js'
-import { CLOSE_POLICY } from '../plugins/limits.js'
+import { CLOSE } from '../protocol.js'
 import { citasOf } from '../plugins/namespace.js'
 import { userKeyOf } from '../services/limits.js'
 import { wsDocs } from './schemas.js'
@@ -24,8 +24,6 @@ declare module 'fastify' {
 }
 
 const OPEN = 1
-/** Close code for a frame over the size limit (what ws itself sends past its maxPayload). */
-const CLOSE_TOO_BIG = 1009
 /**
  * Largest `refresh` frame: a token the handshake accepts can be as long as Node's header limit
  * (16 KiB), so a refresh may be larger than the frame limit that holds for every other message.
@@ -187,7 +185,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
     // only a refresh may pass.
     const size = (data as Buffer).length
     if (size > maxPayload && (size > MAX_REFRESH_FRAME || isBinary || !isRefresh(data))) {
-      conn.socket.close(CLOSE_TOO_BIG, 'message too big')
+      conn.socket.close(CLOSE.tooBig.code, CLOSE.tooBig.reason)
       return
     }
     if (isBinary) {
@@ -220,7 +218,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
     const { conn, bucket } = stateOf(this)
     if (!bucket.take()) {
       if (bucket.refusedInARow === 1) send(this, errorMessage('rate_limited', 'too many messages: slow down'))
-      else if (bucket.refusedInARow > limits.maxRefusedMessages) this.close(CLOSE_POLICY, 'message rate exceeded')
+      else if (bucket.refusedInARow > limits.maxRefusedMessages) this.close(CLOSE.rateExceeded.code, CLOSE.rateExceeded.reason)
       return
     }
     try {
@@ -272,7 +270,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
     socket.on('message', onSocketMessage)
     socket.on('pong', onSocketPong)
     socket.on('close', onSocketClose)
-    if (!userCounted || !ipCounted) socket.close(CLOSE_POLICY, 'too many connections')
+    if (!userCounted || !ipCounted) socket.close(CLOSE.tooManyConnections.code, CLOSE.tooManyConnections.reason)
   })
 }
 

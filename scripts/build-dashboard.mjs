@@ -1,4 +1,4 @@
-// Builds the dashboard (dashboard/ + client/) into dist/public, or into the folder given as the
+// Builds the dashboard (dashboard/ + client/ + protocol.ts) into dist/public, or into the folder given as the
 // first argument: one bundled app.js (esbuild), index.html and style.css. Part of `npm run build`.
 // Skipped when the output was built from the same inputs (a hash of them is kept beside it), so
 // `npm start` on a built tree starts at once; `--force` rebuilds anyway.
@@ -26,6 +26,8 @@ async function inputsHash () {
       hash.update(await readFile(join(root, folder, name)))
     }
   }
+  hash.update('protocol.ts\n')
+  hash.update(await readFile(join(root, 'protocol.ts')))
   return hash.digest('hex')
 }
 

@@ -1,14 +1,7 @@
-/** Stable error codes shared by the WebSocket protocol and the HTTP routes. */
-export type ErrorCode =
-  | 'bad_request'
-  | 'invalid_channel'
-  | 'forbidden'
-  | 'not_found'
-  | 'unauthorized'
-  | 'unavailable'
-  | 'limit'
-  | 'rate_limited'
-  | 'internal'
+import type { ErrorCode } from '../protocol.js'
+
+/** Stable error codes shared by the WebSocket protocol and the HTTP routes (defined in ../protocol.ts). */
+export type { ErrorCode }
 
 const httpStatus: Record<ErrorCode, number> = {
   bad_request: 400,

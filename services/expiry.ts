@@ -1,13 +1,8 @@
+import { CLOSE } from '../protocol.js'
 import type { Connection } from './hub.js'
-
-/** Close code for a socket whose token expired without a refresh. */
-export const CLOSE_TOKEN_EXPIRED = 4001
+import { tokenExpiringMessage } from './protocol.js'
 
 const OPEN = 1
-
-export function tokenExpiringMessage (expiresAt: number): string {
-  return JSON.stringify({ type: 'token_expiring', data: { expires_at: expiresAt } })
-}
 
 /**
  * One pass over the connections, run by a single periodic timer (no per-socket timers): a socket
@@ -23,7 +18,7 @@ export function sweepExpiry (connections: Iterable<Connection>, nowMs: number, w
     if (socket.readyState !== OPEN) continue
     const at = exp * 1000
     if (nowMs >= at) {
-      socket.close(CLOSE_TOKEN_EXPIRED, 'token expired')
+      socket.close(CLOSE.tokenExpired.code, CLOSE.tokenExpired.reason)
       closed++
     } else if (nowMs >= at - warningMs && conn.expiryNoticeFor !== exp) {
       conn.expiryNoticeFor = exp

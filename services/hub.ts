@@ -1,4 +1,5 @@
 import type { WebSocket } from 'ws'
+import { CLOSE } from '../protocol.js'
 import { prepareFrame, sendFrame } from './frame.js'
 
 /** What a verified token lets a connection watch. */
@@ -45,8 +46,6 @@ export interface HubOptions {
   now?: () => number
 }
 
-/** Close code for a client that stayed too slow to read its updates: "try again later". */
-export const CLOSE_TRY_AGAIN_LATER = 1013
 /** A stalled socket has this long to answer its 1013 close before it is cut (it is not reading). */
 export const STALLED_CLOSE_GRACE_MS = 2000
 
@@ -193,7 +192,7 @@ export function createHub (opts: HubOptions = {}) {
         conn.pending = null
         slow.delete(conn)
         stalled++
-        socket.close(CLOSE_TRY_AGAIN_LATER, 'too slow to read updates')
+        socket.close(CLOSE.tooSlow.code, CLOSE.tooSlow.reason)
         // The close frame waits behind the unread buffer: without this, ws would hold it for 30 s.
         const cut = setTimeout(() => socket.terminate(), STALLED_CLOSE_GRACE_MS)
         cut.unref()

@@ -1,10 +1,13 @@
-import type { ErrorCode } from './errors.js'
-import type { Stats } from './stats.js'
+import {
+  CHANNEL_PREFIX, MAX_ID_LENGTH, NEGOCIO_ID_PATTERN,
+  type ErrorCode, type MessageId, type ServerFrame, type Stats
+} from '../protocol.js'
 
-/** negocio_id on the wire and in channel names: 1–64 of [A-Za-z0-9_-]. */
-export const NEGOCIO_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$'
+// The protocol itself is defined in ../protocol.ts; this is the server's side of it: parsing client
+// frames and serializing its own.
+export { CHANNEL_PREFIX, NEGOCIO_ID_PATTERN, type MessageId }
+
 const negocioIdRe = new RegExp(NEGOCIO_ID_PATTERN)
-const CHANNEL_PREFIX = 'estadisticas:'
 
 export function isNegocioId (value: unknown): value is string {
   return typeof value === 'string' && negocioIdRe.test(value)
@@ -21,9 +24,7 @@ export function negocioOf (channel: string): string | null {
   return negocioIdRe.test(id) ? id : null
 }
 
-/** The optional correlation id a client may put on any message; echoed in the direct reply. */
-export type MessageId = string | number
-
+/** A client frame once parsed: a ClientFrame of the protocol module with its `data` flattened. */
 export type ClientMessage =
   | { type: 'subscribe', channel: string, id?: MessageId }
   | { type: 'unsubscribe', channel: string, id?: MessageId }
@@ -33,8 +34,6 @@ export type ClientMessage =
 export type ParseResult =
   | { ok: true, message: ClientMessage }
   | { ok: false, code: ErrorCode, message: string, id?: MessageId }
-
-const MAX_ID_LENGTH = 64
 
 function readId (value: unknown): MessageId | undefined {
   if (typeof value === 'string' && value.length <= MAX_ID_LENGTH) return value
@@ -95,37 +94,44 @@ export function parseClientMessage (raw: string): ParseResult {
   }
 }
 
-/** Server → client messages, serialized. */
+/** Server → client messages, serialized; every one is a ServerFrame of the protocol module. */
+const serialize = (frame: ServerFrame): string => JSON.stringify(frame)
+
 export function statsMessage (stats: Stats): string {
-  return JSON.stringify({ type: 'stats', data: stats })
+  return serialize({ type: 'stats', data: stats })
 }
 
 export function replyMessage (type: 'subscribed' | 'unsubscribed', channel: string, id?: MessageId): string {
-  return JSON.stringify(id === undefined ? { type, data: { channel } } : { type, id, data: { channel } })
+  return serialize(id === undefined ? { type, data: { channel } } : { type, id, data: { channel } })
 }
 
 /** The answer to a successful refresh: the new token's expiry (unix seconds), null when it has none. */
 export function refreshedMessage (expiresAt: number | undefined, id?: MessageId): string {
   const data = { expires_at: expiresAt ?? null }
-  return JSON.stringify(id === undefined ? { type: 'refreshed', data } : { type: 'refreshed', id, data })
+  return serialize(id === undefined ? { type: 'refreshed', data } : { type: 'refreshed', id, data })
+}
+
+/** Sent once, shortly before the connection's token expires (unix seconds). */
+export function tokenExpiringMessage (expiresAt: number): string {
+  return serialize({ type: 'token_expiring', data: { expires_at: expiresAt } })
 }
 
 /** A subscription dropped because a refreshed token no longer allows it. */
 export function revokedMessage (channel: string): string {
-  return JSON.stringify({ type: 'error', data: { code: 'forbidden', message: `your token no longer allows ${channel}`, channel } })
+  return serialize({ type: 'error', data: { code: 'forbidden', message: `your token no longer allows ${channel}`, channel } })
 }
 
 /** A subscription dropped because its negocio no longer exists (deleted while watched). */
 export function goneMessage (channel: string): string {
-  return JSON.stringify({ type: 'error', data: { code: 'not_found', message: `${channel} no longer exists`, channel } })
+  return serialize({ type: 'error', data: { code: 'not_found', message: `${channel} no longer exists`, channel } })
 }
 
 export function pongMessage (id?: MessageId): string {
-  return JSON.stringify(id === undefined ? { type: 'pong' } : { type: 'pong', id })
+  return serialize(id === undefined ? { type: 'pong' } : { type: 'pong', id })
 }
 
 export function errorMessage (code: ErrorCode, message: string, id?: MessageId): string {
-  return JSON.stringify(id === undefined
+  return serialize(id === undefined
     ? { type: 'error', data: { code, message } }
     : { type: 'error', id, data: { code, message } })
 }

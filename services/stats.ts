@@ -1,15 +1,8 @@
 import { AppError } from './errors.js'
+import type { Stats } from '../protocol.js'
 
-/** The four figures of one business, exactly as sent on the wire (seed protocol). */
-export interface Stats {
-  negocio_id: string
-  citas_hoy: number
-  total_citas: number
-  citas_completadas: number
-  citas_canceladas: number
-  /** Unix seconds when the figures were computed. */
-  timestamp: number
-}
+/** The four figures of one business, exactly as sent on the wire (defined in ../protocol.ts). */
+export type { Stats }
 
 /** The subset of pg.Pool the service needs, so a host app can pass its own pool or a client. */
 export interface Queryable {

@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
 import { connect, type ConnectOptions, type CitasLiveError, type StateChange, type Stats } from '../../client/index.js'
+import { CLOSE, CLOSE_ACTIONS, type CloseCode } from '../../protocol.js'
 import { FakeClock, FakePage, FakeSocket, TerminableSocket, fakeToken, flush } from './fakes.js'
 
 const TOKEN = fakeToken({ sub: 'u1', negocios: ['n1', 'n2'] })
@@ -224,6 +225,66 @@ t.test('close 4001 (token expired): a new token and an immediate reconnect with 
   t.match(without.errors, [{ code: 'unauthorized', message: 'token expired', closeCode: 4001 }])
 })
 
+t.test('every close code the server sends is handled as the protocol module says', async (t) => {
+  const reasons = new Map<number, string>(Object.values(CLOSE).map(c => [c.code, c.reason]))
+  for (const [key, action] of Object.entries(CLOSE_ACTIONS)) {
+    const code = Number(key) as CloseCode
+    await t.test(`${code}: ${action}`, async (t) => {
+      let tokens = 0
+      const { client, clock, errors, states } = setup(t, { getToken: () => fakeToken({ n: ++tokens }) })
+      await flush()
+      FakeSocket.last.accept()
+      await clock.advance(5000) // a stable connection: the backoff starts over
+      FakeSocket.last.serverClose(code, reasons.get(code))
+      await flush()
+      switch (action) {
+        case 'backoff':
+          t.match(states.at(-1), { state: 'reconnecting', delay: 250 }, 'the first backoff step')
+          t.same(errors, [])
+          break
+        case 'soon':
+          t.match(states.at(-1), { state: 'reconnecting', delay: 2500 }, 'within the restart window')
+          t.same(errors, [])
+          break
+        case 'token':
+          t.match(states.at(-1), { state: 'reconnecting', delay: 0 }, 'at once')
+          await clock.advance(0)
+          t.equal(tokens, 1, 'with a new token from getToken()')
+          t.equal(FakeSocket.all.length, 2)
+          break
+        case 'stop':
+          t.equal(client.state, 'disconnected', 'the same client would be closed again')
+          t.match(errors, [{ code: 'closed', closeCode: code }])
+          t.match(states.at(-1), { state: 'disconnected', error: { closeCode: code } })
+          await clock.advance(60_000)
+          t.equal(FakeSocket.all.length, 1, 'no new attempt')
+      }
+    })
+  }
+})
+
+t.test('4401 and 4403 are not token refusals: the server never sends them', async (t) => {
+  for (const code of [4401, 4403]) {
+    let tokens = 0
+    const { client, errors, states } = setup(t, { getToken: () => fakeToken({ n: ++tokens }) })
+    await flush()
+    FakeSocket.last.accept()
+    FakeSocket.last.serverClose(code)
+    t.match(states.at(-1), { state: 'reconnecting', delay: 250 }, `${code}: backoff, like any code the server does not send`)
+    t.same(errors, [])
+    client.close()
+  }
+})
+
+t.test('authCloseCodes: a proxy\'s own code can mean "token refused"', async (t) => {
+  const { client, errors } = setup(t, { authCloseCodes: [4403] })
+  await flush()
+  FakeSocket.last.accept()
+  FakeSocket.last.serverClose(4403, 'proxy says no')
+  t.equal(client.state, 'disconnected')
+  t.match(errors, [{ code: 'unauthorized', message: 'proxy says no', closeCode: 4403 }])
+})
+
 t.test('token_expiring: the client hands the server a fresh token on the open connection', async (t) => {
   const fresh = fakeToken({ n: 'fresh' })
   setup(t, { getToken: () => fresh })
@@ -309,6 +370,39 @@ t.test('subscribe errors name the channel; forbidden channels are not sent again
   await clock.advance(1000)
   FakeSocket.last.accept()
   t.same(FakeSocket.last.sentOfType('subscribe').map(m => m.data.channel), ['estadisticas:n1'])
+})
+
+t.test('a refresh that narrows the rights: the revoked channel is reported with its name, dropped, and not sent again', async (t) => {
+  const narrow = fakeToken({ sub: 'u1', negocios: ['n1'] })
+  const { client, clock, errors } = setup(t, { getToken: () => narrow })
+  await flush()
+  FakeSocket.last.accept()
+  FakeSocket.last.receive({ type: 'stats', data: stats('n1', 1) })
+  FakeSocket.last.receive({ type: 'stats', data: stats('n2', 2) })
+  FakeSocket.last.receive({ type: 'token_expiring', data: { expires_at: 123 } })
+  await flush()
+  t.same(FakeSocket.last.sentOfType('refresh'), [{ type: 'refresh', data: { token: narrow } }])
+  // What the server answers (routes/ws.ts refresh()): refreshed, then one error per channel the new token does not allow.
+  FakeSocket.last.receive({ type: 'refreshed', data: { expires_at: 456 } })
+  FakeSocket.last.receive({ type: 'error', data: { code: 'forbidden', message: 'your token no longer allows estadisticas:n2', channel: 'estadisticas:n2' } })
+  t.match(errors, [{ code: 'forbidden', channel: 'estadisticas:n2', message: 'your token no longer allows estadisticas:n2' }])
+  t.same(client.channels, ['estadisticas:n1'], 'the revoked channel is dropped')
+  t.same([...client.stats.keys()], ['n1'], 'and its figures, which will not be updated any more')
+  FakeSocket.last.serverClose(1006)
+  await clock.advance(1000)
+  FakeSocket.last.accept()
+  t.same(FakeSocket.last.sentOfType('subscribe').map(m => m.data.channel), ['estadisticas:n1'], 'not subscribed again after a reconnect')
+})
+
+t.test('a business deleted while watched: not_found with data.channel drops the channel', async (t) => {
+  const { client, errors } = setup(t)
+  await flush()
+  FakeSocket.last.accept()
+  FakeSocket.last.receive({ type: 'stats', data: stats('n2', 2) })
+  FakeSocket.last.receive({ type: 'error', data: { code: 'not_found', message: 'estadisticas:n2 no longer exists', channel: 'estadisticas:n2' } })
+  t.match(errors, [{ code: 'not_found', channel: 'estadisticas:n2' }])
+  t.same(client.channels, ['estadisticas:n1'])
+  t.equal(client.stats.has('n2'), false)
 })
 
 t.test('subscribe and unsubscribe at run time', async (t) => {
