@@ -12,6 +12,7 @@ import {
 import { CLOSE_POLICY } from '../plugins/limits.js'
 import { citasOf } from '../plugins/namespace.js'
 import { userKeyOf } from '../services/limits.js'
+import { checkSocket } from '../services/adapters/ws.js'
 import { wsDocs } from './schemas.js'
 
 declare module 'fastify' {
@@ -269,6 +270,8 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
     socket.on('error', onSocketError)
     const raw = (socket as unknown as { _socket?: Socket & { _httpMessage?: ServerResponse | null } })._socket
     if (raw?._httpMessage != null) raw._httpMessage.detachSocket(raw)
+    // Whether the broadcast fast path may write to this socket (services/adapters/ws.ts); said once if not.
+    checkSocket(socket, log)
     socket.on('message', onSocketMessage)
     socket.on('pong', onSocketPong)
     socket.on('close', onSocketClose)

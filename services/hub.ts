@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws'
-import { prepareFrame, sendFrame } from './frame.js'
+import { prepareFrame, sendFrame } from './adapters/ws.js'
 
 /** What a verified token lets a connection watch. */
 export interface Access {
