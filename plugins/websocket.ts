@@ -3,7 +3,7 @@ import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import fastifyWebsocket from '@fastify/websocket'
-import type { WebSocketServer } from 'ws'
+import type { WebSocket, WebSocketServer } from 'ws'
 
 export interface CitasWebsocketOptions {
   /** Largest frame `ws` must accept on citas-live's sockets (the route holds most frames to less). */
@@ -65,6 +65,12 @@ export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWe
       handleProtocols: selectBearer,
       // Not an http.Server: @fastify/websocket listens to 'upgrade' on whatever it is given.
       server: listenOn as unknown as Server
+    },
+    // One function for every socket's errors (the default logs each at error level). The route
+    // swaps @fastify/websocket's per-socket listener for its own where it can; this covers the rest.
+    errorHandler (err: Error, socket: WebSocket) {
+      fastify.log.warn({ err }, 'websocket error')
+      socket.terminate()
     },
     preClose (done) {
       opts.preClose(this.websocketServer.clients)
