@@ -2,15 +2,17 @@
  * The internals of @fastify/websocket (pinned exactly in package.json) and Node's HTTP server that
  * citas-live uses, behind checks.
  *
- * Releasing the upgrade request (`upgrade-release`, once per connection; the idle benchmark's
- * memory per connection). Two things keep the whole upgrade request (Fastify's Request and
- * Reply, the IncomingMessage and ServerResponse, a child logger, the headers) alive as long as
- * the socket: the per-socket 'error' listener @fastify/websocket adds, a closure over request
- * and reply (even with its public `errorHandler` option), and the TCP socket's reference to the
- * ServerResponse @fastify/websocket routes the upgrade with. The listener is swapped for one
- * shared by all sockets, and the response is detached with `ServerResponse#detachSocket`
- * (not in Node's documentation). Public path: both stay; errors still go through the
- * `errorHandler` option, at the cost of a few KiB per connection.
+ * 1. Releasing the upgrade request (`upgrade-release`, once per connection; the idle benchmark's
+ *    memory per connection). Two things keep the whole upgrade request (Fastify's Request and
+ *    Reply, the IncomingMessage and ServerResponse, a child logger, the headers) alive as long as
+ *    the socket: the per-socket 'error' listener @fastify/websocket adds, a closure over request
+ *    and reply (even with its public `errorHandler` option), and the TCP socket's reference to the
+ *    ServerResponse @fastify/websocket routes the upgrade with. The listener is swapped for one
+ *    shared by all sockets, and the response is detached with `ServerResponse#detachSocket`
+ *    (not in Node's documentation). Public path: both stay; errors still go through the
+ *    `errorHandler` option, at the cost of a few KiB per connection.
+ * 2. Recognizing a host's @fastify/websocket among the server's 'upgrade' listeners, at ready, by
+ *    the name of its listener function. Not recognized: plugins/websocket.ts warns.
  */
 import { ServerResponse } from 'node:http'
 import type { FastifyRequest } from 'fastify'
@@ -45,4 +47,13 @@ export function releaseUpgrade (socket: WebSocket, request: FastifyRequest, resp
   socket.on('error', onError)
   response.detachSocket(tcp)
   return true
+}
+
+/**
+ * Whether an 'upgrade' listener of the HTTP server is @fastify/websocket's, which routes every
+ * upgrade through the whole Fastify app: known by the name of its function (`onUpgrade` in
+ * @fastify/websocket 11).
+ */
+export function isFastifyWebsocketUpgrade (listener: { readonly name: string }): boolean {
+  return listener.name === 'onUpgrade'
 }

@@ -1,15 +1,18 @@
 /**
  * The internals of `ws` (pinned exactly in package.json) that citas-live uses, behind checks.
  *
- * Broadcast frames (`ws-send`, on the fan-out path). `ws.send()` builds a header and does a
- * corked two-buffer write for every socket; a broadcast sends the same bytes to all of them, so
- * the frame is built once (RFC 6455, no ws code) and each socket gets one write of one shared
- * Buffer, straight to its TCP socket, when ws has nothing of its own in flight on it. That needs
- * ws's private `_socket`, `_sender` (`_state`, `_queue`, `_firstFragment`) and `_extensions`.
- * Public path: `ws.send(payload)` with the payload encoded once for the broadcast.
+ * 1. Broadcast frames (`ws-send`, on the fan-out path). `ws.send()` builds a header and does a
+ *    corked two-buffer write for every socket; a broadcast sends the same bytes to all of them, so
+ *    the frame is built once (RFC 6455, no ws code) and each socket gets one write of one shared
+ *    Buffer, straight to its TCP socket, when ws has nothing of its own in flight on it. That needs
+ *    ws's private `_socket`, `_sender` (`_state`, `_queue`, `_firstFragment`) and `_extensions`.
+ *    Public path: `ws.send(payload)` with the payload encoded once for the broadcast.
+ * 2. The settings of a host's WebSocketServer (`ws-server-options`, at boot): its undocumented
+ *    `options.maxPayload`, to check that a host's server accepts the frames citas-live must take.
+ *    Public path: no check (a too-small host limit then closes long `refresh` frames with 1009).
  */
 import type { Duplex } from 'node:stream'
-import type { WebSocket } from 'ws'
+import type { WebSocket, WebSocketServer } from 'ws'
 import { guard, type AdapterLog } from './guard.js'
 
 export interface PreparedFrame {
@@ -119,4 +122,23 @@ export function sendFrame (socket: WebSocket, prepared: PreparedFrame): boolean 
     socket.send(prepared.payload, { binary: false })
   }
   return true
+}
+
+const optionsGuard = guard('ws-server-options', 'the maxPayload of the host\'s WebSocket server is not checked: if it is below citas-live\'s, long refresh frames are closed with 1009')
+
+/**
+ * The largest frame a host's WebSocketServer accepts (0: no limit), from its undocumented
+ * `options`; undefined, after one log line, when they cannot be read.
+ */
+export function serverMaxPayload (wss: WebSocketServer, log?: AdapterLog): number | undefined {
+  if (optionsGuard.public) {
+    optionsGuard.fallback('forced', log)
+    return undefined
+  }
+  const options = (wss as unknown as { options?: { maxPayload?: unknown } }).options
+  if (typeof options !== 'object' || options === null || typeof options.maxPayload !== 'number') {
+    optionsGuard.fallback('no options.maxPayload on the WebSocketServer', log)
+    return undefined
+  }
+  return options.maxPayload
 }

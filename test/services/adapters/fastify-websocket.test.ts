@@ -4,7 +4,7 @@ import fastifyWebsocket from '@fastify/websocket'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import WebSocket from 'ws'
-import { releaseUpgrade } from '../../../services/adapters/fastify-websocket.js'
+import { isFastifyWebsocketUpgrade, releaseUpgrade } from '../../../services/adapters/fastify-websocket.js'
 import { forcePublic, resetGuards } from '../../../services/adapters/guard.js'
 
 interface Seen {
@@ -115,4 +115,16 @@ t.test('upgrade-release forced onto its public path', async (t) => {
   t.match(seen, [{ released: false, errorListeners: 1 }])
   t.not((seen[0] as Seen).httpMessage, null)
   t.match(log.lines, [{ obj: { adapter: 'upgrade-release', reason: 'forced' } }])
+})
+
+t.test('@fastify/websocket\'s upgrade listener is told apart from others', async (t) => {
+  const app = Fastify()
+  await app.register(fastifyWebsocket)
+  await app.ready()
+  t.teardown(async () => await app.close())
+  const listeners = app.server.listeners('upgrade')
+  t.equal(listeners.length, 1)
+  t.equal(isFastifyWebsocketUpgrade(listeners[0] as () => void), true)
+  t.equal(isFastifyWebsocketUpgrade(function upgrade () {}), false)
+  t.equal(isFastifyWebsocketUpgrade(() => {}), false)
 })

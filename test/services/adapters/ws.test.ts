@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import WebSocket, { WebSocketServer, type ServerOptions } from 'ws'
-import { checkSocket, prepareFrame, sendFrame } from '../../../services/adapters/ws.js'
+import { checkSocket, prepareFrame, sendFrame, serverMaxPayload } from '../../../services/adapters/ws.js'
 import { forcePublic, resetGuards } from '../../../services/adapters/guard.js'
 import { createHub } from '../../../services/hub.js'
 
@@ -161,4 +161,19 @@ t.test('ws-send forced onto its public path (what the benchmark compares with)',
   await until(() => ps.every((p) => p.received.length === 1))
   for (const p of ps) t.same(p.received, [{ text: 'x'.repeat(70_000), binary: false }])
   t.match(log.lines, [{ obj: { adapter: 'ws-send', reason: 'forced' } }])
+})
+
+t.test('ws-server-options: the maxPayload of a ws server, or undefined (logged once) when it cannot be read', async (t) => {
+  resetGuards()
+  t.teardown(resetGuards)
+  const log = recorder()
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 12_345 })
+  t.equal(serverMaxPayload(wss, log), 12_345)
+  t.equal(serverMaxPayload(new WebSocketServer({ noServer: true }), log), 100 * 1024 * 1024, 'ws\'s default')
+  t.same(log.lines, [])
+  const renamed = { settings: { maxPayload: 1 } } as unknown as WebSocketServer
+  t.equal(serverMaxPayload(renamed, log), undefined)
+  t.equal(serverMaxPayload(renamed, log), undefined)
+  t.equal(log.lines.length, 1)
+  t.match(log.lines[0], { obj: { adapter: 'ws-server-options' }, msg: /not checked/ })
 })
