@@ -3,7 +3,12 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Gauges, Reply, Request } from './ipc.js'
 
-export type ServerKind = 'baseline' | 'citas-live'
+/**
+ * `citas-live-public`: citas-live with every adapter of services/adapters on its public path
+ * (BENCH_PUBLIC_ADAPTERS names some instead), as if the dependencies' internals had changed: the
+ * price of each internal the adapters use.
+ */
+export type ServerKind = 'baseline' | 'citas-live' | 'citas-live-public'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 
@@ -80,7 +85,8 @@ export class Server {
         DATABASE_URL: opts.databaseUrl,
         JWT_SECRET: opts.secret,
         BENCH_LOG_LEVEL: opts.logLevel ?? 'warn',
-        BENCH_CHANGE_CAPTURE: opts.changeCapture === true ? 'on' : 'off'
+        BENCH_CHANGE_CAPTURE: opts.changeCapture === true ? 'on' : 'off',
+        BENCH_PUBLIC: kind === 'citas-live-public' ? (process.env.BENCH_PUBLIC_ADAPTERS ?? 'all') : ''
       }
     })
     const port = await new Promise<number>((resolve, reject) => {

@@ -49,26 +49,27 @@ function goal (m: Metric, value: number): string {
   return `${sign} ${bound.toLocaleString('en-US')}${m.unit === '' ? '' : ` ${m.unit}`}: ${met ? 'met' : '**not met**'}`
 }
 
+/** Ratio columns: citas-live against the baseline, and against itself on the adapters' public paths. */
+const RATIOS: Array<[string, string]> = [['citas-live', 'baseline'], ['citas-live', 'citas-live-public']]
+
 /** One column per key of `results` (server kinds, or `value` for a standalone scenario). */
 function table (results: Map<string, Metric[]>, cols: string[]): void {
-  const base = results.get('baseline')
+  const ratios = RATIOS.filter(([a, b]) => results.has(a) && results.has(b))
   const mine = results.get('citas-live')
-  const ratio = base !== undefined && mine !== undefined
   const first = results.get(cols[0] as string) ?? []
   // Goals apply to citas-live's figures (or the only column).
   const judged = mine ?? first
   const goals = judged.some((m) => m.goal !== undefined)
-  print(`| metric | ${cols.join(' | ')} |${ratio ? ' ratio citas-live / baseline |' : ''}${goals ? ' goal |' : ''}`)
-  print(`| --- | ${cols.map(() => '---:').join(' | ')} |${ratio ? ' ---: |' : ''}${goals ? ' --- |' : ''}`)
+  print(`| metric | ${cols.join(' | ')} |${ratios.map(([a, b]) => ` ratio ${a} / ${b} |`).join('')}${goals ? ' goal |' : ''}`)
+  print(`| --- | ${cols.map(() => '---:').join(' | ')} |${ratios.map(() => ' ---: |').join('')}${goals ? ' --- |' : ''}`)
   first.forEach((m, i) => {
     const values = cols.map((k) => results.get(k)?.[i]?.value ?? Number.NaN)
     const unit = m.unit === '' ? '' : ` (${m.unit})`
-    let r = ''
-    if (ratio) {
-      const a = base[i]?.value ?? Number.NaN
-      const b = mine[i]?.value ?? Number.NaN
-      r = m.better === undefined || a === 0 || !Number.isFinite(a / b) ? ' |' : ` ${(b / a).toFixed(2)}× |`
-    }
+    const r = ratios.map(([num, den]) => {
+      const a = results.get(den)?.[i]?.value ?? Number.NaN
+      const b = results.get(num)?.[i]?.value ?? Number.NaN
+      return m.better === undefined || a === 0 || !Number.isFinite(a / b) ? ' |' : ` ${(b / a).toFixed(2)}× |`
+    }).join('')
     const g = goals ? ` ${goal(judged[i] ?? m, judged[i]?.value ?? Number.NaN)} |` : ''
     print(`| ${m.name}${unit} | ${values.map(fmt).join(' | ')} |${r}${g}`)
   })

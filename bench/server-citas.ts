@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net'
 import app from '../app.js'
 import type { CitasLive } from '../plugins/namespace.js'
 import { loggerOptions } from '../services/logging.js'
+import { forcePublic, type AdapterName } from '../services/adapters/guard.js'
 import { serveIpc } from './ipc.js'
 
 declare module 'fastify' {
@@ -17,6 +18,10 @@ declare module 'fastify' {
 }
 
 const env = process.env
+// The citas-live-public server kind: the adapters' public paths (see bench/lib.ts).
+if (env.BENCH_PUBLIC !== undefined && env.BENCH_PUBLIC !== '') {
+  forcePublic(env.BENCH_PUBLIC === 'all' ? undefined : env.BENCH_PUBLIC.split(',') as AdapterName[])
+}
 const fastify = Fastify({ logger: loggerOptions(env.BENCH_LOG_LEVEL ?? 'warn'), return503OnClosing: true })
 await fastify.register(app, {
   decorator: 'citasLive',

@@ -21,18 +21,20 @@ async function dbPlugin (fastify: FastifyInstance, options: DbPluginOptions) {
   const opts = resolveOptions('db', DbOptions, options, ['pool'])
   if (options.pool !== undefined) {
     provide(fastify, 'pool', options.pool)
+    provide(fastify, 'poolConfig', undefined)
     return
   }
   if (opts.connectionString === undefined) {
     if (fastify.hasDecorator('pg')) {
       provide(fastify, 'pool', fastify.pg.pool)
+      provide(fastify, 'poolConfig', undefined)
       return
     }
     throw new Error('citas-live db plugin: pass `connectionString` or `pool`, or register @fastify/postgres first')
   }
   // A pool of its own, not @fastify/postgres: that one decorates `pg`, which a host app with its own
   // @fastify/postgres already has (and a second citas-live registration would too).
-  const pool = new pg.Pool({
+  const config: pg.PoolConfig = {
     connectionString: opts.connectionString,
     max: opts.max,
     connectionTimeoutMillis: opts.connectionTimeoutMs,
@@ -40,11 +42,13 @@ async function dbPlugin (fastify: FastifyInstance, options: DbPluginOptions) {
     // The server-side timeout cannot fire when the network itself hangs: the client gives up a bit later.
     query_timeout: opts.statementTimeoutMs + 2000,
     application_name: 'citas-live'
-  })
+  }
+  const pool = new pg.Pool(config)
   // An idle client losing its connection (database restart) must not crash the process.
   pool.on('error', (err) => fastify.log.warn({ err }, 'idle database connection lost'))
   fastify.addHook('onClose', async () => { await pool.end() })
   provide(fastify, 'pool', pool)
+  provide(fastify, 'poolConfig', config)
 }
 
 export default fp(dbPlugin, { fastify: '5.x', name: 'citas-db' })

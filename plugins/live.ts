@@ -4,6 +4,7 @@ import type pg from 'pg'
 import { randomUUID } from 'node:crypto'
 import { createLiveStats, type BusMessage } from '../services/live-stats.js'
 import { createPgSession, type PgSession } from '../services/pg-session.js'
+import { poolSettings } from '../services/adapters/pg-pool.js'
 import { createRedisBus } from '../services/redis-bus.js'
 import { createBusCodec, MAX_CHANGED_IDS, type BusDropReason } from '../services/bus-codec.js'
 import { createBusOutbox } from '../services/bus-outbox.js'
@@ -140,8 +141,9 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   }
 
   const sessionConnection: pg.ClientConfig = options.session === undefined
-    // Same settings as the pool (host, credentials, TLS), but a session of its own.
-    ? (pool as unknown as { options: pg.ClientConfig }).options
+    // Same settings as the pool (host, credentials, TLS), but a session of its own: the ones
+    // citas-live built its pool from, else read from the host's pool (stops the boot if it cannot).
+    ? ns.poolConfig ?? poolSettings(pool)
     : typeof options.session === 'string' ? { connectionString: options.session } : options.session
   // The session's callbacks run only once it is started (onReady), after `capture` below exists.
   const session: PgSession = createPgSession({

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import type { Pool } from 'pg'
+import type { Pool, PoolConfig } from 'pg'
 import type { Registry } from 'prom-client'
 import type { Auth } from './auth.js'
 import type { Hub } from '../services/hub.js'
@@ -16,6 +16,11 @@ import type { DbMonitor } from './db-monitor.js'
 export interface CitasLive {
   /** The pool citas-live queries through (its own, the host's, or @fastify/postgres's). */
   pool: Pool
+  /**
+   * The settings citas-live built its own pool from (the dedicated database session copies them);
+   * undefined for a pool the host app passed.
+   */
+  poolConfig: PoolConfig | undefined
   auth: Auth
   stats: StatsService
   hub: Hub

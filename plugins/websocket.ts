@@ -1,9 +1,11 @@
 import { EventEmitter } from 'node:events'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import fastifyWebsocket from '@fastify/websocket'
-import type { WebSocketServer } from 'ws'
+import type { WebSocket, WebSocketServer } from 'ws'
+import { serverMaxPayload } from '../services/adapters/ws.js'
+import { isFastifyWebsocketUpgrade } from '../services/adapters/fastify-websocket.js'
 
 export interface CitasWebsocketOptions {
   /** Largest frame `ws` must accept on citas-live's sockets (the route holds most frames to less). */
@@ -34,14 +36,15 @@ const selectBearer = (protocols: Set<string>): string | false => (protocols.has(
  *   every upgrade, ours included), the relay is detached at ready so no upgrade is routed twice.
  * - The host registered @fastify/websocket first: its server carries citas-live's sockets too (a
  *   second one would wrap every route twice). Its `maxPayload` must be at least citas-live's
- *   (checked at boot: citas-live holds frames to its own limit itself, closing with 1009), and its
- *   `handleProtocols` is wrapped so citas-live's paths select `bearer` and the host's keep its choice.
+ *   (checked at boot where it can be read: citas-live holds frames to its own limit itself,
+ *   closing with 1009), and the handshakes of citas-live's paths answer with the `bearer`
+ *   subprotocol whatever the host's `handleProtocols` chose; the host's paths keep its choice.
  *   Returns 'host' then.
  */
 export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWebsocketOptions): Promise<'own' | 'host'> {
   if (fastify.hasDecorator('websocketServer')) {
     // Its clients are the host's too: citas-live's own are closed by the hub (1012) on close.
-    adaptHostServer(fastify.websocketServer, opts)
+    adaptHostServer(fastify.websocketServer, opts, fastify.log)
     return 'host'
   }
   const server = fastify.server
@@ -66,6 +69,12 @@ export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWe
       // Not an http.Server: @fastify/websocket listens to 'upgrade' on whatever it is given.
       server: listenOn as unknown as Server
     },
+    // One function for every socket's errors (the default logs each at error level). The route
+    // swaps @fastify/websocket's per-socket listener for its own where it can; this covers the rest.
+    errorHandler (err: Error, socket: WebSocket) {
+      fastify.log.warn({ err }, 'websocket error')
+      socket.terminate()
+    },
     preClose (done) {
       opts.preClose(this.websocketServer.clients)
       done()
@@ -74,7 +83,7 @@ export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWe
   fastify.addHook('onReady', async () => {
     const others = server.listeners('upgrade').filter((l) => l !== forward)
     if (others.length === 0) return
-    if (others.every((l) => l.name === 'onUpgrade')) {
+    if (others.every((l) => isFastifyWebsocketUpgrade(l))) {
       // The host's @fastify/websocket, registered after citas-live, routes upgrades for every route.
       server.off('upgrade', forward)
       fastify.log.debug('the host\'s @fastify/websocket routes upgrades: citas-live\'s relay is off')
@@ -89,30 +98,33 @@ export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWe
   return 'own'
 }
 
-/** The part of ws's WebSocketServer that the adaptation touches: its options, read at every handshake. */
-interface ServerOptions {
-  maxPayload?: number
-  handleProtocols?: ((protocols: Set<string>, req: IncomingMessage) => string | false) | null
-}
+type HandshakeHeadersListener = (headers: string[], req: IncomingMessage) => void
 
 /**
- * Makes a host's WebSocket server serve citas-live's paths as citas-live would. `ws` reads
- * `options.handleProtocols` and `options.maxPayload` at each handshake (checked for ws 8, which
- * package.json pins); if that shape ever changes, booting fails with a message instead of the
- * settings being silently ignored.
+ * Makes a host's WebSocket server serve citas-live's paths as citas-live would: the maxPayload of
+ * the host's server must be at least citas-live's (read through the ws adapter; when it cannot
+ * be read, the adapter says so once and nothing is checked), and on citas-live's paths the
+ * handshake answers with the `bearer` subprotocol the browser offered, set in ws's public
+ * 'headers' event after the host's `handleProtocols` (which keeps deciding for its own paths).
  */
-export function adaptHostServer (wss: WebSocketServer, opts: Pick<CitasWebsocketOptions, 'maxPayload' | 'paths'>): void {
-  const options = (wss as unknown as { options?: ServerOptions }).options
-  if (typeof options !== 'object' || options === null || typeof options.maxPayload !== 'number') {
-    throw new Error('citas-live: cannot read the settings of the host\'s @fastify/websocket server (an unsupported ws version?): register citas-live before @fastify/websocket')
+export function adaptHostServer (wss: WebSocketServer, opts: Pick<CitasWebsocketOptions, 'maxPayload' | 'paths'>, log?: FastifyBaseLogger): void {
+  const hostMax = serverMaxPayload(wss, log)
+  if (hostMax !== undefined && hostMax !== 0 && hostMax < opts.maxPayload) {
+    throw new Error(`citas-live: the host's @fastify/websocket accepts frames up to ${hostMax} bytes, but citas-live's /ws must accept ${opts.maxPayload} (a refresh carries a whole token): raise the host's options.maxPayload, or register citas-live first`)
   }
-  if (options.maxPayload !== 0 && options.maxPayload < opts.maxPayload) {
-    throw new Error(`citas-live: the host's @fastify/websocket accepts frames up to ${options.maxPayload} bytes, but citas-live's /ws must accept ${opts.maxPayload} (a refresh carries a whole token): raise the host's options.maxPayload, or register citas-live first`)
-  }
-  const hostChoice = options.handleProtocols ?? ((protocols: Set<string>) => protocols.values().next().value ?? false)
-  const ours = (req: IncomingMessage): boolean => {
+  const onHeaders: HandshakeHeadersListener = (headers, req) => {
     const path = (req.url ?? '').split('?', 1)[0] as string
-    return opts.paths().includes(path)
+    if (!opts.paths().includes(path)) return
+    const offered = offeredProtocols(req.headers['sec-websocket-protocol'])
+    if (!offered.has('bearer')) return
+    const at = headers.findIndex((h) => h.toLowerCase().startsWith('sec-websocket-protocol:'))
+    if (at === -1) headers.push('Sec-WebSocket-Protocol: bearer')
+    else headers[at] = 'Sec-WebSocket-Protocol: bearer'
   }
-  options.handleProtocols = (protocols, req) => ours(req) ? selectBearer(protocols) : hostChoice(protocols, req)
+  wss.on('headers', onHeaders)
+}
+
+/** The subprotocols a handshake offers (`Sec-WebSocket-Protocol: a, b`). */
+function offeredProtocols (header: string | undefined): Set<string> {
+  return new Set((header ?? '').split(',').map((p) => p.trim()).filter((p) => p !== ''))
 }

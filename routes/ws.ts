@@ -1,6 +1,4 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
-import type { ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
 import type { RawData, WebSocket } from 'ws'
 import { tokenFromRequest } from '../plugins/auth.js'
 import { isAppError } from '../services/errors.js'
@@ -12,6 +10,8 @@ import {
 import { CLOSE } from '../protocol.js'
 import { citasOf } from '../plugins/namespace.js'
 import { userKeyOf } from '../services/limits.js'
+import { checkSocket } from '../services/adapters/ws.js'
+import { releaseUpgrade } from '../services/adapters/fastify-websocket.js'
 import { wsDocs } from './schemas.js'
 
 declare module 'fastify' {
@@ -20,6 +20,8 @@ declare module 'fastify' {
     citasAccess: Access | null
     /** The per-user connection limit's key of that token (null when the limit is off), computed once per handshake. */
     citasUserKey: string | null
+    /** The handshake's `reply.raw`, the response @fastify/websocket routed the upgrade with (see releaseUpgrade). */
+    citasUpgradeResponse: unknown
   }
 }
 
@@ -62,6 +64,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
   const { maxPayload } = opts
   fastify.decorateRequest('citasAccess', null)
   fastify.decorateRequest('citasUserKey', null)
+  fastify.decorateRequest('citasUpgradeResponse', null)
 
   // The handshake hooks are callback-style, not async: every connect runs them, and a settled
   // promise per hook is a microtask hop and an allocation the upgrade does not need.
@@ -110,6 +113,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
       readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: `too many connections for this ${which}` })
       return
     }
+    request.citasUpgradeResponse = reply.raw
     done()
   }
 
@@ -260,13 +264,12 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
     const userCounted = key === null || limits.perUser.acquire(key)
     const ipCounted = userCounted && limits.perIp.acquire(ip)
     ;(socket as LiveSocket)[kState] = { conn, bucket: limits.messageBucket(), ip, userKey: userCounted ? key : null, ipCounted }
-    // Nothing of the upgrade request may outlive it: @fastify/websocket's per-socket error
-    // listener closes over the request and reply, and the TCP socket still holds the
-    // ServerResponse used to route the upgrade (and through it the request).
-    socket.removeAllListeners('error')
-    socket.on('error', onSocketError)
-    const raw = (socket as unknown as { _socket?: Socket & { _httpMessage?: ServerResponse | null } })._socket
-    if (raw?._httpMessage != null) raw._httpMessage.detachSocket(raw)
+    // Nothing of the upgrade request should outlive it (see services/adapters/fastify-websocket.ts).
+    // Where that cannot be done, errors reach the errorHandler given to @fastify/websocket.
+    releaseUpgrade(socket, request, request.citasUpgradeResponse, onSocketError, log)
+    request.citasUpgradeResponse = null
+    // Whether the broadcast fast path may write to this socket (services/adapters/ws.ts); said once if not.
+    checkSocket(socket, log)
     socket.on('message', onSocketMessage)
     socket.on('pong', onSocketPong)
     socket.on('close', onSocketClose)

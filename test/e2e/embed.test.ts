@@ -2,8 +2,10 @@ import t from 'tap'
 import Fastify from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import fastifyPostgres from '@fastify/postgres'
+import pg from 'pg'
 import citasLive from '../../app.js'
-import { addCita, addNegocio, Client, listen, SECRET, serviceToken, testDatabase } from '../helper.js'
+import { forcePublic, resetGuards } from '../../services/adapters/guard.js'
+import { addCita, addNegocio, Client, listen, SECRET, serviceToken, testDatabase, waitFor } from '../helper.js'
 
 t.test('a host app with its own JWT and pg pool mounts citas-live under a prefix', async (t) => {
   const db = await testDatabase(t)
@@ -87,4 +89,38 @@ t.test('misconfiguration fails at boot with a clear message', async (t) => {
   const badZone = Fastify({ logger: false })
   t.teardown(() => badZone.close())
   await t.rejects(async () => { await badZone.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: SECRET }, stats: { timezone: 'Mars/Olympus' } }); await badZone.ready() }, /not an IANA time zone/)
+})
+
+t.test('the dedicated session copies the settings of citas-live\'s own pool, or of the host\'s pool through the pg-pool adapter', async (t) => {
+  const db = await testDatabase(t)
+  const own = Fastify({ logger: false })
+  t.teardown(() => own.close())
+  await own.register(citasLive, { decorator: 'citasLive', db: { connectionString: db.url }, auth: { secret: SECRET } })
+  await own.ready()
+  t.match(own.citasLive.poolConfig, { connectionString: db.url, application_name: 'citas-live' }, 'the settings it built its pool from')
+  await waitFor(() => own.citasLive.live.status().bus.up)
+
+  const hostPool = new pg.Pool({ connectionString: db.url, max: 2 })
+  t.teardown(async () => await hostPool.end())
+  const host = Fastify({ logger: false })
+  t.teardown(() => host.close())
+  await host.register(citasLive, { decorator: 'citasLive', db: { pool: hostPool }, auth: { secret: SECRET } })
+  await host.ready()
+  t.equal(host.citasLive.poolConfig, undefined)
+  await waitFor(() => host.citasLive.live.status().bus.up)
+  t.pass('the session connected with the host pool\'s settings')
+
+  // A host pool whose settings cannot be read (another pg, simulated): the boot asks for live.session...
+  resetGuards()
+  t.teardown(resetGuards)
+  forcePublic(['pg-pool-settings'])
+  const blind = Fastify({ logger: false })
+  t.teardown(() => blind.close())
+  await t.rejects(async () => { await blind.register(citasLive, { db: { pool: hostPool }, auth: { secret: SECRET } }); await blind.ready() }, /pass live\.session/)
+  // ...and boots with it.
+  const told = Fastify({ logger: false })
+  t.teardown(() => told.close())
+  await told.register(citasLive, { decorator: 'citasLive', db: { pool: hostPool }, auth: { secret: SECRET }, live: { session: db.url } })
+  await told.ready()
+  await waitFor(() => told.citasLive.live.status().bus.up)
 })

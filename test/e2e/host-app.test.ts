@@ -5,6 +5,7 @@ import fastifyPostgres from '@fastify/postgres'
 import fastifyWebsocket from '@fastify/websocket'
 import WebSocket from 'ws'
 import citasLive, { type CitasLive } from '../../app.js'
+import { forcePublic, resetGuards } from '../../services/adapters/guard.js'
 import { addCita, addNegocio, Client, handshake, listen, sign, testDatabase, type TestDatabase } from '../helper.js'
 
 declare module 'fastify' {
@@ -115,6 +116,25 @@ t.test('a host WebSocket server that cannot take citas-live\'s frames fails at b
     await host.register(citasLive, { db: { connectionString: db.url }, auth: { secret: SECRET_1 } })
     await host.ready()
   }, /the host's @fastify\/websocket accepts frames up to 1024 bytes, but citas-live's \/ws must accept \d+/)
+})
+
+t.test('a host WebSocket server whose settings cannot be read (another ws) boots with one warning, and citas-live\'s /ws works', async (t) => {
+  resetGuards()
+  t.teardown(resetGuards)
+  forcePublic(['ws-server-options'])
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'n1')
+  const warnings: string[] = []
+  const host = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { warnings.push(JSON.parse(line).msg) } } } })
+  t.teardown(() => host.close())
+  await host.register(fastifyWebsocket, { options: { maxPayload: 1024 } })
+  await host.register(citasLive, { prefix: '/live', db: { connectionString: db.url }, auth: { secret: SECRET_1 } })
+  const { ws } = await listen(host)
+  t.match(warnings.filter((m) => /ws-server-options/.test(m)), [/maxPayload of the host's WebSocket server is not checked/])
+  const token = sign({ negocio_id: 'n1' }, { secret: SECRET_1 })
+  const c = await Client.open(`${ws}/live/ws`, t, {}, ['bearer', token])
+  t.equal(c.ws.protocol, 'bearer', 'the bearer subprotocol is answered without touching the host server\'s settings')
+  t.match(await c.subscribe('n1'), { type: 'stats', data: { negocio_id: 'n1' } })
 })
 
 t.test('citas-live adds nothing to the host unless asked', async (t) => {

@@ -1,5 +1,6 @@
 import t from 'tap'
-import { addCita, Client, handshake, SECRET, serve, sign, waitFor } from '../helper.js'
+import { addCita, Client, handshake, logged, SECRET, serve, sign, waitFor } from '../helper.js'
+import { forcePublic, resetGuards } from '../../services/adapters/guard.js'
 
 t.test('handshake: a missing or bad token gets 401 with a JSON body and no upgrade', async (t) => {
   const { url } = await serve(t)
@@ -175,4 +176,26 @@ t.test('an open connection keeps nothing of its upgrade request, and still answe
   t.equal(socket._socket._httpMessage, null, 'the TCP socket no longer holds the upgrade response')
   c.ws.close()
   await waitFor(() => app.citasLive.hub.connectionCount === 0)
+})
+
+t.test('with the adapters on their public paths (a dependency of another shape), /ws works the same, and says so once', async (t) => {
+  resetGuards()
+  t.teardown(resetGuards)
+  forcePublic(['ws-send', 'upgrade-release'])
+  const { url, app, db } = await serve(t)
+  await addCita(db.pool, 'n1', new Date(), 'atendida')
+  const clients = [await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t), await Client.open(`${url}?token=${sign({ negocio_id: 'n1' })}`, t)]
+  for (const c of clients) t.match(await c.subscribe('n1'), { type: 'stats', data: { total_citas: 1 } })
+  const [conn] = [...app.citasLive.hub.connections]
+  if (conn === undefined) throw new Error('no connection in the hub')
+  const socket = conn.socket as unknown as { _socket: { _httpMessage: unknown } }
+  t.not(socket._socket._httpMessage, null, 'the upgrade response is left in place')
+  await addCita(db.pool, 'n1', new Date(), 'cancelada')
+  app.citasLive.hub.publish('estadisticas:n1', JSON.stringify({ type: 'stats', data: { total_citas: 2 } }))
+  for (const c of clients) t.match(await c.next(), { type: 'stats', data: { total_citas: 2 } })
+  t.equal(logged(/ws-send: .*public API/).length, 1, 'ws-send: one line')
+  t.equal(logged(/upgrade-release: .*public API/).length, 1, 'upgrade-release: one line')
+  // An error on a socket still ends it, through @fastify/websocket's errorHandler.
+  conn.socket.emit('error', new Error('boom'))
+  await waitFor(() => app.citasLive.hub.connectionCount === 1)
 })
