@@ -2,12 +2,9 @@ import { Type, type Static } from '@sinclair/typebox'
 import type { FastifySchema } from 'fastify'
 import { NEGOCIO_ID_PATTERN } from '../services/protocol.js'
 
-export const NotifyAction = Type.Union([
-  Type.Literal('created'),
-  Type.Literal('updated'),
-  Type.Literal('deleted'),
-  Type.Literal('status_changed')
-])
+const NOTIFY_ACTIONS = ['created', 'updated', 'deleted', 'status_changed'] as const
+/** An enum, not a union of literals: a bad value is then one clear message ("must be equal to one of the allowed values"). */
+export const NotifyAction = Type.Unsafe<typeof NOTIFY_ACTIONS[number]>({ type: 'string', enum: [...NOTIFY_ACTIONS] })
 
 /** POST /notify/cita body. Extra fields are accepted and ignored (the REST API may send more). */
 export const NotifyBody = Type.Object({
