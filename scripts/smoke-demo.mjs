@@ -1,5 +1,6 @@
 // Starts the built server (node dist/server.js) exactly as `npm start` does, with no DATABASE_URL,
-// in a throw-away data folder; checks one subscribe -> stats -> notify -> stats round trip; stops it.
+// in a throw-away data folder; checks subscribe -> stats, a notify, a push of the demo activity's
+// next change (change capture), the dashboard, and 1012 on SIGTERM; stops it.
 import { spawn } from 'node:child_process'
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -62,8 +63,13 @@ const res = await fetch(`http://${base}/notify/cita`, {
   body: JSON.stringify({ negocio_id: negocio, action: 'updated' })
 })
 if (res.status !== 200) await fail(`notify answered ${res.status}`)
+const answer = await res.json()
+if (answer.stats?.negocio_id !== negocio || typeof answer.bus !== 'string') await fail(`unexpected notify reply ${JSON.stringify(answer)}`)
+// The demo's own activity writes citas straight into the database: change capture pushes them, and a
+// subscriber never gets the same figures twice in a row.
+const figures = (m) => [m.data.citas_hoy, m.data.total_citas, m.data.citas_completadas, m.data.citas_canceladas].join('/')
 const pushed = await next()
-if (pushed.type !== 'stats' || pushed.data.total_citas !== first.data.total_citas) await fail(`unexpected push ${JSON.stringify(pushed)}`)
+if (pushed.type !== 'stats' || pushed.data.negocio_id !== negocio || figures(pushed) === figures(first)) await fail(`unexpected push ${JSON.stringify(pushed)} after ${JSON.stringify(first)}`)
 
 const dashboardUrl = /dashboard: +(\S+)/.exec(out)?.[1]
 const page = dashboardUrl === undefined ? null : await fetch(dashboardUrl)
@@ -76,4 +82,4 @@ const exit = await exited
 clearTimeout(deadline)
 await rm(dir, { recursive: true, force: true })
 if (code !== 1012 || exit !== 0) await fail(`close code ${code}, exit ${exit}`)
-process.stdout.write(`smoke: ok (embedded demo on ${base}: subscribe, stats, notify, stats, dashboard, 1012 on SIGTERM)\n`)
+process.stdout.write(`smoke: ok (embedded demo on ${base}: subscribe, stats, notify, captured change pushed, dashboard, 1012 on SIGTERM)\n`)
