@@ -102,7 +102,6 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     }
   }
   // Whatever the bus carried while this instance could not hear it is lost: recompute what it shows.
-  // Whatever the bus carried while this instance could not hear it is lost: recompute what it shows.
   const resync = (what: string) => {
     log.info(`${what}: recomputing every channel with subscribers`)
     live.resyncAll().catch(() => {})
