@@ -116,6 +116,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     redis = createRedisBus({
       url: opts.redisUrl as string,
       channel: `citas-live:stats:${codec.channelTag}`,
+      name: origin,
       ...timing,
       onMessage: onBusPayload,
       // The first subscription too: Redis may have come up long after this instance started.

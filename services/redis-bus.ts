@@ -16,6 +16,8 @@ export interface RedisBusOptions {
   heartbeatMs?: number
   /** ...and reconnected when a command gets no answer within this. Default 5 s. */
   deadlineMs?: number
+  /** Shown in Redis's CLIENT LIST after `citas-live-sub/` and `citas-live-pub/` (this instance's id). */
+  name?: string
 }
 
 /**
@@ -29,8 +31,8 @@ export function createRedisBus (opts: RedisBusOptions) {
   const heartbeatMs = opts.heartbeatMs ?? 5000
   const deadlineMs = opts.deadlineMs ?? 5000
   const retryStrategy = (times: number): number => Math.min(100 * 2 ** Math.min(times, 7), 10_000) * (0.5 + Math.random() / 2)
-  const sub = new Redis(opts.url, { lazyConnect: true, retryStrategy, maxRetriesPerRequest: null, connectionName: 'citas-live-sub' })
-  const pub = new Redis(opts.url, { lazyConnect: true, retryStrategy, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: deadlineMs, connectionName: 'citas-live-pub' })
+  const sub = new Redis(opts.url, { lazyConnect: true, retryStrategy, maxRetriesPerRequest: null, connectionName: `citas-live-sub/${opts.name ?? ''}` })
+  const pub = new Redis(opts.url, { lazyConnect: true, retryStrategy, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: deadlineMs, connectionName: `citas-live-pub/${opts.name ?? ''}` })
   let subscriptions = 0
   let reconnects = 0
   let deadlines = 0

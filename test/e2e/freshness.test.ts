@@ -195,13 +195,16 @@ t.test('the Redis bus connection is killed: it comes back and resyncs', async (t
   const { app, db } = await build(t, { live: { bus: 'redis', redisUrl: REDIS_URL, changeCapture: false, instanceId: `kill-${process.pid}`, busSecret: randomBytes(24).toString('hex') } })
   const { ws } = await listen(app)
   await addNegocio(db.pool, 'n1')
+  // Subscribed on Redis first: every subscription resyncs, the first one too.
+  await waitFor(() => app.citasLive.live.status().bus.up)
   const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
   await c.subscribe('n1')
   await addCita(db.pool, 'n1', new Date())
   const admin = new Redis(REDIS_URL)
   t.teardown(() => admin.disconnect())
   const list = await admin.client('LIST') as string
-  const ids = list.split('\n').filter(l => l.includes('name=citas-live-sub')).map(l => /id=(\d+)/.exec(l)?.[1])
+  // This instance's subscriber only: other test files share this Redis.
+  const ids = list.split('\n').filter(l => l.includes(`name=citas-live-sub/kill-${process.pid} `)).map(l => /id=(\d+)/.exec(l)?.[1])
   t.ok(ids.length >= 1)
   for (const id of ids) await admin.client('KILL', 'ID', id as string)
   t.match(await c.next(), { type: 'stats', data: { total_citas: 1 } }, 'resync after reconnect')
