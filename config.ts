@@ -172,7 +172,7 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
     }
   }
   if (env.ALLOWED_ORIGINS !== undefined) {
-    for (const origin of allowedOrigins(String(env.ALLOWED_ORIGINS))) {
+    for (const origin of commaList(String(env.ALLOWED_ORIGINS))) {
       if (normalizeOrigin(origin) === null) {
         throw new ConfigError(`invalid ALLOWED_ORIGINS: ${JSON.stringify(origin)} is not an http(s) origin like https://app.example.com`)
       }
@@ -205,9 +205,6 @@ export function optionsFromEnv (env: Env): Pick<AppOptions, 'maxPayload'> & Reco
 export function commaList (value: string): string[] {
   return value.split(',').map(s => s.trim()).filter(s => s !== '')
 }
-
-/** ALLOWED_ORIGINS as a list (the name the tests and older callers use). */
-export const allowedOrigins = commaList
 
 /** TRUST_PROXY as Fastify's trustProxy: `true`, or a comma list of proxy addresses/CIDRs. */
 export function trustProxy (value: string | undefined): boolean | string {

@@ -7,15 +7,13 @@ import { citasOf, provide } from './namespace.js'
 
 export const DbMonitorOptions = Type.Object({
   probeIntervalMs: Int(10, 1000, { description: 'Time between probes while the database is down, in ms.' }),
-  recomputeOnRecovery: Type.Boolean({ default: true, description: 'When the database is back, recompute and publish every channel with subscribers (false: do it yourself through dbMonitor.onUp).' }),
+  recomputeOnRecovery: Type.Boolean({ default: true, description: 'When the database is back, recompute and publish every channel with subscribers (false: do it yourself through dbMonitor.onUp, e.g. with live.resyncAll()).' }),
   readinessRefreshMs: Int(0, 1000, { description: 'GET /ready probes the database at most once per this many ms and answers from the result.' }),
   readinessHangMs: Int(100, 2000, { description: 'A readiness probe unanswered for this long (ms) reports the database as not answering.' })
 })
 export type DbMonitorPluginOptions = Partial<Static<typeof DbMonitorOptions>>
 
 export type DbMonitor = ReturnType<typeof createDbMonitor> & {
-  /** Recomputes and publishes every channel that has subscribers; resolves when all are done. */
-  recomputeAll: () => Promise<void>
   /**
    * Whether the database answers, for GET /ready: cached for `readinessRefreshMs`, answered within
    * about 100 ms even when the database hangs, and not ready while a failure is being probed.
@@ -38,9 +36,6 @@ async function dbMonitorPlugin (fastify: FastifyInstance, options: DbMonitorPlug
     probeIntervalMs,
     onError: (err) => log.error({ err }, 'database recovery listener failed')
   })
-
-  /** Through live-stats: the coalescer shares runs with any notify meanwhile, and refreshes the snapshots. */
-  const recomputeAll = async (): Promise<void> => { await live.resyncAll() }
 
   const probe = createReadiness({
     probe: async () => await citasPool.query('SELECT 1'),
@@ -74,7 +69,7 @@ async function dbMonitorPlugin (fastify: FastifyInstance, options: DbMonitorPlug
         : 'stats recomputed after database outage by the database session\'s reconnect')
     })
   }
-  provide(fastify, 'dbMonitor', Object.assign(monitor, { recomputeAll, readiness }))
+  provide(fastify, 'dbMonitor', Object.assign(monitor, { readiness }))
   fastify.addHook('onClose', async () => { monitor.stop() })
 }
 

@@ -139,7 +139,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
     // The recompute pushes to every subscriber of the channel, this one included, if the figures
     // changed; if not, the others have them already and only this one needs them.
     live.load(negocioId).then((result) => {
-      if (!result.published && conn.channels.has(channel)) {
+      if (!result.published && result.message !== undefined && conn.channels.has(channel)) {
         send(conn.socket, result.message)
         hub.counters.sent++
       }

@@ -152,8 +152,6 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     join,
     requestAfter,
     joinSince,
-    /** Whether `key` has a run in flight or queued. */
-    isBusy: (key: K): boolean => slots.has(key),
     /** Runs started so far. */
     get runs () { return runs },
     /** Callers waiting for a run's result. */

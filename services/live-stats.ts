@@ -23,8 +23,8 @@ export interface RefreshResult {
   stats: Stats
   /** Local sockets the stats were written to by the run that served this request. */
   delivered: number
-  /** The serialized stats message (what subscribers of the channel have now). */
-  message: string
+  /** The serialized stats message subscribers of the channel have now; undefined when it has none (nothing was serialized). */
+  message: string | undefined
   /** Whether the run wrote the message to the channel's subscribers (it does only when the figures changed). */
   published: boolean
   /** Whether the run published its result on the bus (`broadcast`), and how that went. */
@@ -104,9 +104,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
 
   hub.onEmpty((channel) => {
     const negocioId = negocioOf(channel)
-    if (negocioId !== null) {
-      cache.delete(negocioId)
-    }
+    if (negocioId !== null) cache.delete(negocioId)
   })
 
   /**
@@ -146,7 +144,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
       message = stored.entry.message
     }
     const bus = options.broadcast ? await publish(snapshot) : 'none'
-    return { stats: snapshot.stats, delivered, message: message ?? statsMessage(snapshot.stats), published, broadcast: options.broadcast, bus, snapshot }
+    return { stats: snapshot.stats, delivered, message, published, broadcast: options.broadcast, bus, snapshot }
   }
 
   /** Tells the other instances a snapshot; never rejects. */
@@ -166,16 +164,11 @@ export function createLiveStats (opts: LiveStatsOptions) {
     return coalescer.request(negocioId, options)
   }
 
-  /** The cached entry of a negocio, if it is still of today. */
-  function current (negocioId: string): Entry | undefined {
-    const entry = cache.get(negocioId)
-    if (entry === undefined || entry.snapshot.dayEndsAt <= stats.now().getTime()) return undefined
-    return entry
-  }
-
   /** The cached stats message of a negocio, if it is still of today. */
   function cached (negocioId: string): string | undefined {
-    return current(negocioId)?.message
+    const entry = cache.get(negocioId)
+    if (entry === undefined || entry.snapshot.dayEndsAt <= stats.now().getTime()) return undefined
+    return entry.message
   }
 
   /**

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { allowedOrigins, loadEnv, optionsFromEnv, trustProxy } from '../config.js'
+import { commaList, loadEnv, optionsFromEnv, trustProxy } from '../config.js'
 
 t.test('defaults', async (t) => {
   t.match(loadEnv({}), {
@@ -48,7 +48,7 @@ t.test('hardening settings: defaults, parsing, and one line per bad value', asyn
   })
   t.equal(loadEnv({}).ALLOWED_ORIGINS, undefined)
   t.equal(loadEnv({ WS_MAX_CONNECTIONS_PER_IP: '5' }).WS_MAX_CONNECTIONS_PER_IP, 5)
-  t.same(allowedOrigins(' https://a.example.com, ,http://localhost:3000 '), ['https://a.example.com', 'http://localhost:3000'])
+  t.same(commaList(' https://a.example.com, ,http://localhost:3000 '), ['https://a.example.com', 'http://localhost:3000'])
   t.throws(() => loadEnv({ ALLOWED_ORIGINS: 'https://ok.example.com,app.example.com' }), { name: 'ConfigError', message: /^invalid ALLOWED_ORIGINS: "app.example.com" is not an http\(s\) origin/ })
   t.throws(() => loadEnv({ WS_MESSAGE_RATE: '0' }), { message: /^invalid WS_MESSAGE_RATE: / })
   t.throws(() => loadEnv({ WS_MAX_BUFFERED_BYTES: 'lots' }), { message: /^invalid WS_MAX_BUFFERED_BYTES: .*\(got "lots"\)$/ })
