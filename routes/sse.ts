@@ -1,7 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { isAppError } from '../services/errors.js'
+import type { ErrorCode } from '../protocol.js'
 import { canWatch, type Access, type Connection } from '../services/hub.js'
-import { goneMessage, negocioOf, errorMessage } from '../services/protocol.js'
+import { goneMessage, negocioOf } from '../services/protocol.js'
 import { SseStream, resumeVersions } from '../services/sse.js'
 import { citasOf } from '../plugins/namespace.js'
 import { decorateHandshake, handshakeHooks } from './handshake.js'
@@ -15,7 +16,7 @@ export interface SseRoutesOptions {
 }
 
 /** The `error` event of a channel whose stats could not be loaded (it stays on the stream). */
-function channelError (code: string, message: string, channel: string): string {
+function channelError (code: ErrorCode, message: string, channel: string): string {
   return JSON.stringify({ type: 'error', data: { code, message, channel } })
 }
 
@@ -73,7 +74,7 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
         return
       }
       log.error({ err, negocio_id: negocioId }, 'stats for an event stream failed')
-      conn.socket.send(isAppError(err) ? channelError(err.code, err.message, channel) : errorMessage('internal', 'internal error'))
+      conn.socket.send(isAppError(err) ? channelError(err.code, err.message, channel) : channelError('internal', 'internal error', channel))
     })
   }
 
@@ -83,7 +84,8 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
 
   fastify.options('/sse', { onRequest: checkOrigin, schema: { hide: true } }, preflight('authorization, last-event-id'))
 
-  fastify.get('/sse', { onRequest: checkOrigin, preValidation: authenticate, schema: sseDocs }, (request, reply) => {
+  // No HEAD route: a HEAD answered like the GET would be a stream without a body that never ends.
+  fastify.get('/sse', { onRequest: checkOrigin, preValidation: authenticate, schema: sseDocs, exposeHeadRoute: false }, (request, reply) => {
     const access = request.citasAccess as Access
     const channels = channelsOf(request, reply, access)
     if (channels === null) return

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import net from 'node:net'
-import { runServer, SECRET, serviceToken, testDatabase, waitFor, type ServerProcess } from '../helper.js'
+import { runServer, SECRET, serviceToken, sign, SseClient, testDatabase, waitFor, type ServerProcess } from '../helper.js'
 
 // Slow and never-finishing requests against the real process, with its default timeouts unless said.
 t.setTimeout(180_000)
@@ -74,4 +74,13 @@ t.test('SIGTERM with an upload still arriving exits 0 within the grace period', 
   t.ok(Date.now() - signalled < 3000, `gone in ${Date.now() - signalled} ms, within the 3 s grace`)
   t.notMatch(p.output(), /killed by timeout/)
   await Promise.all(uploads.map(async u => await u.closed))
+})
+
+t.test('an event stream outlives the request timeout: it bounds receiving a request, not a response', async (t) => {
+  const { port } = await start(t, { HTTP_REQUEST_TIMEOUT_MS: '300', SSE_HEARTBEAT_MS: '100', SHUTDOWN_GRACE_MS: '1000' })
+  const stream = await SseClient.open(`http://127.0.0.1:${port}/sse?channels=estadisticas:n1`, t, { authorization: `Bearer ${sign({ negocio_id: 'n1' })}` })
+  t.equal(stream.status, 200)
+  // Twenty heartbeats: two seconds, more than six request timeouts (checked every second).
+  await waitFor(() => stream.comments >= 20)
+  t.equal(stream.response.destroyed, false, `open after ${stream.comments} heartbeats`)
 })

@@ -50,6 +50,8 @@ t.test('refusals before anything is streamed: 401, 403, 400, with the /ws error 
   await refused(`${sse}?channels=chat:n1`, n1, 400, 'invalid_channel', /chat:n1/)
   const many = Array.from({ length: 101 }, (_, i) => `estadisticas:x${i}`).join(',')
   await refused(`${sse}?channels=${many}`, bearer({ role: 'admin' }), 400, 'limit', /at most 100/)
+  // HEAD would be a stream without a body that never ends: there is none.
+  t.equal((await fetch(`${sse}?channels=estadisticas:n1`, { method: 'HEAD', headers: n1 })).status, 404)
   // A page of an allowed origin can read why it was refused.
   const c = await SseClient.open(`${sse}?channels=estadisticas:n2`, t, { ...n1, origin: 'https://app.example' })
   t.equal(c.status, 403)
@@ -274,4 +276,22 @@ t.test('under a prefix, embedded: /live/sse', async (t) => {
   const c = await SseClient.open(`${http}/live/sse?channels=estadisticas:n1`, t, bearer({ negocio_id: 'n1' }))
   t.equal(c.status, 200)
   t.match(await c.next(), { event: 'stats', data: { negocio_id: 'n1' } })
+})
+
+t.test('a database outage: a stream opened meanwhile gets unavailable per channel, stays open, and catches up when it is back', async (t) => {
+  const { db, sse } = await setup(t, { dbMonitor: { probeIntervalMs: 50 } })
+  const before = await SseClient.open(`${sse}?channels=estadisticas:n1`, t, bearer({ negocio_id: 'n1' }))
+  t.match(await before.next(), { event: 'stats', data: { total_citas: 0 } })
+  await addCita(db.pool, 'n1', new Date())
+  await addCita(db.pool, 'n2', new Date())
+  await db.setDown(true)
+  const during = await SseClient.open(`${sse}?channels=estadisticas:n1,estadisticas:n2`, t, bearer({ negocios: ['n1', 'n2'] }))
+  t.equal(during.status, 200, 'opened while the database is down')
+  const first = [await during.next(), await during.next()]
+  t.match(first.find(e => e.event === 'stats')?.data, { negocio_id: 'n1', total_citas: 0 }, 'the cached snapshot of n1')
+  t.match(first.find(e => e.event === 'error')?.data, { code: 'unavailable', channel: 'estadisticas:n2' }, 'n2 has none yet')
+  await db.setDown(false)
+  t.match(await statsOf(during, 'n2', d => d.total_citas === 1), { event: 'stats' }, 'n2 once the database is back')
+  t.match(await statsOf(during, 'n1', d => d.total_citas === 1), { event: 'stats' }, 'and the change to n1 made during the outage')
+  t.match(await statsOf(before, 'n1', d => d.total_citas === 1), { event: 'stats' }, 'on the stream that was open all along too')
 })
