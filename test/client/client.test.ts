@@ -449,7 +449,18 @@ t.test('bad options fail at once', async (t) => {
   const saved = g.WebSocket
   delete g.WebSocket
   t.teardown(() => { if (saved !== undefined) g.WebSocket = saved })
-  t.throws(() => connect({ url: 'ws://x/ws', token: 'x' }), /no global WebSocket/)
+  t.throws(() => connect({ url: 'ws://x/ws', token: 'x', transport: 'websocket' }), /no global WebSocket/)
+  t.throws(() => connect({ url: 'ws://x/ws', token: 'x', transport: 'carrier-pigeon' as never }), /unknown transport/)
+  // auto without any WebSocket (Node 20 without the ws package): Server-Sent Events from the start.
+  const client = connect({ url: 'ws://x/ws', token: 'x', pageEvents: false, fetch: async () => await new Promise(() => {}) })
+  t.equal(client.transport, 'sse')
+  client.close()
+  const f = globalThis as { fetch?: unknown }
+  const savedFetch = f.fetch
+  delete f.fetch
+  t.teardown(() => { f.fetch = savedFetch })
+  t.throws(() => connect({ url: 'ws://x/ws', token: 'x', transport: 'sse', WebSocket: FakeSocket }), /needs fetch/)
+  t.throws(() => connect({ url: 'ws://x/ws', token: 'x' }), /no global WebSocket/, 'auto with neither')
 })
 
 t.test('a listener that throws does not break the client', async (t) => {
