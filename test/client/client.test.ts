@@ -477,3 +477,34 @@ t.test('a listener that throws does not break the client', async (t) => {
   t.equal(client.state, 'connected')
   t.match(seen, [{ message: 'listener bug' }])
 })
+
+t.test('auto: only failures in a row while HTTP answers count towards the switch to SSE', async (t) => {
+  const answers = [404, 404, null, 404, 401, 404, 404]
+  const urls: string[] = []
+  let n = 0
+  const { client, clock, states } = setup(t, {
+    fallbackAfter: 3,
+    fetch: async (url) => {
+      urls.push(url)
+      if (url.includes('/sse')) return await new Promise(() => {})
+      const status = answers.shift()
+      if (status === null || status === undefined) throw new Error('unreachable')
+      return { status, text: async () => '{"message":"token expired"}' }
+    },
+    getToken: () => fakeToken({ negocios: ['n1'], n: ++n })
+  })
+  await flush()
+  const transports: string[] = []
+  while (client.transport === 'websocket' && FakeSocket.all.length < 20) {
+    transports.push(client.transport)
+    FakeSocket.last.refuse()
+    await flush()
+    await clock.advance(states.at(-1)?.delay ?? 0)
+  }
+  t.equal(client.transport, 'sse')
+  t.equal(FakeSocket.all.length, 7, 'HTTP answered 404, 404, then nothing (the streak starts over), 404, 401 (a refused token: retried at once with a new one), 404, 404')
+  t.equal(states.at(-1)?.transport, 'sse')
+  t.equal(urls.at(-1), 'http://example.test/sse?channels=estadisticas%3An1%2Cestadisticas%3An2')
+  await clock.advance(60_000)
+  t.equal(FakeSocket.all.length, 7, 'no WebSocket attempt after the switch')
+})
