@@ -1,6 +1,7 @@
 import { CHANNEL_PREFIX, TOKEN_CLOSE_CODES, closeAction, type CloseAction, type ErrorCode, type ServerMessageType, type Stats } from '../protocol.js'
 import { backoffDelay, restartDelay, type BackoffOptions } from './backoff.js'
 import { decodeToken, isExpired } from './token.js'
+import { EventStreamParser, type StreamEvent } from './sse.js'
 
 // The protocol (message types, channel names, error and close codes, the Stats shape) is defined in
 // ../protocol.ts, a module without imports that the server uses too: the bundle gains no server code.
@@ -14,6 +15,9 @@ export type { Stats }
  */
 export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected'
 
+/** How the client reaches the server: a WebSocket, or a Server-Sent Events stream read with fetch. */
+export type Transport = 'websocket' | 'sse'
+
 export interface StateChange {
   state: ConnectionState
   previous: ConnectionState
@@ -23,6 +27,8 @@ export interface StateChange {
   delay?: number
   /** `disconnected` after a refused token: why. */
   error?: CitasLiveError
+  /** The transport in use, or the one the next attempt uses. */
+  transport: Transport
 }
 
 /**
@@ -78,6 +84,22 @@ export interface Timers {
   now: () => number
 }
 
+/** The part of a fetch Response the client reads. */
+export interface FetchResponse {
+  status: number
+  text: () => Promise<string>
+  headers?: { get: (name: string) => string | null }
+  body?: { getReader: () => StreamReader } | null
+}
+
+export interface StreamReader {
+  read: () => Promise<{ done: boolean, value?: Uint8Array }>
+  cancel: (reason?: unknown) => Promise<void>
+}
+
+/** The part of `fetch` the client uses (the token probe, and the SSE transport). */
+export type FetchFunction = (url: string, init: { headers: Record<string, string>, signal?: AbortSignal }) => Promise<FetchResponse>
+
 /** Page events that make a waiting client try again at once. Each returns a function that removes the listener. */
 export interface PageEvents {
   onOnline: (fn: () => void) => () => void
@@ -87,6 +109,19 @@ export interface PageEvents {
 export interface ConnectOptions {
   /** The server's WebSocket URL, e.g. `wss://live.example.com/ws`. */
   url: string
+  /**
+   * `auto` (default): WebSocket, and Server-Sent Events when WebSocket upgrades keep failing while
+   * plain HTTP to the server works (see `fallbackAfter`), or when there is no WebSocket at all.
+   * `websocket` or `sse`: that one only.
+   */
+  transport?: 'auto' | Transport
+  /** The SSE endpoint. Default: `sse` beside the WebSocket URL (`wss://h/live/ws` → `https://h/live/sse`). */
+  sseUrl?: string
+  /**
+   * `auto`: switch to SSE after this many WebSocket attempts in a row that failed before opening
+   * while a plain HTTP request to the server was answered. Default 3.
+   */
+  fallbackAfter?: number
   /** A token to use. With `getToken` too, it is used for the first attempt only. */
   token?: string
   /** Called before every attempt (but the first when `token` is given) and on `token_expiring`: return a fresh token. */
@@ -94,8 +129,9 @@ export interface ConnectOptions {
   /** Channels to subscribe to: `estadisticas:<negocio_id>`, or just the negocio_id. Sent again after every reconnect. */
   channels?: string[]
   /**
-   * How the token reaches the server. `protocol` (default): `Sec-WebSocket-Protocol: bearer, <token>`,
-   * which keeps it out of URLs and access logs; `query`: `?token=<token>`, as the Go server's clients did.
+   * How the token reaches the server. `protocol` (default): `Sec-WebSocket-Protocol: bearer, <token>`
+   * (over SSE `Authorization: Bearer <token>`), which keeps it out of URLs and access logs;
+   * `query`: `?token=<token>`, as the Go server's clients did.
    */
   tokenIn?: 'protocol' | 'query'
   /** A WebSocket implementation, e.g. `import WebSocket from 'ws'` on Node 20. Default: the global one. */
@@ -108,6 +144,8 @@ export interface ConnectOptions {
   /**
    * Client heartbeat: after `interval` ms without any message the client sends `{"type":"ping"}` and
    * drops the connection when nothing arrives within `timeout` ms. Default 25 000 / 10 000; `false` turns it off.
+   * Over SSE, where the server sends a comment at least every 30 s, a stream silent for
+   * `interval + timeout` ms is dropped and opened again.
    */
   heartbeat?: { interval?: number, timeout?: number } | false
   /**
@@ -129,7 +167,8 @@ export interface ConnectOptions {
   /** For tests. */
   timers?: Timers
   random?: () => number
-  fetch?: (url: string, init: { headers: Record<string, string>, signal?: AbortSignal }) => Promise<{ status: number, text: () => Promise<string> }>
+  /** A fetch implementation. Default: the global one. */
+  fetch?: FetchFunction
 }
 
 export interface ClientEvents {
@@ -177,6 +216,34 @@ function httpUrlOf (wsUrl: string): string {
   return wsUrl.replace(/^ws(s?):/i, 'http$1:')
 }
 
+/** `sse` beside the WebSocket endpoint, over http(s): `wss://h/live/ws?x=1` → `https://h/live/sse?x=1`. */
+function sseUrlOf (wsUrl: string): string {
+  const url = new URL(httpUrlOf(wsUrl))
+  url.pathname = url.pathname.replace(/[^/]*$/, 'sse')
+  return url.toString()
+}
+
+function sameChannels (a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  if (a.size !== b.size) return false
+  for (const c of a) if (!b.has(c)) return false
+  return true
+}
+
+/** An SSE stream: one fetch whose body is read as it arrives. */
+interface Stream {
+  readonly controller: AbortController | null
+  readonly channels: ReadonlySet<string>
+  reader: StreamReader | null
+  opened: boolean
+}
+
+/** What a refused HTTP request's JSON body says (`{statusCode, code, error, message}`, maybe `channel`). */
+interface RefusalBody {
+  code?: unknown
+  message?: unknown
+  channel?: unknown
+}
+
 /** Opens a client and starts connecting. See ConnectOptions. */
 export function connect (opts: ConnectOptions): CitasLiveClient {
   const client = new CitasLiveClient(opts)
@@ -188,7 +255,8 @@ type Listeners = { [K in keyof ClientEvents]: Set<ClientEvents[K]> }
 
 export class CitasLiveClient {
   private readonly opts: ConnectOptions
-  private readonly WS: WebSocketConstructor
+  private readonly WS: WebSocketConstructor | undefined
+  private readonly fetchFn: FetchFunction | undefined
   private readonly timers: Timers
   private readonly random: () => number
   private readonly listeners: Listeners = { state: new Set(), stats: new Set(), error: new Set(), subscribed: new Set(), message: new Set() }
@@ -196,7 +264,18 @@ export class CitasLiveClient {
   private readonly statsByNegocio = new Map<string, Stats>()
   private readonly pendingIds = new Map<string, string>()
   private currentState: ConnectionState = 'disconnected'
+  private activeTransport: Transport
   private socket: WebSocketLike | null = null
+  private stream: Stream | null = null
+  /** The last event id an SSE stream gave: sent as `Last-Event-ID` by the next stream. */
+  private lastEventId = ''
+  /** Channels an open SSE stream has carried since the last (re)connect: `subscribed` is emitted once for each. */
+  private readonly announced = new Set<string>()
+  private reopenQueued = false
+  /** `auto`: WebSocket attempts in a row that failed while plain HTTP to the server worked. */
+  private wsFailures = 0
+  /** `auto`: the server answered 404 for the SSE endpoint, so there is nothing to fall back to. */
+  private sseMissing = false
   private token: string | undefined
   private failedToken: string | undefined
   private attempts = 0
@@ -215,10 +294,18 @@ export class CitasLiveClient {
   constructor (opts: ConnectOptions) {
     if (typeof opts.url !== 'string' || opts.url === '') throw new TypeError('citas-live client: url is required')
     if (opts.token === undefined && opts.getToken === undefined) throw new TypeError('citas-live client: give token or getToken')
+    const transport = opts.transport ?? 'auto'
+    if (transport !== 'auto' && transport !== 'websocket' && transport !== 'sse') throw new TypeError(`citas-live client: unknown transport ${String(transport)}`)
     const WS = opts.WebSocket ?? (globalThis as any).WebSocket as WebSocketConstructor | undefined
-    if (WS === undefined) throw new TypeError('citas-live client: no global WebSocket here: pass one, e.g. { WebSocket } from the ws package')
+    const fetchFn = opts.fetch ?? (typeof (globalThis as any).fetch === 'function' ? ((url, init) => (globalThis as any).fetch(url, init)) as FetchFunction : undefined)
+    if (WS === undefined && (transport === 'websocket' || (transport === 'auto' && fetchFn === undefined))) {
+      throw new TypeError('citas-live client: no global WebSocket here: pass one, e.g. { WebSocket } from the ws package')
+    }
+    if (fetchFn === undefined && transport === 'sse') throw new TypeError('citas-live client: the sse transport needs fetch')
     this.opts = opts
     this.WS = WS
+    this.fetchFn = fetchFn
+    this.activeTransport = transport === 'sse' || WS === undefined ? 'sse' : 'websocket'
     this.timers = opts.timers ?? defaultTimers
     this.random = opts.random ?? Math.random
     this.token = opts.token
@@ -230,6 +317,9 @@ export class CitasLiveClient {
 
   /** The current connection state. */
   get state (): ConnectionState { return this.currentState }
+
+  /** The transport in use (or that the next attempt uses): `websocket` or `sse`. */
+  get transport (): Transport { return this.activeTransport }
 
   /** The latest figures per negocio_id; each snapshot after a (re)subscribe replaces the entry. */
   get stats (): ReadonlyMap<string, Stats> { return this.statsByNegocio }
@@ -249,12 +339,14 @@ export class CitasLiveClient {
     if (this.channelSet.has(channel)) return
     this.channelSet.add(channel)
     this.sendSubscribe(channel)
+    this.queueReopen()
   }
 
   unsubscribe (channelOrNegocio: string): void {
     const channel = toChannel(channelOrNegocio)
     if (!this.forget(channel)) return
     this.send({ type: 'unsubscribe', data: { channel } })
+    this.queueReopen()
   }
 
   /** Connects again now with a fresh backoff: after `disconnected`, or to skip a pending delay. */
@@ -263,7 +355,7 @@ export class CitasLiveClient {
     this.attempts = 0
     this.lastAuthFailed = false
     this.failedToken = undefined
-    this.dropSocket(1000, 'reconnecting')
+    this.dropConnection(1000, 'reconnecting')
     this.clearTimers()
     this.attachPageEvents()
     this.setState(this.currentState === 'disconnected' ? 'connecting' : 'reconnecting', {})
@@ -288,6 +380,7 @@ export class CitasLiveClient {
   /** Stops following a channel here (not subscribed again after a reconnect) and drops its figures. */
   private forget (channel: string): boolean {
     if (!this.channelSet.delete(channel)) return false
+    this.announced.delete(channel)
     if (channel.startsWith(CHANNEL_PREFIX)) this.statsByNegocio.delete(channel.slice(CHANNEL_PREFIX.length))
     return true
   }
@@ -306,7 +399,7 @@ export class CitasLiveClient {
   private setState (state: ConnectionState, extra: { delay?: number, error?: CitasLiveError }): void {
     const previous = this.currentState
     this.currentState = state
-    this.emit('state', { state, previous, attempt: this.attempts, ...extra })
+    this.emit('state', { state, previous, attempt: this.attempts, ...extra, transport: this.activeTransport })
   }
 
   private attachPageEvents (): void {
@@ -327,25 +420,28 @@ export class CitasLiveClient {
       this.retryTimer = null
       this.attempts = 0
       void this.open()
-    } else if (this.currentState === 'connected' && this.heartbeatOptions() !== null && this.pongTimer === null) {
+    } else if (this.currentState === 'connected' && this.socket !== null && this.heartbeatOptions() !== null && this.pongTimer === null) {
       this.ping()
     }
   }
 
-  private async nextToken (): Promise<string> {
-    // The first attempt uses the given token; every later one asks getToken() when there is one.
-    if (this.opts.getToken !== undefined && (this.token === undefined || this.generation > 1 || this.lastAuthFailed)) {
+  private async nextToken (reuse: boolean): Promise<string> {
+    // The first attempt uses the given token; every later one asks getToken() when there is one,
+    // but an SSE stream opened again for other channels or a refreshed token keeps the current one.
+    if (this.opts.getToken !== undefined && !(reuse && this.token !== undefined) &&
+        (this.token === undefined || this.generation > 1 || this.lastAuthFailed)) {
       this.token = await this.opts.getToken()
     }
     if (this.token === undefined || this.token === '') throw new CitasLiveError('token', 'getToken() returned no token')
     return this.token
   }
 
-  private async open (): Promise<void> {
+  /** `reuseToken`: an SSE stream opened again on a healthy connection (new channels, a refreshed token). */
+  private async open (reuseToken = false): Promise<void> {
     const generation = ++this.generation
     let token: string
     try {
-      token = await this.nextToken()
+      token = await this.nextToken(reuseToken)
     } catch (err) {
       if (generation !== this.generation || this.stopped) return
       this.emit('error', err instanceof CitasLiveError ? err : new CitasLiveError('token', `getToken() failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
@@ -362,6 +458,10 @@ export class CitasLiveClient {
       this.authFailed(new CitasLiveError('unauthorized', 'malformed token (not a JWT)'), token)
       return
     }
+    if (this.activeTransport === 'sse') {
+      void this.openStream(token, generation)
+      return
+    }
     let url = this.opts.url
     let protocols: string[] | undefined
     if (this.opts.tokenIn === 'query') url += (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token)
@@ -369,7 +469,8 @@ export class CitasLiveClient {
 
     let socket: WebSocketLike
     try {
-      socket = protocols === undefined ? new this.WS(url) : new this.WS(url, protocols)
+      const WS = this.WS as WebSocketConstructor
+      socket = protocols === undefined ? new WS(url) : new WS(url, protocols)
     } catch (err) {
       this.stop(new CitasLiveError('invalid_url', `cannot open ${this.opts.url}: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
       return
@@ -387,16 +488,14 @@ export class CitasLiveClient {
     socket.onopen = () => {
       if (this.socket !== socket) return
       opened = true
-      this.clearTimer('connectTimer')
-      this.lastAuthFailed = false
-      this.failedToken = undefined
-      this.stableTimer = this.timers.setTimeout(() => { this.stableTimer = null; this.attempts = 0 }, this.opts.stableAfter ?? 5_000)
-      this.setState('connected', {})
+      this.wsFailures = 0
+      this.opened()
       for (const channel of this.channelSet) this.sendSubscribe(channel)
       this.scheduleHeartbeat()
     }
     socket.onmessage = (event: { data: unknown }) => {
       if (this.socket !== socket) return
+      this.scheduleHeartbeat()
       this.onMessage(event.data)
     }
     socket.onerror = (event: { message?: unknown }) => {
@@ -413,22 +512,36 @@ export class CitasLiveClient {
         void this.failedBeforeOpen(token, status)
         return
       }
-      const code = event?.code ?? 1006
-      const reason = event?.reason ?? ''
-      const message = reason !== '' ? reason : `connection closed with ${code}`
-      switch (this.closeActionOf(code)) {
-        case 'token':
-          this.authFailed(new CitasLiveError('unauthorized', message, { closeCode: code }), token)
-          return
-        case 'stop':
-          this.stop(new CitasLiveError('closed', message, { closeCode: code }))
-          return
-        case 'soon':
-          this.retry('restart')
-          return
-        case 'backoff':
-          this.retry('backoff')
-      }
+      this.closedByServer(event?.code ?? 1006, event?.reason ?? '', token)
+    }
+  }
+
+  /** A connection (socket or stream) is open: the token is good, and after `stableAfter` the backoff starts over. */
+  private opened (): void {
+    this.clearTimer('connectTimer')
+    this.lastAuthFailed = false
+    this.failedToken = undefined
+    if (this.stableTimer === null) {
+      this.stableTimer = this.timers.setTimeout(() => { this.stableTimer = null; this.attempts = 0 }, this.opts.stableAfter ?? 5_000)
+    }
+    if (this.currentState !== 'connected') this.setState('connected', {})
+  }
+
+  /** The server ended an open connection: a WebSocket close, or an SSE `close` event. */
+  private closedByServer (code: number, reason: string, token: string): void {
+    const message = reason !== '' ? reason : `connection closed with ${code}`
+    switch (this.closeActionOf(code)) {
+      case 'token':
+        this.authFailed(new CitasLiveError('unauthorized', message, { closeCode: code }), token)
+        return
+      case 'stop':
+        this.stop(new CitasLiveError('closed', message, { closeCode: code }))
+        return
+      case 'soon':
+        this.retry('restart')
+        return
+      case 'backoff':
+        this.retry('backoff')
     }
   }
 
@@ -440,41 +553,278 @@ export class CitasLiveClient {
     return action === 'token' ? 'backoff' : action
   }
 
-  /** An attempt that never opened: find out whether the token was the reason, else back off. */
+  /** `auto` on WebSocket, with somewhere to fall back to. */
+  private mayFallBack (): boolean {
+    return (this.opts.transport ?? 'auto') === 'auto' && this.activeTransport === 'websocket' && !this.sseMissing && this.fetchFn !== undefined
+  }
+
+  /**
+   * A WebSocket attempt that never opened: find out whether the token was the reason, else back off.
+   * `auto`: the same plain GET tells whether HTTP gets through where the upgrade does not; after
+   * `fallbackAfter` such failures in a row the client switches to SSE.
+   */
   private async failedBeforeOpen (token: string, status: number | undefined): Promise<void> {
     const generation = this.generation
+    const fallBack = this.mayFallBack()
     let refusal: CitasLiveError | null = null
+    let reachable = false
     if (status === 401) {
       refusal = new CitasLiveError('unauthorized', 'the server refused the token (HTTP 401)', { status })
-    } else if (status === undefined) {
-      refusal = await this.probe(token)
+    } else if (status === undefined || fallBack) {
+      const probe = await this.probe(token, fallBack)
+      refusal = probe.refusal
+      reachable = probe.reachable
       const claims = decodeToken(token)
-      if (refusal === null && claims !== null && isExpired(claims, this.timers.now(), EXPIRY_SKEW_MS)) {
+      if (status === undefined && refusal === null && claims !== null && isExpired(claims, this.timers.now(), EXPIRY_SKEW_MS)) {
         refusal = new CitasLiveError('unauthorized', 'token expired')
       }
     }
     if (generation !== this.generation || this.stopped) return
-    if (refusal !== null) this.authFailed(refusal, token)
-    else this.retry('backoff')
+    if (refusal !== null) {
+      this.authFailed(refusal, token)
+      return
+    }
+    if (fallBack) {
+      this.wsFailures = reachable ? this.wsFailures + 1 : 0
+      if (this.wsFailures >= (this.opts.fallbackAfter ?? 3)) {
+        this.wsFailures = 0
+        this.activeTransport = 'sse'
+        this.attempts = 0
+        this.retry('now')
+        return
+      }
+    }
+    this.retry('backoff')
   }
 
-  /** GET on the WebSocket URL without the upgrade: the server answers 401 with the reason when the token is bad. */
-  private async probe (token: string): Promise<CitasLiveError | null> {
-    const fetchFn = this.opts.fetch ?? (globalThis as any).fetch as ConnectOptions['fetch']
-    if (this.opts.probe === false || fetchFn === undefined) return null
+  /**
+   * GET on the WebSocket URL without the upgrade: the server answers 401 with the reason when the
+   * token is bad. `reachable`: the server itself answered (a status under 500; a proxy that cannot
+   * reach it answers 502-504). With `probe: false` the request is made only when `always` (the
+   * `auto` transport needs to know), and a 401 is not read.
+   */
+  private async probe (token: string, always: boolean): Promise<{ refusal: CitasLiveError | null, reachable: boolean }> {
+    const readRefusal = this.opts.probe !== false
+    if (this.fetchFn === undefined || (!readRefusal && !always)) return { refusal: null, reachable: false }
     try {
       const signal = typeof AbortSignal !== 'undefined' && typeof AbortSignal.timeout === 'function' ? AbortSignal.timeout(5_000) : undefined
-      const res = await fetchFn(httpUrlOf(this.opts.url), { headers: { authorization: `Bearer ${token}` }, ...(signal === undefined ? {} : { signal }) })
-      if (res.status !== 401) return null
+      const res = await this.fetchFn(httpUrlOf(this.opts.url), { headers: { authorization: `Bearer ${token}` }, ...(signal === undefined ? {} : { signal }) })
+      const reachable = res.status < 500
+      if (res.status !== 401 || !readRefusal) return { refusal: null, reachable }
       let message = 'the server refused the token'
       try {
         const body: unknown = JSON.parse(await res.text())
         if (typeof (body as { message?: unknown })?.message === 'string') message = (body as { message: string }).message
       } catch {}
-      return new CitasLiveError('unauthorized', message, { status: 401 })
+      return { refusal: new CitasLiveError('unauthorized', message, { status: 401 }), reachable }
     } catch {
-      return null // unreachable, or blocked by CORS: not evidence against the token
+      return { refusal: null, reachable: false } // unreachable, or blocked by CORS: not evidence against the token
     }
+  }
+
+  /** The SSE URL for this token and the current channels. */
+  private streamUrl (token: string): string {
+    const url = new URL(this.opts.sseUrl ?? sseUrlOf(this.opts.url))
+    url.searchParams.set('channels', [...this.channelSet].join(','))
+    if (this.opts.tokenIn === 'query') url.searchParams.set('token', token)
+    return url.toString()
+  }
+
+  /** Opens an SSE stream with fetch and reads it until it ends, is refused, or is dropped. */
+  private async openStream (token: string, generation: number): Promise<void> {
+    if (this.channelSet.size === 0) {
+      // Nothing to stream (the server refuses an empty channel list): connected, and a subscribe opens one.
+      this.stream = { controller: null, channels: new Set(), reader: null, opened: true }
+      this.opened()
+      return
+    }
+    const headers: Record<string, string> = { accept: 'text/event-stream' }
+    if (this.opts.tokenIn !== 'query') headers.authorization = `Bearer ${token}`
+    if (this.lastEventId !== '') headers['last-event-id'] = this.lastEventId
+    let url: string
+    try {
+      url = this.streamUrl(token)
+    } catch (err) {
+      this.stop(new CitasLiveError('invalid_url', `cannot open ${this.opts.sseUrl ?? this.opts.url}: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+      return
+    }
+    const controller = typeof AbortController === 'function' ? new AbortController() : null
+    const stream: Stream = { controller, channels: new Set(this.channelSet), reader: null, opened: false }
+    this.stream = stream
+    this.connectTimer = this.timers.setTimeout(() => {
+      this.connectTimer = null
+      if (this.stream !== stream || stream.opened) return
+      this.dropStream()
+      this.retry('backoff')
+    }, this.opts.connectTimeout ?? 10_000)
+
+    let res: FetchResponse
+    try {
+      res = await (this.fetchFn as FetchFunction)(url, { headers, ...(controller === null ? {} : { signal: controller.signal }) })
+    } catch {
+      if (this.stream !== stream || generation !== this.generation) return
+      this.stream = null
+      this.clearConnectionTimers()
+      this.retry('backoff')
+      return
+    }
+    if (this.stream !== stream || generation !== this.generation) {
+      void res.body?.getReader().cancel().catch(() => {})
+      return
+    }
+    const type = res.headers?.get('content-type') ?? 'text/event-stream'
+    if (res.status !== 200 || !/^text\/event-stream\b/i.test(type) || res.body === undefined || res.body === null) {
+      this.stream = null
+      this.clearConnectionTimers()
+      await this.streamRefused(res, token)
+      return
+    }
+    const reader = res.body.getReader()
+    stream.reader = reader
+    stream.opened = true
+    this.opened()
+    for (const channel of stream.channels) {
+      if (this.announced.has(channel)) continue
+      this.announced.add(channel)
+      this.emit('subscribed', channel)
+    }
+    this.watchStream()
+    const decoder = new TextDecoder()
+    const parser = new EventStreamParser({
+      onEvent: (event) => {
+        if (this.stream !== stream) return
+        this.lastEventId = event.lastEventId
+        this.onStreamEvent(event, token)
+      },
+      onComment: () => {}
+    })
+    try {
+      for (;;) {
+        const { done, value } = await reader.read()
+        if (this.stream !== stream || done) break
+        this.watchStream()
+        parser.feed(decoder.decode(value, { stream: true }))
+        if (this.stream !== stream) break
+      }
+    } catch {}
+    if (this.stream !== stream) return
+    // The stream ended without a `close` event: the server or the connection went away.
+    this.stream = null
+    this.clearConnectionTimers()
+    if (!this.stopped) this.retry('backoff')
+  }
+
+  /** The SSE request was answered with something other than a stream: the same refusals as the WebSocket handshake's. */
+  private async streamRefused (res: FetchResponse, token: string): Promise<void> {
+    const generation = this.generation
+    const status = res.status
+    let body: RefusalBody = {}
+    try {
+      const parsed: unknown = JSON.parse(await res.text())
+      if (typeof parsed === 'object' && parsed !== null) body = parsed as RefusalBody
+    } catch {}
+    if (generation !== this.generation || this.stopped) return
+    const message = typeof body.message === 'string' ? body.message : `HTTP ${status}`
+    const code = typeof body.code === 'string' ? body.code : undefined
+    if (status === 401) {
+      this.authFailed(new CitasLiveError('unauthorized', message, { status }), token)
+      return
+    }
+    if (status === 404 && (this.opts.transport ?? 'auto') === 'auto' && this.WS !== undefined) {
+      // No SSE endpoint on this server: back to WebSocket for good.
+      this.sseMissing = true
+      this.activeTransport = 'websocket'
+      this.retry('backoff')
+      return
+    }
+    if (status === 400 || status === 403) {
+      // A refused channel: reported and dropped (as a WebSocket subscribe error is), the others streamed at once.
+      // The body names the channel in `channel`, or in its message ("your token does not allow estadisticas:x"):
+      // the longest of ours that the message names, so estadisticas:n10 is not taken for estadisticas:n1.
+      const channel = typeof body.channel === 'string'
+        ? body.channel
+        : [...this.channelSet].filter(c => message.includes(c)).sort((a, b) => b.length - a.length)[0]
+      const error = new CitasLiveError(code ?? (status === 403 ? 'forbidden' : 'bad_request'), message, { status, ...(channel === undefined ? {} : { channel }) })
+      if (channel !== undefined && this.forget(channel)) {
+        this.emit('error', error)
+        void this.open(true)
+        return
+      }
+      // A foreign Origin, too many channels: the same request would be refused again.
+      this.stop(error)
+      return
+    }
+    if (status === 429) this.emit('error', new CitasLiveError(code ?? 'limit', message, { status }))
+    this.retry('backoff')
+  }
+
+  private onStreamEvent (event: StreamEvent, token: string): void {
+    let data: unknown
+    try {
+      data = JSON.parse(event.data)
+    } catch {
+      data = event.data
+    }
+    switch (event.type) {
+      case 'stats':
+      case 'error':
+        this.handleMessage({ type: event.type, data })
+        return
+      case 'token_expiring':
+        this.emit('message', { type: 'token_expiring', data })
+        void this.refreshStream()
+        return
+      case 'close': {
+        const close = data as { code?: unknown, reason?: unknown } | null
+        this.dropStream()
+        this.closedByServer(typeof close?.code === 'number' ? close.code : 1006, typeof close?.reason === 'string' ? close.reason : '', token)
+        return
+      }
+      default:
+        this.emit('message', { type: event.type, data })
+    }
+  }
+
+  /** token_expiring on SSE: there is no refresh message, so the stream is opened again with a fresh token where it left off. */
+  private async refreshStream (): Promise<void> {
+    if (this.opts.getToken === undefined) return
+    const stream = this.stream
+    try {
+      this.token = await this.opts.getToken()
+    } catch (err) {
+      this.emit('error', new CitasLiveError('token', `getToken() failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+      return
+    }
+    if (this.stream !== stream || stream === null || this.stopped) return
+    this.dropStream()
+    void this.open(true)
+  }
+
+  /** On SSE a change of channels opens the stream again (once for several changes in a row), resuming from the last event id. */
+  private queueReopen (): void {
+    if (this.activeTransport !== 'sse' || this.reopenQueued) return
+    this.reopenQueued = true
+    queueMicrotask(() => {
+      this.reopenQueued = false
+      const stream = this.stream
+      if (this.stopped || stream === null || sameChannels(stream.channels, this.channelSet)) return
+      this.dropStream()
+      void this.open(true)
+    })
+  }
+
+  /** Restarts the SSE silence watchdog: the server sends a comment at least every 30 s. */
+  private watchStream (): void {
+    const hb = this.heartbeatOptions()
+    if (hb === null) return
+    this.clearTimer('heartbeatTimer')
+    const stream = this.stream
+    this.heartbeatTimer = this.timers.setTimeout(() => {
+      this.heartbeatTimer = null
+      if (this.stream !== stream) return
+      this.dropStream()
+      this.retry('backoff')
+    }, hb.interval + hb.timeout)
   }
 
   /** The token was refused: try once more with a fresh one from getToken(), else stop and say why. */
@@ -491,6 +841,7 @@ export class CitasLiveClient {
   private retry (kind: 'backoff' | 'restart' | 'now'): void {
     const delay = kind === 'now' ? 0 : kind === 'restart' ? restartDelay(this.opts.backoff, this.random) : backoffDelay(this.attempts, this.opts.backoff, this.random)
     this.attempts++
+    this.announced.clear()
     this.clearTimer('retryTimer')
     this.retryTimer = this.timers.setTimeout(() => {
       this.retryTimer = null
@@ -503,11 +854,29 @@ export class CitasLiveClient {
     this.stopped = true
     this.generation++
     this.clearTimers()
-    this.dropSocket(1000, 'client closed', true)
+    this.dropConnection(1000, 'client closed', true)
+    this.announced.clear()
     for (const remove of this.removePageEvents) remove()
     this.removePageEvents = []
     if (error !== undefined) this.emit('error', error)
     this.setState('disconnected', error === undefined ? {} : { error })
+  }
+
+  private dropConnection (code: number, reason: string, graceful = false): void {
+    this.dropSocket(code, reason, graceful)
+    this.dropStream()
+  }
+
+  /** Forgets the current SSE stream at once and aborts its request. */
+  private dropStream (): void {
+    const stream = this.stream
+    if (stream === null) return
+    this.stream = null
+    this.clearConnectionTimers()
+    try {
+      stream.controller?.abort()
+    } catch {}
+    void stream.reader?.cancel().catch(() => {})
   }
 
   /**
@@ -531,7 +900,6 @@ export class CitasLiveClient {
   }
 
   private onMessage (raw: unknown): void {
-    this.scheduleHeartbeat()
     if (typeof raw !== 'string') raw = String(raw)
     let message: ServerMessage
     try {
@@ -540,6 +908,11 @@ export class CitasLiveClient {
       return
     }
     if (typeof message !== 'object' || message === null || typeof message.type !== 'string') return
+    this.handleMessage(message)
+  }
+
+  /** A server message, from either transport. */
+  private handleMessage (message: ServerMessage): void {
     const data = message.data as Record<string, unknown> | undefined
     switch (message.type as ServerMessageType) {
       case 'stats': {

@@ -2,6 +2,10 @@ import { CHANNEL_PREFIX, connect, decodeToken, negociosOf, type CitasLiveClient,
 
 const STORAGE_KEY = 'citas-live:token'
 const FIGURES = ['citas_hoy', 'total_citas', 'citas_completadas', 'citas_canceladas'] as const
+const TRANSPORT_LABELS: Record<StateChange['transport'], { text: string, title: string }> = {
+  websocket: { text: 'vía WebSocket', title: 'Conexión WebSocket' },
+  sse: { text: 'vía SSE', title: 'Server-Sent Events: la red no deja pasar WebSocket, las cifras llegan por HTTP' }
+}
 const STATE_LABELS: Record<StateChange['state'], string> = {
   connecting: 'Conectando…',
   connected: 'Conectado',
@@ -25,6 +29,7 @@ function element<T extends HTMLElement> (id: string): T {
 const pill = element<HTMLSpanElement>('pill')
 const retry = element<HTMLSpanElement>('retry')
 const lastUpdate = element<HTMLTimeElement>('last-update')
+const transport = element<HTMLSpanElement>('transport')
 const message = element<HTMLParagraphElement>('message')
 const list = element<HTMLElement>('negocios')
 const form = element<HTMLFormElement>('token-form')
@@ -69,6 +74,15 @@ function showMessage (text: string | null): void {
   message.hidden = text === null
 }
 
+/** Which transport carries the figures, beside the time of the last update. */
+function showTransport (which: StateChange['transport']): void {
+  const label = TRANSPORT_LABELS[which]
+  transport.dataset.transport = which
+  transport.textContent = label.text
+  transport.title = label.title
+  transport.hidden = false
+}
+
 function showState (state: StateChange['state'], delay?: number): void {
   pill.dataset.state = state
   pill.textContent = STATE_LABELS[state]
@@ -82,6 +96,7 @@ function askForToken (why: string | null): void {
   client = null
   sessionStorage.removeItem(STORAGE_KEY)
   list.replaceChildren()
+  transport.hidden = true
   showState('disconnected')
   showMessage(why)
   form.hidden = false
@@ -171,11 +186,15 @@ function start (token: string): void {
   sessionStorage.setItem(STORAGE_KEY, token)
   form.hidden = true
   render(negocios)
+  // transport 'auto' (the default): WebSocket, or Server-Sent Events where a proxy lets only plain HTTP through.
   client = connect({
     url: wsUrl(),
     token,
     channels: negocios,
-    onState: (change) => showState(change.state, change.delay),
+    onState: (change) => {
+      showState(change.state, change.delay)
+      showTransport(change.transport)
+    },
     onStats,
     onError
   })

@@ -128,6 +128,7 @@ t.test('the dashboard shows the database, follows notify, and rides out a server
   await page.goto(`${first.http}/?token=${token}`)
   await waitForPill(page, 'Conectado')
   t.notOk(new URL(page.url()).searchParams.has('token'), 'the token is removed from the address bar')
+  t.equal(await page.getAttribute('#transport', 'data-transport'), 'websocket', 'over WebSocket when nothing is in the way')
   for (const negocio of ['barberia-centro', 'clinica-dental-sol']) {
     const want = await databaseFigures(db.pool, negocio)
     await waitForFigures(page, negocio, want, WAIT_MS)

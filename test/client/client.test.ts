@@ -449,7 +449,18 @@ t.test('bad options fail at once', async (t) => {
   const saved = g.WebSocket
   delete g.WebSocket
   t.teardown(() => { if (saved !== undefined) g.WebSocket = saved })
-  t.throws(() => connect({ url: 'ws://x/ws', token: 'x' }), /no global WebSocket/)
+  t.throws(() => connect({ url: 'ws://x/ws', token: 'x', transport: 'websocket' }), /no global WebSocket/)
+  t.throws(() => connect({ url: 'ws://x/ws', token: 'x', transport: 'carrier-pigeon' as never }), /unknown transport/)
+  // auto without any WebSocket (Node 20 without the ws package): Server-Sent Events from the start.
+  const client = connect({ url: 'ws://x/ws', token: 'x', pageEvents: false, fetch: async () => await new Promise(() => {}) })
+  t.equal(client.transport, 'sse')
+  client.close()
+  const f = globalThis as { fetch?: unknown }
+  const savedFetch = f.fetch
+  delete f.fetch
+  t.teardown(() => { f.fetch = savedFetch })
+  t.throws(() => connect({ url: 'ws://x/ws', token: 'x', transport: 'sse', WebSocket: FakeSocket }), /needs fetch/)
+  t.throws(() => connect({ url: 'ws://x/ws', token: 'x' }), /no global WebSocket/, 'auto with neither')
 })
 
 t.test('a listener that throws does not break the client', async (t) => {
@@ -465,4 +476,35 @@ t.test('a listener that throws does not break the client', async (t) => {
   off()
   t.equal(client.state, 'connected')
   t.match(seen, [{ message: 'listener bug' }])
+})
+
+t.test('auto: only failures in a row while HTTP answers count towards the switch to SSE', async (t) => {
+  const answers = [404, 404, null, 404, 401, 404, 404]
+  const urls: string[] = []
+  let n = 0
+  const { client, clock, states } = setup(t, {
+    fallbackAfter: 3,
+    fetch: async (url) => {
+      urls.push(url)
+      if (url.includes('/sse')) return await new Promise(() => {})
+      const status = answers.shift()
+      if (status === null || status === undefined) throw new Error('unreachable')
+      return { status, text: async () => '{"message":"token expired"}' }
+    },
+    getToken: () => fakeToken({ negocios: ['n1'], n: ++n })
+  })
+  await flush()
+  const transports: string[] = []
+  while (client.transport === 'websocket' && FakeSocket.all.length < 20) {
+    transports.push(client.transport)
+    FakeSocket.last.refuse()
+    await flush()
+    await clock.advance(states.at(-1)?.delay ?? 0)
+  }
+  t.equal(client.transport, 'sse')
+  t.equal(FakeSocket.all.length, 7, 'HTTP answered 404, 404, then nothing (the streak starts over), 404, 401 (a refused token: retried at once with a new one), 404, 404')
+  t.equal(states.at(-1)?.transport, 'sse')
+  t.equal(urls.at(-1), 'http://example.test/sse?channels=estadisticas%3An1%2Cestadisticas%3An2')
+  await clock.advance(60_000)
+  t.equal(FakeSocket.all.length, 7, 'no WebSocket attempt after the switch')
 })

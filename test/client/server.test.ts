@@ -172,3 +172,42 @@ t.test('the server\'s close codes, as the client meets them: 4001 stops without 
     t.same(errors.map(e => e.code), ['rate_limited'], 'told once to slow down; the close is not an error')
   })
 })
+
+t.test('over SSE against the real server: stats, notify, a forbidden channel dropped, and a new channel resumed without repeating the others', async (t) => {
+  const { app, db } = await build(t)
+  for (const id of ['n1', 'n2']) await addNegocio(db.pool, id)
+  await addCita(db.pool, 'n1', new Date(), 'atendida')
+  const { ws } = await listen(app)
+  // Node's fetch (undici) opens a spare connection when a stream is aborted, and sends nothing on
+  // it; the server would wait for its header timeout (over a minute) before closing.
+  t.teardown(() => app.server.closeAllConnections())
+  const received: Stats[] = []
+  const errors: CitasLiveError[] = []
+  const client = connect({
+    url: `${ws}/ws`,
+    token: sign({ sub: 'u1', negocios: ['n1', 'n2'] }),
+    channels: ['n1', 'otro'],
+    transport: 'sse',
+    backoff: { initial: 50, max: 200 },
+    pageEvents: false,
+    onStats: (s) => received.push(s),
+    onError: (e) => errors.push(e)
+  })
+  t.teardown(() => client.close())
+  await waitFor(() => client.stats.get('n1')?.total_citas === 1)
+  t.match(errors, [{ code: 'forbidden', channel: 'estadisticas:otro', status: 403 }])
+  t.same(client.channels, ['estadisticas:n1'])
+  t.equal(client.transport, 'sse')
+
+  await addCita(db.pool, 'n1', new Date(), 'cancelada')
+  const res = await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n1', action: 'created' } })
+  t.equal(res.statusCode, 200)
+  await waitFor(() => client.stats.get('n1')?.citas_canceladas === 1)
+
+  const before = received.length
+  client.subscribe('n2')
+  await waitFor(() => client.stats.has('n2'))
+  await waitFor(() => app.citasLive.hub.subscriberCount('estadisticas:n1') === 1 && app.citasLive.hub.subscriberCount('estadisticas:n2') === 1)
+  t.same(received.slice(before).map(s => s.negocio_id), ['n2'], 'the reopened stream resumed: n1, unchanged, was not sent again')
+  t.equal(client.state, 'connected')
+})
