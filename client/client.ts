@@ -738,12 +738,9 @@ export class CitasLiveClient {
       return
     }
     if (status === 400 || status === 403) {
-      // A refused channel: reported and dropped (as a WebSocket subscribe error is), the others streamed at once.
-      // The body names the channel in `channel`, or in its message ("your token does not allow estadisticas:x"):
-      // the longest of ours that the message names, so estadisticas:n10 is not taken for estadisticas:n1.
-      const channel = typeof body.channel === 'string'
-        ? body.channel
-        : [...this.channelSet].filter(c => message.includes(c)).sort((a, b) => b.length - a.length)[0]
+      // A refused channel (named in the body's `channel`): reported and dropped (as a WebSocket
+      // subscribe error is), the others streamed at once.
+      const channel = typeof body.channel === 'string' ? body.channel : undefined
       const error = new CitasLiveError(code ?? (status === 403 ? 'forbidden' : 'bad_request'), message, { status, ...(channel === undefined ? {} : { channel }) })
       if (channel !== undefined && this.forget(channel)) {
         this.emit('error', error)

@@ -105,6 +105,12 @@ export const wsDocs: FastifySchema = {
   }
 }
 
+/** A refusal of GET /sse about one of its channels names it, so a client can drop it and ask for the rest. */
+export const ChannelErrorReply = Type.Object({
+  ...ErrorReply.properties,
+  channel: Type.Optional(Type.String({ description: 'The refused channel (at most 80 characters of it)' }))
+})
+
 /** GET /sse: its querystring is validated (strings only); the channels and the token are checked by the route. */
 export const sseDocs: FastifySchema = {
   summary: 'Live stats as Server-Sent Events (the fallback where WebSocket cannot go)',
@@ -125,9 +131,9 @@ export const sseDocs: FastifySchema = {
   }),
   response: {
     200: { type: 'string', description: 'text/event-stream, open until the client leaves, the token expires or the server shuts down' },
-    400: { ...ErrorReply, description: 'No channels (bad_request), a malformed one (invalid_channel), or more than the limit (limit)' },
+    400: { ...ChannelErrorReply, description: 'No channels (bad_request), a malformed one (invalid_channel, named in `channel`), or more than the limit (limit)' },
     401: { ...ErrorReply, description: 'Missing, malformed, expired or wrongly signed token' },
-    403: { ...ErrorReply, description: 'A foreign Origin, or a channel the token does not allow' },
+    403: { ...ChannelErrorReply, description: 'A foreign Origin, or a channel the token does not allow (named in `channel`)' },
     429: { ...ErrorReply, description: 'Over the per-user or per-IP connection limit (WebSocket and SSE count together)' }
   }
 }

@@ -33,9 +33,11 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
 
   /** The channels asked for, once each, in order; a reply sent instead when they cannot be streamed. */
   function channelsOf (request: FastifyRequest, reply: FastifyReply, access: Access): string[] | null {
-    const refuse = (status: 400 | 403, code: string, message: string): null => {
+    /** `channel`: the one refused, so a client can drop it and ask for the others. */
+    const refuse = (status: 400 | 403, code: string, message: string, channel?: string): null => {
       request.log.info({ code }, `event stream refused: ${message}`)
-      readableByOrigin(request, reply).code(status).send({ statusCode: status, code, error: status === 400 ? 'Bad Request' : 'Forbidden', message })
+      const body = { statusCode: status, code, error: status === 400 ? 'Bad Request' : 'Forbidden', message }
+      readableByOrigin(request, reply).code(status).send(channel === undefined ? body : { ...body, channel })
       return null
     }
     const raw = (request.query as { channels?: string }).channels ?? ''
@@ -45,9 +47,9 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
     for (const channel of channels) {
       const negocioId = negocioOf(channel)
       if (negocioId === null) {
-        return refuse(400, 'invalid_channel', `${JSON.stringify(channel.slice(0, 80))}: a channel is "estadisticas:<negocio_id>" with a negocio_id of 1-64 characters [A-Za-z0-9_-]`)
+        return refuse(400, 'invalid_channel', `${JSON.stringify(channel.slice(0, 80))}: a channel is "estadisticas:<negocio_id>" with a negocio_id of 1-64 characters [A-Za-z0-9_-]`, channel.slice(0, 80))
       }
-      if (!canWatch(access, negocioId)) return refuse(403, 'forbidden', `your token does not allow ${channel}`)
+      if (!canWatch(access, negocioId)) return refuse(403, 'forbidden', `your token does not allow ${channel}`, channel)
     }
     return channels
   }

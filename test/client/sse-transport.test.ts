@@ -162,9 +162,9 @@ t.test('refusals: the same error codes as the WebSocket handshake', async (t) =>
   })
   await t.test('403 for a channel: reported with its name and dropped, the others streamed', async (t) => {
     const srv = await server(t)
-    // Worded as the server words it; estadisticas:n2, a prefix of the refused estadisticas:n22, stays.
+    // As the server answers it, the refused channel named in `channel`; estadisticas:n2, a prefix of it, stays.
     srv.decide = ({ channels }) => channels.includes('estadisticas:n22')
-      ? { status: 403, body: { statusCode: 403, code: 'forbidden', error: 'Forbidden', message: 'your token does not allow estadisticas:n22' } }
+      ? { status: 403, body: { statusCode: 403, code: 'forbidden', error: 'Forbidden', message: 'your token does not allow estadisticas:n22', channel: 'estadisticas:n22' } }
       : undefined
     const { client, errors } = open(t, srv, { channels: ['n2', 'n1', 'n22'] })
     await waitFor(() => client.state === 'connected')

@@ -31,10 +31,11 @@ async function statsOf (c: SseClient, negocio: string, pred: (data: any) => bool
 
 t.test('refusals before anything is streamed: 401, 403, 400, with the /ws error bodies', async (t) => {
   const { sse } = await setup(t, { limits: { allowedOrigins: ['https://app.example'] } })
-  const refused = async (url: string, headers: Record<string, string>, status: number, code: string, message: RegExp) => {
+  const refused = async (url: string, headers: Record<string, string>, status: number, code: string, message: RegExp, channel?: string) => {
     const c = await SseClient.open(url, t, headers)
     t.equal(c.status, status, `${url}: ${status}`)
     t.match(c.body, { statusCode: status, code, message }, `${url}: ${code}`)
+    t.equal(c.body.channel, channel, channel === undefined ? 'no channel named' : `names ${channel}`)
     t.notMatch(String(c.headers['content-type']), /event-stream/, 'nothing streamed')
   }
   const n1 = bearer({ sub: 'u1', negocio_id: 'n1' })
@@ -42,12 +43,12 @@ t.test('refusals before anything is streamed: 401, 403, 400, with the /ws error 
   await refused(`${sse}?channels=estadisticas:n1`, { authorization: 'Bearer nope' }, 401, 'unauthorized', /./)
   await refused(`${sse}?channels=estadisticas:n1&token=${sign({ negocio_id: 'n1', exp: 1 })}`, {}, 401, 'unauthorized', /expired/)
   await refused(`${sse}?channels=estadisticas:n1`, { ...n1, origin: 'https://evil.example' }, 403, 'forbidden', /origin/)
-  await refused(`${sse}?channels=estadisticas:n2`, n1, 403, 'forbidden', /estadisticas:n2/)
-  await refused(`${sse}?channels=estadisticas:n1,estadisticas:n2`, n1, 403, 'forbidden', /estadisticas:n2/)
+  await refused(`${sse}?channels=estadisticas:n2`, n1, 403, 'forbidden', /estadisticas:n2/, 'estadisticas:n2')
+  await refused(`${sse}?channels=estadisticas:n1,estadisticas:n2`, n1, 403, 'forbidden', /estadisticas:n2/, 'estadisticas:n2')
   await refused(`${sse}`, n1, 400, 'bad_request', /channels/)
   await refused(`${sse}?channels=,`, n1, 400, 'bad_request', /channels/)
-  await refused(`${sse}?channels=estadisticas:bad!id`, n1, 400, 'invalid_channel', /estadisticas:bad!id/)
-  await refused(`${sse}?channels=chat:n1`, n1, 400, 'invalid_channel', /chat:n1/)
+  await refused(`${sse}?channels=estadisticas:bad!id`, n1, 400, 'invalid_channel', /estadisticas:bad!id/, 'estadisticas:bad!id')
+  await refused(`${sse}?channels=chat:n1`, n1, 400, 'invalid_channel', /chat:n1/, 'chat:n1')
   const many = Array.from({ length: 101 }, (_, i) => `estadisticas:x${i}`).join(',')
   await refused(`${sse}?channels=${many}`, bearer({ role: 'admin' }), 400, 'limit', /at most 100/)
   // HEAD would be a stream without a body that never ends: there is none.
