@@ -259,12 +259,50 @@ export async function addCita (pool: pg.Pool, negocioId: string, fechaHora: Date
 
 export type Message = { type: string, id?: unknown, data?: any }
 
+/** What arrived and was not yet taken, in order; `next` waits for the next one. */
+class Inbox<T> {
+  private readonly queue: T[] = []
+  private waiters: Array<(item: T) => void> = []
+
+  constructor (private readonly what: string) {}
+
+  push (item: T): void {
+    const w = this.waiters.shift()
+    if (w !== undefined) w(item)
+    else this.queue.push(item)
+  }
+
+  /** The next item, or a rejection after `ms`. */
+  next (ms: number): Promise<T> {
+    const item = this.queue.shift()
+    if (item !== undefined) return Promise.resolve(item)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter(w => w !== waiter)
+        reject(new Error(`no ${this.what} within ${ms} ms`))
+      }, ms)
+      const waiter = (got: T): void => { clearTimeout(timer); resolve(got) }
+      this.waiters.push(waiter)
+    })
+  }
+
+  /** Resolves true if nothing arrives within `ms`. */
+  async silentFor (ms: number): Promise<boolean> {
+    if (this.queue.length > 0) return false
+    try {
+      await this.next(ms)
+      return false
+    } catch {
+      return true
+    }
+  }
+}
+
 /** A real ws client that queues what it receives, so a test can await messages in order. */
 export class Client {
   readonly ws: WebSocket
   readonly received: Message[] = []
-  private readonly queue: Message[] = []
-  private waiters: Array<(m: Message) => void> = []
+  private readonly inbox = new Inbox<Message>('message')
   readonly closed: Promise<{ code: number, reason: string }>
 
   constructor (url: string, options?: WebSocket.ClientOptions, protocols?: string[]) {
@@ -272,9 +310,7 @@ export class Client {
     this.ws.on('message', (data) => {
       const m = JSON.parse(data.toString()) as Message
       this.received.push(m)
-      const w = this.waiters.shift()
-      if (w !== undefined) w(m)
-      else this.queue.push(m)
+      this.inbox.push(m)
     })
     this.closed = new Promise((resolve) => {
       this.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }))
@@ -298,18 +334,7 @@ export class Client {
   }
 
   /** The next message, or a rejection after `ms`. */
-  next (ms = WAIT_MS): Promise<Message> {
-    const m = this.queue.shift()
-    if (m !== undefined) return Promise.resolve(m)
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter(w => w !== waiter)
-        reject(new Error(`no message within ${ms} ms`))
-      }, ms)
-      const waiter = (msg: Message): void => { clearTimeout(timer); resolve(msg) }
-      this.waiters.push(waiter)
-    })
-  }
+  next (ms = WAIT_MS): Promise<Message> { return this.inbox.next(ms) }
 
   /** The first message (from the next one on) that matches `pred`; the others before it are consumed. */
   async nextMatching (pred: (m: Message) => boolean, ms = WAIT_MS): Promise<Message> {
@@ -327,15 +352,7 @@ export class Client {
   }
 
   /** Resolves true if no message arrives within `ms`. */
-  async silentFor (ms: number): Promise<boolean> {
-    if (this.queue.length > 0) return false
-    try {
-      await this.next(ms)
-      return false
-    } catch {
-      return true
-    }
-  }
+  async silentFor (ms: number): Promise<boolean> { return await this.inbox.silentFor(ms) }
 
   async subscribe (negocioId: string): Promise<Message> {
     const subscribed = await this.request({ type: 'subscribe', data: { channel: `estadisticas:${negocioId}` } })
@@ -365,8 +382,7 @@ export class SseClient {
   /** Resolves when the server ends the stream (or the connection drops). */
   readonly ended: Promise<void>
   readonly response: http.IncomingMessage
-  private readonly queue: SseEvent[] = []
-  private waiters: Array<(e: SseEvent) => void> = []
+  private readonly inbox = new Inbox<SseEvent>('event')
 
   private constructor (res: http.IncomingMessage, body: any) {
     this.response = res
@@ -393,9 +409,7 @@ export class SseClient {
             const raw = data.join('\n')
             const e: SseEvent = { event: event === '' ? 'message' : event, id: id ?? (this.lastEventId === '' ? undefined : this.lastEventId), data: JSON.parse(raw), raw }
             this.events.push(e)
-            const w = this.waiters.shift()
-            if (w !== undefined) w(e)
-            else this.queue.push(e)
+            this.inbox.push(e)
           }
           event = ''
           data = []
@@ -443,29 +457,10 @@ export class SseClient {
   }
 
   /** The next event, or a rejection after `ms`. */
-  next (ms = WAIT_MS): Promise<SseEvent> {
-    const e = this.queue.shift()
-    if (e !== undefined) return Promise.resolve(e)
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter(w => w !== waiter)
-        reject(new Error(`no event within ${ms} ms`))
-      }, ms)
-      const waiter = (ev: SseEvent): void => { clearTimeout(timer); resolve(ev) }
-      this.waiters.push(waiter)
-    })
-  }
+  next (ms = WAIT_MS): Promise<SseEvent> { return this.inbox.next(ms) }
 
   /** Resolves true if no event arrives within `ms`. */
-  async silentFor (ms: number): Promise<boolean> {
-    if (this.queue.length > 0) return false
-    try {
-      await this.next(ms)
-      return false
-    } catch {
-      return true
-    }
-  }
+  async silentFor (ms: number): Promise<boolean> { return await this.inbox.silentFor(ms) }
 
   close (): void { this.response.destroy() }
 }

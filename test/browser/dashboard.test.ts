@@ -8,6 +8,7 @@ import { promisify } from 'node:util'
 import type pg from 'pg'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import type { FastifyInstance } from 'fastify'
+import { noUpgradeProxy } from '../fixtures/no-upgrade-proxy.js'
 import { addNegocio, build, listen, listenAgain, listenRestartable, serviceToken, sign, testDatabase, waitFor, WAIT_MS, type TestDatabase } from '../helper.js'
 
 const root = new URL('../../', import.meta.url).pathname
@@ -245,4 +246,56 @@ t.test('readable on a phone: two cards a row and no sideways scrolling', async (
   t.equal(new Set(layout.tops).size, 2, 'four cards in two rows')
   await page.screenshot({ path: join(artifacts, 'dashboard-phone.png'), fullPage: true })
   await waitFor(() => srv.counts.handshakes === 1)
+})
+
+// Behind a proxy that lets plain HTTP through but refuses every WebSocket upgrade, the dashboard
+// falls back to Server-Sent Events by itself and stays live.
+t.test('behind a proxy that refuses WebSocket upgrades, the dashboard switches to SSE and shows live figures', async (t) => {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'barberia-centro')
+  await addNegocio(db.pool, 'clinica-dental-sol')
+  await addCitas(db.pool, 'barberia-centro', 140, 'atendida', 'past')
+  await addCitas(db.pool, 'barberia-centro', 8, 'cancelada', 'past')
+  await addCitas(db.pool, 'barberia-centro', 12, 'confirmada', 'today')
+  await addCitas(db.pool, 'clinica-dental-sol', 51, 'atendida', 'past')
+  await addCitas(db.pool, 'clinica-dental-sol', 7, 'pendiente', 'today')
+  const { app } = await build(t, { database: db, dashboard: { root: dashboard } })
+  const srv = await listen(app)
+  let upgrades = 0
+  app.server.on('upgrade', () => { upgrades++ })
+  const proxy = await noUpgradeProxy({ host: '127.0.0.1', port: srv.port })
+  t.teardown(() => proxy.close())
+
+  const context = await browser.newContext({ viewport: { width: 1000, height: 470 }, locale: 'es-ES', timezoneId: 'UTC' })
+  t.teardown(() => context.close())
+  const page = await context.newPage()
+  const pageErrors: Error[] = []
+  page.on('pageerror', (err) => pageErrors.push(err))
+  const token = sign({ sub: 'demo-user', negocios: ['barberia-centro', 'clinica-dental-sol'] })
+
+  await page.goto(`${proxy.http}/?token=${token}`)
+  // Three refused upgrades with their backoff delays (at most 0.5 + 1 + 2 s), then the stream.
+  await page.waitForFunction(() => document.getElementById('pill')?.textContent === 'Conectado' &&
+    document.getElementById('transport')?.dataset.transport === 'sse', undefined, { timeout: WAIT_MS })
+  t.equal(await page.textContent('#transport'), 'vía SSE', 'the transport in use is shown')
+  t.equal(proxy.refusedUpgrades, 3, 'three WebSocket attempts, all refused by the proxy')
+  t.equal(upgrades, 0, 'none reached the server')
+  for (const negocio of ['barberia-centro', 'clinica-dental-sol']) {
+    const want = await databaseFigures(db.pool, negocio)
+    await waitForFigures(page, negocio, want, WAIT_MS)
+    t.same(await shownFigures(page, negocio), want, `${negocio}: the cards show the database's figures`)
+  }
+
+  await addCitas(db.pool, 'barberia-centro', 1, 'cancelada', 'today')
+  const want = await databaseFigures(db.pool, 'barberia-centro')
+  const sent = Date.now()
+  await notify(srv.http, 'barberia-centro')
+  await waitForFigures(page, 'barberia-centro', want, Math.max(1, 1500 - (Date.now() - sent)))
+  const elapsed = Date.now() - sent
+  t.ok(elapsed < 1500, `the change shows within 1.5 s over SSE (${elapsed} ms)`)
+  t.equal(want.citas_hoy, '13')
+  t.equal(want.citas_canceladas, '9')
+  t.equal(await page.getAttribute('#pill', 'data-state'), 'connected')
+  await page.screenshot({ path: join(artifacts, 'dashboard-sse.png'), fullPage: true })
+  t.same(pageErrors, [], 'no script errors')
 })
