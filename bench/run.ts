@@ -11,12 +11,13 @@ import os from 'node:os'
 import { createBenchDatabase, dropBenchDatabase, statsQueryReport } from './db.js'
 import { CPU, Server, type ServerKind } from './lib.js'
 import { captureScenarios } from './capture.js'
-import { scenarios, type Context, type Metric, type Scenario, type ServerScenario } from './scenarios.js'
+import { roundCount, scenarios, type Context, type Metric, type Scenario, type ServerScenario } from './scenarios.js'
 
 const env = process.env
 const scale = Number(env.BENCH_SCALE ?? '1')
 const seconds = Number(env.BENCH_SECONDS ?? '20')
 const rate = Number(env.BENCH_RATE ?? '500')
+const rounds = env.BENCH_ROUNDS === undefined || env.BENCH_ROUNDS === '' ? undefined : Number(env.BENCH_ROUNDS)
 const citas = Number(env.BENCH_CITAS ?? String(Math.round(1_000_000 * Math.min(1, scale))))
 const adminUrl = env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 const dbName = env.BENCH_DATABASE ?? 'citas_bench'
@@ -26,6 +27,7 @@ const out = env.BENCH_OUT ?? 'bench/last-run.md'
 const cpuProfDir = env.BENCH_CPU_PROF
 const heapSnapshotDir = env.BENCH_HEAP_SNAPSHOT
 if (!(scale > 0) || !(seconds > 0) || !(rate > 0) || !(citas >= 0)) throw new Error('BENCH_SCALE, BENCH_SECONDS and BENCH_RATE must be > 0, BENCH_CITAS >= 0')
+if (rounds !== undefined && !(Number.isInteger(rounds) && rounds >= 1)) throw new Error('BENCH_ROUNDS must be a whole number >= 1')
 
 const lines: string[] = []
 const print = (line = ''): void => {
@@ -131,7 +133,7 @@ const signer = createSigner({ key: secret, algorithm: 'HS256', expiresIn: 3_600_
 print(`# citas-live benchmark, ${new Date().toISOString()}`)
 print()
 print(`- machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}, load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`)
-print(`- settings: BENCH_SCALE=${scale} BENCH_SECONDS=${seconds} BENCH_RATE=${rate} BENCH_CITAS=${citas}; servers pinned to CPU ${CPU.taskset ? (env.BENCH_SERVER_CPU ?? '0') : '(no taskset)'}, load on CPU ${CPU.taskset ? '1 (bench/run.sh)' : '(any)'}`)
+print(`- settings: BENCH_SCALE=${scale} BENCH_SECONDS=${seconds} BENCH_RATE=${rate} BENCH_CITAS=${citas}${rounds === undefined ? '' : ` BENCH_ROUNDS=${rounds}`}; servers pinned to CPU ${CPU.taskset ? (env.BENCH_SERVER_CPU ?? '0') : '(no taskset)'}, load on CPU ${CPU.taskset ? '1 (bench/run.sh)' : '(any)'}`)
 print()
 
 const url = await createBenchDatabase(adminUrl, dbName, 1000, citas)
@@ -154,6 +156,7 @@ try {
     scale,
     seconds,
     rate,
+    ...(rounds !== undefined ? { rounds } : {}),
     db,
     userToken: (sub: string, negocios: string[]) => signer({ sub, negocios }),
     serviceToken: signer({ sub: 'bench', role: 'service' }),
@@ -208,7 +211,7 @@ try {
         }
       }
     } else {
-      await runRounds(scenario, ctx, runOn, scenario.rounds, startFor, results)
+      await runRounds(scenario, ctx, runOn, roundCount(scenario, ctx), startFor, results)
     }
     table(results, runOn)
     print()

@@ -20,6 +20,8 @@ export interface Context {
   seconds: number
   /** Notifies per second offered in the many-channels scenario. */
   rate: number
+  /** BENCH_ROUNDS: measured rounds of every round-based scenario, instead of each one's default. */
+  rounds?: number
   /** A pool on the bench database for the load's own writes. */
   db: pg.Pool
   userToken: (sub: string, negocios: string[]) => string
@@ -63,6 +65,12 @@ export interface StandaloneScenario extends ScenarioBase {
 }
 
 export type Scenario = ServerScenario | StandaloneScenario
+
+/** How many measured rounds a round-based scenario runs: BENCH_ROUNDS, else its own default. */
+export const roundCount = (scenario: ServerScenario, ctx: Context): number => ctx.rounds ?? scenario.rounds ?? 1
+
+const roundsOf = (scenario: ServerScenario, ctx: Context): string =>
+  `median of ${roundCount(scenario, ctx)} rounds in alternating order, after a warm-up round`
 
 export const scaled = (ctx: Context, n: number): number => Math.max(1, Math.round(n * ctx.scale))
 
@@ -114,7 +122,8 @@ export function latencyMetrics (latencies: number[], prefix = 'latency'): Metric
 
 export const fanout: ServerScenario = {
   name: 'fan-out',
-  describe: (ctx) => `${scaled(ctx, 5000)} subscribers on one channel; up to 200 notifies back to back (each after the previous reply), each preceded by an INSERT`,
+  describe: (ctx) => `${scaled(ctx, 5000)} subscribers on one channel; up to 200 notifies back to back (each after the previous reply), each preceded by an INSERT; ${roundsOf(fanout, ctx)}`,
+  rounds: 3,
   async run (server, ctx) {
     const n = scaled(ctx, 5000)
     const ch = await channelOf(ctx.db, negocioId(0))
@@ -153,7 +162,8 @@ export const fanout: ServerScenario = {
 
 export const idle: ServerScenario = {
   name: 'idle',
-  describe: (ctx) => `${scaled(ctx, 19_900)} subscribed connections over 100 channels, held; RSS per connection after GC`,
+  describe: (ctx) => `${scaled(ctx, 19_900)} subscribed connections over 100 channels, held; RSS per connection after GC; ${roundsOf(idle, ctx)}`,
+  rounds: 3,
   async run (server, ctx) {
     const n = scaled(ctx, 19_900)
     const channels = await Promise.all(Array.from({ length: 100 }, async (_, i) => await channelOf(ctx.db, negocioId(i))))
@@ -185,7 +195,7 @@ export const idle: ServerScenario = {
 
 export const connectRate: ServerScenario = {
   name: 'connect rate',
-  describe: (ctx) => `${scaled(ctx, 5000)} authenticated connects + subscribes over 100 channels, 200 in flight; median of ${connectRate.rounds ?? 1} rounds in alternating order, after a warm-up round`,
+  describe: (ctx) => `${scaled(ctx, 5000)} authenticated connects + subscribes over 100 channels, 200 in flight; ${roundsOf(connectRate, ctx)}`,
   rounds: 5,
   async run (server, ctx) {
     const n = scaled(ctx, 5000)
