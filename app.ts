@@ -13,6 +13,7 @@ import expiryPlugin, { type ExpiryPluginOptions } from './plugins/expiry.js'
 import dbMonitorPlugin, { type DbMonitorPluginOptions } from './plugins/db-monitor.js'
 import wsRoutes, { MAX_REFRESH_FRAME } from './routes/ws.js'
 import notifyRoutes from './routes/notify.js'
+import sseRoutes, { type SseRoutesOptions } from './routes/sse.js'
 import healthRoutes from './routes/health.js'
 import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
 import { SECURITY_SCHEMES } from './routes/schemas.js'
@@ -44,7 +45,11 @@ export interface AppOptions {
   dbMonitor?: DbMonitorPluginOptions
   /** Largest client frame in bytes; larger ones close the socket with 1009. Default 4096. */
   maxPayload?: Static<typeof AppOwnOptions>['maxPayload']
-  /** Path prefix of the routes (/ws, /notify/cita, /health, /ready, the dashboard at /), e.g. `/live`. */
+  /** An SSE stream gets a comment line this often (ms), so proxies keep an idle one open. Default 15000. */
+  sseHeartbeatMs?: number
+  /** Reconnection delay (ms) an SSE stream tells EventSource (`retry:`). Default 2000. */
+  sseRetryMs?: number
+  /** Path prefix of the routes (/ws, /sse, /notify/cita, /health, /ready, the dashboard at /), e.g. `/live`. */
   prefix?: string
   /** The live dashboard at `/` (under `prefix`). `false` when embedded in an app that serves `/` itself. */
   dashboard?: DashboardOptions | false
@@ -85,6 +90,8 @@ async function citasLive (host: FastifyInstance, opts: AppOptions) {
 /** The app plugin's own options (each plugin checks its own). */
 export const AppOwnOptions = Type.Object({
   maxPayload: Int(256, 4096, { maximum: 1_048_576, description: 'Largest client frame in bytes; larger ones close the socket with 1009.' }),
+  sseHeartbeatMs: Int(100, 15_000, { maximum: 30_000, description: 'An SSE stream gets a comment line this often (ms), so proxies keep an idle one open.' }),
+  sseRetryMs: Int(100, 2000, { maximum: 60_000, description: 'Reconnection delay (ms) an SSE stream tells EventSource; a restart spreads reconnects over up to 5x this.' }),
   prefix: Type.String({ pattern: '^(/[A-Za-z0-9._~-]+)*$', default: '', description: 'Path prefix of the routes, e.g. /live.' }),
   decorator: Type.Optional(Type.String({ pattern: '^[A-Za-z_$][A-Za-z0-9_$]*$', description: 'Name of the one decorator citas-live adds to the host.' }))
 })
@@ -122,6 +129,7 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
     dashboard: opts.dashboard ?? {},
     metricsToken: opts.metrics === false ? undefined : opts.metrics?.token,
     maxPayload: own.maxPayload,
+    sse: { heartbeatMs: own.sseHeartbeatMs, retryMs: own.sseRetryMs },
     // Request lines of these routes never carry a token, whatever logger the host app has. (The
     // register types want serializers to return strings; pino, like route-level ones, takes any value.)
     logSerializers: { req: requestForLog as unknown as (value: unknown) => string }
@@ -183,7 +191,7 @@ export function closeUnreadRequestsIn (fastify: FastifyInstance): void {
   ;(fastify as FastifyInstance & { [kClosesUnread]?: true })[kClosesUnread] = true
 }
 
-async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined, maxPayload: number }) {
+async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined, maxPayload: number, sse: SseRoutesOptions }) {
   // Child instances inherit the mark through their prototype: set on the server, it is set here.
   if ((fastify as FastifyInstance & { [kClosesUnread]?: true })[kClosesUnread] !== true) closeUnreadRequestsIn(fastify)
   if (fastify.prefix !== '') {
@@ -216,6 +224,7 @@ async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOpt
 
   await fastify.register(healthRoutes)
   await fastify.register(wsRoutes, { maxPayload: opts.maxPayload })
+  await fastify.register(sseRoutes, opts.sse)
   await fastify.register(notifyRoutes)
   if (opts.metricsToken !== undefined) await fastify.register(metricsRoutes, { token: opts.metricsToken })
   if (opts.dashboard !== false) await fastify.register(dashboardRoutes, opts.dashboard)

@@ -61,6 +61,8 @@ const PLUGIN_ENV = {
   WS_MAX_BUFFERED_BYTES: ['hub', 'maxBufferedBytes'],
   WS_STALL_TIMEOUT_MS: ['hub', 'stallTimeoutMs'],
   WS_HEARTBEAT_MS: ['hub', 'heartbeatMs'],
+  SSE_HEARTBEAT_MS: ['app', 'sseHeartbeatMs'],
+  SSE_RETRY_MS: ['app', 'sseRetryMs'],
   TOKEN_EXPIRY_WARNING_MS: ['expiry', 'warningMs'],
   NOTIFY_RATE_MAX: ['limits', 'notifyMax'],
   NOTIFY_RATE_WINDOW_MS: ['limits', 'notifyWindowMs'],
@@ -185,7 +187,7 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
  * The plugin options the environment sets, as AppOptions parts: only the variables that are set or
  * have a default (the plugins fill in the rest the same way).
  */
-export function optionsFromEnv (env: Env): Pick<AppOptions, 'maxPayload'> & Record<Exclude<Part, 'app'>, Record<string, unknown>> {
+export function optionsFromEnv (env: Env): Pick<AppOptions, 'maxPayload' | 'sseHeartbeatMs' | 'sseRetryMs'> & Record<Exclude<Part, 'app'>, Record<string, unknown>> {
   const parts: Record<Part, Record<string, unknown>> = { app: {}, db: {}, auth: {}, stats: {}, hub: {}, live: {}, limits: {}, expiry: {}, metrics: {} }
   for (const [name, [part, path]] of Object.entries(PLUGIN_ENV) as Array<[keyof typeof PLUGIN_ENV, readonly [Part, string]]>) {
     const raw = env[name]
@@ -198,7 +200,7 @@ export function optionsFromEnv (env: Env): Pick<AppOptions, 'maxPayload'> & Reco
     at[keys.at(-1) as string] = value
   }
   const { app, ...plugins } = parts
-  return { ...(app.maxPayload !== undefined ? { maxPayload: app.maxPayload as number } : {}), ...plugins }
+  return { ...(app as Pick<AppOptions, 'maxPayload' | 'sseHeartbeatMs' | 'sseRetryMs'>), ...plugins }
 }
 
 /** A comma list (ALLOWED_ORIGINS, NOTIFY_TRUSTED_NETWORKS): blanks ignored. */

@@ -28,6 +28,20 @@ export type ClientMessageType = typeof CLIENT_MESSAGE_TYPES[number]
 export const SERVER_MESSAGE_TYPES = ['subscribed', 'unsubscribed', 'pong', 'stats', 'error', 'token_expiring', 'refreshed'] as const
 export type ServerMessageType = typeof SERVER_MESSAGE_TYPES[number]
 
+/**
+ * The events of a Server-Sent Events stream (GET /sse). `stats`, `error` and `token_expiring` carry
+ * the `data` of the WebSocket message of that type; `close` carries `{code, reason}` (CloseData)
+ * right before the server ends the stream, with the codes and actions of CLOSE.
+ */
+export const SSE_EVENT_TYPES = ['stats', 'error', 'token_expiring', 'close'] as const
+export type SseEventType = typeof SSE_EVENT_TYPES[number]
+
+/** The `data` of an SSE `close` event. */
+export interface CloseData {
+  code: number
+  reason: string
+}
+
 /** The `data` of a `stats` message: the four figures of one business. */
 export interface Stats {
   negocio_id: string

@@ -165,6 +165,7 @@ if (embedded !== undefined) {
     `  user token:    ${userToken}`,
     `  dashboard:     http://${base}/?token=${userToken}`,
     `  WebSocket:     ws://${base}/ws?token=${userToken}`,
+    `  SSE:           curl -N 'http://${base}/sse?channels=estadisticas:${demoNegocios[0] ?? ''}' -H 'authorization: Bearer ${userToken}'`,
     `  subscribe:     {"type":"subscribe","data":{"channel":"estadisticas:${demoNegocios[0] ?? ''}"}}`,
     '  notify:',
     `    curl -s -X POST http://${base}/notify/cita -H 'content-type: application/json' \\`,

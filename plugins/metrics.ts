@@ -25,7 +25,16 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
   if (opts.processMetrics) collectDefaultMetrics({ register, prefix: 'citas_live_' })
 
   // Figures the hub and the live-stats service already keep: read them at scrape time.
-  new Gauge({ name: 'citas_live_connections', help: 'Open WebSocket connections', registers: [register], collect () { this.set(hub.connectionCount) } })
+  new Gauge({
+    name: 'citas_live_connections',
+    help: 'Open connections, by transport (websocket, sse)',
+    labelNames: ['transport'],
+    registers: [register],
+    collect () {
+      this.set({ transport: 'websocket' }, hub.connectionCount - hub.sseCount)
+      this.set({ transport: 'sse' }, hub.sseCount)
+    }
+  })
   new Gauge({ name: 'citas_live_subscriptions', help: 'Channel subscriptions over all connections', registers: [register], collect () { this.set(hub.subscriptionCount) } })
   new Gauge({ name: 'citas_live_channels', help: 'Channels with at least one local subscriber', registers: [register], collect () { this.set(hub.channelCount) } })
   new Gauge({ name: 'citas_live_snapshots', help: 'Negocios whose stats are cached', registers: [register], collect () { this.set(live.cacheSize) } })

@@ -104,3 +104,30 @@ export const wsDocs: FastifySchema = {
     401: { ...ErrorReply, description: 'Missing, malformed, expired or wrongly signed token; no upgrade' }
   }
 }
+
+/** GET /sse: its querystring is validated (strings only); the channels and the token are checked by the route. */
+export const sseDocs: FastifySchema = {
+  summary: 'Live stats as Server-Sent Events (the fallback where WebSocket cannot go)',
+  description: 'Opens a `text/event-stream` of the named channels. For each channel its current stats at once, then every ' +
+    'change: `event: stats`, `id: <opaque version>`, `data: <the data object of the WebSocket stats message>`. Also ' +
+    '`event: error` (a channel ended or not loadable: `{code, message, channel}`), `event: token_expiring` ' +
+    '(`{expires_at}`), and `event: close` (`{code, reason}`, the WebSocket close codes) right before the server ends the ' +
+    'stream. A comment line is the heartbeat. Reconnect with `Last-Event-ID` to get no event for channels whose figures ' +
+    'are unchanged since that id.',
+  tags: ['sse'],
+  security: [{ bearerAuth: [] }, { tokenQuery: [] }],
+  querystring: Type.Object({
+    channels: Type.String({ description: 'Comma-separated channels, estadisticas:<negocio_id>, at most WS_MAX_SUBSCRIPTIONS', examples: ['estadisticas:n1,estadisticas:n2'] }),
+    token: Type.Optional(Type.String({ description: 'The JWT, for EventSource (which cannot send headers); prefer Authorization: Bearer' }))
+  }, { additionalProperties: true }),
+  headers: Type.Object({
+    'last-event-id': Type.Optional(Type.String({ description: 'The id of the last stats event received (EventSource sends it when it reconnects)' }))
+  }),
+  response: {
+    200: { type: 'string', description: 'text/event-stream, open until the client leaves, the token expires or the server shuts down' },
+    400: { ...ErrorReply, description: 'No channels (bad_request), a malformed one (invalid_channel), or more than the limit (limit)' },
+    401: { ...ErrorReply, description: 'Missing, malformed, expired or wrongly signed token' },
+    403: { ...ErrorReply, description: 'A foreign Origin, or a channel the token does not allow' },
+    429: { ...ErrorReply, description: 'Over the per-user or per-IP connection limit (WebSocket and SSE count together)' }
+  }
+}

@@ -1,25 +1,20 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
-import { tokenFromRequest } from '../plugins/auth.js'
 import { isAppError } from '../services/errors.js'
-import { canWatch, type Access, type Connection } from '../services/hub.js'
+import { canWatch, type Access, type Connection, type Peer } from '../services/hub.js'
 import {
   errorMessage, negocioOf, parseClientMessage, pongMessage, refreshedMessage, replyMessage, revokedMessage,
   type ClientMessage
 } from '../services/protocol.js'
 import { CLOSE } from '../protocol.js'
 import { citasOf } from '../plugins/namespace.js'
-import { userKeyOf } from '../services/limits.js'
+import { decorateHandshake, handshakeHooks } from './handshake.js'
 import { checkSocket } from '../services/adapters/ws.js'
 import { releaseUpgrade } from '../services/adapters/fastify-websocket.js'
 import { wsDocs } from './schemas.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Set by the /ws preValidation hook once the token is verified. */
-    citasAccess: Access | null
-    /** The per-user connection limit's key of that token (null when the limit is off), computed once per handshake. */
-    citasUserKey: string | null
     /** The handshake's `reply.raw`, the response @fastify/websocket routed the upgrade with (see releaseUpgrade). */
     citasUpgradeResponse: unknown
   }
@@ -53,7 +48,7 @@ type LiveSocket = WebSocket & { [kState]: SocketState }
 const stateOf = (socket: WebSocket): SocketState => (socket as LiveSocket)[kState]
 const connOf = (socket: WebSocket): Connection => stateOf(socket).conn
 
-function send (socket: WebSocket, payload: string): void {
+function send (socket: Peer, payload: string): void {
   if (socket.readyState === OPEN) socket.send(payload)
 }
 
@@ -62,60 +57,14 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
   const { hub, live, auth: citasAuth, limits } = citasOf(fastify)
   const { log } = fastify
   const { maxPayload } = opts
-  fastify.decorateRequest('citasAccess', null)
-  fastify.decorateRequest('citasUserKey', null)
+  decorateHandshake(fastify)
   fastify.decorateRequest('citasUpgradeResponse', null)
 
-  // The handshake hooks are callback-style, not async: every connect runs them, and a settled
-  // promise per hook is a microtask hop and an allocation the upgrade does not need.
-
-  /** Cross-site WebSocket hijacking: refuse other sites' pages before anything else, with 403. */
-  function checkOrigin (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
-    if (limits.isOriginAllowed(request.headers.origin)) {
-      done()
-      return
-    }
-    request.log.info({ origin: request.headers.origin }, 'websocket handshake refused: origin not allowed')
-    reply.code(403).send({ statusCode: 403, code: 'forbidden', error: 'Forbidden', message: 'origin not allowed' })
-  }
-
-  /**
-   * Lets a page of an allowed origin read a refusal. Browsers hide why a WebSocket handshake
-   * failed, so the client SDK asks again with a plain GET (its token probe); from another origin
-   * it can read that answer only with these headers. checkOrigin has already refused other
-   * origins. Successful upgrades never reach a reply, so they pay nothing for this.
-   */
-  function readableByOrigin (request: FastifyRequest, reply: FastifyReply): FastifyReply {
-    const origin = request.headers.origin
-    if (origin !== undefined) reply.header('access-control-allow-origin', origin).header('vary', 'Origin')
-    return reply
-  }
-
-  function authenticate (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
-    try {
-      request.citasAccess = citasAuth.accessOf(citasAuth.verify(tokenFromRequest(request)))
-    } catch (err) {
-      if (!isAppError(err)) {
-        done(err as Error)
-        return
-      }
-      request.log.info({ reason: err.message }, 'websocket handshake refused')
-      readableByOrigin(request, reply).code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: err.message })
-      return
-    }
-    // request.ip only when the per-IP limit is on: reading it asks the kernel for the peer address.
-    request.citasUserKey = limits.perUser.enabled ? userKeyOf(request.citasAccess) : null
-    const which = request.citasUserKey !== null && limits.perUser.full(request.citasUserKey)
-      ? 'user'
-      : limits.perIp.enabled && limits.perIp.full(request.ip) ? 'IP address' : null
-    if (which !== null) {
-      request.log.info({ limit: which }, 'websocket handshake refused: too many connections')
-      readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: `too many connections for this ${which}` })
-      return
-    }
-    request.citasUpgradeResponse = reply.raw
-    done()
-  }
+  const { checkOrigin, authenticate, preflight } = handshakeHooks(fastify, {
+    what: 'websocket handshake',
+    protocolToken: true,
+    onAccepted: (request, reply) => { request.citasUpgradeResponse = reply.raw }
+  })
 
   function subscribe (conn: Connection, msg: ClientMessage & { type: 'subscribe' }): void {
     const { channel, id } = msg
@@ -247,13 +196,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
   // The probe sends `Authorization: Bearer`, so a browser on another origin asks first (CORS
   // preflight). Answered here, for /ws alone: @fastify/cors would either add a hook to every
   // upgrade or an `OPTIONS *` route that collides with an embedding app's own.
-  fastify.options('/ws', { onRequest: checkOrigin, schema: { hide: true } }, async (request, reply) => {
-    readableByOrigin(request, reply)
-      .header('access-control-allow-methods', 'GET')
-      .header('access-control-allow-headers', 'authorization')
-      .header('access-control-max-age', '600')
-    return await reply.code(204).send()
-  })
+  fastify.options('/ws', { onRequest: checkOrigin, schema: { hide: true } }, preflight('authorization'))
 
   fastify.get('/ws', { websocket: true, onRequest: checkOrigin, preValidation: authenticate, schema: wsDocs }, (socket, request) => {
     // Listeners go on synchronously, before anything awaits, so no early frame is lost.

@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws'
 import { CLOSE } from '../protocol.js'
-import { prepareFrame, sendFrame } from './adapters/ws.js'
+import { prepareFrame, sendFrame, type PreparedFrame } from './adapters/ws.js'
 
 /** What a verified token lets a connection watch. */
 export interface Access {
@@ -17,9 +17,28 @@ export function canWatch (access: Access, negocioId: string): boolean {
   return access.all || access.negocios.has(negocioId)
 }
 
-/** One open WebSocket and the channels it follows. Kept small: the hub holds thousands. */
+/**
+ * What the hub writes to: a ws WebSocket, or an SSE stream (services/sse.ts) that turns the same
+ * serialized messages into events. `readyState` uses WebSocket's numbers (1 = open).
+ */
+export interface Peer {
+  readonly readyState: number
+  /** Bytes written but not yet handed to the kernel. */
+  readonly bufferedAmount: number
+  send: (payload: string) => void
+  close: (code: number, reason: string) => void
+  terminate: () => void
+  ping: () => void
+  once: (event: 'close', listener: () => void) => unknown
+}
+
+/** How a connection reaches its peer: a WebSocket, or a Server-Sent Events stream (server to browser only). */
+export type Transport = 'websocket' | 'sse'
+
+/** One open WebSocket or SSE stream and the channels it follows. Kept small: the hub holds thousands. */
 export interface Connection {
-  readonly socket: WebSocket
+  readonly socket: Peer
+  readonly transport: Transport
   readonly channels: Set<string>
   access: Access
   /** Cleared by each heartbeat sweep, set again by the peer's pong. */
@@ -74,10 +93,13 @@ export function createHub (opts: HubOptions = {}) {
   const slow = new Set<Connection>()
   let flushTimer: ReturnType<typeof setInterval> | undefined
   let stalled = 0
+  /** Connections whose transport is SSE (the rest are WebSockets). */
+  let sse = 0
 
-  function add (socket: WebSocket, access: Access): Connection {
-    const conn: Connection = { socket, channels: new Set(), access, alive: true, pending: null, slowSince: 0, expiryNoticeFor: 0 }
+  function add (socket: Peer, access: Access, transport: Transport = 'websocket'): Connection {
+    const conn: Connection = { socket, transport, channels: new Set(), access, alive: true, pending: null, slowSince: 0, expiryNoticeFor: 0 }
     connections.add(conn)
+    if (transport === 'sse') sse++
     return conn
   }
 
@@ -85,7 +107,7 @@ export function createHub (opts: HubOptions = {}) {
   function remove (conn: Connection): void {
     for (const name of conn.channels) leave(conn, name)
     conn.channels.clear()
-    connections.delete(conn)
+    if (connections.delete(conn) && conn.transport === 'sse') sse--
     conn.pending = null
     slow.delete(conn)
   }
@@ -145,15 +167,16 @@ export function createHub (opts: HubOptions = {}) {
   function publish (name: string, payload: string): number {
     const channel = channels.get(name)
     if (channel === undefined) return 0
-    // Framed once, the same bytes written to every subscriber.
-    const frame = prepareFrame(payload)
+    // Framed once, the same bytes written to every WebSocket subscriber (SSE streams share theirs too, services/sse.ts).
+    let frame: PreparedFrame | undefined
     let sent = 0
     for (const conn of channel.subscribers) {
       const socket = conn.socket
       if (socket.readyState !== OPEN) continue
+      if (conn.pending !== null || socket.bufferedAmount > maxBuffered) hold(conn, name, payload)
       // Fast path: the frame built once for this broadcast, the same bytes to every socket.
-      if (conn.pending === null && socket.bufferedAmount <= maxBuffered) sendFrame(socket, frame)
-      else hold(conn, name, payload)
+      else if (conn.transport === 'websocket') sendFrame(socket as WebSocket, frame ??= prepareFrame(payload))
+      else socket.send(payload)
       sent++
     }
     counters.sent += sent
@@ -211,6 +234,8 @@ export function createHub (opts: HubOptions = {}) {
    */
   function sweep (): void {
     for (const conn of connections) {
+      // An SSE stream has no pong: a dead peer shows as a write error, or as a stall (see flush).
+      if (conn.transport === 'sse') continue
       if (!conn.alive) {
         conn.socket.terminate()
         continue
@@ -221,6 +246,14 @@ export function createHub (opts: HubOptions = {}) {
       } catch {
         conn.socket.terminate()
       }
+    }
+  }
+
+  /** Writes a heartbeat (an SSE comment) to every SSE stream, so proxies see traffic on an idle one. */
+  function heartbeatStreams (): void {
+    if (sse === 0) return
+    for (const conn of connections) {
+      if (conn.transport === 'sse' && conn.socket.readyState === OPEN) conn.socket.ping()
     }
   }
 
@@ -249,6 +282,7 @@ export function createHub (opts: HubOptions = {}) {
     dropChannel,
     publish,
     sweep,
+    heartbeatStreams,
     flush,
     closeAll,
     /** Calls `listener` whenever a channel loses its last subscriber. */
@@ -264,6 +298,8 @@ export function createHub (opts: HubOptions = {}) {
     channelNames: () => channels.keys(),
     subscriberCount: (name: string) => channels.get(name)?.subscribers.size ?? 0,
     get connectionCount () { return connections.size },
+    /** Connections whose transport is SSE; the rest of connectionCount are WebSockets. */
+    get sseCount () { return sse },
     get subscriptionCount () { return subscriptions },
     counters,
     get channelCount () { return channels.size },

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import WebSocket from 'ws'
+import http from 'node:http'
 import { spawn, type ChildProcess } from 'node:child_process'
 import app, { type AppOptions } from '../app.js'
 import { migrate } from '../services/migrate.js'
@@ -341,6 +342,132 @@ export class Client {
     if (subscribed.type !== 'subscribed') throw new Error(`expected subscribed, got ${JSON.stringify(subscribed)}`)
     return await this.next()
   }
+}
+
+/** One Server-Sent Event as EventSource would dispatch it (`data` parsed as JSON). */
+export interface SseEvent { event: string, id: string | undefined, data: any, raw: string }
+
+/**
+ * A real HTTP client of GET /sse that parses the stream the way EventSource does (WHATWG rules:
+ * fields, comments, CRLF or LF) and queues the events, so a test can await them in order.
+ */
+export class SseClient {
+  readonly status: number
+  readonly headers: http.IncomingHttpHeaders
+  /** The JSON body of a refusal (non-200). */
+  readonly body: any
+  readonly events: SseEvent[] = []
+  /** Comment lines seen (heartbeats), and the last `retry:` value. */
+  comments = 0
+  retry: number | undefined
+  /** The id EventSource would send as Last-Event-ID. */
+  lastEventId = ''
+  /** Resolves when the server ends the stream (or the connection drops). */
+  readonly ended: Promise<void>
+  readonly response: http.IncomingMessage
+  private readonly queue: SseEvent[] = []
+  private waiters: Array<(e: SseEvent) => void> = []
+
+  private constructor (res: http.IncomingMessage, body: any) {
+    this.response = res
+    this.status = res.statusCode ?? 0
+    this.headers = res.headers
+    this.body = body
+    this.ended = new Promise((resolve) => { res.once('close', resolve) })
+    if (this.status !== 200) return
+    let buffer = ''
+    let event = ''
+    let data: string[] = []
+    let id: string | undefined
+    res.setEncoding('utf8')
+    res.on('data', (chunk: string) => {
+      buffer += chunk
+      for (;;) {
+        const m = /\r\n|\r|\n/.exec(buffer)
+        if (m === null) break
+        const line = buffer.slice(0, m.index)
+        buffer = buffer.slice(m.index + m[0].length)
+        if (line === '') {
+          if (id !== undefined) this.lastEventId = id
+          if (data.length > 0) {
+            const raw = data.join('\n')
+            const e: SseEvent = { event: event === '' ? 'message' : event, id: id ?? (this.lastEventId === '' ? undefined : this.lastEventId), data: JSON.parse(raw), raw }
+            this.events.push(e)
+            const w = this.waiters.shift()
+            if (w !== undefined) w(e)
+            else this.queue.push(e)
+          }
+          event = ''
+          data = []
+          id = undefined
+          continue
+        }
+        if (line.startsWith(':')) {
+          this.comments++
+          continue
+        }
+        const colon = line.indexOf(':')
+        const field = colon === -1 ? line : line.slice(0, colon)
+        let value = colon === -1 ? '' : line.slice(colon + 1)
+        if (value.startsWith(' ')) value = value.slice(1)
+        if (field === 'event') event = value
+        else if (field === 'data') data.push(value)
+        else if (field === 'id') id = value
+        else if (field === 'retry' && /^\d+$/.test(value)) this.retry = Number(value)
+      }
+    })
+    res.on('error', () => {})
+  }
+
+  /** Opens `url` (http://.../sse?channels=...) and resolves once the response head (and a refusal's body) is in. */
+  static async open (url: string, t: TestLike, headers: Record<string, string> = {}): Promise<SseClient> {
+    return await new Promise((resolve, reject) => {
+      const req = http.get(url, { headers, agent: false }, (res) => {
+        if (res.statusCode === 200) {
+          const c = new SseClient(res, undefined)
+          t.teardown(() => { req.destroy() })
+          resolve(c)
+          return
+        }
+        let text = ''
+        res.setEncoding('utf8')
+        res.on('data', (d: string) => { text += d })
+        res.on('end', () => {
+          let body: unknown = text
+          try { body = JSON.parse(text) } catch {}
+          resolve(new SseClient(res, body))
+        })
+      })
+      req.on('error', reject)
+    })
+  }
+
+  /** The next event, or a rejection after `ms`. */
+  next (ms = WAIT_MS): Promise<SseEvent> {
+    const e = this.queue.shift()
+    if (e !== undefined) return Promise.resolve(e)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter(w => w !== waiter)
+        reject(new Error(`no event within ${ms} ms`))
+      }, ms)
+      const waiter = (ev: SseEvent): void => { clearTimeout(timer); resolve(ev) }
+      this.waiters.push(waiter)
+    })
+  }
+
+  /** Resolves true if no event arrives within `ms`. */
+  async silentFor (ms: number): Promise<boolean> {
+    if (this.queue.length > 0) return false
+    try {
+      await this.next(ms)
+      return false
+    } catch {
+      return true
+    }
+  }
+
+  close (): void { this.response.destroy() }
 }
 
 /** An HTTP upgrade attempt that reports the status and body when the server refuses it. */

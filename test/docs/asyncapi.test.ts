@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DiagnosticSeverity, Parser } from '@asyncapi/parser'
 import {
-  CHANNEL_PREFIX, CLIENT_MESSAGE_TYPES, CLOSE, CLOSE_ACTIONS, ERROR_CODES, NEGOCIO_ID_PATTERN, SERVER_MESSAGE_TYPES,
+  CHANNEL_PREFIX, CLIENT_MESSAGE_TYPES, CLOSE, CLOSE_ACTIONS, ERROR_CODES, NEGOCIO_ID_PATTERN, SERVER_MESSAGE_TYPES, SSE_EVENT_TYPES,
   type CloseAction, type ErrorData, type Stats
 } from '../../protocol.js'
 
@@ -72,8 +72,20 @@ t.test('the message types are the module\'s, each in its direction, and no other
   if (document === undefined) return
   t.same(documentedTypes(document, 'receive'), sorted(CLIENT_MESSAGE_TYPES), 'client → server')
   t.same(documentedTypes(document, 'send'), sorted(SERVER_MESSAGE_TYPES), 'server → client')
-  t.same(sorted(document.components().messages().all().map(m => m.id())), sorted([...CLIENT_MESSAGE_TYPES, ...SERVER_MESSAGE_TYPES]),
+  t.same(sorted(document.components().messages().all().map(m => m.id())),
+    sorted([...CLIENT_MESSAGE_TYPES, ...SERVER_MESSAGE_TYPES, ...SSE_EVENT_TYPES.map(e => `sse_${e}`)]),
     'no message component beyond them')
+})
+
+t.test('the SSE events are the module\'s, each named as on the wire', async (t) => {
+  const document = await documentOrFail(t)
+  if (document === undefined) return
+  const channel = document.channels().all().find(c => c.address() === '/sse')
+  t.ok(channel, 'a channel at /sse')
+  t.same(sorted(channel?.messages().all().map(m => m.name() ?? '') ?? []), sorted(SSE_EVENT_TYPES), 'one message per event, named as the event')
+  const stats = document.components().messages().get('sse_stats')
+  t.same(sorted(stats?.payload()?.required() ?? []), sorted(['negocio_id', 'citas_hoy', 'total_citas', 'citas_completadas', 'citas_canceladas', 'timestamp']),
+    'the stats event carries the Stats object itself')
 })
 
 t.test('the error codes are the module\'s, in the enum and in the table, and no other', async (t) => {

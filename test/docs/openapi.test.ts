@@ -7,7 +7,7 @@ t.test('GET /documentation/json describes the HTTP routes from their schemas', a
   t.equal(res.statusCode, 200)
   const doc = res.json()
   t.match(doc, { openapi: /^3\./, info: { title: 'citas-live' } })
-  t.same(Object.keys(doc.paths).sort(), ['/health', '/notify/cita', '/ready', '/ws'], 'every route, nothing internal')
+  t.same(Object.keys(doc.paths).sort(), ['/health', '/notify/cita', '/ready', '/sse', '/ws'], 'every route, nothing internal')
   t.match(doc.components.securitySchemes.bearerAuth, { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' })
 
   const notify = doc.paths['/notify/cita'].post
@@ -30,6 +30,15 @@ t.test('GET /documentation/json describes the HTTP routes from their schemas', a
   t.notOk(ws.responses['101'].content, 'no body')
   t.ok(ws.responses['401'], 'the refused handshake')
   t.same(ws.security, [{ bearerAuth: [] }, { tokenQuery: [] }])
+
+  const sse = doc.paths['/sse'].get
+  t.match(sse.summary, /Server-Sent Events/)
+  t.same(sse.security, [{ bearerAuth: [] }, { tokenQuery: [] }])
+  // ?token= is the tokenQuery security scheme, not a parameter of its own.
+  t.same(sse.parameters.filter((p: any) => p.in === 'query').map((p: any) => [p.name, p.required]), [['channels', true]])
+  t.ok(sse.parameters.some((p: any) => p.in === 'header' && p.name === 'last-event-id'), 'Last-Event-ID documented')
+  t.same(Object.keys(sse.responses).sort(), ['200', '400', '401', '403', '429'])
+  t.match(sse.responses['200'], { description: /text\/event-stream/ })
 })
 
 t.test('the documentation changes nothing at runtime and lives under the prefix', async (t) => {
@@ -37,7 +46,7 @@ t.test('the documentation changes nothing at runtime and lives under the prefix'
   t.equal((await app.inject('/live/documentation/json')).statusCode, 200)
   t.equal((await app.inject('/documentation/json')).statusCode, 404)
   t.same(Object.keys((await app.inject('/live/documentation/json')).json().paths).sort(),
-    ['/live/health', '/live/notify/cita', '/live/ready', '/live/ws'])
+    ['/live/health', '/live/notify/cita', '/live/ready', '/live/sse', '/live/ws'])
   // The /ws schema is documentation only: the handshake still answers 401 with its JSON body.
   const { ws } = await listen(app)
   t.match(await handshake(`${ws}/live/ws`), { status: 401, body: { code: 'unauthorized', message: 'missing token' } })

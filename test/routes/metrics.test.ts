@@ -47,7 +47,8 @@ t.test('GET /metrics needs the token, and its figures move', async (t) => {
   t.equal((await app.inject({ url: '/metrics', headers: { authorization: 'Bearer wrong-token-wrong-token' } })).statusCode, 401)
 
   const before = await scrape()
-  t.equal(sample(before, 'citas_live_connections'), 0)
+  t.equal(sample(before, 'citas_live_connections', 'transport="websocket"'), 0)
+  t.equal(sample(before, 'citas_live_connections', 'transport="sse"'), 0)
   t.ok(sample(before, 'citas_live_process_cpu_user_seconds_total') !== undefined, 'process metrics')
 
   const c = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
@@ -61,7 +62,7 @@ t.test('GET /metrics needs the token, and its figures move', async (t) => {
   t.equal((await notify({ negocio_id: 'n1', action: 'nope' })).statusCode, 400)
 
   const after = await scrape()
-  t.equal(sample(after, 'citas_live_connections'), 1)
+  t.equal(sample(after, 'citas_live_connections', 'transport="websocket"'), 1)
   t.equal(sample(after, 'citas_live_subscriptions'), 1)
   t.equal(sample(after, 'citas_live_channels'), 1)
   t.equal(sample(after, 'citas_live_notifies_total', 'action="created",status="200"'), 1)
@@ -81,6 +82,6 @@ t.test('without a token or port nothing is exposed; with a port, it is served th
   t.equal((await app.inject('/metrics')).statusCode, 404, 'not on the public port')
   const res = await fetch(`http://127.0.0.1:${port}/metrics`)
   t.equal(res.status, 200)
-  t.match(await res.text(), /citas_live_connections 0/)
+  t.match(await res.text(), /citas_live_connections{transport="websocket"} 0/)
   t.equal((await fetch(`http://127.0.0.1:${port}/other`)).status, 404)
 })

@@ -196,6 +196,6 @@ t.test('with the adapters on their public paths (a dependency of another shape),
   t.equal(logged(/ws-send: .*public API/).length, 1, 'ws-send: one line')
   t.equal(logged(/upgrade-release: .*public API/).length, 1, 'upgrade-release: one line')
   // An error on a socket still ends it, through @fastify/websocket's errorHandler.
-  conn.socket.emit('error', new Error('boom'))
+  ;(conn.socket as unknown as import('ws').WebSocket).emit('error', new Error('boom'))
   await waitFor(() => app.citasLive.hub.connectionCount === 1)
 })

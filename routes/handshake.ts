@@ -1,0 +1,104 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
+import { tokenFromRequest } from '../plugins/auth.js'
+import { isAppError } from '../services/errors.js'
+import type { Access } from '../services/hub.js'
+import { userKeyOf } from '../services/limits.js'
+import { citasOf } from '../plugins/namespace.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the /ws and /sse preValidation hook once the token is verified. */
+    citasAccess: Access | null
+    /** The per-user connection limit's key of that token (null when the limit is off), computed once per handshake. */
+    citasUserKey: string | null
+  }
+}
+
+export interface HandshakeOptions {
+  /** What the log lines call a refused request: "websocket handshake", "event stream". */
+  what: string
+  /** Whether `Sec-WebSocket-Protocol: bearer, <token>` carries a token. */
+  protocolToken: boolean
+  /** Called once a request passed every check, before the route's handler. */
+  onAccepted?: (request: FastifyRequest, reply: FastifyReply) => void
+}
+
+/**
+ * The checks /ws and /sse make before a connection exists, as callback-style hooks (every connect
+ * runs them, and a settled promise per hook is a microtask hop and an allocation it does not
+ * need): the Origin (403), the token (401), the per-user and per-IP connection limits (429; a
+ * WebSocket and an SSE stream count the same).
+ */
+export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions) {
+  const { auth: citasAuth, limits } = citasOf(fastify)
+  const { what, protocolToken, onAccepted } = opts
+  const tokenSources = { query: true, protocol: protocolToken }
+
+  /** Cross-site hijacking: refuse other sites' pages before anything else, with 403. */
+  function checkOrigin (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    if (limits.isOriginAllowed(request.headers.origin)) {
+      done()
+      return
+    }
+    request.log.info({ origin: request.headers.origin }, `${what} refused: origin not allowed`)
+    reply.code(403).send({ statusCode: 403, code: 'forbidden', error: 'Forbidden', message: 'origin not allowed' })
+  }
+
+  /**
+   * Lets a page of an allowed origin read a refusal (browsers hide why a WebSocket handshake
+   * failed, so the client SDK asks again with a plain GET; EventSource and fetch need it too).
+   * checkOrigin has already refused other origins.
+   */
+  function readableByOrigin (request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    const origin = request.headers.origin
+    if (origin !== undefined) reply.header('access-control-allow-origin', origin).header('vary', 'Origin')
+    return reply
+  }
+
+  function authenticate (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    try {
+      request.citasAccess = citasAuth.accessOf(citasAuth.verify(tokenFromRequest(request, tokenSources)))
+    } catch (err) {
+      if (!isAppError(err)) {
+        done(err as Error)
+        return
+      }
+      request.log.info({ reason: err.message }, `${what} refused`)
+      readableByOrigin(request, reply).code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: err.message })
+      return
+    }
+    // request.ip only when the per-IP limit is on: reading it asks the kernel for the peer address.
+    request.citasUserKey = limits.perUser.enabled ? userKeyOf(request.citasAccess) : null
+    const which = request.citasUserKey !== null && limits.perUser.full(request.citasUserKey)
+      ? 'user'
+      : limits.perIp.enabled && limits.perIp.full(request.ip) ? 'IP address' : null
+    if (which !== null) {
+      request.log.info({ limit: which }, `${what} refused: too many connections`)
+      readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: `too many connections for this ${which}` })
+      return
+    }
+    onAccepted?.(request, reply)
+    done()
+  }
+
+  /** The CORS preflight of a cross-origin request that sends `authorization` (the SDK does). */
+  function preflight (headers: string) {
+    return async (request: FastifyRequest, reply: FastifyReply) => {
+      readableByOrigin(request, reply)
+        .header('access-control-allow-methods', 'GET')
+        .header('access-control-allow-headers', headers)
+        .header('access-control-max-age', '600')
+      return await reply.code(204).send()
+    }
+  }
+
+  return { checkOrigin, readableByOrigin, authenticate, preflight }
+}
+
+/** Marks the request fields the handshake hooks set; once per scope that registers such routes. */
+export function decorateHandshake (fastify: FastifyInstance): void {
+  if (!fastify.hasRequestDecorator('citasAccess')) {
+    fastify.decorateRequest('citasAccess', null)
+    fastify.decorateRequest('citasUserKey', null)
+  }
+}

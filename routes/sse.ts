@@ -1,0 +1,139 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { isAppError } from '../services/errors.js'
+import { canWatch, type Access, type Connection } from '../services/hub.js'
+import { goneMessage, negocioOf, errorMessage } from '../services/protocol.js'
+import { SseStream, resumeVersions } from '../services/sse.js'
+import { citasOf } from '../plugins/namespace.js'
+import { decorateHandshake, handshakeHooks } from './handshake.js'
+import { sseDocs } from './schemas.js'
+
+export interface SseRoutesOptions {
+  /** How often every stream gets a heartbeat comment, in ms. */
+  heartbeatMs: number
+  /** Reconnection delay EventSource is told (`retry:`), in ms; a restart spreads reconnects over up to 5× this. */
+  retryMs: number
+}
+
+/** The `error` event of a channel whose stats could not be loaded (it stays on the stream). */
+function channelError (code: string, message: string, channel: string): string {
+  return JSON.stringify({ type: 'error', data: { code, message, channel } })
+}
+
+/**
+ * GET /sse?channels=estadisticas:a,estadisticas:b: the live stats as Server-Sent Events, for
+ * browsers behind proxies that break WebSocket upgrades. The same checks as /ws, then one stream
+ * that the hub writes to like a socket (services/sse.ts).
+ */
+export default async function sseRoutes (fastify: FastifyInstance, opts: SseRoutesOptions) {
+  const { hub, live, limits } = citasOf(fastify)
+  const { log } = fastify
+  decorateHandshake(fastify)
+  const { checkOrigin, readableByOrigin, authenticate, preflight } = handshakeHooks(fastify, { what: 'event stream', protocolToken: false })
+
+  /** The channels asked for, once each, in order; a reply sent instead when they cannot be streamed. */
+  function channelsOf (request: FastifyRequest, reply: FastifyReply, access: Access): string[] | null {
+    const refuse = (status: 400 | 403, code: string, message: string): null => {
+      request.log.info({ code }, `event stream refused: ${message}`)
+      readableByOrigin(request, reply).code(status).send({ statusCode: status, code, error: status === 400 ? 'Bad Request' : 'Forbidden', message })
+      return null
+    }
+    const raw = (request.query as { channels?: string }).channels ?? ''
+    const channels = [...new Set(raw.split(',').map(c => c.trim()).filter(c => c !== ''))]
+    if (channels.length === 0) return refuse(400, 'bad_request', 'name the channels: ?channels=estadisticas:<negocio_id>[,estadisticas:<negocio_id>...]')
+    if (channels.length > limits.maxSubscriptions) return refuse(400, 'limit', `at most ${limits.maxSubscriptions} channels per stream`)
+    for (const channel of channels) {
+      const negocioId = negocioOf(channel)
+      if (negocioId === null) {
+        return refuse(400, 'invalid_channel', `${JSON.stringify(channel.slice(0, 80))}: a channel is "estadisticas:<negocio_id>" with a negocio_id of 1-64 characters [A-Za-z0-9_-]`)
+      }
+      if (!canWatch(access, negocioId)) return refuse(403, 'forbidden', `your token does not allow ${channel}`)
+    }
+    return channels
+  }
+
+  /** Its current stats to a stream that just subscribed (those of a run that pushed them come from the hub). */
+  function first (conn: Connection, channel: string): void {
+    const negocioId = negocioOf(channel) as string
+    const cached = live.cached(negocioId)
+    if (cached !== undefined) {
+      conn.socket.send(cached)
+      hub.counters.sent++
+      return
+    }
+    live.load(negocioId).then((result) => {
+      if (!result.published && result.message !== undefined && conn.channels.has(channel)) {
+        conn.socket.send(result.message)
+        hub.counters.sent++
+      }
+    }, (err: unknown) => {
+      if (!conn.channels.has(channel)) return
+      if (isAppError(err) && err.code === 'not_found') {
+        hub.unsubscribe(conn, channel)
+        conn.socket.send(goneMessage(channel))
+        return
+      }
+      log.error({ err, negocio_id: negocioId }, 'stats for an event stream failed')
+      conn.socket.send(isAppError(err) ? channelError(err.code, err.message, channel) : errorMessage('internal', 'internal error'))
+    })
+  }
+
+  const heartbeat = setInterval(hub.heartbeatStreams, opts.heartbeatMs)
+  heartbeat.unref()
+  fastify.addHook('onClose', async () => { clearInterval(heartbeat) })
+
+  fastify.options('/sse', { onRequest: checkOrigin, schema: { hide: true } }, preflight('authorization, last-event-id'))
+
+  fastify.get('/sse', { onRequest: checkOrigin, preValidation: authenticate, schema: sseDocs }, (request, reply) => {
+    const access = request.citasAccess as Access
+    const channels = channelsOf(request, reply, access)
+    if (channels === null) return
+    const key = request.citasUserKey
+    const ip = limits.perIp.enabled ? request.ip : ''
+    // authenticate checked the counts; count for real now, where nothing can race it.
+    if (key !== null && !limits.perUser.acquire(key)) {
+      readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: 'too many connections for this user' })
+      return
+    }
+    if (!limits.perIp.acquire(ip)) {
+      if (key !== null) limits.perUser.release(key)
+      readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: 'too many connections for this IP address' })
+      return
+    }
+
+    const lastEventId = request.headers['last-event-id']
+    const stream = new SseStream(reply.raw, {
+      channels,
+      resume: resumeVersions(typeof lastEventId === 'string' ? lastEventId : undefined, limits.maxSubscriptions),
+      retryMs: opts.retryMs
+    })
+    reply.hijack()
+    const conn = hub.add(stream, access, 'sse')
+    const release = (): void => {
+      hub.remove(conn)
+      if (key !== null) limits.perUser.release(key)
+      limits.perIp.release(ip)
+    }
+    // A client gone before this point has no 'close' to come.
+    if (request.raw.socket.destroyed) {
+      release()
+      return
+    }
+    reply.raw.once('close', release)
+    const headers: Record<string, string> = {
+      'content-type': 'text/event-stream; charset=utf-8',
+      // Proxies must neither cache nor transform (compress, buffer) the stream.
+      'cache-control': 'no-cache, no-transform',
+      'x-accel-buffering': 'no'
+    }
+    const origin = request.headers.origin
+    if (origin !== undefined) {
+      headers['access-control-allow-origin'] = origin
+      headers.vary = 'Origin'
+    }
+    stream.open(headers)
+    for (const channel of channels) {
+      hub.subscribe(conn, channel)
+      first(conn, channel)
+    }
+  })
+}

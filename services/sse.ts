@@ -1,0 +1,175 @@
+import { createHash, randomInt } from 'node:crypto'
+import type { ServerResponse } from 'node:http'
+import { CHANNEL_PREFIX, CLOSE, type ServerFrame, type Stats } from '../protocol.js'
+import type { Peer } from './hub.js'
+
+/**
+ * Server-Sent Events: a stream the hub writes to like a WebSocket (a Peer). The hub and the rest
+ * of the server hand it the same serialized WebSocket messages; it writes them as events:
+ *
+ * - `stats`: `id: <version>` and `data:` exactly the message's `data` object;
+ * - `error`, `token_expiring`: `data:` the message's `data`;
+ * - close(code, reason): an `event: close` with `{code, reason}`, then the end of the response.
+ *
+ * The id of a `stats` event is opaque to clients: one version per channel of the stream, each a
+ * hash of the channel and its four figures, so an instance can tell which channels a reconnecting
+ * client has unchanged, whichever instance sent them (see `resumeVersions`).
+ */
+
+const CONNECTING = 0
+const OPEN = 1
+const CLOSING = 2
+const CLOSED = 3
+
+/** Bytes of a stats version: 11 base64url characters, 66 bits of a SHA-256 of the channel and its figures. */
+const VERSION_LENGTH = 11
+const VERSION_RE = /^[A-Za-z0-9_-]{11}$/
+
+/** The version of one channel's figures: equal figures give equal versions on every instance. */
+export function statsVersion (stats: Stats): string {
+  return createHash('sha256')
+    .update(`${stats.negocio_id}\n${stats.citas_hoy}\n${stats.total_citas}\n${stats.citas_completadas}\n${stats.citas_canceladas}`)
+    .digest('base64url')
+    .slice(0, VERSION_LENGTH)
+}
+
+/**
+ * The versions a `Last-Event-ID` names (the channel versions of the last stats event a client
+ * saw), at most `max` of them; an id this server could not have sent names none.
+ */
+export function resumeVersions (lastEventId: string | undefined, max: number): Set<string> | null {
+  if (lastEventId === undefined || lastEventId === '') return null
+  const parts = lastEventId.split('.', max + 1)
+  if (parts.length > max || !parts.every(p => VERSION_RE.test(p))) return null
+  return new Set(parts)
+}
+
+/** One WebSocket message as an event: what every stream writing that message shares. */
+interface Converted {
+  type: ServerFrame['type']
+  /** `stats`: the channel and its version. */
+  channel: string | undefined
+  version: string | undefined
+  /** The `data:` line and the blank line that ends the event. */
+  tail: string
+  /** The whole event as a single-channel stream writes it (`stats`: its id is the channel's version). */
+  whole: Buffer
+}
+
+/**
+ * The last message converted: a broadcast hands the same string to every stream of a channel, one
+ * after the other, so one entry makes the conversion once per broadcast.
+ */
+let lastPayload: string | undefined
+let lastConverted: Converted | undefined
+
+function convert (payload: string): Converted {
+  if (payload === lastPayload) return lastConverted as Converted
+  const frame = JSON.parse(payload) as ServerFrame
+  const data = 'data' in frame ? JSON.stringify(frame.data) : '{}'
+  const tail = `data: ${data}\n\n`
+  let converted: Converted
+  if (frame.type === 'stats') {
+    const version = statsVersion(frame.data)
+    converted = { type: 'stats', channel: CHANNEL_PREFIX + frame.data.negocio_id, version, tail, whole: Buffer.from(`event: stats\nid: ${version}\n${tail}`) }
+  } else {
+    converted = { type: frame.type, channel: undefined, version: undefined, tail, whole: Buffer.from(`event: ${frame.type}\n${tail}`) }
+  }
+  lastPayload = payload
+  lastConverted = converted
+  return converted
+}
+
+export interface SseStreamOptions {
+  /** The stream's channels, in the order the client named them. */
+  channels: readonly string[]
+  /** Versions from the client's Last-Event-ID: a channel's first stats event is skipped when its version is among them. */
+  resume: Set<string> | null
+  /** Reconnection delay EventSource is told at the start (`retry:`), in ms. */
+  retryMs: number
+}
+
+/** The heartbeat: a comment line, which EventSource ignores and proxies see as traffic. */
+const HEARTBEAT = Buffer.from(':\n\n')
+
+export class SseStream implements Peer {
+  readyState = CONNECTING
+  private readonly res: ServerResponse
+  private readonly channels: readonly string[]
+  /** The version of each channel the client has (sent, or skipped on resume); undefined before its first stats. */
+  private readonly versions: Array<string | undefined>
+  private resume: Set<string> | null
+  /** Channels that had their first stats. */
+  private seen = 0
+  private readonly retryMs: number
+
+  constructor (res: ServerResponse, opts: SseStreamOptions) {
+    this.res = res
+    this.channels = opts.channels
+    this.versions = new Array<string | undefined>(opts.channels.length)
+    this.resume = opts.resume
+    this.retryMs = opts.retryMs
+    res.once('close', () => { this.readyState = CLOSED })
+  }
+
+  /** Sends the response head and the retry delay; from here on the stream takes events. */
+  open (headers: Record<string, string>): void {
+    this.res.writeHead(200, headers)
+    this.res.write(`retry: ${this.retryMs}\n\n`)
+    if (this.readyState === CONNECTING) this.readyState = OPEN
+  }
+
+  get bufferedAmount (): number { return this.res.writableLength }
+
+  send (payload: string): void {
+    if (this.readyState !== OPEN) return
+    const event = convert(payload)
+    if (event.type !== 'stats') {
+      this.res.write(event.whole)
+      return
+    }
+    const at = this.channels.indexOf(event.channel as string)
+    if (at === -1) return
+    const version = event.version as string
+    // Resumed: the first stats of a channel the client already has with these figures is not sent.
+    if (this.versions[at] === undefined) {
+      this.versions[at] = version
+      const unchanged = this.resume?.has(version) === true
+      if (++this.seen === this.channels.length) this.resume = null
+      if (unchanged) return
+    }
+    this.versions[at] = version
+    if (this.channels.length === 1) {
+      this.res.write(event.whole)
+      return
+    }
+    // The id names every channel's version, so a reconnect can skip each unchanged one.
+    let id = ''
+    for (const v of this.versions) if (v !== undefined) id = id === '' ? v : `${id}.${v}`
+    this.res.write(`event: stats\nid: ${id}\n${event.tail}`)
+  }
+
+  /** A last `close` event saying why, then the end of the response. */
+  close (code: number, reason: string): void {
+    if (this.readyState !== OPEN) return
+    this.readyState = CLOSING
+    // A restart sends every stream away at once: spread their reconnects over a few seconds.
+    const retry = code === CLOSE.restart.code ? `retry: ${this.retryMs + randomInt(0, 4 * this.retryMs + 1)}\n` : ''
+    this.res.end(`${retry}event: close\ndata: ${JSON.stringify({ code, reason })}\n\n`)
+  }
+
+  terminate (): void {
+    this.readyState = CLOSED
+    this.res.destroy()
+  }
+
+  /** The heartbeat. */
+  ping (): void {
+    if (this.readyState === OPEN) this.res.write(HEARTBEAT)
+  }
+
+  once (event: 'close', listener: () => void): this {
+    this.res.once(event, listener)
+    return this
+  }
+}
