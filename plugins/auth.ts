@@ -133,11 +133,12 @@ export function tokenFromRequest (request: FastifyRequest, { query = true, proto
 }
 
 /**
- * Verified tokens remembered, so a dashboard that reconnects with the token it already had (a
- * network blip, a deploy's reconnect storm) skips the HMAC and the decoding. Enough for the
- * connections of one instance; an entry is a few hundred bytes.
+ * Verified tokens remembered, for the ones checked over and over: the REST API's service token on
+ * every /notify/cita, and a dashboard that reconnects to the same instance with the token it
+ * already had (a network blip). Small on purpose: an entry costs a few hundred bytes, and a
+ * deploy's reconnect storm lands on new processes, whose caches are empty anyway.
  */
-export const VERIFY_CACHE_SIZE = 10_000
+export const VERIFY_CACHE_SIZE = 1000
 /** Longer tokens are not remembered, so junk tokens cannot make the cache large. */
 const CACHE_TOKEN_MAX = 1024
 /** How long a verified token is remembered at most (its `exp` may end it sooner). */
