@@ -89,7 +89,10 @@ function medians (rounds: Metric[][]): Metric[] {
 
 /**
  * Every server up at once; a warm-up round each (not counted), then `rounds` rounds in
- * alternating order, so a drift in the machine's load falls on both sides alike.
+ * alternating order, so a drift in the machine's load falls on both sides alike. The orders are
+ * B A (warm-up), A B, B A, ...: the server that opens a round was also the last one measured, so
+ * with an even number of rounds each server opens as many rounds as the other (a server measured
+ * twice in a row starts from a heap already grown, which lowers its RSS per connection).
  */
 async function runRounds (scenario: ServerScenario, ctx: Context, kinds: ServerKind[], rounds: number, start: (kind: ServerKind) => Promise<Server>, results: Map<string, Metric[]>): Promise<void> {
   const servers = new Map<ServerKind, Server>()

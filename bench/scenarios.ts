@@ -167,7 +167,7 @@ async function fanoutRun (server: Server, ctx: Context, transport: 'websocket' |
 export const fanout: ServerScenario = {
   name: 'fan-out',
   describe: (ctx) => `${scaled(ctx, 5000)} subscribers on one channel; up to 200 notifies back to back (each after the previous reply), each preceded by an INSERT; ${roundsOf(fanout, ctx)}`,
-  rounds: 3,
+  rounds: 4,
   run: async (server, ctx) => await fanoutRun(server, ctx, 'websocket')
 }
 
@@ -178,7 +178,7 @@ export const sseFanout: ServerScenario = {
   name: 'SSE fan-out',
   describe: (ctx) => `citas-live only: fan-out as above, ${scaled(ctx, 5000)} subscribers of one channel over Server-Sent Events (GET /sse, \`Authorization: Bearer\`) and, on the same server in the same round, over WebSocket, in alternating order; ratios SSE / WebSocket; ${roundsOf(sseFanout, ctx)}`,
   servers: ['citas-live'],
-  rounds: 3,
+  rounds: 4,
   async run (server, ctx) {
     const order: Array<'websocket' | 'sse'> = sseRuns++ % 2 === 0 ? ['websocket', 'sse'] : ['sse', 'websocket']
     const results = new Map<string, Metric[]>()
@@ -210,7 +210,7 @@ export const sseFanout: ServerScenario = {
 export const idle: ServerScenario = {
   name: 'idle',
   describe: (ctx) => `${scaled(ctx, 19_900)} subscribed connections over 100 channels, held; RSS per connection after GC; ${roundsOf(idle, ctx)}`,
-  rounds: 3,
+  rounds: 4,
   async run (server, ctx) {
     const n = scaled(ctx, 19_900)
     const channels = await Promise.all(Array.from({ length: 100 }, async (_, i) => await channelOf(ctx.db, negocioId(i))))
@@ -243,7 +243,7 @@ export const idle: ServerScenario = {
 export const connectRate: ServerScenario = {
   name: 'connect rate',
   describe: (ctx) => `${scaled(ctx, 5000)} authenticated connects + subscribes over 100 channels, 200 in flight; ${roundsOf(connectRate, ctx)}`,
-  rounds: 5,
+  rounds: 6,
   async run (server, ctx) {
     const n = scaled(ctx, 5000)
     const channels = await Promise.all(Array.from({ length: 100 }, async (_, i) => await channelOf(ctx.db, negocioId(i))))
