@@ -77,14 +77,15 @@ function table (results: Map<string, Metric[]>, cols: string[]): void {
   })
 }
 
+function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid] as number : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
 /** Median of each metric over rounds (all rounds report the same metrics in the same order). */
 function medians (rounds: Metric[][]): Metric[] {
-  return (rounds[0] ?? []).map((m, i) => {
-    const values = rounds.map((r) => r[i]?.value ?? Number.NaN).sort((a, b) => a - b)
-    const mid = values.length >> 1
-    const value = values.length % 2 === 1 ? values[mid] as number : ((values[mid - 1] as number) + (values[mid] as number)) / 2
-    return { ...m, value }
-  })
+  return (rounds[0] ?? []).map((m, i) => ({ ...m, value: median(rounds.map((r) => r[i]?.value ?? Number.NaN)) }))
 }
 
 /**
@@ -115,6 +116,15 @@ async function runRounds (scenario: ServerScenario, ctx: Context, kinds: ServerK
       if (m.better === undefined) return
       const perRound = (k: ServerKind): string => (measured.get(k) ?? []).map((r) => fmt(r[i]?.value ?? Number.NaN)).join(', ')
       print(`- ${m.name}${m.unit === '' ? '' : ` (${m.unit})`}: ${kinds.map((k) => `${k} ${perRound(k)}`).join('; ')}`)
+      // The ratio within each round (the two servers measured minutes apart at most), and its median:
+      // a drift in the machine's load between rounds moves both sides of a round alike.
+      for (const [num, den] of RATIOS) {
+        const a = measured.get(num as ServerKind)
+        const b = measured.get(den as ServerKind)
+        if (a === undefined || b === undefined) continue
+        const ratios = a.map((r, k) => (r[i]?.value ?? Number.NaN) / (b[k]?.[i]?.value ?? Number.NaN))
+        print(`  - ratio ${num} / ${den} per round: ${ratios.map((r) => `${r.toFixed(2)}×`).join(', ')} (median ${median(ratios).toFixed(2)}×)`)
+      }
     })
     print()
   } catch (err) {
