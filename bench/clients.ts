@@ -13,9 +13,8 @@ export interface Channel {
   changedAt: number[]
 }
 
-/** One dashboard: a socket, the channel it follows and the last total_citas it saw. */
-export interface Client {
-  ws: WebSocket
+/** One dashboard, over either transport: the channel it follows and the last total_citas it saw. */
+export interface Subscriber {
   channel: Channel
   /** total_citas of the last stats message; -1 before the first. */
   last: number
@@ -23,6 +22,14 @@ export interface Client {
   startedAt: number
   readyAt: number
   failed: boolean
+  /** Cuts the connection. */
+  close: () => void
+  isClosed: () => boolean
+}
+
+/** A dashboard on a WebSocket. */
+export interface Client extends Subscriber {
+  ws: WebSocket
 }
 
 /** Counters every client feeds; reset between phases of a scenario. */
@@ -52,7 +59,7 @@ export class Tracker {
     this.lastAt = 0
   }
 
-  onStats (client: Client, total: number): void {
+  onStats (client: Subscriber, total: number): void {
     const t = now()
     if (client.last < 0) {
       client.last = total
@@ -89,7 +96,16 @@ export interface ConnectOptions {
 
 function open (port: number, token: string, channel: Channel, tracker: Tracker): Client {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${token}`, { perMessageDeflate: false })
-  const client: Client = { ws, channel, last: -1, startedAt: now(), readyAt: 0, failed: false }
+  const client: Client = {
+    ws,
+    channel,
+    last: -1,
+    startedAt: now(),
+    readyAt: 0,
+    failed: false,
+    close: () => ws.terminate(),
+    isClosed: () => ws.readyState === WebSocket.CLOSED
+  }
   ws.on('open', () => {
     ws.send(`{"type":"subscribe","data":{"channel":"estadisticas:${channel.negocio}"}}`)
   })
@@ -107,21 +123,77 @@ function open (port: number, token: string, channel: Channel, tracker: Tracker):
 }
 
 /**
+ * A dashboard on Server-Sent Events: GET /sse?channels=estadisticas:<id> with the token as
+ * `Authorization: Bearer`, counting `event: stats` events (their `data:` is the stats object).
+ */
+export function openSse (port: number, token: string, channel: Channel, tracker: Tracker): Subscriber {
+  let closed = false
+  const req = http.get({
+    host: '127.0.0.1',
+    port,
+    path: `/sse?channels=estadisticas:${channel.negocio}`,
+    agent: false,
+    headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }
+  })
+  const client: Subscriber = {
+    channel,
+    last: -1,
+    startedAt: now(),
+    readyAt: 0,
+    failed: false,
+    close: () => req.destroy(),
+    isClosed: () => closed
+  }
+  req.on('response', (res) => {
+    if (res.statusCode !== 200) {
+      client.failed = true
+      res.resume()
+      return
+    }
+    res.setEncoding('utf8')
+    let buffered = ''
+    res.on('data', (chunk: string) => {
+      buffered += chunk
+      let end: number
+      while ((end = buffered.indexOf('\n\n')) !== -1) {
+        const event = buffered.slice(0, end)
+        buffered = buffered.slice(end + 2)
+        if (!event.startsWith('event: stats\n')) continue
+        const data = event.slice(event.indexOf('\ndata: ') + 7)
+        tracker.onStats(client, (JSON.parse(data) as { total_citas: number }).total_citas)
+      }
+    })
+  })
+  req.on('error', () => { client.failed = true })
+  req.on('close', () => {
+    closed = true
+    if (client.last < 0) client.failed = true
+    else tracker.closedEarly++
+  })
+  return client
+}
+
+/**
  * Opens one socket per token, each subscribing to its channel, and resolves once every one has
  * its first stats (or failed, or the time is up). Returns the clients and the wall time in ms.
  */
 export async function connectAll (opts: ConnectOptions): Promise<{ clients: Client[], ms: number, failed: number }> {
+  return await connectWith(opts, open)
+}
+
+/** connectAll with another kind of client (openSse). */
+export async function connectWith<C extends Subscriber> (opts: ConnectOptions, openOne: (port: number, token: string, channel: Channel, tracker: Tracker) => C): Promise<{ clients: C[], ms: number, failed: number }> {
   const { tokens, channels, tracker } = opts
-  const clients: Client[] = []
+  const clients: C[] = []
   const start = now()
   const end = Date.now() + opts.timeoutMs
-  const settled = (c: Client): boolean => c.last >= 0 || c.failed
+  const settled = (c: Subscriber): boolean => c.last >= 0 || c.failed
   let i = 0
-  let pending: Client[] = []
+  let pending: C[] = []
   while (i < tokens.length && Date.now() < end) {
     pending = pending.filter((c) => !settled(c))
     while (pending.length < opts.concurrency && i < tokens.length) {
-      const c = open(opts.port, tokens[i] as string, channels[i % channels.length] as Channel, tracker)
+      const c = openOne(opts.port, tokens[i] as string, channels[i % channels.length] as Channel, tracker)
       clients.push(c)
       pending.push(c)
       i++
@@ -134,9 +206,9 @@ export async function connectAll (opts: ConnectOptions): Promise<{ clients: Clie
 }
 
 /** Closes every client and waits until their sockets are closed. */
-export async function closeAll (clients: Client[], timeoutMs = 30_000): Promise<void> {
-  for (const c of clients) c.ws.terminate()
-  await until(() => clients.every((c) => c.ws.readyState === WebSocket.CLOSED), timeoutMs)
+export async function closeAll (clients: Subscriber[], timeoutMs = 30_000): Promise<void> {
+  for (const c of clients) c.close()
+  await until(() => clients.every((c) => c.isClosed()), timeoutMs)
 }
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })

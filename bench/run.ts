@@ -11,12 +11,13 @@ import os from 'node:os'
 import { createBenchDatabase, dropBenchDatabase, statsQueryReport } from './db.js'
 import { CPU, Server, type ServerKind } from './lib.js'
 import { captureScenarios } from './capture.js'
-import { scenarios, type Context, type Metric, type Scenario, type ServerScenario } from './scenarios.js'
+import { roundCount, scenarios, type Context, type Metric, type Scenario, type ServerScenario } from './scenarios.js'
 
 const env = process.env
 const scale = Number(env.BENCH_SCALE ?? '1')
 const seconds = Number(env.BENCH_SECONDS ?? '20')
 const rate = Number(env.BENCH_RATE ?? '500')
+const rounds = env.BENCH_ROUNDS === undefined || env.BENCH_ROUNDS === '' ? undefined : Number(env.BENCH_ROUNDS)
 const citas = Number(env.BENCH_CITAS ?? String(Math.round(1_000_000 * Math.min(1, scale))))
 const adminUrl = env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 const dbName = env.BENCH_DATABASE ?? 'citas_bench'
@@ -26,6 +27,7 @@ const out = env.BENCH_OUT ?? 'bench/last-run.md'
 const cpuProfDir = env.BENCH_CPU_PROF
 const heapSnapshotDir = env.BENCH_HEAP_SNAPSHOT
 if (!(scale > 0) || !(seconds > 0) || !(rate > 0) || !(citas >= 0)) throw new Error('BENCH_SCALE, BENCH_SECONDS and BENCH_RATE must be > 0, BENCH_CITAS >= 0')
+if (rounds !== undefined && !(Number.isInteger(rounds) && rounds >= 1)) throw new Error('BENCH_ROUNDS must be a whole number >= 1')
 
 const lines: string[] = []
 const print = (line = ''): void => {
@@ -75,19 +77,23 @@ function table (results: Map<string, Metric[]>, cols: string[]): void {
   })
 }
 
+function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid] as number : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
 /** Median of each metric over rounds (all rounds report the same metrics in the same order). */
 function medians (rounds: Metric[][]): Metric[] {
-  return (rounds[0] ?? []).map((m, i) => {
-    const values = rounds.map((r) => r[i]?.value ?? Number.NaN).sort((a, b) => a - b)
-    const mid = values.length >> 1
-    const value = values.length % 2 === 1 ? values[mid] as number : ((values[mid - 1] as number) + (values[mid] as number)) / 2
-    return { ...m, value }
-  })
+  return (rounds[0] ?? []).map((m, i) => ({ ...m, value: median(rounds.map((r) => r[i]?.value ?? Number.NaN)) }))
 }
 
 /**
  * Every server up at once; a warm-up round each (not counted), then `rounds` rounds in
- * alternating order, so a drift in the machine's load falls on both sides alike.
+ * alternating order, so a drift in the machine's load falls on both sides alike. The orders are
+ * B A (warm-up), A B, B A, ...: the server that opens a round was also the last one measured, so
+ * with an even number of rounds each server opens as many rounds as the other (a server measured
+ * twice in a row starts from a heap already grown, which lowers its RSS per connection).
  */
 async function runRounds (scenario: ServerScenario, ctx: Context, kinds: ServerKind[], rounds: number, start: (kind: ServerKind) => Promise<Server>, results: Map<string, Metric[]>): Promise<void> {
   const servers = new Map<ServerKind, Server>()
@@ -110,6 +116,15 @@ async function runRounds (scenario: ServerScenario, ctx: Context, kinds: ServerK
       if (m.better === undefined) return
       const perRound = (k: ServerKind): string => (measured.get(k) ?? []).map((r) => fmt(r[i]?.value ?? Number.NaN)).join(', ')
       print(`- ${m.name}${m.unit === '' ? '' : ` (${m.unit})`}: ${kinds.map((k) => `${k} ${perRound(k)}`).join('; ')}`)
+      // The ratio within each round (the two servers measured minutes apart at most), and its median:
+      // a drift in the machine's load between rounds moves both sides of a round alike.
+      for (const [num, den] of RATIOS) {
+        const a = measured.get(num as ServerKind)
+        const b = measured.get(den as ServerKind)
+        if (a === undefined || b === undefined) continue
+        const ratios = a.map((r, k) => (r[i]?.value ?? Number.NaN) / (b[k]?.[i]?.value ?? Number.NaN))
+        print(`  - ratio ${num} / ${den} per round: ${ratios.map((r) => `${r.toFixed(2)}×`).join(', ')} (median ${median(ratios).toFixed(2)}×)`)
+      }
     })
     print()
   } catch (err) {
@@ -131,7 +146,7 @@ const signer = createSigner({ key: secret, algorithm: 'HS256', expiresIn: 3_600_
 print(`# citas-live benchmark, ${new Date().toISOString()}`)
 print()
 print(`- machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}, load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`)
-print(`- settings: BENCH_SCALE=${scale} BENCH_SECONDS=${seconds} BENCH_RATE=${rate} BENCH_CITAS=${citas}; servers pinned to CPU ${CPU.taskset ? (env.BENCH_SERVER_CPU ?? '0') : '(no taskset)'}, load on CPU ${CPU.taskset ? '1 (bench/run.sh)' : '(any)'}`)
+print(`- settings: BENCH_SCALE=${scale} BENCH_SECONDS=${seconds} BENCH_RATE=${rate} BENCH_CITAS=${citas}${rounds === undefined ? '' : ` BENCH_ROUNDS=${rounds}`}; servers pinned to CPU ${CPU.taskset ? (env.BENCH_SERVER_CPU ?? '0') : '(no taskset)'}, load on CPU ${CPU.taskset ? '1 (bench/run.sh)' : '(any)'}`)
 print()
 
 const url = await createBenchDatabase(adminUrl, dbName, 1000, citas)
@@ -154,6 +169,7 @@ try {
     scale,
     seconds,
     rate,
+    ...(rounds !== undefined ? { rounds } : {}),
     db,
     userToken: (sub: string, negocios: string[]) => signer({ sub, negocios }),
     serviceToken: signer({ sub: 'bench', role: 'service' }),
@@ -208,7 +224,7 @@ try {
         }
       }
     } else {
-      await runRounds(scenario, ctx, runOn, scenario.rounds, startFor, results)
+      await runRounds(scenario, ctx, runOn, roundCount(scenario, ctx), startFor, results)
     }
     table(results, runOn)
     print()

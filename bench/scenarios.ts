@@ -1,6 +1,6 @@
 import autocannon from 'autocannon'
 import type pg from 'pg'
-import { closeAll, connectAll, notify, Tracker, type Channel, type Client } from './clients.js'
+import { closeAll, connectAll, connectWith, notify, openSse, Tracker, type Channel, type Subscriber } from './clients.js'
 import { negocioId } from './db.js'
 import { now, percentiles, sleep, until, type Server, type ServerKind } from './lib.js'
 
@@ -20,6 +20,8 @@ export interface Context {
   seconds: number
   /** Notifies per second offered in the many-channels scenario. */
   rate: number
+  /** BENCH_ROUNDS: measured rounds of every round-based scenario, instead of each one's default. */
+  rounds?: number
   /** A pool on the bench database for the load's own writes. */
   db: pg.Pool
   userToken: (sub: string, negocios: string[]) => string
@@ -64,6 +66,12 @@ export interface StandaloneScenario extends ScenarioBase {
 
 export type Scenario = ServerScenario | StandaloneScenario
 
+/** How many measured rounds a round-based scenario runs: BENCH_ROUNDS, else its own default. */
+export const roundCount = (scenario: ServerScenario, ctx: Context): number => ctx.rounds ?? scenario.rounds ?? 1
+
+const roundsOf = (scenario: ServerScenario, ctx: Context): string =>
+  `median of ${roundCount(scenario, ctx)} rounds in alternating order, after a warm-up round`
+
 export const scaled = (ctx: Context, n: number): number => Math.max(1, Math.round(n * ctx.scale))
 
 export async function channelOf (db: pg.Pool, negocio: string): Promise<Channel> {
@@ -100,7 +108,7 @@ async function drained (server: Server, timeoutMs = 30_000): Promise<void> {
   throw new Error('server still holds connections after the clients left')
 }
 
-export const allHold = (clients: Client[]): boolean => clients.every((c) => c.last >= c.channel.base + c.channel.changedAt.length)
+export const allHold = (clients: Subscriber[]): boolean => clients.every((c) => c.last >= c.channel.base + c.channel.changedAt.length)
 
 export function latencyMetrics (latencies: number[], prefix = 'latency'): Metric[] {
   const p = percentiles(latencies)
@@ -112,48 +120,97 @@ export function latencyMetrics (latencies: number[], prefix = 'latency'): Metric
   ]
 }
 
+/**
+ * One fan-out run: `n` subscribers of one channel over WebSocket or SSE, then up to 200 notifies
+ * back to back, each preceded by an INSERT. `held` adds the RSS per connection before the
+ * notifies (GC'd, outside the measured phase).
+ */
+async function fanoutRun (server: Server, ctx: Context, transport: 'websocket' | 'sse', held = false): Promise<Metric[]> {
+  const n = scaled(ctx, 5000)
+  const ch = await channelOf(ctx.db, negocioId(0))
+  const tracker = new Tracker()
+  const rss0 = await settledRss(server)
+  const opts = { port: server.port, tokens: tokens(ctx, n, [ch]), channels: [ch], concurrency: 200, timeoutMs: 60_000, tracker }
+  const conn = transport === 'sse' ? await connectWith(opts, openSse) : await connectAll(opts)
+  const rssHeld = held ? await settledRss(server) : Number.NaN
+  await sleep(500)
+  tracker.reset()
+  const cpu0 = server.cpuMs()
+  const t0 = now()
+  let failures = 0
+  for (let i = 0; i < 200 && now() - t0 < ctx.seconds * 1000; i++) {
+    ch.changedAt.push(now())
+    await change(ctx.db, ch.negocio)
+    if (await notify(server.port, ctx.serviceToken, ch.negocio) !== 200) failures++
+  }
+  await until(() => allHold(conn.clients), 30_000)
+  const elapsed = (tracker.lastAt - t0) / 1000
+  const cpu = server.cpuMs() - cpu0
+  const expected = conn.clients.length * ch.changedAt.length
+  const rss1 = await settledRss(server)
+  await closeAll(conn.clients)
+  await drained(server)
+  return [
+    { name: 'connect + subscribe, all', unit: 'ms', value: conn.ms, better: 'lower' },
+    { name: 'notifies', unit: '', value: ch.changedAt.length },
+    { name: 'deliveries', unit: '', value: tracker.deliveries },
+    { name: 'deliveries/s', unit: '/s', value: tracker.deliveries / elapsed, better: 'higher' },
+    ...latencyMetrics(tracker.latencies),
+    { name: 'messages lost', unit: '', value: expected - tracker.latencies.length, better: 'lower' },
+    { name: 'failed notifies/connects', unit: '', value: failures + conn.failed, better: 'lower' },
+    { name: 'server CPU per delivery', unit: 'µs', value: cpu * 1000 / tracker.deliveries, better: 'lower' },
+    ...(held ? [{ name: 'server RSS per connection, held', unit: 'KiB', value: (rssHeld - rss0) / n, better: 'lower' as const }] : []),
+    { name: 'server RSS per connection, after the run', unit: 'KiB', value: (rss1 - rss0) / n, better: 'lower' }
+  ]
+}
+
 export const fanout: ServerScenario = {
   name: 'fan-out',
-  describe: (ctx) => `${scaled(ctx, 5000)} subscribers on one channel; up to 200 notifies back to back (each after the previous reply), each preceded by an INSERT`,
+  describe: (ctx) => `${scaled(ctx, 5000)} subscribers on one channel; up to 200 notifies back to back (each after the previous reply), each preceded by an INSERT; ${roundsOf(fanout, ctx)}`,
+  rounds: 4,
+  run: async (server, ctx) => await fanoutRun(server, ctx, 'websocket')
+}
+
+/** SSE fan-out runs so far: even ones measure WebSocket first, odd ones SSE first. */
+let sseRuns = 0
+
+export const sseFanout: ServerScenario = {
+  name: 'SSE fan-out',
+  describe: (ctx) => `citas-live only: fan-out as above, ${scaled(ctx, 5000)} subscribers of one channel over Server-Sent Events (GET /sse, \`Authorization: Bearer\`) and, on the same server in the same round, over WebSocket, in alternating order; ratios SSE / WebSocket; ${roundsOf(sseFanout, ctx)}`,
+  servers: ['citas-live'],
+  rounds: 4,
   async run (server, ctx) {
-    const n = scaled(ctx, 5000)
-    const ch = await channelOf(ctx.db, negocioId(0))
-    const tracker = new Tracker()
-    const rss0 = await settledRss(server)
-    const conn = await connectAll({ port: server.port, tokens: tokens(ctx, n, [ch]), channels: [ch], concurrency: 200, timeoutMs: 60_000, tracker })
-    await sleep(500)
-    tracker.reset()
-    const cpu0 = server.cpuMs()
-    const t0 = now()
-    let failures = 0
-    for (let i = 0; i < 200 && now() - t0 < ctx.seconds * 1000; i++) {
-      ch.changedAt.push(now())
-      await change(ctx.db, ch.negocio)
-      if (await notify(server.port, ctx.serviceToken, ch.negocio) !== 200) failures++
-    }
-    await until(() => allHold(conn.clients), 30_000)
-    const elapsed = (tracker.lastAt - t0) / 1000
-    const cpu = server.cpuMs() - cpu0
-    const expected = conn.clients.length * ch.changedAt.length
-    const rss1 = await settledRss(server)
-    await closeAll(conn.clients)
+    const order: Array<'websocket' | 'sse'> = sseRuns++ % 2 === 0 ? ['websocket', 'sse'] : ['sse', 'websocket']
+    const results = new Map<string, Metric[]>()
+    for (const transport of order) results.set(transport, await fanoutRun(server, ctx, transport, true))
+    const ws = results.get('websocket') as Metric[]
+    const sse = results.get('sse') as Metric[]
+    const pick = (ms: Metric[], name: string): number => ms.find((m) => m.name === name)?.value ?? Number.NaN
+    const rows: Array<[string, string, 'lower' | 'higher']> = [
+      ['server CPU per delivery', 'µs', 'lower'],
+      ['server RSS per connection, held', 'KiB', 'lower'],
+      ['server RSS per connection, after the run', 'KiB', 'lower'],
+      ['deliveries/s', '/s', 'higher'],
+      ['latency p50', 'ms', 'lower'],
+      ['latency p99', 'ms', 'lower'],
+      ['connect + subscribe, all', 'ms', 'lower']
+    ]
     return [
-      { name: 'connect + subscribe, all', unit: 'ms', value: conn.ms, better: 'lower' },
-      { name: 'notifies', unit: '', value: ch.changedAt.length },
-      { name: 'deliveries', unit: '', value: tracker.deliveries },
-      { name: 'deliveries/s', unit: '/s', value: tracker.deliveries / elapsed, better: 'higher' },
-      ...latencyMetrics(tracker.latencies),
-      { name: 'messages lost', unit: '', value: expected - tracker.latencies.length, better: 'lower' },
-      { name: 'failed notifies/connects', unit: '', value: failures + conn.failed, better: 'lower' },
-      { name: 'server CPU per delivery', unit: 'µs', value: cpu * 1000 / tracker.deliveries, better: 'lower' },
-      { name: 'server RSS per connection, after the run', unit: 'KiB', value: (rss1 - rss0) / n, better: 'lower' }
+      ...rows.flatMap(([name, unit, better]): Metric[] => [
+        { name: `WebSocket: ${name}`, unit, value: pick(ws, name), better },
+        { name: `SSE: ${name}`, unit, value: pick(sse, name), better },
+        { name: `ratio SSE / WebSocket: ${name}`, unit: '', value: pick(sse, name) / pick(ws, name), better }
+      ]),
+      { name: 'messages lost, both', unit: '', value: pick(ws, 'messages lost') + pick(sse, 'messages lost'), better: 'lower' },
+      { name: 'failed notifies/connects, both', unit: '', value: pick(ws, 'failed notifies/connects') + pick(sse, 'failed notifies/connects'), better: 'lower' }
     ]
   }
 }
 
 export const idle: ServerScenario = {
   name: 'idle',
-  describe: (ctx) => `${scaled(ctx, 19_900)} subscribed connections over 100 channels, held; RSS per connection after GC`,
+  describe: (ctx) => `${scaled(ctx, 19_900)} subscribed connections over 100 channels, held; RSS per connection after GC; ${roundsOf(idle, ctx)}`,
+  rounds: 4,
   async run (server, ctx) {
     const n = scaled(ctx, 19_900)
     const channels = await Promise.all(Array.from({ length: 100 }, async (_, i) => await channelOf(ctx.db, negocioId(i))))
@@ -185,8 +242,8 @@ export const idle: ServerScenario = {
 
 export const connectRate: ServerScenario = {
   name: 'connect rate',
-  describe: (ctx) => `${scaled(ctx, 5000)} authenticated connects + subscribes over 100 channels, 200 in flight; median of ${connectRate.rounds ?? 1} rounds in alternating order, after a warm-up round`,
-  rounds: 5,
+  describe: (ctx) => `${scaled(ctx, 5000)} authenticated connects + subscribes over 100 channels, 200 in flight; ${roundsOf(connectRate, ctx)}`,
+  rounds: 6,
   async run (server, ctx) {
     const n = scaled(ctx, 5000)
     const channels = await Promise.all(Array.from({ length: 100 }, async (_, i) => await channelOf(ctx.db, negocioId(i))))
@@ -384,4 +441,4 @@ export const reconnectStorm: ServerScenario = {
   }
 }
 
-export const scenarios: Scenario[] = [fanout, idle, connectRate, notifyThroughput, manyChannels, burst, reconnectStorm]
+export const scenarios: Scenario[] = [fanout, sseFanout, idle, connectRate, notifyThroughput, manyChannels, burst, reconnectStorm]

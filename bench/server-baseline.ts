@@ -1,9 +1,11 @@
 /**
- * The bare-ws baseline: the same protocol subset a dashboard uses (subscribe, subscribed, stats,
- * ping/pong and POST /notify/cita) written the way the ws README writes a broadcast server: one
- * http server, a WebSocketServer, a Map of channel -> Set of sockets, serialize once and
- * ws.send() to each subscriber. It runs the same stats SQL as citas-live (no auth, no
- * coalescing, no cache beyond the last stats message per channel).
+ * The plain-ws baseline: the same protocol subset a dashboard uses (subscribe, subscribed, stats,
+ * ping/pong and POST /notify/cita) written as a Node engineer would write a broadcast server with
+ * `ws` alone: one http server, a WebSocketServer, a Map of channel -> Set of sockets, and each
+ * broadcast serialized and encoded to UTF-8 once, the same Buffer handed to every subscriber with
+ * ws.send(buffer, { binary: false }). It runs the same stats SQL as citas-live for every notify
+ * (the notify names the negocio, not its figures), with no auth, no coalescing and no cache
+ * beyond the last stats message per channel.
  */
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -14,15 +16,17 @@ import { serveIpc } from './ipc.js'
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 10 })
 const channels = new Map<string, Set<WebSocket>>()
-const last = new Map<string, string>()
+const last = new Map<string, Buffer>()
 let queries = 0
+/** A Buffer goes out as a text frame, as the string did, without being encoded again per socket. */
+const TEXT = { binary: false }
 
-async function stats (negocioId: string): Promise<string | null> {
+async function stats (negocioId: string): Promise<Buffer | null> {
   queries++
   const { rows } = await pool.query(STATS_SQL, [negocioId, 'UTC', new Date().toISOString()])
   const row = rows[0]
   if (row === undefined || row.negocio_id === null) return null
-  const message = JSON.stringify({
+  const message = Buffer.from(JSON.stringify({
     type: 'stats',
     data: {
       negocio_id: row.negocio_id,
@@ -32,7 +36,7 @@ async function stats (negocioId: string): Promise<string | null> {
       citas_canceladas: row.citas_canceladas,
       timestamp: Math.floor(Date.now() / 1000)
     }
-  })
+  }))
   last.set(negocioId, message)
   return message
 }
@@ -60,7 +64,7 @@ const server = http.createServer((req, res) => {
       }
       let delivered = 0
       for (const ws of channels.get(`estadisticas:${negocioId}`) ?? []) {
-        ws.send(message)
+        ws.send(message, TEXT)
         delivered++
       }
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, delivered }))
@@ -97,10 +101,10 @@ wss.on('connection', (ws) => {
     ws.send(JSON.stringify({ type: 'subscribed', data: { channel } }))
     const cached = last.get(negocioId)
     if (cached !== undefined) {
-      ws.send(cached)
+      ws.send(cached, TEXT)
       return
     }
-    stats(negocioId).then((message) => { if (message !== null) ws.send(message) }, () => {})
+    stats(negocioId).then((message) => { if (message !== null) ws.send(message, TEXT) }, () => {})
   })
   ws.on('close', () => {
     for (const channel of mine) {

@@ -133,6 +133,53 @@ export function tokenFromRequest (request: FastifyRequest, { query = true, proto
 }
 
 /**
+ * Verified tokens remembered, for the ones checked over and over: the REST API's service token on
+ * every /notify/cita, and a dashboard that reconnects to the same instance with the token it
+ * already had (a network blip). Small on purpose: an entry costs a few hundred bytes, and a
+ * deploy's reconnect storm lands on new processes, whose caches are empty anyway.
+ */
+export const VERIFY_CACHE_SIZE = 1000
+/** Longer tokens are not remembered, so junk tokens cannot make the cache large. */
+const CACHE_TOKEN_MAX = 1024
+/** How long a verified token is remembered at most (its `exp` may end it sooner). */
+const CACHE_TTL_MS = 10 * 60_000
+
+interface Verified {
+  claims: unknown
+  /** The clock window (ms) in which the remembered answer holds: `nbf` to the earlier of `exp` and the TTL. */
+  from: number
+  until: number
+}
+
+/**
+ * Wraps a verifier with a cache of the tokens it accepted, keyed by the whole token string, so
+ * only the very string that was verified hits. A hit still checks the clock: within `nbf`..`exp`
+ * (the bounds fast-jwt applies, without clock tolerance), else the token goes through `verify`
+ * again, which gives the refusal. Refused tokens are never remembered. fast-jwt's own `cache`
+ * option keys its entries by a SHA-256 of the token, which costs a miss about half of what a
+ * hit saves (every connect of a new token is a miss).
+ */
+export function cachedVerifier (verify: (token: string) => unknown, size = VERIFY_CACHE_SIZE, now: () => number = Date.now): (token: string) => unknown {
+  const cache = new Map<string, Verified>()
+  return (token) => {
+    const t = now()
+    const hit = cache.get(token)
+    if (hit !== undefined) {
+      if (t >= hit.from && t <= hit.until) return hit.claims
+      cache.delete(token)
+    }
+    const claims = verify(token)
+    if (token.length > CACHE_TOKEN_MAX || typeof claims !== 'object' || claims === null) return claims
+    const { nbf, exp } = claims as { nbf?: unknown, exp?: unknown }
+    const until = typeof exp === 'number' ? Math.min(exp * 1000, t + CACHE_TTL_MS) : t + CACHE_TTL_MS
+    // Oldest first: the Map keeps insertion order.
+    if (cache.size >= size) cache.delete(cache.keys().next().value as string)
+    cache.set(token, { claims, from: typeof nbf === 'number' ? nbf * 1000 : 0, until })
+    return claims
+  }
+}
+
+/**
  * Token verification of its own, with fast-jwt (the verifier @fastify/jwt wraps), so it decorates
  * nothing: a host app's JWT plugin, registered before or after, with another secret or none, is
  * never in its way.
@@ -143,7 +190,7 @@ async function authPlugin (fastify: FastifyInstance, options: AuthPluginOptions)
   if (opts.secret !== undefined && options.verify !== undefined) {
     throw new Error('citas-live auth plugin: pass `secret` or `verify`, not both')
   } else if (opts.secret !== undefined) {
-    verify = createVerifier({ key: opts.secret, algorithms: ['HS256'] })
+    verify = cachedVerifier(createVerifier({ key: opts.secret, algorithms: ['HS256'] }))
   } else if (options.verify !== undefined) {
     verify = options.verify
   } else {

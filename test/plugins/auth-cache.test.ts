@@ -1,0 +1,85 @@
+import { test } from 'tap'
+import Fastify from 'fastify'
+import { createSigner } from 'fast-jwt'
+import authPlugin, { cachedVerifier } from '../../plugins/auth.js'
+import { citasOf } from '../../plugins/namespace.js'
+import { isAppError } from '../../services/errors.js'
+
+const SECRET = 'auth-cache-test-secret-0123456789'
+
+async function auth () {
+  const fastify = Fastify()
+  await fastify.register(authPlugin, { secret: SECRET })
+  await fastify.ready()
+  return { fastify, auth: citasOf(fastify).auth }
+}
+
+const reason = (fn: () => unknown): string => {
+  try {
+    fn()
+  } catch (err) {
+    return isAppError(err) ? err.message : 'not an AppError'
+  }
+  return 'accepted'
+}
+
+test('a remembered token is checked against the clock again: once expired, it is refused', async (t) => {
+  const { fastify, auth: a } = await auth()
+  t.teardown(() => fastify.close())
+  const expSeconds = Math.floor(Date.now() / 1000) + 1
+  const token = createSigner({ key: SECRET, algorithm: 'HS256' })({ sub: 'u1', negocios: ['n1'], exp: expSeconds })
+  t.equal(a.verify(token).sub, 'u1')
+  t.equal(a.verify(token).sub, 'u1', 'the second check is answered from the cache')
+  await new Promise((resolve) => setTimeout(resolve, expSeconds * 1000 - Date.now() + 50))
+  t.equal(reason(() => a.verify(token)), 'token expired')
+})
+
+test('cachedVerifier: hits only for the same string, within nbf..exp, at most `size` tokens, never a refusal', async (t) => {
+  let clock = 1_000_000
+  const calls: string[] = []
+  const inner = (token: string): unknown => {
+    calls.push(token)
+    if (token.startsWith('bad')) throw new Error('refused')
+    return JSON.parse(token) as unknown
+  }
+  const verify = cachedVerifier(inner, 2, () => clock)
+  const tok = JSON.stringify({ sub: 'a', nbf: 1001, exp: 1005 })
+  clock = 1_001_000
+  t.same(verify(tok), { sub: 'a', nbf: 1001, exp: 1005 })
+  t.same(verify(tok), { sub: 'a', nbf: 1001, exp: 1005 })
+  t.equal(calls.length, 1, 'the second check is a hit')
+  clock = 1_005_001
+  t.same(verify(tok), { sub: 'a', nbf: 1001, exp: 1005 }, 'the inner verifier decides again past exp')
+  t.equal(calls.length, 2)
+  t.throws(() => verify('bad'))
+  t.throws(() => verify('bad'))
+  t.equal(calls.length, 4, 'a refusal is not remembered')
+  const b = JSON.stringify({ sub: 'b' })
+  const c = JSON.stringify({ sub: 'c' })
+  verify(b)
+  verify(c)
+  verify(tok)
+  t.equal(calls.length, 7)
+  verify(c)
+  t.equal(calls.length, 7, 'c is still remembered')
+  verify(b)
+  t.equal(calls.length, 8, 'the oldest went when the cache was full')
+  const long = JSON.stringify({ sub: 'x'.repeat(2000) })
+  verify(long)
+  verify(long)
+  t.equal(calls.length, 10, 'a token over 1 KiB is not remembered')
+})
+
+test('a token signed with another secret is refused every time, not remembered as valid', async (t) => {
+  const { fastify, auth: a } = await auth()
+  t.teardown(() => fastify.close())
+  const forged = createSigner({ key: 'another-secret-0123456789abcdef', algorithm: 'HS256' })({ sub: 'u2' })
+  t.equal(reason(() => a.verify(forged)), 'invalid token signature')
+  t.equal(reason(() => a.verify(forged)), 'invalid token signature')
+  const good = createSigner({ key: SECRET, algorithm: 'HS256' })({ sub: 'u1' })
+  t.equal(a.verify(good).sub, 'u1')
+  // The forged claims with the good token's signature: another string, verified again.
+  const [h, p] = forged.split('.')
+  const sig = good.split('.')[2] as string
+  t.equal(reason(() => a.verify(`${h as string}.${p as string}.${sig}`)), 'invalid token signature')
+})
