@@ -105,7 +105,7 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
     }
 
     const lastEventId = request.headers['last-event-id']
-    const stream = new SseStream(reply.raw, {
+    const stream = new SseStream(request.raw.socket, {
       channels,
       resume: resumeVersions(typeof lastEventId === 'string' ? lastEventId : undefined, limits.maxSubscriptions),
       retryMs: opts.retryMs
@@ -122,7 +122,7 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
       release()
       return
     }
-    reply.raw.once('close', release)
+    request.raw.socket.once('close', release)
     const headers: Record<string, string> = {
       'content-type': 'text/event-stream; charset=utf-8',
       // Proxies must neither cache nor transform (compress, buffer) the stream.

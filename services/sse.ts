@@ -1,5 +1,5 @@
 import { createHash, randomInt } from 'node:crypto'
-import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { CHANNEL_PREFIX, CLOSE, type ServerFrame, type Stats } from '../protocol.js'
 import type { Peer } from './hub.js'
 
@@ -10,6 +10,11 @@ import type { Peer } from './hub.js'
  * - `stats`: `id: <version>` and `data:` exactly the message's `data` object;
  * - `error`, `token_expiring`: `data:` the message's `data`;
  * - close(code, reason): an `event: close` with `{code, reason}`, then the end of the response.
+ *
+ * The stream writes straight to the connection's socket, as a WebSocket does after its upgrade:
+ * the response head once (a body that lasts until the connection closes, `Connection: close`, no
+ * chunked framing), then each event as it goes on the wire, so a broadcast writes one shared
+ * Buffer per stream instead of framing an HTTP chunk per stream.
  *
  * The id of a `stats` event is opaque to clients: one version per channel of the stream, each a
  * hash of the channel and its four figures, so an instance can tell which channels a reconnecting
@@ -94,7 +99,7 @@ const HEARTBEAT = Buffer.from(':\n\n')
 
 export class SseStream implements Peer {
   readyState = CONNECTING
-  private readonly res: ServerResponse
+  private readonly socket: Socket
   private readonly channels: readonly string[]
   /** The version of each channel the client has (sent, or skipped on resume); undefined before its first stats. */
   private readonly versions: Array<string | undefined>
@@ -103,29 +108,31 @@ export class SseStream implements Peer {
   private seen = 0
   private readonly retryMs: number
 
-  constructor (res: ServerResponse, opts: SseStreamOptions) {
-    this.res = res
+  /** `socket`: the connection of a request whose reply the route has taken over (Fastify's hijack). */
+  constructor (socket: Socket, opts: SseStreamOptions) {
+    this.socket = socket
     this.channels = opts.channels
     this.versions = new Array<string | undefined>(opts.channels.length)
     this.resume = opts.resume
     this.retryMs = opts.retryMs
-    res.once('close', () => { this.readyState = CLOSED })
+    socket.once('close', () => { this.readyState = CLOSED })
   }
 
   /** Sends the response head and the retry delay; from here on the stream takes events. */
   open (headers: Record<string, string>): void {
-    this.res.writeHead(200, headers)
-    this.res.write(`retry: ${this.retryMs}\n\n`)
+    let head = `HTTP/1.1 200 OK\r\ndate: ${new Date().toUTCString()}\r\nconnection: close\r\n`
+    for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`
+    this.socket.write(`${head}\r\nretry: ${this.retryMs}\n\n`)
     if (this.readyState === CONNECTING) this.readyState = OPEN
   }
 
-  get bufferedAmount (): number { return this.res.writableLength }
+  get bufferedAmount (): number { return this.socket.writableLength }
 
   send (payload: string): void {
     if (this.readyState !== OPEN) return
     const event = convert(payload)
     if (event.type !== 'stats') {
-      this.res.write(event.whole)
+      this.socket.write(event.whole)
       return
     }
     const at = this.channels.indexOf(event.channel as string)
@@ -140,13 +147,13 @@ export class SseStream implements Peer {
     }
     this.versions[at] = version
     if (this.channels.length === 1) {
-      this.res.write(event.whole)
+      this.socket.write(event.whole)
       return
     }
     // The id names every channel's version, so a reconnect can skip each unchanged one.
     let id = ''
     for (const v of this.versions) if (v !== undefined) id = id === '' ? v : `${id}.${v}`
-    this.res.write(`event: stats\nid: ${id}\n${event.tail}`)
+    this.socket.write(`event: stats\nid: ${id}\n${event.tail}`)
   }
 
   /** A last `close` event saying why, then the end of the response. */
@@ -155,21 +162,21 @@ export class SseStream implements Peer {
     this.readyState = CLOSING
     // A restart sends every stream away at once: spread their reconnects over a few seconds.
     const retry = code === CLOSE.restart.code ? `retry: ${this.retryMs + randomInt(0, 4 * this.retryMs + 1)}\n` : ''
-    this.res.end(`${retry}event: close\ndata: ${JSON.stringify({ code, reason })}\n\n`)
+    this.socket.end(`${retry}event: close\ndata: ${JSON.stringify({ code, reason })}\n\n`)
   }
 
   terminate (): void {
     this.readyState = CLOSED
-    this.res.destroy()
+    this.socket.destroy()
   }
 
   /** The heartbeat. */
   ping (): void {
-    if (this.readyState === OPEN) this.res.write(HEARTBEAT)
+    if (this.readyState === OPEN) this.socket.write(HEARTBEAT)
   }
 
   once (event: 'close', listener: () => void): this {
-    this.res.once(event, listener)
+    this.socket.once(event, listener)
     return this
   }
 }
