@@ -4,15 +4,29 @@
  * `ws` alone: one http server, a WebSocketServer, a Map of channel -> Set of sockets, and each
  * broadcast serialized and encoded to UTF-8 once, the same Buffer handed to every subscriber with
  * ws.send(buffer, { binary: false }). It runs the same stats SQL as citas-live for every notify
- * (the notify names the negocio, not its figures), with no auth, no coalescing and no cache
- * beyond the last stats message per channel.
+ * (the notify names the negocio, not its figures), with no coalescing and no cache beyond the last
+ * stats message per channel. It authenticates as any server for this job must, with the fastest
+ * maintained JWT library (fast-jwt, HS256, the same secret): the token of every WebSocket upgrade
+ * (`?token=`, in ws's verifyClient) and of every notify (`Authorization: Bearer`, role `service`);
+ * a subscribe is allowed for the negocios the token names. No cache of verified tokens: that is
+ * one of citas-live's own optimizations, which the ratios price.
  */
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import pg from 'pg'
 import { WebSocketServer, type WebSocket } from 'ws'
+import { createVerifier } from 'fast-jwt'
 import { STATS_SQL } from '../services/stats.js'
 import { serveIpc } from './ipc.js'
+
+interface Claims { negocio_id?: unknown, negocios?: unknown, role?: unknown }
+const verify = createVerifier({ key: process.env.JWT_SECRET as string, algorithms: ['HS256'] }) as (token: string) => Claims
+/** The verified claims of each socket, set by verifyClient on its upgrade request. */
+const claimsOf = new WeakMap<http.IncomingMessage, Claims>()
+
+function allows (claims: Claims, negocioId: string): boolean {
+  return claims.negocio_id === negocioId || (Array.isArray(claims.negocios) && claims.negocios.includes(negocioId))
+}
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 10 })
 const channels = new Map<string, Set<WebSocket>>()
@@ -46,6 +60,12 @@ const server = http.createServer((req, res) => {
     res.writeHead(404).end()
     return
   }
+  try {
+    if (verify(/^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '').role !== 'service') throw new Error('not a service token')
+  } catch {
+    res.writeHead(401).end()
+    return
+  }
   let body = ''
   req.setEncoding('utf8')
   req.on('data', (chunk: string) => { body += chunk })
@@ -72,10 +92,23 @@ const server = http.createServer((req, res) => {
   })
 })
 
-const wss = new WebSocketServer({ server, path: '/ws', maxPayload: 4096 })
+const wss = new WebSocketServer({
+  server,
+  path: '/ws',
+  maxPayload: 4096,
+  verifyClient: ({ req }: { req: http.IncomingMessage }) => {
+    try {
+      claimsOf.set(req, verify(new URL(req.url ?? '', 'http://localhost').searchParams.get('token') ?? ''))
+      return true
+    } catch {
+      return false
+    }
+  }
+})
 const alive = new WeakSet<WebSocket>()
 
-wss.on('connection', (ws) => {
+wss.on('connection', (ws, req) => {
+  const claims = claimsOf.get(req) as Claims
   const mine = new Set<string>()
   alive.add(ws)
   ws.on('pong', () => alive.add(ws))
@@ -94,6 +127,10 @@ wss.on('connection', (ws) => {
     if (msg.type !== 'subscribe' || typeof msg.data?.channel !== 'string') return
     const channel = msg.data.channel
     const negocioId = channel.slice('estadisticas:'.length)
+    if (!allows(claims, negocioId)) {
+      ws.send(JSON.stringify({ type: 'error', data: { code: 'forbidden', message: `your token does not allow ${channel}` } }))
+      return
+    }
     let set = channels.get(channel)
     if (set === undefined) channels.set(channel, set = new Set())
     set.add(ws)

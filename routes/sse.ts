@@ -7,6 +7,7 @@ import { SseStream, resumeVersions } from '../services/sse.js'
 import { citasOf } from '../plugins/namespace.js'
 import { decorateHandshake, handshakeHooks } from './handshake.js'
 import { sseDocs } from './schemas.js'
+import { lazyChildLogger } from '../services/logging.js'
 
 export interface SseRoutesOptions {
   /** How often every stream gets a heartbeat comment, in ms. */
@@ -87,7 +88,7 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
   fastify.options('/sse', { onRequest: checkOrigin, schema: { hide: true } }, preflight('authorization, last-event-id'))
 
   // No HEAD route: a HEAD answered like the GET would be a stream without a body that never ends.
-  fastify.get('/sse', { onRequest: checkOrigin, preValidation: authenticate, schema: sseDocs, exposeHeadRoute: false }, (request, reply) => {
+  fastify.get('/sse', { onRequest: checkOrigin, preValidation: authenticate, schema: sseDocs, exposeHeadRoute: false, childLoggerFactory: lazyChildLogger }, (request, reply) => {
     const access = request.citasAccess as Access
     const channels = channelsOf(request, reply, access)
     if (channels === null) return

@@ -12,6 +12,7 @@ import { decorateHandshake, handshakeHooks } from './handshake.js'
 import { checkSocket } from '../services/adapters/ws.js'
 import { releaseUpgrade } from '../services/adapters/fastify-websocket.js'
 import { wsDocs } from './schemas.js'
+import { lazyChildLogger } from '../services/logging.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -198,7 +199,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
   // upgrade or an `OPTIONS *` route that collides with an embedding app's own.
   fastify.options('/ws', { onRequest: checkOrigin, schema: { hide: true } }, preflight('authorization'))
 
-  fastify.get('/ws', { websocket: true, onRequest: checkOrigin, preValidation: authenticate, schema: wsDocs }, (socket, request) => {
+  fastify.get('/ws', { websocket: true, onRequest: checkOrigin, preValidation: authenticate, schema: wsDocs, childLoggerFactory: lazyChildLogger }, (socket, request) => {
     // Listeners go on synchronously, before anything awaits, so no early frame is lost.
     const conn = hub.add(socket, request.citasAccess as Access)
     const ip = limits.perIp.enabled ? request.ip : ''

@@ -1,4 +1,4 @@
-import type { FastifyServerOptions } from 'fastify'
+import type { FastifyBaseLogger, FastifyServerOptions } from 'fastify'
 import { requestForLog, scrubbingStream } from './redact.js'
 
 /**
@@ -106,4 +106,44 @@ function dataOnly (value: unknown, depth: number, seen: WeakSet<object>): unknow
     if (data !== undefined) out[key] = data
   }
   return out
+}
+
+type Bindings = Parameters<FastifyBaseLogger['child']>[0]
+type ChildLoggerOptions = NonNullable<Parameters<FastifyBaseLogger['child']>[1]>
+type LevelMethod = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
+type Levelled = FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }
+
+/**
+ * A request's child logger that is made only when the request logs something at an enabled
+ * level (or asks for it). Fastify makes one child per request, and pino's child, with the route's
+ * serializers, is a few microseconds of every WebSocket or SSE connect that a server logging at
+ * `warn` never uses. Used as the childLoggerFactory of the /ws and /sse routes. A logger that
+ * cannot say which levels are on (no `isLevelEnabled`, unlike pino) gets its child at once.
+ */
+export function lazyChildLogger (this: unknown, logger: FastifyBaseLogger, bindings: Bindings, opts: ChildLoggerOptions): FastifyBaseLogger {
+  const parent = logger as Levelled
+  if (typeof parent.isLevelEnabled !== 'function' || opts.level !== undefined) return logger.child(bindings, opts)
+  return new LazyChild(parent, bindings, opts) as unknown as FastifyBaseLogger
+}
+
+class LazyChild {
+  private made: FastifyBaseLogger | undefined
+  constructor (private readonly parent: Levelled, private readonly bindings: Bindings, private readonly opts: ChildLoggerOptions) {}
+  private real (): FastifyBaseLogger { return (this.made ??= this.parent.child(this.bindings, this.opts)) }
+  private log (level: LevelMethod, args: unknown[]): void {
+    if (this.made === undefined && !(this.parent.isLevelEnabled as (level: string) => boolean)(level)) return
+    ;(this.real()[level] as (...a: unknown[]) => void)(...args)
+  }
+
+  get level (): string { return this.made?.level ?? this.parent.level }
+  set level (level: string) { this.real().level = level }
+  trace (...args: unknown[]): void { this.log('trace', args) }
+  debug (...args: unknown[]): void { this.log('debug', args) }
+  info (...args: unknown[]): void { this.log('info', args) }
+  warn (...args: unknown[]): void { this.log('warn', args) }
+  error (...args: unknown[]): void { this.log('error', args) }
+  fatal (...args: unknown[]): void { this.log('fatal', args) }
+  silent (): void {}
+  child (bindings: Bindings, opts?: ChildLoggerOptions): FastifyBaseLogger { return this.real().child(bindings, opts) }
+  isLevelEnabled (level: string): boolean { return (this.made as Levelled | undefined)?.isLevelEnabled?.(level) ?? (this.parent.isLevelEnabled as (level: string) => boolean)(level) }
 }
