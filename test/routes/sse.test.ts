@@ -171,12 +171,20 @@ t.test('a deleted negocio ends its channel with an error event; the stream goes 
   t.match(await statsOf(c, 'n1', d => d.total_citas === 1), { event: 'stats' })
 })
 
-t.test('a slow reader gets only the newest stats per channel, and one stalled past the deadline is ended', async (t) => {
-  const { app, sse } = await setup(t, { hub: { maxBufferedBytes: 64 * 1024, stallTimeoutMs: 60_000 } })
-  const c = await SseClient.open(`${sse}?channels=estadisticas:n1`, t, bearer({ negocio_id: 'n1' }))
+/** A stats message of n1 padded to 64 KiB, so the kernel's socket buffers fill quickly and the hub's bound is what holds. */
+const big = (n: number) => JSON.stringify({ type: 'stats', data: { negocio_id: 'n1', citas_hoy: n, total_citas: n, citas_completadas: 0, citas_canceladas: 0, timestamp: n, pad: 'x'.repeat(64 * 1024) } })
+
+/** A server with a 64 KiB bound, and a stream of n1 that has had its first event and stopped reading. */
+async function pausedStream (t: Test, stallTimeoutMs: number) {
+  const built = await setup(t, { hub: { maxBufferedBytes: 64 * 1024, stallTimeoutMs } })
+  const c = await SseClient.open(`${built.sse}?channels=estadisticas:n1`, t, bearer({ negocio_id: 'n1' }))
   await c.next()
   c.response.pause()
-  const big = (n: number) => JSON.stringify({ type: 'stats', data: { negocio_id: 'n1', citas_hoy: n, total_citas: n, citas_completadas: 0, citas_canceladas: 0, timestamp: n, pad: 'x'.repeat(64 * 1024) } })
+  return { app: built.app, c }
+}
+
+t.test('a slow reader gets only the newest stats per channel, and one stalled past the deadline is ended', async (t) => {
+  const { app, c } = await pausedStream(t, 60_000)
   const N = 400
   let maxBuffered = 0
   for (let i = 1; i <= N; i++) {
@@ -194,11 +202,7 @@ t.test('a slow reader gets only the newest stats per channel, and one stalled pa
 })
 
 t.test('a stream that stops reading is closed after the stall timeout', async (t) => {
-  const { app, sse } = await setup(t, { hub: { maxBufferedBytes: 64 * 1024, stallTimeoutMs: 300 } })
-  const c = await SseClient.open(`${sse}?channels=estadisticas:n1`, t, bearer({ negocio_id: 'n1' }))
-  await c.next()
-  c.response.pause()
-  const big = (n: number) => JSON.stringify({ type: 'stats', data: { negocio_id: 'n1', citas_hoy: n, total_citas: n, citas_completadas: 0, citas_canceladas: 0, timestamp: n, pad: 'x'.repeat(64 * 1024) } })
+  const { app } = await pausedStream(t, 300)
   for (let i = 0; i < 200 && app.citasLive.hub.slowCount === 0; i++) {
     app.citasLive.hub.publish('estadisticas:n1', big(i))
     await new Promise(resolve => setImmediate(resolve))
