@@ -43,7 +43,8 @@ while (!/notify:/.test(out)) {
 }
 const base = /WebSocket: +ws:\/\/([^/]+)\//.exec(out)[1]
 const token = /user token: +(\S+)/.exec(out)[1]
-const service = /Bearer (\S+)'/.exec(out)[1]
+// The notify curl's token (the SSE curl line above it carries the user's).
+const service = /Bearer (\S+)' \\\n/.exec(out)[1]
 const negocio = /negocios: +([^,\s]+)/.exec(out)[1]
 
 const ws = new WebSocket(`ws://${base}/ws?token=${token}`)
