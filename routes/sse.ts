@@ -1,8 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { isAppError } from '../services/errors.js'
-import type { ErrorCode } from '../protocol.js'
-import { canWatch, type Access, type Connection } from '../services/hub.js'
-import { goneMessage, negocioOf } from '../services/protocol.js'
+import { canWatch, type Access } from '../services/hub.js'
+import { channelErrorMessage, negocioOf } from '../services/protocol.js'
 import { SseStream, resumeVersions } from '../services/sse.js'
 import { citasOf } from '../plugins/namespace.js'
 import { decorateHandshake, handshakeHooks } from './handshake.js'
@@ -16,11 +14,6 @@ export interface SseRoutesOptions {
   retryMs: number
 }
 
-/** The `error` event of a channel whose stats could not be loaded (it stays on the stream). */
-function channelError (code: ErrorCode, message: string, channel: string): string {
-  return JSON.stringify({ type: 'error', data: { code, message, channel } })
-}
-
 /**
  * GET /sse?channels=estadisticas:a,estadisticas:b: the live stats as Server-Sent Events, for
  * browsers behind proxies that break WebSocket upgrades. The same checks as /ws, then one stream
@@ -28,7 +21,6 @@ function channelError (code: ErrorCode, message: string, channel: string): strin
  */
 export default async function sseRoutes (fastify: FastifyInstance, opts: SseRoutesOptions) {
   const { hub, live, limits } = citasOf(fastify)
-  const { log } = fastify
   decorateHandshake(fastify)
   const { checkOrigin, readableByOrigin, authenticate, preflight } = handshakeHooks(fastify, { what: 'event stream', protocolToken: false })
 
@@ -53,32 +45,6 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
       if (!canWatch(access, negocioId)) return refuse(403, 'forbidden', `your token does not allow ${channel}`, channel)
     }
     return channels
-  }
-
-  /** Its current stats to a stream that just subscribed (those of a run that pushed them come from the hub). */
-  function first (conn: Connection, channel: string): void {
-    const negocioId = negocioOf(channel) as string
-    const cached = live.cached(negocioId)
-    if (cached !== undefined) {
-      conn.socket.send(cached)
-      hub.counters.sent++
-      return
-    }
-    live.load(negocioId).then((result) => {
-      if (!result.published && result.message !== undefined && conn.channels.has(channel)) {
-        conn.socket.send(result.message)
-        hub.counters.sent++
-      }
-    }, (err: unknown) => {
-      if (!conn.channels.has(channel)) return
-      if (isAppError(err) && err.code === 'not_found') {
-        hub.unsubscribe(conn, channel)
-        conn.socket.send(goneMessage(channel))
-        return
-      }
-      log.error({ err, negocio_id: negocioId }, 'stats for an event stream failed')
-      conn.socket.send(isAppError(err) ? channelError(err.code, err.message, channel) : channelError('internal', 'internal error', channel))
-    })
   }
 
   const heartbeat = setInterval(hub.heartbeatStreams, opts.heartbeatMs)
@@ -138,7 +104,7 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
     stream.open(headers)
     for (const channel of channels) {
       hub.subscribe(conn, channel)
-      first(conn, channel)
+      live.sendCurrent(conn, channel, (code, message) => { stream.send(channelErrorMessage(code, message, channel)) })
     }
   })
 }

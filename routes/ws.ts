@@ -80,29 +80,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
     }
     hub.subscribe(conn, channel)
     send(conn.socket, replyMessage('subscribed', channel, id))
-    const cached = live.cached(negocioId)
-    if (cached !== undefined) {
-      send(conn.socket, cached)
-      hub.counters.sent++
-      return
-    }
-    // The recompute pushes to every subscriber of the channel, this one included, if the figures
-    // changed; if not, the others have them already and only this one needs them.
-    live.load(negocioId).then((result) => {
-      if (!result.published && result.message !== undefined && conn.channels.has(channel)) {
-        send(conn.socket, result.message)
-        hub.counters.sent++
-      }
-    }, (err: unknown) => {
-      if (!conn.channels.has(channel)) return
-      if (isAppError(err) && err.code === 'not_found') {
-        hub.unsubscribe(conn, channel)
-        send(conn.socket, errorMessage('not_found', err.message, id))
-        return
-      }
-      log.error({ err, negocio_id: negocioId }, 'stats for subscribe failed')
-      send(conn.socket, errorMessage(isAppError(err) ? err.code : 'internal', isAppError(err) ? err.message : 'internal error', id))
-    })
+    live.sendCurrent(conn, channel, (code, message) => { send(conn.socket, errorMessage(code, message, id)) })
   }
 
   /** A fresh token for the same user: new rights and expiry; channels it no longer allows are dropped. */

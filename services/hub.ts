@@ -93,13 +93,13 @@ export function createHub (opts: HubOptions = {}) {
   const slow = new Set<Connection>()
   let flushTimer: ReturnType<typeof setInterval> | undefined
   let stalled = 0
-  /** Connections whose transport is SSE (the rest are WebSockets). */
-  let sse = 0
+  /** The connections whose transport is SSE (the heartbeat's; the rest are WebSockets). */
+  const streams = new Set<Connection>()
 
   function add (socket: Peer, access: Access, transport: Transport = 'websocket'): Connection {
     const conn: Connection = { socket, transport, channels: new Set(), access, alive: true, pending: null, slowSince: 0, expiryNoticeFor: 0 }
     connections.add(conn)
-    if (transport === 'sse') sse++
+    if (transport === 'sse') streams.add(conn)
     return conn
   }
 
@@ -107,7 +107,8 @@ export function createHub (opts: HubOptions = {}) {
   function remove (conn: Connection): void {
     for (const name of conn.channels) leave(conn, name)
     conn.channels.clear()
-    if (connections.delete(conn) && conn.transport === 'sse') sse--
+    connections.delete(conn)
+    streams.delete(conn)
     conn.pending = null
     slow.delete(conn)
   }
@@ -251,9 +252,8 @@ export function createHub (opts: HubOptions = {}) {
 
   /** Writes a heartbeat (an SSE comment) to every SSE stream, so proxies see traffic on an idle one. */
   function heartbeatStreams (): void {
-    if (sse === 0) return
-    for (const conn of connections) {
-      if (conn.transport === 'sse' && conn.socket.readyState === OPEN) conn.socket.ping()
+    for (const conn of streams) {
+      if (conn.socket.readyState === OPEN) conn.socket.ping()
     }
   }
 
@@ -299,7 +299,7 @@ export function createHub (opts: HubOptions = {}) {
     subscriberCount: (name: string) => channels.get(name)?.subscribers.size ?? 0,
     get connectionCount () { return connections.size },
     /** Connections whose transport is SSE; the rest of connectionCount are WebSockets. */
-    get sseCount () { return sse },
+    get sseCount () { return streams.size },
     get subscriptionCount () { return subscriptions },
     counters,
     get channelCount () { return channels.size },

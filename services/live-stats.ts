@@ -1,7 +1,7 @@
 import { createCoalescer } from './coalescer.js'
-import type { Hub } from './hub.js'
+import type { Connection, Hub } from './hub.js'
 import { channelFor, goneMessage, negocioOf, statsMessage } from './protocol.js'
-import { isAppError } from './errors.js'
+import { isAppError, type ErrorCode } from './errors.js'
 import { forEachLimited } from './db-monitor.js'
 import type { Snapshot, Stats, StatsService } from './stats.js'
 
@@ -182,6 +182,33 @@ export function createLiveStats (opts: LiveStatsOptions) {
   }
 
   /**
+   * Gets a connection that just subscribed to `channel` (a WebSocket subscribe, an SSE stream) its
+   * current stats: the cached message, or the result of the run it joins (load). A business that
+   * does not exist ends the subscription. A failure is told to `onFailure`, with the code and message
+   * for the client, while the connection still follows the channel; unexpected ones go to onError.
+   */
+  function sendCurrent (conn: Connection, channel: string, onFailure: (code: ErrorCode, message: string) => void): void {
+    const negocioId = negocioOf(channel) as string
+    const message = cached(negocioId)
+    if (message !== undefined) {
+      conn.socket.send(message)
+      hub.counters.sent++
+      return
+    }
+    load(negocioId).then((result) => {
+      if (!result.published && result.message !== undefined && conn.channels.has(channel)) {
+        conn.socket.send(result.message)
+        hub.counters.sent++
+      }
+    }, (err: unknown) => {
+      if (!conn.channels.has(channel)) return
+      if (isNotFound(err)) hub.unsubscribe(conn, channel)
+      if (!isAppError(err)) onError(err, `stats for a new subscriber failed (${negocioId})`)
+      onFailure(isAppError(err) ? err.code : 'internal', isAppError(err) ? err.message : 'internal error')
+    })
+  }
+
+  /**
    * POST /notify/cita: the REST API changed a negocio's citas. Resolves with stats from a recompute
    * that started after the call arrived, so they include every change committed before it, whether
    * or not change capture recorded it. With change capture leading here, the change table is drained
@@ -305,6 +332,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
   return {
     refresh,
     load,
+    sendCurrent,
     notify,
     cached,
     deliver,

@@ -116,14 +116,19 @@ export function tokenExpiringMessage (expiresAt: number): string {
   return serialize({ type: 'token_expiring', data: { expires_at: expiresAt } })
 }
 
+/** An error about one channel, named in `data.channel` (the server ended it, or could not load it). */
+export function channelErrorMessage (code: ErrorCode, message: string, channel: string): string {
+  return serialize({ type: 'error', data: { code, message, channel } })
+}
+
 /** A subscription dropped because a refreshed token no longer allows it. */
 export function revokedMessage (channel: string): string {
-  return serialize({ type: 'error', data: { code: 'forbidden', message: `your token no longer allows ${channel}`, channel } })
+  return channelErrorMessage('forbidden', `your token no longer allows ${channel}`, channel)
 }
 
 /** A subscription dropped because its negocio no longer exists (deleted while watched). */
 export function goneMessage (channel: string): string {
-  return serialize({ type: 'error', data: { code: 'not_found', message: `${channel} no longer exists`, channel } })
+  return channelErrorMessage('not_found', `${channel} no longer exists`, channel)
 }
 
 export function pongMessage (id?: MessageId): string {

@@ -103,6 +103,20 @@ async function server (t: Test, database: TestDatabase, opts: { restartable?: bo
   return { app: app as FastifyInstance, ...urls, counts }
 }
 
+/** A database of its own with the two demo businesses and their citas, past and today. */
+async function demoDatabase (t: Test): Promise<TestDatabase> {
+  const db = await testDatabase(t)
+  await addNegocio(db.pool, 'barberia-centro')
+  await addNegocio(db.pool, 'clinica-dental-sol')
+  await addCitas(db.pool, 'barberia-centro', 140, 'atendida', 'past')
+  await addCitas(db.pool, 'barberia-centro', 8, 'cancelada', 'past')
+  await addCitas(db.pool, 'barberia-centro', 12, 'confirmada', 'today')
+  await addCitas(db.pool, 'clinica-dental-sol', 51, 'atendida', 'past')
+  await addCitas(db.pool, 'clinica-dental-sol', 4, 'cancelada', 'past')
+  await addCitas(db.pool, 'clinica-dental-sol', 7, 'pendiente', 'today')
+  return db
+}
+
 async function newPage (t: Test, viewport = { width: 1000, height: 470 }): Promise<{ page: Page, pageErrors: Error[] }> {
   const context = await browser.newContext({ viewport, locale: 'es-ES', timezoneId: 'UTC' })
   t.teardown(() => context.close())
@@ -113,15 +127,7 @@ async function newPage (t: Test, viewport = { width: 1000, height: 470 }): Promi
 }
 
 t.test('the dashboard shows the database, follows notify, and rides out a server restart', async (t) => {
-  const db = await testDatabase(t)
-  await addNegocio(db.pool, 'barberia-centro')
-  await addNegocio(db.pool, 'clinica-dental-sol')
-  await addCitas(db.pool, 'barberia-centro', 140, 'atendida', 'past')
-  await addCitas(db.pool, 'barberia-centro', 8, 'cancelada', 'past')
-  await addCitas(db.pool, 'barberia-centro', 12, 'confirmada', 'today')
-  await addCitas(db.pool, 'clinica-dental-sol', 51, 'atendida', 'past')
-  await addCitas(db.pool, 'clinica-dental-sol', 4, 'cancelada', 'past')
-  await addCitas(db.pool, 'clinica-dental-sol', 7, 'pendiente', 'today')
+  const db = await demoDatabase(t)
   const first = await server(t, db, { restartable: true })
   const token = sign({ sub: 'demo-user', negocios: ['barberia-centro', 'clinica-dental-sol'] })
   const { page, pageErrors } = await newPage(t)
@@ -251,14 +257,7 @@ t.test('readable on a phone: two cards a row and no sideways scrolling', async (
 // Behind a proxy that lets plain HTTP through but refuses every WebSocket upgrade, the dashboard
 // falls back to Server-Sent Events by itself and stays live.
 t.test('behind a proxy that refuses WebSocket upgrades, the dashboard switches to SSE and shows live figures', async (t) => {
-  const db = await testDatabase(t)
-  await addNegocio(db.pool, 'barberia-centro')
-  await addNegocio(db.pool, 'clinica-dental-sol')
-  await addCitas(db.pool, 'barberia-centro', 140, 'atendida', 'past')
-  await addCitas(db.pool, 'barberia-centro', 8, 'cancelada', 'past')
-  await addCitas(db.pool, 'barberia-centro', 12, 'confirmada', 'today')
-  await addCitas(db.pool, 'clinica-dental-sol', 51, 'atendida', 'past')
-  await addCitas(db.pool, 'clinica-dental-sol', 7, 'pendiente', 'today')
+  const db = await demoDatabase(t)
   const srv = await server(t, db)
   const proxy = await noUpgradeProxy({ host: '127.0.0.1', port: srv.port })
   t.teardown(() => proxy.close())
