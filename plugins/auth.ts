@@ -73,19 +73,24 @@ function createAuth (verifyToken: (token: string) => unknown, opts: AuthSchemaOp
     return payload as Claims
   }
 
+  const negocioSets = createSetInterner(NEGOCIO_SETS_MAX)
+
   /** Which negocios a verified token may watch. Ill-typed claims grant nothing. */
   function accessOf (claims: Claims): Access {
-    const negocios = new Set<string>()
+    const ids: string[] = []
     const one = claims[names.negocioId]
-    if (isNegocioId(one)) negocios.add(one)
+    if (isNegocioId(one)) ids.push(one)
     const many = claims[names.negocios]
     if (Array.isArray(many)) {
-      for (const id of many) if (isNegocioId(id)) negocios.add(id)
+      for (const id of many) if (isNegocioId(id) && !ids.includes(id)) ids.push(id)
     }
-    const access: Access = { all: adminRole !== undefined && claims[names.role] === adminRole, negocios }
-    if (typeof claims.sub === 'string' && claims.sub !== '') access.sub = claims.sub
-    if (typeof claims.exp === 'number') access.exp = claims.exp
-    return access
+    // One literal with every field: the object holds them all in itself (a connection keeps it).
+    return {
+      sub: typeof claims.sub === 'string' && claims.sub !== '' ? claims.sub : undefined,
+      all: adminRole !== undefined && claims[names.role] === adminRole,
+      negocios: negocioSets(ids),
+      exp: typeof claims.exp === 'number' ? claims.exp : undefined
+    }
   }
 
   function isService (claims: Claims): boolean {
@@ -130,6 +135,30 @@ export function tokenFromRequest (request: FastifyRequest, { query = true, proto
     }
   }
   return undefined
+}
+
+/** How many distinct negocio sets accessOf shares at most. */
+export const NEGOCIO_SETS_MAX = 10_000
+
+/**
+ * Equal sets shared: the staff of one negocio hold tokens that grant the same negocios, and every
+ * connection keeps its token's set, so they all point at one Set instead of a copy each.
+ * At most `max` are remembered (oldest dropped, which only ends the sharing); the sets are never
+ * mutated. Order and repeats of the ids do not matter.
+ */
+export function createSetInterner (max: number): (ids: readonly string[]) => ReadonlySet<string> {
+  const sets = new Map<string, ReadonlySet<string>>()
+  return (ids) => {
+    // Negocio ids have no commas (protocol.ts); one id, the usual token, needs no sort.
+    const key = ids.length < 2 ? (ids[0] ?? '') : [...ids].sort().join(',')
+    let set = sets.get(key)
+    if (set === undefined) {
+      if (sets.size >= max) sets.delete(sets.keys().next().value as string)
+      set = new Set(ids)
+      sets.set(key, set)
+    }
+    return set
+  }
 }
 
 /**

@@ -5,7 +5,7 @@ import { Int, resolveOptions } from './options.js'
 import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
 import { AppError } from '../services/errors.js'
 import { createConnectionCounter, createOriginCheck } from '../services/limits.js'
-import { createTokenBucket } from '../services/token-bucket.js'
+import { takeToken, type BucketState } from '../services/token-bucket.js'
 import { citasOf, provide } from './namespace.js'
 
 export const LimitsOptions = Type.Object({
@@ -39,7 +39,10 @@ function createLimits (options: LimitsPluginOptions) {
     maxRefusedMessages: opts.maxRefusedMessages,
     perUser: createConnectionCounter(opts.maxConnectionsPerUser),
     perIp: createConnectionCounter(opts.maxConnectionsPerIp),
-    messageBucket: () => createTokenBucket(messageRate, messageBurst),
+    /** A full message bucket holds this many tokens (see takeMessage). */
+    messageBurst,
+    /** Takes one of a connection's message tokens now; false when it is over messageRate. */
+    takeMessage: (bucket: BucketState): boolean => takeToken(bucket, messageRate, messageBurst, Date.now()),
     notifyMax: opts.notifyMax,
     notifyWindowMs: opts.notifyWindowMs
   }

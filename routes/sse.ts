@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { canWatch, type Access } from '../services/hub.js'
+import { canWatch, Connection, type Access } from '../services/hub.js'
 import { channelErrorMessage, negocioOf } from '../services/protocol.js'
 import { SseStream, resumeVersions } from '../services/sse.js'
 import { citasOf } from '../plugins/namespace.js'
@@ -78,7 +78,7 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
       retryMs: opts.retryMs
     })
     reply.hijack()
-    const conn = hub.add(stream, access, 'sse')
+    const conn = hub.add(new Connection(stream, access, 'sse'))
     const release = (): void => {
       hub.remove(conn)
       if (key !== null) limits.perUser.release(key)

@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
 import { isAppError } from '../services/errors.js'
-import { canWatch, type Access, type Connection, type Peer } from '../services/hub.js'
+import { canWatch, Connection, type Access, type Peer } from '../services/hub.js'
+import type { BucketState } from '../services/token-bucket.js'
 import {
   errorMessage, negocioOf, parseClientMessage, pongMessage, refreshedMessage, replyMessage, revokedMessage,
   type ClientMessage
@@ -33,21 +34,34 @@ export interface WsRoutesOptions {
   maxPayload: number
 }
 
-/** The hub connection of a socket, so every socket shares one set of listeners instead of closures. */
-const kState = Symbol('citas-live connection')
+/** The connection of a socket, so every socket shares one set of listeners instead of closures. */
+const kConn = Symbol('citas-live connection')
 
-/** What one socket needs beyond the hub's Connection, kept on the socket itself: no closures per socket. */
-interface SocketState {
-  conn: Connection
-  bucket: { take: () => boolean, readonly refusedInARow: number }
-  ip: string
-  /** The per-user limit's key, null when that limit is off or did not count this socket. */
-  userKey: string | null
-  ipCounted: boolean
+/**
+ * A WebSocket's hub connection with what else the socket needs: its message bucket and what its
+ * close must release. One object per socket, all of it in-object (idle sockets are most of the memory).
+ */
+class WsConnection extends Connection implements BucketState {
+  tokens: number
+  last: number
+  refused = 0
+
+  constructor (
+    socket: WebSocket,
+    access: Access,
+    burst: number,
+    readonly ip: string,
+    /** The per-user limit's key, null when that limit is off or did not count this socket. */
+    readonly userKey: string | null,
+    readonly ipCounted: boolean
+  ) {
+    super(socket, access)
+    this.tokens = burst
+    this.last = Date.now()
+  }
 }
-type LiveSocket = WebSocket & { [kState]: SocketState }
-const stateOf = (socket: WebSocket): SocketState => (socket as LiveSocket)[kState]
-const connOf = (socket: WebSocket): Connection => stateOf(socket).conn
+type LiveSocket = WebSocket & { [kConn]: WsConnection }
+const connOf = (socket: WebSocket): WsConnection => (socket as LiveSocket)[kConn]
 
 function send (socket: Peer, payload: string): void {
   if (socket.readyState === OPEN) socket.send(payload)
@@ -147,10 +161,10 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
   }
 
   function onSocketMessage (this: WebSocket, data: RawData, isBinary: boolean): void {
-    const { conn, bucket } = stateOf(this)
-    if (!bucket.take()) {
-      if (bucket.refusedInARow === 1) send(this, errorMessage('rate_limited', 'too many messages: slow down'))
-      else if (bucket.refusedInARow > limits.maxRefusedMessages) this.close(CLOSE.rateExceeded.code, CLOSE.rateExceeded.reason)
+    const conn = connOf(this)
+    if (!limits.takeMessage(conn)) {
+      if (conn.refused === 1) send(this, errorMessage('rate_limited', 'too many messages: slow down'))
+      else if (conn.refused > limits.maxRefusedMessages) this.close(CLOSE.rateExceeded.code, CLOSE.rateExceeded.reason)
       return
     }
     try {
@@ -162,7 +176,8 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
   }
   function onSocketPong (this: WebSocket): void { connOf(this).alive = true }
   function onSocketClose (this: WebSocket): void {
-    const { conn, ip, userKey, ipCounted } = stateOf(this)
+    const conn = connOf(this)
+    const { ip, userKey, ipCounted } = conn
     hub.remove(conn)
     if (userKey !== null) limits.perUser.release(userKey)
     if (ipCounted) limits.perIp.release(ip)
@@ -179,13 +194,13 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
 
   fastify.get('/ws', { websocket: true, onRequest: checkOrigin, preValidation: authenticate, schema: wsDocs, childLoggerFactory: lazyChildLogger }, (socket, request) => {
     // Listeners go on synchronously, before anything awaits, so no early frame is lost.
-    const conn = hub.add(socket, request.citasAccess as Access)
     const ip = limits.perIp.enabled ? request.ip : ''
     // The handshake checked the counts; concurrent handshakes may still overshoot, so count for real here.
     const key = request.citasUserKey
     const userCounted = key === null || limits.perUser.acquire(key)
     const ipCounted = userCounted && limits.perIp.acquire(ip)
-    ;(socket as LiveSocket)[kState] = { conn, bucket: limits.messageBucket(), ip, userKey: userCounted ? key : null, ipCounted }
+    const conn = hub.add(new WsConnection(socket, request.citasAccess as Access, limits.messageBurst, ip, userCounted ? key : null, ipCounted))
+    ;(socket as LiveSocket)[kConn] = conn
     // Nothing of the upgrade request should outlive it (see services/adapters/fastify-websocket.ts).
     // Where that cannot be done, errors reach the errorHandler given to @fastify/websocket.
     releaseUpgrade(socket, request, request.citasUpgradeResponse, onSocketError, log)

@@ -35,20 +35,24 @@ export interface Peer {
 /** How a connection reaches its peer: a WebSocket, or a Server-Sent Events stream (server to browser only). */
 export type Transport = 'websocket' | 'sse'
 
-/** One open WebSocket or SSE stream and the channels it follows. Kept small: the hub holds thousands. */
-export interface Connection {
-  readonly socket: Peer
-  readonly transport: Transport
-  readonly channels: Set<string>
-  access: Access
+/**
+ * One open WebSocket or SSE stream and the channels it follows. Kept small: the hub holds
+ * thousands. A class, so every field is in the object itself from the start (no out-of-object
+ * property array), and a transport can extend it with its own per-socket state (routes/ws.ts)
+ * instead of hanging a second object off the socket.
+ */
+export class Connection {
+  readonly channels = new Set<string>()
   /** Cleared by each heartbeat sweep, set again by the peer's pong. */
-  alive: boolean
+  alive = true
   /** Newest payload per channel held back while the socket's send buffer is over the bound; null when draining normally. */
-  pending: Map<string, string> | null
+  pending: Map<string, string> | null = null
   /** When the socket went over the bound (ms), 0 when it is not. */
-  slowSince: number
+  slowSince = 0
   /** The `exp` a token_expiring notice was sent for, 0 when none. */
-  expiryNoticeFor: number
+  expiryNoticeFor = 0
+
+  constructor (readonly socket: Peer, public access: Access, readonly transport: Transport = 'websocket') {}
 }
 
 export interface HubOptions {
@@ -96,10 +100,10 @@ export function createHub (opts: HubOptions = {}) {
   /** The connections whose transport is SSE (the heartbeat's; the rest are WebSockets). */
   const streams = new Set<Connection>()
 
-  function add (socket: Peer, access: Access, transport: Transport = 'websocket'): Connection {
-    const conn: Connection = { socket, transport, channels: new Set(), access, alive: true, pending: null, slowSince: 0, expiryNoticeFor: 0 }
+  /** Starts holding a connection (`new Connection(peer, access, transport)`, or a transport's subclass). */
+  function add<C extends Connection> (conn: C): C {
     connections.add(conn)
-    if (transport === 'sse') streams.add(conn)
+    if (conn.transport === 'sse') streams.add(conn)
     return conn
   }
 

@@ -1,7 +1,7 @@
 import { test } from 'tap'
 import Fastify from 'fastify'
 import { createSigner } from 'fast-jwt'
-import authPlugin, { cachedVerifier } from '../../plugins/auth.js'
+import authPlugin, { cachedVerifier, createSetInterner } from '../../plugins/auth.js'
 import { citasOf } from '../../plugins/namespace.js'
 import { isAppError } from '../../services/errors.js'
 import { waitFor } from '../helper.js'
@@ -85,4 +85,34 @@ test('a token signed with another secret is refused every time, not remembered a
   const [h, p] = forged.split('.')
   const sig = good.split('.')[2] as string
   t.equal(reason(() => a.verify(`${h as string}.${p as string}.${sig}`)), 'invalid token signature')
+})
+
+test('tokens granting the same negocios share one set; other grants do not', async (t) => {
+  const { fastify, auth: a } = await auth()
+  t.teardown(() => fastify.close())
+  const sign = createSigner({ key: SECRET })
+  const of = (claims: Record<string, unknown>) => a.accessOf(a.verify(sign(claims)))
+  const ana = of({ sub: 'ana', negocio_id: 'n1' })
+  const luis = of({ sub: 'luis', negocios: ['n1'] })
+  t.equal(ana.negocios, luis.negocios, 'one set for both')
+  t.same([...ana.negocios], ['n1'])
+  t.equal(ana.sub, 'ana')
+  t.equal(luis.sub, 'luis')
+  const both = of({ sub: 'eva', negocio_id: 'n2', negocios: ['n1', 'n2', 'bad id'] })
+  t.same([...both.negocios], ['n2', 'n1'], 'repeats and ill-typed ids dropped')
+  t.equal(of({ negocios: ['n1', 'n2'] }).negocios, both.negocios, 'order does not matter')
+  t.not(both.negocios, ana.negocios)
+  t.equal(of({}).negocios.size, 0)
+})
+
+test('the set interner is bounded: the oldest set stops being shared, none is lost', async (t) => {
+  const intern = createSetInterner(2)
+  const a = intern(['a'])
+  intern(['b'])
+  t.equal(intern(['a']), a, 'still shared')
+  intern(['c'])
+  const again = intern(['a'])
+  t.not(again, a, 'dropped after 2 newer ones, made anew')
+  t.same([...again], ['a'])
+  t.same([...a], ['a'], 'the old set is untouched for whoever holds it')
 })

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { EventEmitter } from 'node:events'
 import type { WebSocket } from 'ws'
-import { createHub, type Access } from '../../services/hub.js'
-import { createTokenBucket } from '../../services/token-bucket.js'
+import { Connection, createHub, type Access } from '../../services/hub.js'
+import { fullBucket, takeToken } from '../../services/token-bucket.js'
 import { createConnectionCounter, createOriginCheck } from '../../services/limits.js'
 import { sweepExpiry } from '../../services/expiry.js'
 import { createDbMonitor, forEachLimited } from '../../services/db-monitor.js'
@@ -25,16 +25,17 @@ const access: Access = { all: true, negocios: new Set() }
 
 t.test('token bucket: burst, then the rate; refusals in a row are counted', async (t) => {
   let now = 0
-  const bucket = createTokenBucket(10, 3, () => now)
-  t.same([bucket.take(), bucket.take(), bucket.take(), bucket.take()], [true, true, true, false])
-  t.equal(bucket.refusedInARow, 1)
-  t.equal(bucket.take(), false)
-  t.equal(bucket.refusedInARow, 2)
+  const bucket = fullBucket(3, now)
+  const take = (): boolean => takeToken(bucket, 10, 3, now)
+  t.same([take(), take(), take(), take()], [true, true, true, false])
+  t.equal(bucket.refused, 1)
+  t.equal(take(), false)
+  t.equal(bucket.refused, 2)
   now += 100 // one token at 10/s
-  t.equal(bucket.take(), true)
-  t.equal(bucket.refusedInARow, 0)
+  t.equal(take(), true)
+  t.equal(bucket.refused, 0)
   now += 60_000
-  t.same([bucket.take(), bucket.take(), bucket.take(), bucket.take()], [true, true, true, false], 'never more than the burst')
+  t.same([take(), take(), take(), take()], [true, true, true, false], 'never more than the burst')
 })
 
 t.test('connection counter: a limit per key, 0 is off', async (t) => {
@@ -77,8 +78,8 @@ t.test('hub: a socket over the bound keeps only the newest payload per channel a
   t.teardown(hub.stop)
   const fast = new FakeSocket()
   const slow = new FakeSocket()
-  const cf = hub.add(fast as unknown as WebSocket, access)
-  const cs = hub.add(slow as unknown as WebSocket, access)
+  const cf = hub.add(new Connection(fast as unknown as WebSocket, access))
+  const cs = hub.add(new Connection(slow as unknown as WebSocket, access))
   for (const c of [cf, cs]) { hub.subscribe(c, 'a'); hub.subscribe(c, 'b') }
 
   slow.bufferedAmount = 5000 // the peer stopped reading
@@ -117,7 +118,7 @@ t.test('hub: removing a slow connection forgets its held payloads', async (t) =>
   const hub = createHub({ maxBufferedBytes: 1024 })
   t.teardown(hub.stop)
   const s = new FakeSocket()
-  const c = hub.add(s as unknown as WebSocket, access)
+  const c = hub.add(new Connection(s as unknown as WebSocket, access))
   hub.subscribe(c, 'a')
   s.bufferedAmount = 4096
   hub.publish('a', 'x')
@@ -132,8 +133,8 @@ t.test('expiry sweep: one notice before exp, 4001 at exp, nothing for tokens wit
   const expiring = new FakeSocket()
   const forever = new FakeSocket()
   const exp = 1_000_000
-  const c = hub.add(expiring as unknown as WebSocket, { ...access, exp })
-  hub.add(forever as unknown as WebSocket, access)
+  const c = hub.add(new Connection(expiring as unknown as WebSocket, { ...access, exp }))
+  hub.add(new Connection(forever as unknown as WebSocket, access))
   sweepExpiry(hub.connections, exp * 1000 - 20_000, 10_000)
   t.same(expiring.sent, [], 'too early for a notice')
   sweepExpiry(hub.connections, exp * 1000 - 10_000, 10_000)

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import WebSocket, { WebSocketServer, type ServerOptions } from 'ws'
 import { checkSocket, prepareFrame, sendFrame, serverMaxPayload } from '../../../services/adapters/ws.js'
 import { forcePublic, resetGuards } from '../../../services/adapters/guard.js'
-import { createHub } from '../../../services/hub.js'
+import { Connection, createHub } from '../../../services/hub.js'
 
 interface Pair {
   server: WebSocket
@@ -46,7 +46,7 @@ async function until (cond: () => boolean, ms = 3000): Promise<void> {
 t.test('a hub broadcast reaches every subscriber as a text message with exactly the published text', async (t) => {
   const ps = await pairs(t, 5)
   const hub = createHub()
-  for (const p of ps) hub.subscribe(hub.add(p.server, { all: true, negocios: new Set() }), 'estadisticas:n1')
+  for (const p of ps) hub.subscribe(hub.add(new Connection(p.server, { all: true, negocios: new Set() })), 'estadisticas:n1')
   // Each payload-length encoding of the frame header (7-bit, 16-bit, 64-bit), and multi-byte UTF-8.
   const messages = ['{"type":"stats"}', 'x'.repeat(126), 'ñ'.repeat(40_000), 'y'.repeat(70_000), '']
   for (const m of messages) t.equal(hub.publish('estadisticas:n1', m), 5)
@@ -156,7 +156,7 @@ t.test('ws-send forced onto its public path (what the benchmark compares with)',
   const log = recorder()
   for (const p of ps) t.equal(checkSocket(p.server, log), false)
   const hub = createHub()
-  for (const p of ps) hub.subscribe(hub.add(p.server, { all: true, negocios: new Set() }), 'c')
+  for (const p of ps) hub.subscribe(hub.add(new Connection(p.server, { all: true, negocios: new Set() })), 'c')
   t.equal(hub.publish('c', 'x'.repeat(70_000)), 3)
   await until(() => ps.every((p) => p.received.length === 1))
   for (const p of ps) t.same(p.received, [{ text: 'x'.repeat(70_000), binary: false }])
