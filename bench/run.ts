@@ -98,12 +98,20 @@ function medians (rounds: Metric[][]): Metric[] {
 async function runRounds (scenario: ServerScenario, ctx: Context, kinds: ServerKind[], rounds: number, start: (kind: ServerKind) => Promise<Server>, results: Map<string, Metric[]>): Promise<void> {
   const servers = new Map<ServerKind, Server>()
   const measured = new Map<ServerKind, Metric[][]>(kinds.map((k) => [k, []]))
+  const fresh = scenario.freshServers === true
   try {
-    for (const kind of kinds) servers.set(kind, await start(kind))
-    for (let round = -1; round < rounds; round++) {
+    if (!fresh) for (const kind of kinds) servers.set(kind, await start(kind))
+    // A fresh server per measurement needs no warm-up round: nothing carries over.
+    for (let round = fresh ? 0 : -1; round < rounds; round++) {
       const order = round % 2 === 0 ? kinds : [...kinds].reverse()
       for (const kind of order) {
-        const metrics = await scenario.run(servers.get(kind) as Server, ctx)
+        if (fresh) servers.set(kind, await start(kind))
+        const server = servers.get(kind) as Server
+        const metrics = await scenario.run(server, ctx)
+        if (fresh) {
+          servers.delete(kind)
+          await server.stop()
+        }
         if (round >= 0) measured.get(kind)?.push(metrics)
       }
     }

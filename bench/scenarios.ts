@@ -54,6 +54,12 @@ export interface ServerScenario extends ScenarioBase {
    * the rounds. For short scenarios whose figure would otherwise follow the machine's load.
    */
   rounds?: number
+  /**
+   * With rounds: every measurement on a server started for it (and stopped after), instead of both
+   * servers up for all rounds. For figures that depend on what the process held before, such as
+   * RSS growth: a heap grown by an earlier round gives the next one room without new pages.
+   */
+  freshServers?: boolean
   /** citas-live runs with change capture on and its default bus (see ServerOptions.changeCapture). */
   changeCapture?: boolean
 }
@@ -70,7 +76,7 @@ export type Scenario = ServerScenario | StandaloneScenario
 export const roundCount = (scenario: ServerScenario, ctx: Context): number => ctx.rounds ?? scenario.rounds ?? 1
 
 const roundsOf = (scenario: ServerScenario, ctx: Context): string =>
-  `median of ${roundCount(scenario, ctx)} rounds in alternating order, after a warm-up round`
+  `median of ${roundCount(scenario, ctx)} rounds in alternating order, ${scenario.freshServers === true ? 'each on servers started for it' : 'after a warm-up round'}`
 
 export const scaled = (ctx: Context, n: number): number => Math.max(1, Math.round(n * ctx.scale))
 
@@ -209,8 +215,9 @@ export const sseFanout: ServerScenario = {
 
 export const idle: ServerScenario = {
   name: 'idle',
-  describe: (ctx) => `${scaled(ctx, 19_900)} subscribed connections over 100 channels, held; RSS per connection after GC; ${roundsOf(idle, ctx)}`,
+  describe: (ctx) => `${scaled(ctx, 19_900)} subscribed connections over 100 channels, held; RSS per connection after GC, from the start and over the second half of the connections; ${roundsOf(idle, ctx)}`,
   rounds: 4,
+  freshServers: true,
   async run (server, ctx) {
     const n = scaled(ctx, 19_900)
     const channels = await Promise.all(Array.from({ length: 100 }, async (_, i) => await channelOf(ctx.db, negocioId(i))))
@@ -220,22 +227,33 @@ export const idle: ServerScenario = {
     await closeAll(warm.clients)
     await until(() => false, 1000)
     const rss0 = await settledRss(server)
-    const cpu0 = server.cpuMs()
-    const conn = await connectAll({ port: server.port, tokens: tokens(ctx, n, channels), channels, concurrency: 500, timeoutMs: 120_000, tracker })
-    const cpu = server.cpuMs() - cpu0
-    await sleep(2000)
-    const rss1 = await settledRss(server)
-    const held = (await server.gauges()).connections
+    // Two halves, RSS taken after each: the second half's growth is the marginal cost of a
+    // connection, free of whatever room the process's starting heap had (a larger heap at the
+    // start absorbs the first connections without new pages).
+    const all = tokens(ctx, n, channels)
+    const half = Math.floor(n / 2 / channels.length) * channels.length
+    const connect = async (from: number, to: number) => {
+      const cpu0 = server.cpuMs()
+      const conn = await connectAll({ port: server.port, tokens: all.slice(from, to), channels, concurrency: 500, timeoutMs: 120_000, tracker })
+      const cpu = server.cpuMs() - cpu0
+      await sleep(2000)
+      const rss = await settledRss(server)
+      return { ...conn, cpu, rss, held: (await server.gauges()).connections }
+    }
+    const first = await connect(0, half)
+    const second = await connect(half, n)
+    const held = second.held
     if (ctx.heapSnapshotDir !== undefined) await server.heapSnapshot(`${ctx.heapSnapshotDir}/idle-${server.kind}-${Date.now()}.heapsnapshot`)
-    await closeAll(conn.clients, 60_000)
+    await closeAll([...first.clients, ...second.clients], 60_000)
     return [
       { name: 'connections held', unit: '', value: held, better: 'higher' },
-      { name: 'connect + subscribe, all', unit: 'ms', value: conn.ms, better: 'lower' },
-      { name: 'failed connects', unit: '', value: conn.failed, better: 'lower' },
+      { name: 'connect + subscribe, all', unit: 'ms', value: first.ms + second.ms, better: 'lower' },
+      { name: 'failed connects', unit: '', value: first.failed + second.failed, better: 'lower' },
       { name: 'server RSS before', unit: 'MiB', value: rss0 / 1024 },
-      { name: 'server RSS held', unit: 'MiB', value: rss1 / 1024 },
-      { name: 'server RSS per connection', unit: 'KiB', value: (rss1 - rss0) / held, better: 'lower' },
-      { name: 'server CPU per connect', unit: 'µs', value: cpu * 1000 / n, better: 'lower' }
+      { name: 'server RSS held', unit: 'MiB', value: second.rss / 1024 },
+      { name: 'server RSS per connection', unit: 'KiB', value: (second.rss - rss0) / held, better: 'lower' },
+      { name: 'server RSS per connection, second half', unit: 'KiB', value: (second.rss - first.rss) / (held - first.held), better: 'lower' },
+      { name: 'server CPU per connect', unit: 'µs', value: (first.cpu + second.cpu) * 1000 / n, better: 'lower' }
     ]
   }
 }
