@@ -2,6 +2,7 @@ import { createHash, randomInt } from 'node:crypto'
 import type { Socket } from 'node:net'
 import { CHANNEL_PREFIX, CLOSE, type ServerFrame, type Stats } from '../protocol.js'
 import type { Peer } from './hub.js'
+import { writeDirect } from './adapters/net.js'
 
 /**
  * Server-Sent Events: a stream the hub writes to like a WebSocket (a Peer). The hub and the rest
@@ -147,7 +148,8 @@ export class SseStream implements Peer {
     }
     this.versions[at] = version
     if (this.channels.length === 1) {
-      this.socket.write(event.whole)
+      // The broadcast's shared bytes: past the stream layer when the socket is idle (services/adapters/net.ts).
+      writeDirect(this.socket, event.whole)
       return
     }
     // The id names every channel's version, so a reconnect can skip each unchanged one.

@@ -11,9 +11,9 @@ export interface AdapterLog {
   warn: (obj: object, msg: string) => void
 }
 
-export type AdapterName = 'ws-send' | 'upgrade-release' | 'ws-server-options' | 'pg-pool-settings'
+export type AdapterName = 'ws-send' | 'net-write' | 'upgrade-release' | 'ws-server-options' | 'pg-pool-settings'
 
-export const ADAPTERS: readonly AdapterName[] = ['ws-send', 'upgrade-release', 'ws-server-options', 'pg-pool-settings']
+export const ADAPTERS: readonly AdapterName[] = ['ws-send', 'net-write', 'upgrade-release', 'ws-server-options', 'pg-pool-settings']
 
 export interface Guard {
   readonly name: AdapterName
@@ -33,12 +33,15 @@ export interface Guard {
 const forced = new Set<AdapterName>()
 const resets: Array<() => void> = []
 
-/** The guard of one adapter; `consequence` says what the public path costs. */
-export function guard (name: AdapterName, consequence: string): Guard {
+/**
+ * The guard of one adapter; `consequence` says what the public path costs. `onReset`: what else
+ * of the adapter resetGuards forgets (a shape it found good).
+ */
+export function guard (name: AdapterName, consequence: string, onReset?: () => void): Guard {
   let failed = false
   let logged = false
   let reason = ''
-  resets.push(() => { failed = false; logged = false; reason = '' })
+  resets.push(() => { failed = false; logged = false; reason = ''; onReset?.() })
   return {
     name,
     get public () { return failed || forced.has(name) },

@@ -12,8 +12,10 @@
  *    Public path: no check (a too-small host limit then closes long `refresh` frames with 1009).
  */
 import type { Duplex } from 'node:stream'
+import type { Socket } from 'node:net'
 import type { WebSocket, WebSocketServer } from 'ws'
 import { guard, type AdapterLog } from './guard.js'
+import { writeDirect } from './net.js'
 
 export interface PreparedFrame {
   /** The UTF-8 message, for sockets that go through ws's own send. */
@@ -117,7 +119,7 @@ export function sendFrame (socket: WebSocket, prepared: PreparedFrame): boolean 
   const sender = s._sender
   if (fast && sender != null && sender._state === SENDER_IDLE && (sender._queue as unknown[]).length === 0 &&
     sender._firstFragment === true && s._extensions?.['permessage-deflate'] === undefined) {
-    (s._socket as Duplex).write(prepared.frame)
+    writeDirect(s._socket as Socket, prepared.frame)
   } else {
     socket.send(prepared.payload, { binary: false })
   }

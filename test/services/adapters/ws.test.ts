@@ -105,10 +105,11 @@ t.test('ws-send fast path: a socket of the checked class gets the shared frame w
   let sends = 0
   const send = p.server.send.bind(p.server)
   p.server.send = ((...args: Parameters<WebSocket['send']>) => { sends++; send(...args) }) as WebSocket['send']
-  const tcp = (p.server as unknown as { _socket: { write: (b: Buffer) => boolean } })._socket
+  // The frame reaches the TCP socket through net-write's direct path (services/adapters/net.ts).
+  const tcp = (p.server as unknown as { _socket: { _writeGeneric: (w: boolean, b: Buffer, e: string, cb: unknown) => void } })._socket
   const written: Buffer[] = []
-  const write = tcp.write.bind(tcp)
-  tcp.write = (b: Buffer) => { written.push(b); return write(b) }
+  const write = tcp._writeGeneric.bind(tcp)
+  tcp._writeGeneric = function (w: boolean, b: Buffer, e: string, cb: unknown) { written.push(b); write(w, b, e, cb) }
   const prepared = prepareFrame('{"type":"stats"}')
   t.equal(sendFrame(p.server, prepared), true)
   await until(() => p.received.length === 1)
