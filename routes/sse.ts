@@ -6,6 +6,7 @@ import { citasOf } from '../plugins/namespace.js'
 import { decorateHandshake, handshakeHooks } from './handshake.js'
 import { sseDocs } from './schemas.js'
 import { lazyChildLogger } from '../services/logging.js'
+import { checkDirectWrite } from '../services/adapters/net.js'
 
 export interface SseRoutesOptions {
   /** How often every stream gets a heartbeat comment, in ms. */
@@ -78,6 +79,8 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
       retryMs: opts.retryMs
     })
     reply.hijack()
+    // Broadcasts reach the socket through net-write (services/adapters/net.ts): a fallback is logged here.
+    checkDirectWrite(request.raw.socket, fastify.log)
     const conn = hub.add(new Connection(stream, access, 'sse'))
     const release = (): void => {
       hub.remove(conn)

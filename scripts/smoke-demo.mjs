@@ -72,6 +72,10 @@ const figures = (m) => [m.data.citas_hoy, m.data.total_citas, m.data.citas_compl
 const pushed = await next()
 if (pushed.type !== 'stats' || pushed.data.negocio_id !== negocio || figures(pushed) === figures(first)) await fail(`unexpected push ${JSON.stringify(pushed)} after ${JSON.stringify(first)}`)
 
+// Every adapter found the internals it knows on this Node (services/adapters: a fallback says so once).
+const fallback = /[^\n]*is not the version citas-live knows[^\n]*/.exec(out)
+if (fallback !== null) await fail(`an adapter fell back to its public path: ${fallback[0]}`)
+
 const dashboardUrl = /dashboard: +(\S+)/.exec(out)?.[1]
 const page = dashboardUrl === undefined ? null : await fetch(dashboardUrl)
 if (page?.status !== 200 || !(await page.text()).includes('Citas hoy')) await fail(`dashboard ${dashboardUrl} answered ${page?.status}`)

@@ -93,6 +93,19 @@ function usable (socket: Socket, log?: AdapterLog): boolean {
   return true
 }
 
+/**
+ * Checks a new socket's shape for the direct write (once per process), saying so in the log when
+ * it is not the known one or the adapter is forced public. The routes call it for each new socket,
+ * which has a logger at hand; writeDirect itself checks too, silently.
+ */
+export function checkDirectWrite (socket: Socket, log?: AdapterLog): boolean {
+  if (writeGuard.public) {
+    writeGuard.fallback('forced', log)
+    return false
+  }
+  return usable(socket, log)
+}
+
 /** How many direct writes are waiting for libuv (tests: a slow reader's socket). */
 export function directWritesInFlight (): number {
   return inFlight.size

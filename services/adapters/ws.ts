@@ -15,7 +15,7 @@ import type { Duplex } from 'node:stream'
 import type { Socket } from 'node:net'
 import type { WebSocket, WebSocketServer } from 'ws'
 import { guard, type AdapterLog } from './guard.js'
-import { writeDirect } from './net.js'
+import { checkDirectWrite, writeDirect } from './net.js'
 
 export interface PreparedFrame {
   /** The UTF-8 message, for sockets that go through ws's own send. */
@@ -90,6 +90,9 @@ export function checkSocket (socket: WebSocket, log?: AdapterLog): boolean {
     sendGuard.fallback('forced', log)
     return false
   }
+  // The frames go to the TCP socket through net-write: its shape is checked here too, once, with the log at hand.
+  const raw = (socket as unknown as WsInternals)._socket
+  if (raw != null) checkDirectWrite(raw as Socket, log)
   const cls = socket.constructor
   if (cls === knownClass) return true
   if (!passed.has(cls)) {

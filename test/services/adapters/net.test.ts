@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import net, { type AddressInfo, type Socket } from 'node:net'
-import { directWritesInFlight, writeDirect } from '../../../services/adapters/net.js'
+import { checkDirectWrite, directWritesInFlight, writeDirect } from '../../../services/adapters/net.js'
 import { forcePublic, resetGuards } from '../../../services/adapters/guard.js'
 import { waitFor } from '../../helper.js'
 
@@ -39,6 +39,7 @@ t.teardown(() => resetGuards())
 
 t.test('an idle socket gets the bytes without the stream layer; the stream has nothing queued after', async (t) => {
   const p = await pair(t)
+  t.equal(checkDirectWrite(p.server), true, 'this Node has the known shape')
   writeDirect(p.server, Buffer.from('hola '))
   writeDirect(p.server, Buffer.from('mundo'))
   t.equal(p.streamWrites(), 0, 'socket.write never ran')
@@ -95,6 +96,9 @@ t.test('a write the kernel refuses destroys the socket with the error, as the st
 t.test('forced onto its public path, every write is socket.write', async (t) => {
   const p = await pair(t)
   forcePublic(['net-write'])
+  const lines: object[] = []
+  t.equal(checkDirectWrite(p.server, { warn: (obj) => lines.push(obj) }), false)
+  t.match(lines, [{ adapter: 'net-write', reason: 'forced' }])
   writeDirect(p.server, Buffer.from('abc'))
   t.equal(p.streamWrites(), 1)
   await waitFor(() => p.received().toString() === 'abc')
@@ -110,10 +114,11 @@ t.test('a socket without the known internals takes socket.write, logged once', a
   internals._writeGeneric = function (this: unknown, writev: unknown, data: unknown, encoding: unknown, cb: unknown, _extra?: unknown) {
     return original.call(this, writev, data, encoding, cb)
   }
+  t.equal(checkDirectWrite(p.server, log), false, 'the check a route runs for a new socket')
   writeDirect(p.server, Buffer.from('a'), log)
-  writeDirect(p.server, Buffer.from('b'), log)
+  writeDirect(p.server, Buffer.from('b'))
   t.equal(p.streamWrites(), 2)
-  t.equal(lines.length, 1)
+  t.equal(lines.length, 1, 'logged once')
   t.match(lines[0], { obj: { adapter: 'net-write', reason: /_writeGeneric/ }, msg: /net-write: .*public API/ })
   await waitFor(() => p.received().toString() === 'ab')
 })
