@@ -10,7 +10,7 @@ import {
 import { CLOSE } from '../protocol.js'
 import { citasOf } from '../plugins/namespace.js'
 import { decorateHandshake, handshakeHooks } from './handshake.js'
-import { checkSocket } from '../services/adapters/ws.js'
+import { checkSocket, inOneWrite } from '../services/adapters/ws.js'
 import { releaseUpgrade } from '../services/adapters/fastify-websocket.js'
 import { wsDocs } from './schemas.js'
 import { lazyChildLogger } from '../services/logging.js'
@@ -93,8 +93,11 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
       return
     }
     hub.subscribe(conn, channel)
-    send(conn.socket, replyMessage('subscribed', channel, id))
-    live.sendCurrent(conn, channel, (code, message) => { send(conn.socket, errorMessage(code, message, id)) })
+    // The reply and the current stats (when cached) leave in one write.
+    inOneWrite(conn.socket as WebSocket, () => {
+      send(conn.socket, replyMessage('subscribed', channel, id))
+      live.sendCurrent(conn, channel, (code, message) => { send(conn.socket, errorMessage(code, message, id)) })
+    })
   }
 
   /** A fresh token for the same user: new rights and expiry; channels it no longer allows are dropped. */

@@ -129,6 +129,26 @@ export function sendFrame (socket: WebSocket, prepared: PreparedFrame): boolean 
   return true
 }
 
+/**
+ * Runs `send` with the socket's TCP stream corked, so the messages it sends leave in one write
+ * (one system call, one packet) instead of one each: a subscribe's reply and the channel's current
+ * stats. Through ws's private `_socket`, for a socket of a checked class (ws-send); otherwise
+ * `send` just runs.
+ */
+export function inOneWrite (socket: WebSocket, send: () => void): void {
+  const raw = socket.constructor === knownClass && !sendGuard.public ? (socket as unknown as WsInternals)._socket : null
+  if (raw == null) {
+    send()
+    return
+  }
+  raw.cork()
+  try {
+    send()
+  } finally {
+    raw.uncork()
+  }
+}
+
 const optionsGuard = guard('ws-server-options', 'the maxPayload of the host\'s WebSocket server is not checked: if it is below citas-live\'s, long refresh frames are closed with 1009')
 
 /**

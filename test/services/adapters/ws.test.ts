@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import WebSocket, { WebSocketServer, type ServerOptions } from 'ws'
-import { checkSocket, prepareFrame, sendFrame, serverMaxPayload } from '../../../services/adapters/ws.js'
+import { checkSocket, inOneWrite, prepareFrame, sendFrame, serverMaxPayload } from '../../../services/adapters/ws.js'
 import { forcePublic, resetGuards } from '../../../services/adapters/guard.js'
 import { Connection, createHub } from '../../../services/hub.js'
 
@@ -79,6 +79,40 @@ t.test('nothing is written to a socket that is closing or closed', async (t) => 
   t.equal(sendFrame(p.server, prepareFrame('late')), false)
   await once(p.client, 'close')
   t.same(p.received, [])
+})
+
+/** Counts the writes that reach the TCP socket's handle (one per system call) of a pair's server side. */
+function handleWrites (p: Pair): () => number {
+  const tcp = (p.server as unknown as { _socket: { _writeGeneric: (...args: unknown[]) => void } })._socket
+  const write = tcp._writeGeneric.bind(tcp)
+  let n = 0
+  tcp._writeGeneric = (...args: unknown[]) => { n++; write(...args) }
+  return () => n
+}
+
+t.test('messages sent inside inOneWrite leave in one write, in order; on the public path one write each', async (t) => {
+  resetGuards()
+  const [p] = await pairs(t, 1) as [Pair]
+  t.equal(checkSocket(p.server), true)
+  const writes = handleWrites(p)
+  inOneWrite(p.server, () => {
+    p.server.send('{"type":"subscribed"}')
+    p.server.send('{"type":"stats"}')
+  })
+  t.equal(writes(), 1, 'one write for both')
+  await until(() => p.received.length === 2)
+  t.same(p.received.map((r) => r.text), ['{"type":"subscribed"}', '{"type":"stats"}'])
+
+  forcePublic(['ws-send'])
+  t.teardown(() => resetGuards())
+  inOneWrite(p.server, () => {
+    p.server.send('a')
+    p.server.send('b')
+  })
+  t.equal(writes(), 3, 'public path: one write each')
+  await until(() => p.received.length === 4)
+  t.same(p.received.slice(2).map((r) => r.text), ['a', 'b'])
+  t.throws(() => inOneWrite(p.server, () => { throw new Error('boom') }), /boom/)
 })
 
 /** A logger that keeps what it is told. */
