@@ -6,7 +6,10 @@
  *    the frame is built once (RFC 6455, no ws code) and each socket gets one write of one shared
  *    Buffer, straight to its TCP socket, when ws has nothing of its own in flight on it. That needs
  *    ws's private `_socket`, `_sender` (`_state`, `_queue`, `_firstFragment`) and `_extensions`.
- *    Public path: `ws.send(payload)` with the payload encoded once for the broadcast.
+ *    Public path: `ws.send(payload)` with the payload encoded once for the broadcast. The same
+ *    guard covers corking `_socket` around a subscribe's two messages (`inOneWrite`), so they
+ *    leave in one write; public path: one write each. The TCP write itself goes through
+ *    `net-write` (./net.ts).
  * 2. The settings of a host's WebSocketServer (`ws-server-options`, at boot): its undocumented
  *    `options.maxPayload`, to check that a host's server accepts the frames citas-live must take.
  *    Public path: no check (a too-small host limit then closes long `refresh` frames with 1009).
