@@ -30,10 +30,16 @@ export const CPU = (() => {
 
 /** user+system CPU time of a process so far, in ms (from /proc/<pid>/stat). */
 export function cpuMs (pid: number): number {
+  const { user, system } = cpuSplitMs(pid)
+  return user + system
+}
+
+/** User and system (kernel) CPU time of a process so far, in ms (from /proc/<pid>/stat). */
+export function cpuSplitMs (pid: number): { user: number, system: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) * 1000 / CPU.clkTck
+  return { user: Number(fields[11]) * 1000 / CPU.clkTck, system: Number(fields[12]) * 1000 / CPU.clkTck }
 }
 
 /** Resident set size of a process, in KiB (VmRSS in /proc/<pid>/status). */
@@ -121,6 +127,7 @@ export class Server {
   }
 
   cpuMs (): number { return cpuMs(this.pid) }
+  cpuSplitMs (): { user: number, system: number } { return cpuSplitMs(this.pid) }
   rssKiB (): number { return rssKiB(this.pid) }
 
   /** Closes the server (so --cpu-prof can write) and waits for the process to end. */
