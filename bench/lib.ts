@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Gauges, Reply, Request } from './ipc.js'
 
@@ -53,6 +53,12 @@ export interface ServerOptions {
   secret: string
   /** Extra node flags, e.g. --cpu-prof. */
   nodeFlags?: string[]
+  /**
+   * A file: `perf record` samples the server process (all threads, kernel included, 999 Hz, call
+   * graphs) into it until the process ends; the server gets --perf-basic-prof-only-functions so
+   * `perf script` names its JavaScript frames (bench/perf-phases.ts sums them up).
+   */
+  perfRecord?: string
   logLevel?: string
   /**
    * citas-live only: run with change capture on and the default (PostgreSQL) bus, as a production
@@ -68,6 +74,8 @@ export class Server {
   private readonly waiting = new Map<number, (reply: Reply) => void>()
   private exited = false
 
+  private perf: ChildProcess | null = null
+
   private constructor (readonly kind: ServerKind, readonly port: number, private readonly child: ChildProcess) {
     this.pid = child.pid as number
     child.on('message', (reply: Reply) => {
@@ -80,7 +88,7 @@ export class Server {
 
   static async start (kind: ServerKind, opts: ServerOptions): Promise<Server> {
     const script = `${here}server-${kind === 'baseline' ? 'baseline' : 'citas'}.js`
-    const args = ['--expose-gc', ...(opts.nodeFlags ?? []), script]
+    const args = ['--expose-gc', ...(opts.nodeFlags ?? []), ...(opts.perfRecord !== undefined ? ['--perf-basic-prof-only-functions'] : []), script]
     const [cmd, argv] = CPU.taskset
       ? ['taskset', ['-c', process.env.BENCH_SERVER_CPU ?? '0', process.execPath, ...args]]
       : [process.execPath, args]
@@ -102,7 +110,24 @@ export class Server {
         if (msg.type === 'ready') { clearTimeout(timer); resolve(msg.port) }
       })
     })
-    return new Server(kind, port, child)
+    const server = new Server(kind, port, child)
+    if (opts.perfRecord !== undefined) await server.recordPerf(opts.perfRecord)
+    return server
+  }
+
+  /** Starts `perf record` on this process; it ends by itself when the process does. */
+  private async recordPerf (file: string): Promise<void> {
+    const perf = spawn('perf', ['record', '-q', '-F', '999', '-g', '-p', String(this.pid), '-o', file], { stdio: 'ignore' })
+    this.perf = perf
+    const failed = new Promise<boolean>((resolve) => {
+      perf.once('error', () => resolve(true))
+      perf.once('exit', () => resolve(true))
+    })
+    // perf writes its file's header once it is attached.
+    const attached = until(() => existsSync(file), 5000)
+    if (await Promise.race([failed, attached.then(() => false)]) || !existsSync(file)) {
+      throw new Error(`${this.kind}: perf record did not start (is perf installed, and perf_event_paranoid low enough?)`)
+    }
   }
 
   private async ask (req: Omit<Request, 'id'> & { type: Request['type'] }, timeoutMs = 60_000): Promise<Reply> {
@@ -138,6 +163,13 @@ export class Server {
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000)
     await ended
     clearTimeout(timer)
+    const perf = this.perf
+    if (perf !== null && perf.exitCode === null && perf.signalCode === null) {
+      const perfEnded = new Promise<void>((resolve) => perf.once('exit', () => resolve()))
+      const perfTimer = setTimeout(() => perf.kill('SIGINT'), 30_000)
+      await perfEnded
+      clearTimeout(perfTimer)
+    }
   }
 }
 

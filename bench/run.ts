@@ -8,6 +8,7 @@ import pg from 'pg'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
+import { join } from 'node:path'
 import { createBenchDatabase, dropBenchDatabase, statsQueryReport } from './db.js'
 import { CPU, Server, type ServerKind } from './lib.js'
 import { captureScenarios } from './capture.js'
@@ -26,6 +27,7 @@ const kinds = (env.BENCH_SERVERS ?? 'baseline,citas-live').split(',') as ServerK
 const out = env.BENCH_OUT ?? 'bench/last-run.md'
 const cpuProfDir = env.BENCH_CPU_PROF
 const heapSnapshotDir = env.BENCH_HEAP_SNAPSHOT
+const perfDir = env.BENCH_PERF
 if (!(scale > 0) || !(seconds > 0) || !(rate > 0) || !(citas >= 0)) throw new Error('BENCH_SCALE, BENCH_SECONDS and BENCH_RATE must be > 0, BENCH_CITAS >= 0')
 if (rounds !== undefined && !(Number.isInteger(rounds) && rounds >= 1)) throw new Error('BENCH_ROUNDS must be a whole number >= 1')
 
@@ -188,6 +190,7 @@ try {
   }
   if (heapSnapshotDir !== undefined) mkdirSync(heapSnapshotDir, { recursive: true })
   if (cpuProfDir !== undefined) mkdirSync(cpuProfDir, { recursive: true })
+  if (perfDir !== undefined) mkdirSync(perfDir, { recursive: true })
 
   const all: Scenario[] = [...scenarios, ...captureScenarios]
   for (const scenario of all) {
@@ -197,12 +200,16 @@ try {
     if (runOn.length === 0) continue
     // A second server of the same kind in one scenario (write path with server) gets a profile name of its own.
     const started = new Map<ServerKind, number>()
-    const startServer = async (kind: ServerKind, opts: { databaseUrl?: string, changeCapture?: boolean } = {}): Promise<Server> => await Server.start(kind, {
-      databaseUrl: opts.databaseUrl ?? url,
-      secret,
-      ...(opts.changeCapture === true ? { changeCapture: true } : {}),
-      ...(cpuProfDir !== undefined ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=${profileName(scenario.name, kind, started)}`] } : {})
-    })
+    const startServer = async (kind: ServerKind, opts: { databaseUrl?: string, changeCapture?: boolean } = {}): Promise<Server> => {
+      const name = profileName(scenario.name, kind, started)
+      return await Server.start(kind, {
+        databaseUrl: opts.databaseUrl ?? url,
+        secret,
+        ...(opts.changeCapture === true ? { changeCapture: true } : {}),
+        ...(cpuProfDir !== undefined ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=${name}`] } : {}),
+        ...(perfDir !== undefined ? { perfRecord: join(perfDir, name.replace(/\.cpuprofile$/, '.perf.data')) } : {})
+      })
+    }
     const ctx: Context = { ...base, startServer }
     print(`## ${scenario.name}`)
     print()

@@ -31,22 +31,28 @@ export interface Guard {
 }
 
 const forced = new Set<AdapterName>()
-const resets: Array<() => void> = []
+/** Every guard made, to force or reset it. */
+const guards: Array<{ name: AdapterName, force: () => void, reset: () => void }> = []
 
 /**
  * The guard of one adapter; `consequence` says what the public path costs. `onReset`: what else
  * of the adapter resetGuards forgets (a shape it found good).
  */
 export function guard (name: AdapterName, consequence: string, onReset?: () => void): Guard {
-  let failed = false
+  // Read on every delivery: a plain boolean, set by fallback and forcePublic.
+  let isPublic = forced.has(name)
   let logged = false
   let reason = ''
-  resets.push(() => { failed = false; logged = false; reason = ''; onReset?.() })
+  guards.push({
+    name,
+    force: () => { isPublic = true },
+    reset: () => { isPublic = false; logged = false; reason = ''; onReset?.() }
+  })
   return {
     name,
-    get public () { return failed || forced.has(name) },
+    get public () { return isPublic },
     fallback (why: string, log?: AdapterLog) {
-      failed = true
+      isPublic = true
       if (reason === '') reason = why
       if (logged || log === undefined) return
       logged = true
@@ -64,11 +70,12 @@ export function forcePublic (names: readonly AdapterName[] = ADAPTERS): void {
   for (const name of names) {
     if (!ADAPTERS.includes(name)) throw new Error(`unknown adapter ${name}: one of ${ADAPTERS.join(', ')}`)
     forced.add(name)
+    for (const g of guards) if (g.name === name) g.force()
   }
 }
 
 /** Forgets forced paths and recorded fallbacks (tests). */
 export function resetGuards (): void {
   forced.clear()
-  for (const reset of resets) reset()
+  for (const g of guards) g.reset()
 }
