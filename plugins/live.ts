@@ -107,6 +107,11 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     live.resyncAll().catch(() => {})
   }
   let sessionLostAt = 0
+  /**
+   * The resync of the session's last reconnect, once it has started (a new leader's: once its first
+   * poll handed '*' on). The db monitor waits for it, so one outage costs one resync.
+   */
+  let reconnectResync: Promise<void> = Promise.resolve()
 
   let send: ((m: BusMessage) => Promise<void>) | undefined
   let redis: ReturnType<typeof createRedisBus> | undefined
@@ -154,13 +159,14 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     onConnect: (first) => {
       const attempt = capture.sessionUp()
       if (first) return
-      attempt.then((role) => {
-        // A new leader makes every instance resync ('*'): that one covers this reconnect too.
-        if (role === 'leader' && changeCapture) return
-        if (busKind === 'postgres') resync('database LISTEN connection re-established')
+      reconnectResync = attempt.then(async (role) => {
+        // A new leader makes every instance resync ('*', handed on by its first poll): that one
+        // covers this reconnect too.
+        if (role === 'leader' && changeCapture) await capture.poll()
+        else if (busKind === 'postgres') resync('database LISTEN connection re-established')
         // The database itself was away: one resync for it, shared with the db monitor's.
-        else resyncAfterOutage(sessionLostAt).catch(() => {})
-      }, () => {})
+        else if (session.connected) await live.resyncSince(sessionLostAt)
+      }).catch(() => {})
     },
     onLost: (err) => {
       sessionLostAt = Date.now()
@@ -203,6 +209,8 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
    */
   async function resyncAfterOutage (downSince: number): Promise<boolean> {
     if (!session.connected) return false
+    // A reconnect of the session recomputes for the outage itself: wait until its resync started.
+    await reconnectResync
     return await live.resyncSince(downSince)
   }
 

@@ -1,4 +1,5 @@
 import t from 'tap'
+import pg from 'pg'
 import { addCita, addNegocio, build, Client, listen, logged, serviceToken, sign, waitFor } from '../helper.js'
 
 t.test('database outage: 503 fast, sockets stay, subscribes get unavailable; on return every channel is pushed', async (t) => {
@@ -112,3 +113,39 @@ for (const changeCapture of [false, true]) {
     t.equal(c.received.filter(m => m.type === 'stats').length, 4, 'and one push: the figures that changed')
   })
 }
+
+t.test('one outage, one resync, even when the monitor sees the database back before the new leader\'s first poll hands on its \'*\'', async (t) => {
+  // The monitor probes slowly, so the session is back (and leads) first; a lock on the change table
+  // holds the new leader's first drain, the moment the monitor could otherwise recompute on its own.
+  const { app, db } = await build(t, { dbMonitor: { probeIntervalMs: 1000 }, live: { changeCapture: true } })
+  const { ws } = await listen(app)
+  for (const id of ['n1', 'n2', 'n3']) await addNegocio(db.pool, id)
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
+  const c = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2', 'n3'] })}`, t)
+  for (const id of ['n1', 'n2', 'n3']) await c.subscribe(id)
+  const reconnects = app.citasLive.live.busReconnects
+  const back = (): number => logged(/^database is back/).length
+  const backBefore = back()
+  const recovered = (): number => logged(/^stats recomputed after database outage/).length
+  const recoveredBefore = recovered()
+  await db.setDown(true)
+  const failed = await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n2', action: 'created' } })
+  t.equal(failed.statusCode, 503)
+  const runs = app.citasLive.live.runs
+  await db.setDown(false)
+  const locker = new pg.Client({ connectionString: db.url })
+  await locker.connect()
+  t.teardown(async () => { await locker.end().catch(() => {}) })
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE citas_live_cambios IN EXCLUSIVE MODE')
+  // Written while the drain waits: the '*' resync must show it.
+  await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora) SELECT 'n1', now() FROM (SELECT set_config('session_replication_role', 'replica', true)) s")
+  await waitFor(() => app.citasLive.live.busReconnects > reconnects && app.citasLive.live.status().changeCapture.role === 'leader' && back() > backBefore, 10_000)
+  await waitFor(() => app.citasLive.live.waiting === 0)
+  await locker.query('COMMIT')
+  await waitFor(() => c.received.at(-1)?.data?.total_citas === 1)
+  await waitFor(() => recovered() > recoveredBefore && app.citasLive.live.waiting === 0)
+  c.send({ type: 'ping' })
+  await c.nextMatching(m => m.type === 'pong')
+  t.equal(app.citasLive.live.runs - runs, 3, 'three channels, three queries')
+})
