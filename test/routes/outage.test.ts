@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import pg from 'pg'
 import { addCita, addNegocio, build, Client, listen, logged, serviceToken, sign, waitFor } from '../helper.js'
 
@@ -85,24 +85,34 @@ t.test('a database that goes away and returns twice: each outage ends with a pus
   t.equal(app.citasLive.dbMonitor.outageCount, 2)
 })
 
+/** An app on its own database with negocios n1..n3, change capture's leader settled, one client subscribed to all three. */
+async function threeChannels (t: Test, probeIntervalMs: number, changeCapture: boolean) {
+  const { app, db } = await build(t, { dbMonitor: { probeIntervalMs }, live: { changeCapture } })
+  const { ws } = await listen(app)
+  for (const id of ['n1', 'n2', 'n3']) await addNegocio(db.pool, id)
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
+  const c = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2', 'n3'] })}`, t)
+  for (const id of ['n1', 'n2', 'n3']) await c.subscribe(id)
+  return { app, db, c }
+}
+
+/** Takes the database away and makes a notify fail (so the monitor sees the outage too); returns the live plugin's run count then. */
+async function outage (t: Test, app: Awaited<ReturnType<typeof build>>['app'], db: { setDown: (down: boolean) => Promise<void> }): Promise<number> {
+  await db.setDown(true)
+  const failed = await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n2', action: 'created' } })
+  t.equal(failed.statusCode, 503)
+  return app.citasLive.live.runs
+}
+
 for (const changeCapture of [false, true]) {
   t.test(`one outage, one resync: the db monitor and the session's reconnect do not both recompute (change capture ${changeCapture ? 'on' : 'off'})`, async (t) => {
-    const { app, db } = await build(t, { dbMonitor: { probeIntervalMs: 50 }, live: { changeCapture } })
-    const { ws } = await listen(app)
-    for (const id of ['n1', 'n2', 'n3']) await addNegocio(db.pool, id)
-    await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
-    const c = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2', 'n3'] })}`, t)
-    for (const id of ['n1', 'n2', 'n3']) await c.subscribe(id)
+    const { app, db, c } = await threeChannels(t, 50, changeCapture)
     // Something to catch up on: a write during the outage's first moments that nobody notifies.
     await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora) SELECT 'n1', now() FROM (SELECT set_config('session_replication_role', 'replica', true)) s")
     const reconnects = app.citasLive.live.busReconnects
     const recovered = (): number => logged(/^stats recomputed after database outage/).length
     const before = recovered()
-    await db.setDown(true)
-    // A query fails, so the monitor sees the outage too.
-    const failed = await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n2', action: 'created' } })
-    t.equal(failed.statusCode, 503)
-    const runs = app.citasLive.live.runs
+    const runs = await outage(t, app, db)
     await db.setDown(false)
     await waitFor(() => recovered() > before && app.citasLive.live.busReconnects > reconnects)
     await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader' && app.citasLive.live.waiting === 0 && app.citasLive.live.runs - runs >= 3)
@@ -117,21 +127,13 @@ for (const changeCapture of [false, true]) {
 t.test('one outage, one resync, even when the monitor sees the database back before the new leader\'s first poll hands on its \'*\'', async (t) => {
   // The monitor probes slowly, so the session is back (and leads) first; a lock on the change table
   // holds the new leader's first drain, the moment the monitor could otherwise recompute on its own.
-  const { app, db } = await build(t, { dbMonitor: { probeIntervalMs: 1000 }, live: { changeCapture: true } })
-  const { ws } = await listen(app)
-  for (const id of ['n1', 'n2', 'n3']) await addNegocio(db.pool, id)
-  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
-  const c = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2', 'n3'] })}`, t)
-  for (const id of ['n1', 'n2', 'n3']) await c.subscribe(id)
+  const { app, db, c } = await threeChannels(t, 1000, true)
   const reconnects = app.citasLive.live.busReconnects
   const back = (): number => logged(/^database is back/).length
   const backBefore = back()
   const recovered = (): number => logged(/^stats recomputed after database outage/).length
   const recoveredBefore = recovered()
-  await db.setDown(true)
-  const failed = await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n2', action: 'created' } })
-  t.equal(failed.statusCode, 503)
-  const runs = app.citasLive.live.runs
+  const runs = await outage(t, app, db)
   await db.setDown(false)
   const locker = new pg.Client({ connectionString: db.url })
   await locker.connect()
