@@ -111,7 +111,14 @@ export class Server {
       })
     })
     const server = new Server(kind, port, child)
-    if (opts.perfRecord !== undefined) await server.recordPerf(opts.perfRecord)
+    if (opts.perfRecord !== undefined) {
+      try {
+        await server.recordPerf(opts.perfRecord)
+      } catch (err) {
+        await server.stop()
+        throw err
+      }
+    }
     return server
   }
 
