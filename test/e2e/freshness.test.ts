@@ -109,6 +109,9 @@ for (const bus of ['postgres', 'redis'] as const) {
     const b = await build(t, { database: db, live: { ...live, instanceId: 'B' } })
     const urlA = await listen(a.app)
     const urlB = await listen(b.app)
+    // Both on the bus before anyone subscribes: an instance recomputes what it shows when its
+    // subscription is in place, which would be a query on B if it came after the subscribes.
+    await waitFor(() => a.app.citasLive.live.status().bus.up && b.app.citasLive.live.status().bus.up)
     await addNegocio(db.pool, 'n1')
     const onB = await Client.open(`${urlB.ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
     const onA = await Client.open(`${urlA.ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
