@@ -83,6 +83,7 @@ t.test('a change of channels opens the stream again with Last-Event-ID, once for
   client.subscribe('n1')
   await waitFor(() => srv.streams.length === 3)
   t.same(srv.streams[2]?.channels, ['estadisticas:n1'])
+  await waitFor(() => subscribed.length === 4)
   t.same(subscribed.at(-1), 'estadisticas:n1', 'subscribed again after an unsubscribe')
 })
 

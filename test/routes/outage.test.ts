@@ -133,6 +133,8 @@ t.test('one outage, one resync, even when the monitor sees the database back bef
   const backBefore = back()
   const recovered = (): number => logged(/^stats recomputed after database outage/).length
   const recoveredBefore = recovered()
+  // A write nobody notifies: the one resync after the outage must show it.
+  await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora) SELECT 'n1', now() FROM (SELECT set_config('session_replication_role', 'replica', true)) s")
   const runs = await outage(t, app, db)
   await db.setDown(false)
   const locker = new pg.Client({ connectionString: db.url })
@@ -140,8 +142,6 @@ t.test('one outage, one resync, even when the monitor sees the database back bef
   t.teardown(async () => { await locker.end().catch(() => {}) })
   await locker.query('BEGIN')
   await locker.query('LOCK TABLE citas_live_cambios IN EXCLUSIVE MODE')
-  // Written while the drain waits: the '*' resync must show it.
-  await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora) SELECT 'n1', now() FROM (SELECT set_config('session_replication_role', 'replica', true)) s")
   await waitFor(() => app.citasLive.live.busReconnects > reconnects && app.citasLive.live.status().changeCapture.role === 'leader' && back() > backBefore, 10_000)
   await waitFor(() => app.citasLive.live.waiting === 0)
   await locker.query('COMMIT')
