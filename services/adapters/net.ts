@@ -42,6 +42,11 @@ let syncError: Error | null = null
 
 /** Called by Node when a direct write is done: synchronously (this: the request) or when libuv finishes. */
 function afterDirectWrite (this: unknown, err?: Error | null): void {
+  // Most writes complete synchronously, before any is in flight: no lookup on the broadcast's path.
+  if (inFlight.size === 0) {
+    if (err != null) syncError = err
+    return
+  }
   const handle = (this as WriteRequest | undefined)?.handle
   const socket = handle === undefined ? undefined : inFlight.get(handle)
   if (socket !== undefined) inFlight.delete(handle)
