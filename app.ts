@@ -18,7 +18,6 @@ import healthRoutes from './routes/health.js'
 import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
 import { SECURITY_SCHEMES } from './routes/schemas.js'
 import { isAppError } from './services/errors.js'
-import { CLOSE } from './protocol.js'
 import { redactUrl, requestForLog } from './services/redact.js'
 import { kCitasLive, type CitasLive } from './plugins/namespace.js'
 export { citasOf, type CitasLive } from './plugins/namespace.js'
@@ -105,8 +104,7 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
     // A refresh frame may carry a token as long as the handshake accepts; routes/ws.ts holds
     // every other frame to maxPayload itself.
     maxPayload: Math.max(own.maxPayload, MAX_REFRESH_FRAME),
-    paths: () => [wsPath],
-    preClose: (clients) => { for (const client of clients) client.close(CLOSE.restart.code, CLOSE.restart.reason) }
+    paths: () => [wsPath]
   })
   await fastify.register(dbPlugin, opts.db)
   await fastify.register(authPlugin, opts.auth)

@@ -12,8 +12,6 @@ export interface CitasWebsocketOptions {
   maxPayload: number
   /** Paths of citas-live's WebSocket routes: their handshakes select the `bearer` subprotocol. */
   paths: () => readonly string[]
-  /** Called before the server closes, with the sockets of citas-live's own WebSocket server. */
-  preClose: (clients: Iterable<{ close: (code: number, reason: string) => void }>) => void
 }
 
 type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void
@@ -66,6 +64,9 @@ export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWe
     options: {
       maxPayload: opts.maxPayload,
       handleProtocols: selectBearer,
+      // The hub holds every socket the routes accept and closes them on shutdown (1012): ws's own
+      // set of clients would be a second entry and a 'close' listener per socket, for nothing.
+      clientTracking: false,
       // Not an http.Server: @fastify/websocket listens to 'upgrade' on whatever it is given.
       server: listenOn as unknown as Server
     },
@@ -75,10 +76,9 @@ export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWe
       fastify.log.warn({ err }, 'websocket error')
       socket.terminate()
     },
-    preClose (done) {
-      opts.preClose(this.websocketServer.clients)
-      done()
-    }
+    // Not the default, which closes the server's tracked clients (none) with 1001: the hub's
+    // preClose closes citas-live's sockets with 1012 and cuts the ones that do not answer.
+    preClose (done) { done() }
   })
   fastify.addHook('onReady', async () => {
     const others = server.listeners('upgrade').filter((l) => l !== forward)
