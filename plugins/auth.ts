@@ -187,23 +187,37 @@ interface Verified {
  * again, which gives the refusal. Refused tokens are never remembered. fast-jwt's own `cache`
  * option keys its entries by a SHA-256 of the token, which costs a miss about half of what a
  * hit saves (every connect of a new token is a miss).
+ *
+ * Two generations of `size / 2` tokens each, not one map that evicts its oldest entry per insert:
+ * a new token goes into the young map, and when that is full it becomes the old one and the old
+ * one is dropped whole. A miss is then two lookups and one insert, with no delete and no iterator
+ * (half the cost of the single map's, in a microbenchmark of new tokens). A token found in the old
+ * map moves to the young one, so the tokens in use (the REST API's service token) stay.
  */
 export function cachedVerifier (verify: (token: string) => unknown, size = VERIFY_CACHE_SIZE, now: () => number = Date.now): (token: string) => unknown {
-  const cache = new Map<string, Verified>()
+  const half = Math.max(1, Math.floor(size / 2))
+  let young = new Map<string, Verified>()
+  let old = new Map<string, Verified>()
+  const remember = (token: string, entry: Verified): void => {
+    if (young.size >= half) {
+      old = young
+      young = new Map()
+    }
+    young.set(token, entry)
+  }
   return (token) => {
     const t = now()
-    const hit = cache.get(token)
-    if (hit !== undefined) {
-      if (t >= hit.from && t <= hit.until) return hit.claims
-      cache.delete(token)
+    let hit = young.get(token)
+    if (hit === undefined) {
+      hit = old.get(token)
+      if (hit !== undefined && t >= hit.from && t <= hit.until) remember(token, hit)
     }
+    if (hit !== undefined && t >= hit.from && t <= hit.until) return hit.claims
     const claims = verify(token)
     if (token.length > CACHE_TOKEN_MAX || typeof claims !== 'object' || claims === null) return claims
     const { nbf, exp } = claims as { nbf?: unknown, exp?: unknown }
     const until = typeof exp === 'number' ? Math.min(exp * 1000, t + CACHE_TTL_MS) : t + CACHE_TTL_MS
-    // Oldest first: the Map keeps insertion order.
-    if (cache.size >= size) cache.delete(cache.keys().next().value as string)
-    cache.set(token, { claims, from: typeof nbf === 'number' ? nbf * 1000 : 0, until })
+    remember(token, { claims, from: typeof nbf === 'number' ? nbf * 1000 : 0, until })
     return claims
   }
 }

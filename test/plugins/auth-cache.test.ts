@@ -37,7 +37,7 @@ test('a remembered token is checked against the clock again: once expired, it is
   t.equal(reason(() => a.verify(token)), 'token expired')
 })
 
-test('cachedVerifier: hits only for the same string, within nbf..exp, at most `size` tokens, never a refusal', async (t) => {
+test('cachedVerifier: hits only for the same string, within nbf..exp, never a refusal nor a long token', async (t) => {
   let clock = 1_000_000
   const calls: string[] = []
   const inner = (token: string): unknown => {
@@ -57,20 +57,36 @@ test('cachedVerifier: hits only for the same string, within nbf..exp, at most `s
   t.throws(() => verify('bad'))
   t.throws(() => verify('bad'))
   t.equal(calls.length, 4, 'a refusal is not remembered')
-  const b = JSON.stringify({ sub: 'b' })
-  const c = JSON.stringify({ sub: 'c' })
-  verify(b)
-  verify(c)
-  verify(tok)
-  t.equal(calls.length, 7)
-  verify(c)
-  t.equal(calls.length, 7, 'c is still remembered')
-  verify(b)
-  t.equal(calls.length, 8, 'the oldest went when the cache was full')
   const long = JSON.stringify({ sub: 'x'.repeat(2000) })
   verify(long)
   verify(long)
-  t.equal(calls.length, 10, 'a token over 1 KiB is not remembered')
+  t.equal(calls.length, 6, 'a token over 1 KiB is not remembered')
+})
+
+test('cachedVerifier: at most `size` tokens, each for at least size/2 newer ones, and a token in use stays', async (t) => {
+  const calls: string[] = []
+  const verify = cachedVerifier((token) => { calls.push(token); return { sub: token } }, 4, () => 1_000_000)
+  const token = (i: number) => `t${i}`
+  const missesOf = (tokens: string[]) => {
+    const before = calls.length
+    for (const tok of tokens) verify(tok)
+    return calls.length - before
+  }
+  t.equal(missesOf([0, 1, 2, 3, 4, 5].map(token)), 6, 'new tokens are misses')
+  t.equal(missesOf([token(5), token(4)]), 0, 'the last size/2 are remembered')
+  t.equal(missesOf([token(0), token(1)]), 2, 'none older than `size` new tokens is')
+  // The service token, checked between new tokens, is never dropped however many come.
+  const service = 'service'
+  verify(service)
+  let serviceMisses = 0
+  for (let i = 100; i < 140; i++) {
+    verify(token(i))
+    const before = calls.length
+    verify(service)
+    serviceMisses += calls.length - before
+  }
+  t.equal(serviceMisses, 0, 'a token in use stays remembered')
+  t.equal(missesOf([token(100)]), 1, 'while the new tokens it outlived are dropped')
 })
 
 test('a token signed with another secret is refused every time, not remembered as valid', async (t) => {
