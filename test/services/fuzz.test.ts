@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { parseClientMessage, type ParseResult } from '../../services/protocol.js'
+import { parseClientMessage, replyMessage, type ParseResult } from '../../services/protocol.js'
 
 // Property tests of the client message parser: whatever arrives, it returns (never throws) and the
 // answer is the one the protocol promises. 11,000 cases in all; seeds are random each run and a
@@ -120,4 +120,21 @@ t.test('__proto__ and constructor payloads neither pollute nor change the outcom
     return r.ok && r.message.type === 'subscribe' && r.message.channel === `estadisticas:${id}`
   }), { numRuns: 1000 })
   t.equal(({} as Record<string, unknown>).polluted, undefined)
+})
+
+t.test('the reply to any accepted subscribe or unsubscribe is the JSON of its fields', async (t) => {
+  fc.assert(fc.property(fc.constantFrom('subscribe', 'unsubscribe'), negocioId, fc.option(messageId, { nil: undefined }), (type, negocio, id) => {
+    const frame = id === undefined
+      ? { type, data: { channel: `estadisticas:${negocio}` } }
+      : { type, id, data: { channel: `estadisticas:${negocio}` } }
+    const parsed = parseClientMessage(JSON.stringify(frame))
+    if (!parsed.ok || (parsed.message.type !== 'subscribe' && parsed.message.type !== 'unsubscribe')) return false
+    const replyType = type === 'subscribe' ? 'subscribed' : 'unsubscribed'
+    const reply = replyMessage(replyType, parsed.message.channel, parsed.message.id)
+    const expected = id === undefined
+      ? { type: replyType, data: { channel: frame.data.channel } }
+      : { type: replyType, id, data: { channel: frame.data.channel } }
+    return reply === JSON.stringify(expected)
+  }), { numRuns: 2000 })
+  t.pass('2,000 replies equal to JSON.stringify of the same fields')
 })
