@@ -210,7 +210,8 @@ export function cachedVerifier (verify: (token: string) => unknown, size = VERIF
     let hit = young.get(token)
     if (hit === undefined) {
       hit = old.get(token)
-      if (hit !== undefined && t >= hit.from && t <= hit.until) remember(token, hit)
+      // Moved up even when out of its window: the verify below then replaces it.
+      if (hit !== undefined) remember(token, hit)
     }
     if (hit !== undefined && t >= hit.from && t <= hit.until) return hit.claims
     const claims = verify(token)
