@@ -19,7 +19,13 @@ export interface PgSessionOptions {
   heartbeat?: () => Promise<unknown>
   /** A query not answered within this is taken for a dead connection: the socket is destroyed. Default 5 s. */
   deadlineMs?: number
-  /** Backoff between reconnect attempts, in ms. */
+  /**
+   * Backoff between reconnect attempts, in ms: full jitter under a ceiling that doubles from
+   * `minDelayMs` (default 100) up to `maxDelayMs` (default 1000). The ceiling stays low because
+   * while this session is down, other instances' stats and captured changes do not reach this one:
+   * a database back after a long outage must not wait many seconds for the next attempt. One
+   * connection attempt per second per instance costs a server nothing.
+   */
   minDelayMs?: number
   maxDelayMs?: number
 }
@@ -40,7 +46,7 @@ export class SessionDownError extends Error {
  */
 export function createPgSession (opts: PgSessionOptions) {
   const minDelay = opts.minDelayMs ?? 100
-  const maxDelay = opts.maxDelayMs ?? 10_000
+  const maxDelay = opts.maxDelayMs ?? 1000
   const heartbeatMs = opts.heartbeatMs ?? 5000
   const deadlineMs = opts.deadlineMs ?? 5000
   let client: pg.Client | undefined
