@@ -31,13 +31,14 @@ t.test('after a long outage the session tries again at least every second, and i
   // Eight refused attempts: a backoff that kept doubling from 100 ms would now wait up to 10 s or more between attempts.
   await waitFor(() => proxy.refused >= 8, 60_000)
   const at: number[] = []
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 5; i++) {
     const seen = proxy.refused
     await waitFor(() => proxy.refused > seen, 60_000)
     at.push(Date.now())
   }
   const gaps = at.slice(1).map((a, i) => a - (at[i] as number))
-  t.ok(gaps.every(g => g <= 1500), `attempts ${gaps.join(', ')} ms apart (each at most 1000, plus timer slack)`)
+  // At most 1000 ms each, plus a busy machine's timer slack; a 10 s ceiling passes this one time in 700.
+  t.ok(gaps.every(g => g <= 2000), `attempts ${gaps.join(', ')} ms apart (each at most 1000, plus timer slack)`)
 
   // Back right after an attempt was refused: the worst moment.
   const seen = proxy.refused
