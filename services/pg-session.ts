@@ -61,6 +61,8 @@ export function createPgSession (opts: PgSessionOptions) {
   let connected = false
   let lastAnswer = 0
   let firstAttempt: Promise<void> | undefined
+  /** Settles when the last query given to query() has. */
+  let queue: Promise<void> = Promise.resolve()
 
   /** Declares the connection dead: pg then fails every pending query and reports the loss. */
   function kill (): void {
@@ -157,11 +159,22 @@ export function createPgSession (opts: PgSessionOptions) {
     timer.unref()
   }
 
-  /** A query on the session, failed if it is down or gets no answer within the deadline. */
+  /**
+   * A query on the session, failed if it is down or gets no answer within the deadline. Queries run
+   * one at a time, in call order (the heartbeat, the capture poll and the leader check can meet):
+   * pg's own queue is deprecated and goes in pg 9, and a query's deadline counts from when it is
+   * sent, so one waiting behind a slow one does not take a healthy connection for a dead one.
+   */
   async function query<R extends Record<string, unknown> = Record<string, unknown>> (text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
     const c = client
     if (!connected || c === undefined) throw new SessionDownError()
-    return await withDeadline(c.query<R>(text, values))
+    const run = queue.then(async () => {
+      // The connection was lost while this one waited: its successor gets only new queries.
+      if (!connected || client !== c) throw new SessionDownError()
+      return await withDeadline(c.query<R>(text, values))
+    })
+    queue = run.then(() => {}, () => {})
+    return await run
   }
 
   return {

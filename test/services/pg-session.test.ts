@@ -54,3 +54,34 @@ t.test('after a long outage the session tries again at least every second, and i
   await waitFor(() => notified.length > 0)
   t.same(notified, ['after the outage'], 'and it LISTENs again')
 })
+
+t.test('queries given together run one at a time, in order, each with its own deadline, and pg warns of nothing', async (t) => {
+  const db = await testDatabase(t)
+  const warnings: string[] = []
+  const onWarning = (w: Error): void => { warnings.push(`${w.name}: ${w.message}`) }
+  process.on('warning', onWarning)
+  let lost = 0
+  const session = createPgSession({ connection: { connectionString: db.url }, channels: [], deadlineMs: 1500, onLost: () => { lost++ } })
+  t.teardown(async () => {
+    process.off('warning', onWarning)
+    await session.close()
+  })
+  await session.start()
+  // Three queries at once, as the heartbeat, a capture poll and a leader check can meet. Each
+  // answers within the deadline, all three together do not: a deadline counted from the call
+  // would take this healthy connection for a dead one.
+  const started = Date.now()
+  const results = await Promise.all([
+    session.query<{ n: number }>('SELECT 1 AS n, pg_sleep(0.6)'),
+    session.query<{ n: number }>('SELECT 2 AS n, pg_sleep(0.6)'),
+    session.query<{ n: number }>('SELECT 3 AS n, pg_sleep(0.6)')
+  ])
+  t.same(results.map(r => r.rows[0]?.n), [1, 2, 3])
+  t.ok(Date.now() - started >= 1500, 'one after the other, not at once')
+  t.equal(lost, 0, 'the connection was never dropped')
+  t.equal(session.deadlines, 0)
+  t.ok(session.connected)
+  // Node emits a warning on the next tick after it is raised.
+  await new Promise(resolve => setImmediate(resolve))
+  t.same(warnings.filter(w => /client\.query|pg@9/.test(w)), [], "no pg deprecation warning (pg 9 drops the client's own queue)")
+})
