@@ -148,10 +148,14 @@ t.test('a notify for a write the trigger never saw still recomputes on the captu
   await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
   const a = await Client.open(`${ws}/ws?token=${sign({ negocio_id: 'n1' })}`, t)
   await a.subscribe('n1')
+  const notify = async () => await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n1', action: 'created' } })
+  // A new leader's first poll hands on '*', and the resync it starts may come after the write
+  // below and push its figures before the notify does. This notify drains that poll and shares
+  // its recompute, so what follows is the notify's alone.
+  t.match((await notify()).json(), { stats: { total_citas: 0 } })
   // A write that bypasses triggers (a bulk load, logical replication into this database).
   await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora) SELECT 'n1', now() FROM (SELECT set_config('session_replication_role', 'replica', true)) s")
-  const res = await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n1', action: 'created' } })
-  t.match(res.json(), { delivered: 1, stats: { total_citas: 1 } })
+  t.match((await notify()).json(), { delivered: 1, stats: { total_citas: 1 } })
   t.match(await a.nextMatching(m => m.type === 'stats' && m.data.total_citas === 1), { data: { total_citas: 1 } })
 })
 
