@@ -3,7 +3,7 @@ import pg from 'pg'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { addCita, addNegocio, build, Client, fixedPort, listen, logged, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
-import { tcpProxy } from '../fixtures/proxy.js'
+import { tcpProxyFor } from '../fixtures/proxy.js'
 
 const statsOf = (c: Client): number[] => c.received.filter(m => m.type === 'stats').map(m => m.data.total_citas as number)
 /** A ping's pong: whatever the server wrote before it has arrived. */
@@ -180,7 +180,7 @@ t.test('a resync after the session is cut pushes only what changed meanwhile', a
 t.test('a session that stops answering without closing is replaced: /ready degraded meanwhile, a silent leader taken over', async (t) => {
   const db = await testDatabase(t)
   await addNegocio(db.pool, 'n1')
-  const proxy = await tcpProxy({ host: new URL(db.url).hostname, port: Number(new URL(db.url).port) })
+  const proxy = await tcpProxyFor(db.url)
   t.teardown(() => proxy.close())
   const { app } = await build(t, { database: db, live: { session: proxy.through(db.url), heartbeatMs: 300, deadlineMs: 600 } })
   const { ws } = await listen(app)
@@ -267,7 +267,7 @@ t.test('redis bus down at start: the instance subscribes when it comes up, resyn
 
 t.test('a Redis connection that stops answering is replaced and followed by a resync', async (t) => {
   const redisUrl = new URL(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379')
-  const proxy = await tcpProxy({ host: redisUrl.hostname, port: Number(redisUrl.port || 6379) })
+  const proxy = await tcpProxyFor(redisUrl.href)
   t.teardown(() => proxy.close())
   const db = await testDatabase(t)
   await addNegocio(db.pool, 'n1')

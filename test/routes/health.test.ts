@@ -1,6 +1,6 @@
 import t from 'tap'
 import { build, testDatabase, waitFor } from '../helper.js'
-import { tcpProxy } from '../fixtures/proxy.js'
+import { tcpProxyFor } from '../fixtures/proxy.js'
 
 t.test('/health is always ok; /ready follows the database within about a second', async (t) => {
   const { app, db } = await build(t)
@@ -22,7 +22,7 @@ t.test('/health is always ok; /ready follows the database within about a second'
 
 t.test('/ready is cheap: a burst of probes costs about one query a second', async (t) => {
   const db = await testDatabase(t)
-  const proxy = await tcpProxy({ host: new URL(db.url).hostname, port: Number(new URL(db.url).port || 5432) })
+  const proxy = await tcpProxyFor(db.url)
   t.teardown(() => proxy.close())
   const { app } = await build(t, { database: db, db: { connectionString: proxy.through(db.url) } })
   const count = (): number => proxy.sent().split('SELECT 1').length - 1
@@ -42,7 +42,7 @@ t.test('/ready is cheap: a burst of probes costs about one query a second', asyn
 
 t.test('/ready answers at once when the database hangs, and says so within a few seconds', async (t) => {
   const db = await testDatabase(t)
-  const proxy = await tcpProxy({ host: new URL(db.url).hostname, port: Number(new URL(db.url).port || 5432) })
+  const proxy = await tcpProxyFor(db.url)
   t.teardown(() => proxy.close())
   const { app } = await build(t, { database: db, db: { connectionString: proxy.through(db.url) } })
   t.equal((await app.inject('/ready')).statusCode, 200)

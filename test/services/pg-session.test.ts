@@ -1,6 +1,6 @@
 import t from 'tap'
 import { createPgSession } from '../../services/pg-session.js'
-import { tcpProxy } from '../fixtures/proxy.js'
+import { tcpProxyFor } from '../fixtures/proxy.js'
 import { testDatabase, waitFor } from '../helper.js'
 
 // The dedicated session (LISTEN, change capture, leader lock) against a database that goes away
@@ -9,7 +9,7 @@ import { testDatabase, waitFor } from '../helper.js'
 
 t.test('after a long outage the session tries again at least every second, and is back (LISTEN included) within about a second of the database', async (t) => {
   const db = await testDatabase(t)
-  const proxy = await tcpProxy({ host: '127.0.0.1', port: Number(new URL(db.url).port === '' ? 5432 : new URL(db.url).port) })
+  const proxy = await tcpProxyFor(db.url)
   const notified: string[] = []
   let connects = 0
   const session = createPgSession({

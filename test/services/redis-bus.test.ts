@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { createRedisBus } from '../../services/redis-bus.js'
 import { createBusOutbox } from '../../services/bus-outbox.js'
 import type { BusMessage } from '../../services/live-stats.js'
-import { tcpProxy } from '../fixtures/proxy.js'
+import { tcpProxyFor } from '../fixtures/proxy.js'
 import { waitFor } from '../helper.js'
 
 // The Redis bus on the shared Redis, each test on a channel of its own. An instance that loses
@@ -25,8 +25,7 @@ const snapshot = (negocioId: string, totalCitas: number): BusMessage => ({
 })
 
 t.test('what an instance kept while Redis was unreachable reaches the others within about a second of Redis being back, however long it was away', async (t) => {
-  const target = new URL(REDIS_URL)
-  const proxy = await tcpProxy({ host: target.hostname, port: Number(target.port === '' ? 6379 : target.port) })
+  const proxy = await tcpProxyFor(REDIS_URL)
   const channel = `citas-live-test:redis-bus:${randomBytes(6).toString('hex')}`
   const received: Array<{ payload: string, at: number }> = []
   // The instance that loses Redis, wired as the live plugin wires it: an outbox keeps the stats it
