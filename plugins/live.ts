@@ -57,6 +57,8 @@ export type Live = ReturnType<typeof createLiveStats> & {
   readonly busDropped: Readonly<Record<BusDropReason, number>>
   /** Distinct negocio ids change capture drained (on this instance, while it led). */
   readonly captureChanges: number
+  /** Polls of the change table this instance completed (while it led); the first hands on '*'. */
+  readonly capturePolls: number
   status: () => LiveStatus
   /** One resync for a database outage that began at `downSince`, however many parts noticed it; resolves whether it ran. */
   resyncAfterOutage: (downSince: number) => Promise<boolean>
@@ -225,6 +227,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     busReconnects: { get: () => session.reconnects + (redis?.reconnects ?? 0), enumerable: true },
     busDropped: { value: dropped, enumerable: true },
     captureChanges: { get: () => capture.changes, enumerable: true },
+    capturePolls: { get: () => capture.polls, enumerable: true },
     status: { value: status, enumerable: true },
     resyncAfterOutage: { value: resyncAfterOutage, enumerable: true }
   }) as Live)

@@ -53,6 +53,7 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
   counterFrom('citas_live_bus_reconnects_total', 'Bus and LISTEN connections re-established after a loss', () => live.busReconnects)
   counterFrom('citas_live_stats_recomputes_total', 'Stats recomputes started (each is one query)', () => live.runs)
   counterFrom('citas_live_change_capture_changes_total', 'Negocio ids drained from the change table by this instance (summed over polls)', () => live.captureChanges)
+  counterFrom('citas_live_change_capture_polls_total', 'Polls of the change table by this instance while it led (a leader whose count stops rising is stuck)', () => live.capturePolls)
   new Gauge({ name: 'citas_live_bus_up', help: '1 while the bus between instances carries messages both ways, 0 while it is down or being replaced', registers: [register], collect () { this.set(live.status().bus.up ? 1 : 0) } })
   new Gauge({
     name: 'citas_live_change_capture_info',

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { createServer } from 'node:net'
 import type { FastifyInstance } from 'fastify'
-import { addCita, addNegocio, build, Client, listen, serviceToken, sign, type TestDatabase } from '../helper.js'
+import { addCita, addNegocio, build, Client, listen, serviceToken, sign, type TestDatabase, waitFor } from '../helper.js'
 
 const TOKEN = 'metrics-token-0123456789'
 
@@ -84,4 +84,20 @@ t.test('without a token or port nothing is exposed; with a port, it is served th
   t.equal(res.status, 200)
   t.match(await res.text(), /citas_live_connections{transport="websocket"} 0/)
   t.equal((await fetch(`http://127.0.0.1:${port}/other`)).status, 404)
+})
+
+t.test('change capture: the leader counts its polls, and the business ids they drained', async (t) => {
+  const { app, db } = await build(t, { metrics: { token: TOKEN } })
+  await addNegocio(db.pool, 'n1')
+  const scrape = async () => (await app.inject({ url: '/metrics', headers: { authorization: `Bearer ${TOKEN}` } })).body
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
+  t.match(await scrape(), /citas_live_change_capture_info{mode="table",role="leader"} 1/)
+  let polls = 0
+  await waitFor(async () => { polls = sample(await scrape(), 'citas_live_change_capture_polls_total') ?? 0; return polls >= 1 })
+  const changes = sample(await scrape(), 'citas_live_change_capture_changes_total') ?? 0
+  await addCita(db.pool, 'n1', new Date())
+  await waitFor(async () => (sample(await scrape(), 'citas_live_change_capture_changes_total') ?? 0) === changes + 1)
+  t.pass('the drained id is counted')
+  await waitFor(async () => (sample(await scrape(), 'citas_live_change_capture_polls_total') ?? 0) > polls)
+  t.pass('polls keep rising on the leader')
 })

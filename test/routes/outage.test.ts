@@ -90,7 +90,8 @@ async function threeChannels (t: Test, probeIntervalMs: number, changeCapture: b
   const { app, db } = await build(t, { dbMonitor: { probeIntervalMs }, live: { changeCapture } })
   const { ws } = await listen(app)
   for (const id of ['n1', 'n2', 'n3']) await addNegocio(db.pool, id)
-  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
+  // Settled: its first poll handed on '*' (a resync of every channel shown, none yet).
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader' && app.citasLive.live.capturePolls >= 1)
   const c = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2', 'n3'] })}`, t)
   for (const id of ['n1', 'n2', 'n3']) await c.subscribe(id)
   return { app, db, c }
