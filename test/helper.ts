@@ -157,6 +157,15 @@ export interface Built {
   db: TestDatabase
 }
 
+/**
+ * Waits until `app` (built by build()) leads change capture and its first poll has handed on '*'
+ * (a new leader's resync of every channel shown, taken when it is handed on). Subscribed to after
+ * this, a channel gets no query from that resync, so the queries a test counts are its own.
+ */
+export async function leading (app: FastifyInstance): Promise<void> {
+  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader' && app.citasLive.live.capturePolls >= 1)
+}
+
 /** A Fastify app with citas-live registered on a fresh database, ready; closed at teardown. */
 export async function build (t: TestLike, opts: Partial<AppOptions> & { database?: TestDatabase } = {}): Promise<Built> {
   const { database, ...appOpts } = opts

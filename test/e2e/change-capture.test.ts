@@ -2,18 +2,10 @@ import t from 'tap'
 import pg from 'pg'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { addCita, addNegocio, build, type Built, Client, fixedPort, listen, logged, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+import { addCita, addNegocio, build, Client, fixedPort, leading, listen, logged, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
 import { tcpProxyFor } from '../fixtures/proxy.js'
 
 const statsOf = (c: Client): number[] => c.received.filter(m => m.type === 'stats').map(m => m.data.total_citas as number)
-/**
- * Waits until `app` leads change capture and its first poll has handed on '*' (a new leader's
- * resync of every channel shown). Subscribed to after this, a channel gets no query from that
- * resync, so the queries a test counts are its own.
- */
-async function leading (app: Built['app']): Promise<void> {
-  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader' && app.citasLive.live.capturePolls >= 1)
-}
 /** A ping's pong: whatever the server wrote before it has arrived. */
 async function pong (c: Client): Promise<void> {
   c.send({ type: 'ping' })

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import pg from 'pg'
-import { addCita, addNegocio, build, Client, listen, logged, serviceToken, sign, waitFor } from '../helper.js'
+import { addCita, addNegocio, build, Client, leading, listen, logged, serviceToken, sign, waitFor } from '../helper.js'
 
 t.test('database outage: 503 fast, sockets stay, subscribes get unavailable; on return every channel is pushed', async (t) => {
   const unhandled: unknown[] = []
@@ -90,8 +90,7 @@ async function threeChannels (t: Test, probeIntervalMs: number, changeCapture: b
   const { app, db } = await build(t, { dbMonitor: { probeIntervalMs }, live: { changeCapture } })
   const { ws } = await listen(app)
   for (const id of ['n1', 'n2', 'n3']) await addNegocio(db.pool, id)
-  // Settled: its first poll handed on '*' (a resync of every channel shown, none yet).
-  await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader' && app.citasLive.live.capturePolls >= 1)
+  await leading(app)
   const c = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2', 'n3'] })}`, t)
   for (const id of ['n1', 'n2', 'n3']) await c.subscribe(id)
   return { app, db, c }
