@@ -138,6 +138,25 @@ export async function testDatabase (t: TestLike): Promise<TestDatabase> {
 }
 
 /**
+ * A login role of its own (cluster-wide, so its name is random), with a password as every real
+ * deployment's roles have (the embedded server asks for one), and no privilege beyond what PUBLIC
+ * has; dropped at teardown with what it owns. `url`: `db` as this role.
+ */
+export async function testRole (t: TestLike, db: TestDatabase, prefix = 'role'): Promise<{ name: string, url: string }> {
+  const name = `${prefix}_${randomBytes(4).toString('hex')}`
+  const password = randomBytes(12).toString('hex')
+  await db.pool.query(`CREATE ROLE ${name} LOGIN PASSWORD '${password}'`)
+  t.teardown(async () => {
+    await db.pool.query(`DROP OWNED BY ${name}`).catch(() => {})
+    await db.pool.query(`DROP ROLE IF EXISTS ${name}`)
+  })
+  const url = new URL(db.url)
+  url.username = name
+  url.password = password
+  return { name, url: url.toString() }
+}
+
+/**
  * How long a test waits for something that should happen by itself. Generous: on a loaded two-core
  * machine a push can take seconds, and a wait that is met returns at once anyway.
  */

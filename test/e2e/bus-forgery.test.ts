@@ -4,10 +4,10 @@ import { Redis } from 'ioredis'
 import { randomBytes } from 'node:crypto'
 import { createBusCodec } from '../../services/bus-codec.js'
 import { BUS_CHANNEL } from '../../plugins/live.js'
-import { addCita, addNegocio, build, Client, listen, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+import { addCita, addNegocio, build, Client, listen, serviceToken, sign, testDatabase, testRole, waitFor } from '../helper.js'
+import { NO_REDIS, redisUrl } from '../fixtures/own-servers.js'
 
 // Whoever may NOTIFY on the database or PUBLISH on Redis must not be able to push figures.
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 // A key of this file's own: other test files' instances on the shared Redis sign with the test JWT secret.
 const BUS_SECRET = randomBytes(24).toString('hex')
@@ -58,13 +58,8 @@ async function genuineChangeArrives (t: Test, setup: Awaited<ReturnType<typeof t
 
 t.test('postgres bus: NOTIFY from a role with no privileges cannot forge stats', async (t) => {
   const setup = await twoInstances(t, { bus: 'postgres' })
-  const role = `forger_${randomBytes(4).toString('hex')}`
-  await setup.db.pool.query(`CREATE ROLE ${role} LOGIN`)
-  t.teardown(async () => { await setup.db.pool.query(`DROP ROLE IF EXISTS ${role}`) })
-  const url = new URL(setup.db.url)
-  url.username = role
-  url.password = ''
-  const forger = new pg.Client({ connectionString: url.toString() })
+  const role = await testRole(t, setup.db, 'forger')
+  const forger = new pg.Client({ connectionString: role.url })
   await forger.connect()
   t.teardown(() => forger.end())
   await t.rejects(forger.query('SELECT count(*) FROM citas'), /permission denied/, 'the role cannot even read citas')
@@ -77,7 +72,8 @@ t.test('postgres bus: NOTIFY from a role with no privileges cannot forge stats',
   t.match(metrics, /citas_live_bus_messages_dropped_total\{reason="bad_signature"\} 2/, 'and in the metrics')
 })
 
-t.test('redis bus: PUBLISH by anyone who reaches Redis cannot forge stats', async (t) => {
+t.test('redis bus: PUBLISH by anyone who reaches Redis cannot forge stats', { skip: NO_REDIS }, async (t) => {
+  const REDIS_URL = await redisUrl(t)
   const setup = await twoInstances(t, { bus: 'redis', redisUrl: REDIS_URL })
   const forger = new Redis(REDIS_URL)
   t.teardown(() => { forger.disconnect() })

@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { addCita, addNegocio, build, Client, fixedPort, leading, listen, logged, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
 import { tcpProxyFor } from '../fixtures/proxy.js'
+import { NO_REDIS, redisUrl as runRedisUrl } from '../fixtures/own-servers.js'
 
 const statsOf = (c: Client): number[] => c.received.filter(m => m.type === 'stats').map(m => m.data.total_citas as number)
 /** A ping's pong: whatever the server wrote before it has arrived. */
@@ -233,7 +234,7 @@ t.test('two instances: one drains the change table; when it goes, the other take
   t.pass('the new leader drains and delivers')
 })
 
-t.test('redis bus down at start: the instance subscribes when it comes up, resyncs, and notifies say who was not reached', async (t) => {
+t.test('redis bus down at start: the instance subscribes when it comes up, resyncs, and notifies say who was not reached', { skip: NO_REDIS }, async (t) => {
   const port = fixedPort()
   const redisUrl = `redis://127.0.0.1:${port}`
   const busSecret = randomBytes(24).toString('hex')
@@ -266,8 +267,8 @@ t.test('redis bus down at start: the instance subscribes when it comes up, resyn
   t.pass('and changes flow through Redis')
 })
 
-t.test('a Redis connection that stops answering is replaced and followed by a resync', async (t) => {
-  const redisUrl = new URL(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379')
+t.test('a Redis connection that stops answering is replaced and followed by a resync', { skip: NO_REDIS }, async (t) => {
+  const redisUrl = new URL(await runRedisUrl(t))
   const proxy = await tcpProxyFor(redisUrl.href)
   t.teardown(() => proxy.close())
   const db = await testDatabase(t)

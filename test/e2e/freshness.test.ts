@@ -3,8 +3,7 @@ import pg from 'pg'
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { addCita, addNegocio, build, Client, listen, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
-
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+import { NO_REDIS, redisUrl } from '../fixtures/own-servers.js'
 
 async function notify (http: string, negocioId: string): Promise<Response> {
   return await fetch(`${http}/notify/cita`, {
@@ -101,10 +100,10 @@ t.test('snapshot cache: many subscribes to a cold channel cost one query, warm o
 })
 
 for (const bus of ['postgres', 'redis'] as const) {
-  t.test(`two instances on one database (${bus} bus): a notify on A reaches clients on B; only A queries`, async (t) => {
+  t.test(`two instances on one database (${bus} bus): a notify on A reaches clients on B; only A queries`, { skip: bus === 'redis' && NO_REDIS }, async (t) => {
     const db = await testDatabase(t)
     // A bus key of its own: other test files' instances share the Redis.
-    const live = { bus, redisUrl: REDIS_URL, changeCapture: false, busSecret: randomBytes(24).toString('hex') }
+    const live = { bus, ...(bus === 'redis' ? { redisUrl: await redisUrl(t) } : {}), changeCapture: false, busSecret: randomBytes(24).toString('hex') }
     const a = await build(t, { database: db, live: { ...live, instanceId: 'A' } })
     const b = await build(t, { database: db, live: { ...live, instanceId: 'B' } })
     const urlA = await listen(a.app)
@@ -194,7 +193,8 @@ t.test('the LISTEN connection is killed: it comes back, resyncs, and later chang
   t.match(await c.next(), { type: 'stats', data: { total_citas: 2 } })
 })
 
-t.test('the Redis bus connection is killed: it comes back and resyncs', async (t) => {
+t.test('the Redis bus connection is killed: it comes back and resyncs', { skip: NO_REDIS }, async (t) => {
+  const REDIS_URL = await redisUrl(t)
   const { app, db } = await build(t, { live: { bus: 'redis', redisUrl: REDIS_URL, changeCapture: false, instanceId: `kill-${process.pid}`, busSecret: randomBytes(24).toString('hex') } })
   const { ws } = await listen(app)
   await addNegocio(db.pool, 'n1')

@@ -1,8 +1,7 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { addCita, addNegocio, build, Client, listen, serviceToken, sign, SseClient, testDatabase, waitFor, type SseEvent } from '../helper.js'
-
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+import { NO_REDIS, redisUrl } from '../fixtures/own-servers.js'
 
 async function setup (t: Test, opts: Parameters<typeof build>[1] = {}) {
   const built = await build(t, { live: { changeCapture: false }, ...opts })
@@ -248,11 +247,11 @@ t.test('CORS preflight for a cross-origin stream that sends Authorization', asyn
 })
 
 for (const bus of ['postgres', 'redis'] as const) {
-  t.test(`two instances on the ${bus} bus: a notify on one reaches the streams of the other`, async (t) => {
+  t.test(`two instances on the ${bus} bus: a notify on one reaches the streams of the other`, { skip: bus === 'redis' && NO_REDIS }, async (t) => {
     const db = await testDatabase(t)
     await addNegocio(db.pool, 'n1')
     const busSecret = randomBytes(24).toString('hex')
-    const live = { changeCapture: false, busSecret, bus, ...(bus === 'redis' ? { redisUrl: REDIS_URL } : {}) }
+    const live = { changeCapture: false, busSecret, bus, ...(bus === 'redis' ? { redisUrl: await redisUrl(t) } : {}) }
     const a = await build(t, { database: db, live: { ...live, instanceId: 'a' } })
     const b = await build(t, { database: db, live: { ...live, instanceId: 'b' } })
     const { http } = await listen(a.app)

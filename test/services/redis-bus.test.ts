@@ -5,12 +5,11 @@ import { createBusOutbox } from '../../services/bus-outbox.js'
 import type { BusMessage } from '../../services/live-stats.js'
 import { tcpProxyFor } from '../fixtures/proxy.js'
 import { waitFor } from '../helper.js'
+import { NO_REDIS, redisUrl } from '../fixtures/own-servers.js'
 
-// The Redis bus on the shared Redis, each test on a channel of its own. An instance that loses
+// The Redis bus on the run's Redis, each test on a channel of its own. An instance that loses
 // Redis is simulated with a proxy in front of it that refuses its connections: Redis itself, and
 // the other instances' connections to it, never stop.
-
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 /** How long Redis stays unreachable: the outage being simulated, not a wait for something to happen. */
 const outage = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
@@ -24,7 +23,8 @@ const snapshot = (negocioId: string, totalCitas: number): BusMessage => ({
   }
 })
 
-t.test('what an instance kept while Redis was unreachable reaches the others within about a second of Redis being back, however long it was away', async (t) => {
+t.test('what an instance kept while Redis was unreachable reaches the others within about a second of Redis being back, however long it was away', { skip: NO_REDIS }, async (t) => {
+  const REDIS_URL = await redisUrl(t)
   const proxy = await tcpProxyFor(REDIS_URL)
   const channel = `citas-live-test:redis-bus:${randomBytes(6).toString('hex')}`
   const received: Array<{ payload: string, at: number }> = []

@@ -1,0 +1,102 @@
+// `npm test`: the servers the suite needs, started once for the whole run, then tap.
+//
+// - PostgreSQL: TEST_DATABASE_URL (a URL with the rights to create databases and roles) when set,
+//   else one embedded PostgreSQL for every test file, stopped at the end.
+// - Redis: TEST_REDIS_URL when set, else one redis-server on a free loopback port when the binary is
+//   installed; without it, the tests that need Redis are skipped, each saying why in the summary.
+//
+// Arguments go to tap (`npm test -- test/routes/ws.test.ts`). A test file run on its own (`npx tap
+// <file>`) starts what it needs itself (test/helper.ts).
+import { spawn, spawnSync } from 'node:child_process'
+import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { createRequire } from 'node:module'
+import { createServer } from 'node:net'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../services/embedded-postgres.js'
+
+const say = (line: string): void => { process.stdout.write(`# ${line}\n`) }
+const env: NodeJS.ProcessEnv = { ...process.env }
+const stops: Array<() => Promise<void> | void> = []
+
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const probe = createServer()
+    probe.once('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number }
+      probe.close(() => resolve(port))
+    })
+  })
+}
+
+async function startPostgres (): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'citas-live-suite-'))
+  process.once('exit', () => rmSync(root, { recursive: true, force: true }))
+  await chmod(root, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
+  const server: EmbeddedPostgres = await startEmbeddedPostgres({
+    dir: join(root, 'pg'),
+    port: 0,
+    // Every test file has databases of its own, and many server processes at once; nothing is kept.
+    settings: { max_connections: '400', fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' }
+  })
+  stops.push(async () => {
+    await server.stop()
+    await rm(root, { recursive: true, force: true })
+  })
+  const url = new URL(server.connectionString)
+  url.pathname = '/postgres'
+  env.TEST_DATABASE_URL = url.toString()
+  say(`PostgreSQL: embedded, 127.0.0.1:${server.port}, for this run (set TEST_DATABASE_URL to use another)`)
+}
+
+async function startRedis (): Promise<void> {
+  if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).error !== undefined) {
+    say('Redis: no redis-server on PATH and no TEST_REDIS_URL: the tests that need Redis are skipped')
+    return
+  }
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    const ready = await new Promise<boolean>((resolve) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString()
+        if (/Ready to accept connections/.test(out)) resolve(true)
+      })
+      child.once('exit', () => resolve(false))
+    })
+    if (ready) {
+      child.stdout.removeAllListeners('data')
+      child.stdout.resume()
+      child.stderr.resume()
+      stops.push(() => { child.kill('SIGKILL') })
+      env.TEST_REDIS_URL = `redis://127.0.0.1:${port}`
+      say(`Redis: redis-server on 127.0.0.1:${port}, for this run (set TEST_REDIS_URL to use another)`)
+      return
+    }
+    if (attempt >= 5) throw new Error(`redis-server did not start: ${out.trim().split('\n').slice(-3).join(' ')}`)
+  }
+}
+
+async function stopAll (): Promise<void> {
+  for (const stop of stops.splice(0).reverse()) await stop()
+}
+
+let code = 1
+try {
+  if ((env.TEST_DATABASE_URL ?? '') === '') await startPostgres()
+  if ((env.TEST_REDIS_URL ?? '') === '') await startRedis()
+  const manifest = createRequire(import.meta.url).resolve('tap/package.json')
+  const bin = (JSON.parse(readFileSync(manifest, 'utf8')) as { bin: { tap: string } }).bin.tap
+  const tap = spawn(process.execPath, [join(dirname(manifest), bin), ...process.argv.slice(2)], { env, stdio: 'inherit' })
+  // Ctrl-C reaches tap through the terminal; the servers stop once it has ended.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { tap.kill(signal) })
+  code = await new Promise<number>((resolve) => tap.once('exit', (exitCode, signal) => resolve(exitCode ?? (signal !== null ? 1 : 0))))
+} catch (err) {
+  process.stderr.write(`npm test: ${(err as Error).message}\n`)
+} finally {
+  await stopAll()
+}
+process.exit(code)
