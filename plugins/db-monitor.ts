@@ -70,6 +70,8 @@ async function dbMonitorPlugin (fastify: FastifyInstance, options: DbMonitorPlug
     })
   }
   provide(fastify, 'dbMonitor', Object.assign(monitor, { readiness }))
+  // The first /ready (a load balancer's, right after boot) answers from this probe.
+  fastify.addHook('onReady', async () => { probe.prime() })
   fastify.addHook('onClose', async () => { monitor.stop() })
 }
 

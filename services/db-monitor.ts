@@ -106,7 +106,11 @@ export interface ReadinessOptions {
   refreshMs?: number
   /** A probe still unanswered after this long means the database is not answering, in ms. Default 2000. */
   hangAfterMs?: number
-  /** How long one check waits for a probe it started before answering from what it knows, in ms. Default 80. */
+  /**
+   * How long one check waits for a probe it started before answering from what it knows, in ms.
+   * Default 80. Until a first probe has answered there is nothing to answer from: a check then
+   * waits for it up to `hangAfterMs` (a slow first connection on a busy machine is not an outage).
+   */
   waitMs?: number
 }
 
@@ -146,12 +150,15 @@ export function createReadiness (opts: ReadinessOptions) {
     async check (): Promise<Readiness> {
       if (last === undefined || Date.now() - last.at >= refreshMs) {
         let timer: ReturnType<typeof setTimeout> | undefined
-        await Promise.race([refresh(), new Promise<void>(resolve => { timer = setTimeout(resolve, waitMs) })])
+        const wait = last === undefined ? Math.max(waitMs, hangAfterMs - (Date.now() - (inFlight?.since ?? Date.now()))) : waitMs
+        await Promise.race([refresh(), new Promise<void>(resolve => { timer = setTimeout(resolve, wait) })])
         clearTimeout(timer)
       }
       return answer()
     },
     /** Forgets the last result, so the next check probes (e.g. after a failure seen elsewhere). */
-    invalidate (): void { last = undefined }
+    invalidate (): void { last = undefined },
+    /** Starts a probe now (at boot), so the first check has a result to answer from. */
+    prime (): void { refresh().catch(() => {}) }
   }
 }

@@ -84,6 +84,12 @@ async function stopAll (): Promise<void> {
   for (const stop of stops.splice(0).reverse()) await stop()
 }
 
+// Never under tap itself (a test file that ran this would start the whole suite again, and again).
+if (process.env.TAP !== undefined || process.env.TAP_CHILD_ID !== undefined) {
+  process.stderr.write('scripts/run-tests.ts starts tap: it is not a test file\n')
+  process.exit(1)
+}
+
 let code = 1
 try {
   if ((env.TEST_DATABASE_URL ?? '') === '') await startPostgres()
