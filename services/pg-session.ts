@@ -1,5 +1,6 @@
 import net from 'node:net'
 import pg from 'pg'
+import { reconnectDelay, RECONNECT_MAX_MS, RECONNECT_MIN_MS } from './reconnect.js'
 
 export interface PgSessionOptions {
   /** Connection settings of the dedicated session (never a pooled one: LISTEN and session locks are per session). */
@@ -19,13 +20,7 @@ export interface PgSessionOptions {
   heartbeat?: () => Promise<unknown>
   /** A query not answered within this is taken for a dead connection: the socket is destroyed. Default 5 s. */
   deadlineMs?: number
-  /**
-   * Backoff between reconnect attempts, in ms: full jitter under a ceiling that doubles from
-   * `minDelayMs` (default 100) up to `maxDelayMs` (default 1000). The ceiling stays low because
-   * while this session is down, other instances' stats and captured changes do not reach this one:
-   * a database back after a long outage must not wait many seconds for the next attempt. One
-   * connection attempt per second per instance costs a server nothing.
-   */
+  /** Backoff between reconnect attempts, in ms (services/reconnect.ts; defaults 100 and 1000). */
   minDelayMs?: number
   maxDelayMs?: number
 }
@@ -45,8 +40,7 @@ export class SessionDownError extends Error {
  * that gets no answer within `deadlineMs` destroys the socket and starts over.
  */
 export function createPgSession (opts: PgSessionOptions) {
-  const minDelay = opts.minDelayMs ?? 100
-  const maxDelay = opts.maxDelayMs ?? 1000
+  const backoff = { minMs: opts.minDelayMs ?? RECONNECT_MIN_MS, maxMs: opts.maxDelayMs ?? RECONNECT_MAX_MS }
   const heartbeatMs = opts.heartbeatMs ?? 5000
   const deadlineMs = opts.deadlineMs ?? 5000
   let client: pg.Client | undefined
@@ -150,12 +144,11 @@ export function createPgSession (opts: PgSessionOptions) {
 
   function schedule (): void {
     if (closed || timer !== undefined) return
-    const ceiling = Math.min(maxDelay, minDelay * 2 ** attempt)
-    attempt++
+    const delay = reconnectDelay(attempt++, backoff)
     timer = setTimeout(() => {
       timer = undefined
       connect().catch(() => {})
-    }, minDelay + Math.random() * (ceiling - minDelay))
+    }, delay)
     timer.unref()
   }
 

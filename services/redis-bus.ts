@@ -1,4 +1,5 @@
 import { Redis } from 'ioredis'
+import { reconnectDelay } from './reconnect.js'
 
 export interface RedisBusOptions {
   url: string
@@ -21,18 +22,9 @@ export interface RedisBusOptions {
 }
 
 /**
- * Longest wait between two attempts to reach Redis, in ms (each wait is 50 to 100 % of its step).
- * Kept short: what an instance could not publish while Redis was away (a notify's stats, changes
- * capture drained) reaches the others only once its publisher connection is back, so a longer wait
- * would leave their subscribers that much longer on old figures after Redis is back. An attempt is
- * one TCP connect per connection per instance.
- */
-export const RETRY_MAX_MS = 1000
-
-/**
  * Redis pub/sub between instances, for deployments where LISTEN is not available (a
  * transaction-mode pooler in front of PostgreSQL). Both connections come back by themselves with
- * backoff (at most RETRY_MAX_MS between attempts, however long Redis was away); the subscription is
+ * backoff (services/reconnect.ts: at most a second between attempts, however long Redis was away); the subscription is
  * made whether or not Redis is up at start, and renewed on every reconnect. Publishes fail fast
  * while Redis is away instead of queueing. A connection that stops answering without closing (a
  * dropped route) fails its ping's deadline and is reconnected.
@@ -40,7 +32,8 @@ export const RETRY_MAX_MS = 1000
 export function createRedisBus (opts: RedisBusOptions) {
   const heartbeatMs = opts.heartbeatMs ?? 5000
   const deadlineMs = opts.deadlineMs ?? 5000
-  const retryStrategy = (times: number): number => Math.min(100 * 2 ** Math.min(times, 10), RETRY_MAX_MS) * (0.5 + Math.random() / 2)
+  // ioredis counts attempts from 1.
+  const retryStrategy = (times: number): number => reconnectDelay(times - 1)
   const sub = new Redis(opts.url, { lazyConnect: true, retryStrategy, maxRetriesPerRequest: null, connectionName: `citas-live-sub/${opts.name ?? ''}` })
   const pub = new Redis(opts.url, { lazyConnect: true, retryStrategy, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: deadlineMs, connectionName: `citas-live-pub/${opts.name ?? ''}` })
   let subscriptions = 0

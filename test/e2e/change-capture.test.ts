@@ -136,10 +136,13 @@ t.test('a notify that comes just after the capture drained its commit shares the
   const drained = app.citasLive.live.captureChanges
   await addCita(db.pool, 'n1', new Date())
   await waitFor(() => app.citasLive.live.captureChanges > drained)
-  const started = Date.now()
-  const res = await app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n1', action: 'created' } })
+  let graceTimer: NodeJS.Timeout | undefined
+  const graceOver = new Promise<'grace over'>(resolve => { graceTimer = setTimeout(resolve, 5000, 'grace over') })
+  const notified = app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n1', action: 'created' } })
+  t.equal(await Promise.race([notified.then(() => 'answered'), graceOver]), 'answered', 'the notify starts the waiting recompute at once instead of waiting out the grace')
+  clearTimeout(graceTimer)
+  const res = await notified
   t.match(res.json(), { delivered: 1, stats: { total_citas: 1 } })
-  t.ok(Date.now() - started < 4000, 'the notify starts the waiting recompute at once instead of waiting out the grace')
   t.equal(app.citasLive.live.runs, runs + 1, 'one query for the commit, captured and notified')
   await pong(a)
   t.same(statsOf(a), [0, 1], 'one push')
@@ -192,14 +195,12 @@ t.test('a session that stops answering without closing is replaced: /ready degra
 
   // The route drops the connection's state: no packet either way, nothing closed.
   proxy.freezeExisting()
-  const frozenAt = Date.now()
   await addCita(db.pool, 'n1', new Date())
   let degraded: any
   await waitFor(async () => {
     degraded = (await app.inject('/ready')).json()
     return degraded.status === 'degraded'
   }, 15_000)
-  t.ok(Date.now() - frozenAt < 15_000, `noticed in ${Date.now() - frozenAt} ms`)
   t.match(degraded, { status: 'degraded', bus: { kind: 'postgres', up: false } })
 
   // The new session finds the lock held by the old backend, whose client is gone; it ends it and leads.
@@ -283,13 +284,11 @@ t.test('a Redis connection that stops answering is replaced and followed by a re
   await a.subscribe('n1')
 
   proxy.freezeExisting()
-  const frozenAt = Date.now()
   // A change published while the subscriber's connection is dead: lost on the wire.
   await addCita(db.pool, 'n1', new Date())
   const res = await direct.app.inject({ method: 'POST', url: '/notify/cita', headers: { authorization: `Bearer ${serviceToken()}` }, payload: { negocio_id: 'n1', action: 'created' } })
   t.match(res.json(), { bus: 'sent', stats: { total_citas: 1 } })
   await waitFor(async () => (await viaProxy.app.inject('/ready')).json().status === 'degraded', 15_000)
-  t.ok(Date.now() - frozenAt < 15_000, `noticed in ${Date.now() - frozenAt} ms`)
   await waitFor(() => statsOf(a).at(-1) === 1, 15_000)
   t.pass('after the new connection subscribed, the resync brought the missed change')
   // The publisher's connection was frozen too: ready once it was replaced as well.

@@ -198,10 +198,8 @@ t.test('SIGTERM with 1,000 clients and notifies in flight: every client gets 101
     }
   }))
   await waitFor(() => ok >= 50, 30_000)
-  const signalled = Date.now()
   p.child.kill('SIGTERM')
   const code = await p.exited
-  const took = Date.now() - signalled
   stop = true
   await flow
 
@@ -210,9 +208,10 @@ t.test('SIGTERM with 1,000 clients and notifies in flight: every client gets 101
   for (const c of closes) byCode.set(c, (byCode.get(c) ?? 0) + 1)
   t.same([...byCode], [[1012, CLIENTS]], 'every client got 1012')
   t.equal(code, 0, 'clean exit')
-  t.ok(took < GRACE, `exited ${took} ms after SIGTERM, within the ${GRACE} ms grace period`)
+  // Past the grace, close-with-grace would end the process with code 1 and say "killed by timeout".
+  t.notMatch(p.output(), /killed by timeout/, `within the ${GRACE} ms grace period`)
   const allowed = new Set(['200', '503', 'ECONNREFUSED', 'ECONNRESET', 'UND_ERR_SOCKET'])
   t.same([...outcomes.keys()].filter(k => !allowed.has(k)), [], `every notify completed or failed clearly: ${JSON.stringify([...outcomes])}`)
-  t.comment(`notify outcomes: ${JSON.stringify([...outcomes])}; exit ${took} ms after SIGTERM`)
+  t.comment(`notify outcomes: ${JSON.stringify([...outcomes])}`)
   if (code !== 0) t.comment(p.output().slice(-3000))
 })
