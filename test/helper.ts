@@ -62,7 +62,7 @@ export function fixedPort (): number {
  * A PostgreSQL server URL with admin rights: TEST_DATABASE_URL when set, else one embedded server
  * started once per test process and stopped when the process's tests end.
  */
-async function serverUrl (): Promise<string> {
+export async function serverUrl (): Promise<string> {
   if (process.env.TEST_DATABASE_URL !== undefined && process.env.TEST_DATABASE_URL !== '') return process.env.TEST_DATABASE_URL
   embedded ??= (async () => {
     const dir = await mkdtemp(join(tmpdir(), 'citas-live-test-'))

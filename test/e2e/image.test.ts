@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import WebSocket from 'ws'
-import { addCita, addNegocio, Client, handshake, serviceToken, sign, SECRET, waitFor } from '../helper.js'
+import { addCita, addNegocio, Client, handshake, serverUrl, serviceToken, sign, SECRET, waitFor } from '../helper.js'
 
 const execP = promisify(execFile)
 
@@ -132,7 +132,7 @@ async function runStage (stage: Stage, tmp: string, stages: Map<string, StageFs>
 }
 
 async function createDatabase (): Promise<{ url: string, drop: () => Promise<void> }> {
-  const server = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+  const server = await serverUrl()
   const name = `citas_image_${process.pid}_${randomBytes(4).toString('hex')}`
   const admin = new pg.Client({ connectionString: server })
   await admin.connect()
@@ -151,6 +151,14 @@ async function createDatabase (): Promise<{ url: string, drop: () => Promise<voi
   }
 }
 
+/** The first TypeScript example of the README's section on embedding. */
+function embeddingExample (readme: string): string {
+  const section = readme.slice(readme.indexOf('## Embedding'))
+  const code = /```ts\n([\s\S]*?)```/.exec(section)?.[1]
+  if (code === undefined) throw new Error('no TypeScript example in the README\'s embedding section')
+  return code
+}
+
 /**
  * The host app of the package test: its own @fastify/jwt, @fastify/postgres, @fastify/websocket
  * (subprotocol host-v1) and decorators named like citas-live's parts, then citas-live twice, each
@@ -162,7 +170,7 @@ import fastifyJwt from '@fastify/jwt'
 import fastifyPostgres from '@fastify/postgres'
 import fastifyWebsocket from '@fastify/websocket'
 import citasLive, { type AppOptions, type CitasLive } from 'citas-live'
-import type { Stats } from 'citas-live/services/stats'
+import type { Stats } from 'citas-live/protocol'
 
 interface HostPart { owner: 'host', part: string }
 
@@ -334,15 +342,21 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
   t.same(extra, [], 'nothing a user does not need (sources, tests, maps, CI, Docker files)')
   t.notOk(files.some(f => /^dist\/(test|bench)\//.test(f)), 'no compiled tests or benchmarks')
 
-  // Install the packed tarball next to the production dependencies and use it as a consumer would.
+  // A host app in a folder of its own, as a user starts one: only fastify, the packed tarball,
+  // typescript and @types/node installed, in its own node_modules (nothing linked from here). The
+  // package's declarations must compile there: the type packages they need are its dependencies.
   await exec(npm, ['pack', '--ignore-scripts', '--pack-destination', tmp], { cwd: pkgDir })
-  const tarball = (await readdir(tmp)).find(f => f.endsWith('.tgz')) as string
-  const installed = join(app, 'node_modules', manifest.name)
-  await mkdir(installed, { recursive: true })
-  await exec('tar', ['-xzf', join(tmp, tarball), '-C', installed, '--strip-components=1'])
-  // Not named citas-live any more, or `import 'citas-live'` would resolve to the folder itself.
-  await writeFile(join(app, 'package.json'), JSON.stringify({ ...JSON.parse(await readFile(join(app, 'package.json'), 'utf8')), name: 'consumer', type: 'module' }))
-  const consumer = `
+  const tarball = join(tmp, (await readdir(tmp)).find(f => f.endsWith('.tgz')) as string)
+  const consumer = join(tmp, 'consumer')
+  await mkdir(consumer)
+  await writeFile(join(consumer, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
+  const range = (name: string): string => manifest.dependencies?.[name] ?? manifest.devDependencies?.[name]
+  const install = async (...specs: string[]): Promise<void> => {
+    await exec(npm, ['install', '--no-audit', '--no-fund', '--prefer-offline', ...specs], { cwd: consumer, env: cleanEnv({ npm_config_loglevel: 'error' }) })
+  }
+  await install(tarball, `fastify@${range('fastify')}`, `typescript@${range('typescript')}`, `@types/node@${range('@types/node')}`)
+  const installed = join(consumer, 'node_modules', manifest.name)
+  const probe = `
     import citasLive from 'citas-live'
     import db from 'citas-live/plugins/db'
     import auth from 'citas-live/plugins/auth'
@@ -353,21 +367,24 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
     for (const p of [citasLive, db, auth, stats, hub, createHub]) if (typeof p !== 'function') throw new Error('not a function')
     process.stdout.write(migrationsDir())
   `
-  const { stdout: dir } = await exec('node', ['--input-type=module', '-e', consumer], { cwd: app })
+  const { stdout: dir } = await exec('node', ['--input-type=module', '-e', probe], { cwd: consumer })
   t.equal(dir, join(installed, 'db/migrations/'), 'the exports resolve and find their migrations')
 
-  // A host app as people write them, in strict TypeScript against the installed package: the
-  // package's own declarations are checked too (skipLibCheck off). The consumer gets its own
-  // @types, and @fastify/jwt (a dev dependency here) from the checkout.
-  await symlink(join(root, 'node_modules/@types'), join(app, 'node_modules/@types'), 'dir')
-  await symlink(join(root, 'node_modules/@fastify/jwt'), join(app, 'node_modules/@fastify/jwt'), 'dir')
-  await writeFile(join(app, 'host.ts'), HOST_APP)
-  await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
-    compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, skipLibCheck: false, types: ['node'] },
-    files: ['host.ts']
-  }))
-  const tsc = await exec('node', [join(root, 'node_modules/typescript/bin/tsc'), '-p', app], { cwd: app }).then(r => r.stdout, (err: { stdout: string }) => err.stdout)
-  t.equal(tsc, '', 'the host app typechecks with strict on and every .d.ts checked, the package\'s included')
+  const tsc = async (file: string): Promise<string> => {
+    await writeFile(join(consumer, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, skipLibCheck: false, types: ['node'] },
+      files: [file]
+    }))
+    return await exec('node', [join(consumer, 'node_modules/typescript/bin/tsc'), '-p', consumer], { cwd: consumer }).then(r => r.stdout, (err: { stdout: string }) => err.stdout)
+  }
+  // The README's embedding example, as written there.
+  await writeFile(join(consumer, 'embed.ts'), embeddingExample(await readFile(join(root, 'README.md'), 'utf8')))
+  t.equal(await tsc('embed.ts'), '', 'the README\'s embedding example compiles with strict on and every .d.ts checked, the package\'s included')
+
+  // A host app as people write them, with its own JWT, pool and WebSocket plugins.
+  await install(`@fastify/jwt@${range('@fastify/jwt')}`, `@fastify/postgres@${range('@fastify/postgres')}`, `@fastify/websocket@${range('@fastify/websocket')}`)
+  await writeFile(join(consumer, 'host.ts'), HOST_APP)
+  t.equal(await tsc('host.ts'), '', 'the host app typechecks with strict on and every .d.ts checked, the package\'s included')
 
   // Its databases: the host's own, and one per citas-live registration, migrated by the package.
   const hostDb = await createDatabase()
@@ -375,7 +392,7 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
   const liveDbs = [await createDatabase(), await createDatabase()] as const
   for (const [i, live] of liveDbs.entries()) {
     t.teardown(live.drop)
-    const { stdout } = await exec('node', [join(installed, 'dist/db/migrate.js')], { cwd: app, env: cleanEnv({ DATABASE_URL: live.url }) })
+    const { stdout } = await exec('node', [join(installed, 'dist/db/migrate.js')], { cwd: consumer, env: cleanEnv({ DATABASE_URL: live.url }) })
     t.match(stdout, /migrations: \d+ applied/, `the package migrates the database of citas-live ${i + 1}`)
     // n1 has one cita in the first database, two in the second.
     const pool = new pg.Pool({ connectionString: live.url, max: 1 })
@@ -387,7 +404,7 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
   // The compiled host.js, run as is.
   const secrets = { host: 'the-host-apps-own-secret-0123456789', live1: 'citas-live-one-secret-0123456789abcdef', live2: 'citas-live-two-secret-0123456789abcdef' }
   const host = spawn('node', ['host.js'], {
-    cwd: app,
+    cwd: consumer,
     env: cleanEnv({
       HOST_DATABASE_URL: hostDb.url, HOST_JWT_SECRET: secrets.host,
       LIVE1_DATABASE_URL: liveDbs[0].url, LIVE1_JWT_SECRET: secrets.live1,
