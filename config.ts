@@ -44,6 +44,7 @@ const PLUGIN_ENV = {
   BUS_SECRET: ['live', 'busSecret'],
   CHANGE_CAPTURE: ['live', 'changeCapture'],
   CHANGE_CAPTURE_POLL_MS: ['live', 'capturePollMs'],
+  CHANGE_CAPTURE_STALL_MS: ['live', 'captureStallMs'],
   BUS_HEARTBEAT_MS: ['live', 'heartbeatMs'],
   BUS_DEADLINE_MS: ['live', 'deadlineMs'],
   STATS_COALESCE_MS: ['live', 'coalesceMs'],
@@ -171,6 +172,22 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
       createNetworkMatcher(commaList(String(env.NOTIFY_TRUSTED_NETWORKS)))
     } catch (err) {
       throw new ConfigError(`invalid NOTIFY_TRUSTED_NETWORKS: ${(err as Error).message}`)
+    }
+  }
+  const proxies = trustProxy(env.TRUST_PROXY)
+  if (proxies === true) {
+    // Any X-Forwarded-For would be believed: a client could claim any address.
+    const trusting = env.NOTIFY_TRUSTED_NETWORKS !== undefined
+      ? 'NOTIFY_TRUSTED_NETWORKS'
+      : Number(env.WS_MAX_CONNECTIONS_PER_IP ?? 0) > 0 ? 'WS_MAX_CONNECTIONS_PER_IP' : undefined
+    if (trusting !== undefined) {
+      throw new ConfigError(`invalid TRUST_PROXY: "true" believes any X-Forwarded-For, so a client could claim an address ${trusting} trusts or count under another's: list your proxies instead (TRUST_PROXY=10.0.0.5,10.0.0.6 or a CIDR such as 10.0.0.0/24)`)
+    }
+  } else if (proxies !== false) {
+    try {
+      createNetworkMatcher(commaList(proxies))
+    } catch (err) {
+      throw new ConfigError(`invalid TRUST_PROXY: ${(err as Error).message} (true, false, or a comma list of proxy addresses or CIDRs)`)
     }
   }
   if (env.ALLOWED_ORIGINS !== undefined) {

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import app, { closeUnreadRequestsIn } from './app.js'
 import type { CitasLive } from './plugins/namespace.js'
-import { busKind, ConfigError, loadEnv, optionsFromEnv, trustProxy, type Env } from './config.js'
+import { busKind, commaList, ConfigError, loadEnv, optionsFromEnv, trustProxy, type Env } from './config.js'
 import { loggerOptions } from './services/logging.js'
 import { migrate } from './services/migrate.js'
 import { seedDemo, startDemoActivity } from './services/demo.js'
@@ -99,6 +99,9 @@ await fastify.register(app, {
     closeTimeoutMs: Math.floor(env.SHUTDOWN_GRACE_MS / 2)
   },
   live: { ...fromEnv.live, bus: busKind(env) },
+  // The proxies TRUST_PROXY lists decide, with the socket, where a request comes from for the
+  // per-IP limits and NOTIFY_TRUSTED_NETWORKS (loadEnv refuses "true" with either).
+  limits: { ...fromEnv.limits, trustedProxies: typeof trustProxy(env.TRUST_PROXY) === 'string' ? commaList(String(env.TRUST_PROXY)) : [] },
   // Metrics are exposed only with a token or a port of their own.
   metrics: fromEnv.metrics,
   openapi: true

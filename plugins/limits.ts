@@ -4,7 +4,8 @@ import { Type, type Static } from '@sinclair/typebox'
 import { Int, resolveOptions } from './options.js'
 import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
 import { AppError } from '../services/errors.js'
-import { createConnectionCounter, createOriginCheck } from '../services/limits.js'
+import { clientAddress, createConnectionCounter, createNetworkMatcher, createOriginCheck } from '../services/limits.js'
+import type { FastifyRequest } from 'fastify'
 import { takeToken, type BucketState } from '../services/token-bucket.js'
 import { citasOf, provide } from './namespace.js'
 
@@ -17,7 +18,11 @@ export const LimitsOptions = Type.Object({
   messageBurst: Int(1, 20, { description: 'Token bucket size: messages a connection may send at once.' }),
   maxRefusedMessages: Int(1, 50, { description: 'Messages over the rate in a row that close the connection with 1008.' }),
   notifyMax: Int(0, 1200, { description: '/notify/cita calls per caller (token `sub`, else IP) per window; 0 turns it off.' }),
-  notifyWindowMs: Int(1, 60_000, { description: 'Window of notifyMax in ms.' })
+  notifyWindowMs: Int(1, 60_000, { description: 'Window of notifyMax in ms.' }),
+  trustedProxies: Type.Array(Type.String({ minLength: 1 }), {
+    default: [],
+    description: 'Addresses or CIDRs of the proxies in front of the server: a request from one of them comes from the rightmost X-Forwarded-For address not added by one of them (per-IP limits, notifyTrustedNetworks). Empty: the socket\'s address, whatever the headers say.'
+  })
 })
 export type LimitsPluginOptions = Partial<Static<typeof LimitsOptions>>
 
@@ -31,8 +36,16 @@ function createLimits (options: LimitsPluginOptions) {
   } catch (err) {
     throw new Error(`citas-live limits plugin: invalid option allowedOrigins: ${(err as Error).message}`)
   }
+  let isProxy: (address: string | undefined) => boolean
+  try {
+    isProxy = createNetworkMatcher(opts.trustedProxies)
+  } catch (err) {
+    throw new Error(`citas-live limits plugin: invalid option trustedProxies: ${(err as Error).message}`)
+  }
   const { messageRate, messageBurst } = opts
   return {
+    /** Where a request comes from, for the per-IP limits and the trusted networks (see services/limits.ts clientAddress). */
+    clientAddress: (request: FastifyRequest): string => clientAddress(request.raw.socket?.remoteAddress, request.headers['x-forwarded-for'], isProxy),
     isOriginAllowed,
     restrictsOrigins: opts.allowedOrigins !== undefined,
     maxSubscriptions: opts.maxSubscriptions,
@@ -80,7 +93,7 @@ export async function registerNotifyRateLimit (fastify: FastifyInstance): Promis
     max: limits.notifyMax,
     timeWindow: limits.notifyWindowMs,
     hook: 'preHandler',
-    keyGenerator: (request) => request.citasCaller !== null ? `sub:${request.citasCaller}` : `ip:${request.ip}`,
+    keyGenerator: (request) => request.citasCaller !== null ? `sub:${request.citasCaller}` : `ip:${limits.clientAddress(request)}`,
     errorResponseBuilder: (_request, context) =>
       new AppError('rate_limited', `rate limit exceeded, retry in ${context.after}`)
   }

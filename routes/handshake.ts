@@ -67,11 +67,11 @@ export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions
       readableByOrigin(request, reply).code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: err.message })
       return
     }
-    // request.ip only when the per-IP limit is on: reading it asks the kernel for the peer address.
+    // The address only when the per-IP limit is on: reading it asks the kernel for the peer address.
     request.citasUserKey = limits.perUser.enabled ? userKeyOf(request.citasAccess) : null
     const which = request.citasUserKey !== null && limits.perUser.full(request.citasUserKey)
       ? 'user'
-      : limits.perIp.enabled && limits.perIp.full(request.ip) ? 'IP address' : null
+      : limits.perIp.enabled && limits.perIp.full(limits.clientAddress(request)) ? 'IP address' : null
     if (which !== null) {
       request.log.info({ limit: which }, `${what} refused: too many connections`)
       readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: `too many connections for this ${which}` })

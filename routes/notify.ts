@@ -8,13 +8,13 @@ import { ErrorReply, NotifyBody, NotifyReply, notifyDocs } from './schemas.js'
 
 /** POST /notify/cita: the REST API says a negocio's citas changed; recompute, push, then reply. */
 export default async function notifyRoutes (fastify: FastifyInstance) {
-  const { live, auth: citasAuth } = citasOf(fastify)
+  const { live, auth: citasAuth, limits } = citasOf(fastify)
   const rateLimit = await registerNotifyRateLimit(fastify)
 
   async function requireService (request: FastifyRequest, _reply: FastifyReply) {
     const token = tokenFromRequest(request, { query: false, protocol: false })
     // The Go server's callers sent no token: from the networks the operator trusts, none is needed.
-    if (token === undefined && citasAuth.isTrustedNotifier(request.ip)) {
+    if (token === undefined && citasAuth.isTrustedNotifier(limits.clientAddress(request))) {
       request.citasCaller = null
       return
     }

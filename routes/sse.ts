@@ -60,7 +60,7 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
     const channels = channelsOf(request, reply, access)
     if (channels === null) return
     const key = request.citasUserKey
-    const ip = limits.perIp.enabled ? request.ip : ''
+    const ip = limits.perIp.enabled ? limits.clientAddress(request) : ''
     // authenticate checked the counts; count for real now, where nothing can race it.
     if (key !== null && !limits.perUser.acquire(key)) {
       readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: 'too many connections for this user' })

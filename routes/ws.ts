@@ -197,7 +197,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
 
   fastify.get('/ws', { websocket: true, onRequest: checkOrigin, preValidation: authenticate, schema: wsDocs, childLoggerFactory: lazyChildLogger }, (socket, request) => {
     // Listeners go on synchronously, before anything awaits, so no early frame is lost.
-    const ip = limits.perIp.enabled ? request.ip : ''
+    const ip = limits.perIp.enabled ? limits.clientAddress(request) : ''
     // The handshake checked the counts; concurrent handshakes may still overshoot, so count for real here.
     const key = request.citasUserKey
     const userCounted = key === null || limits.perUser.acquire(key)

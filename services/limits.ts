@@ -79,6 +79,26 @@ export function userKeyOf (access: Pick<Access, 'sub' | 'all' | 'negocios'>): st
 }
 
 /**
+ * The address a request comes from, for decisions that trust it (the per-IP limits, the networks
+ * whose notifies need no token): the socket's peer, or, when that peer is one of `isProxy`'s,
+ * the rightmost X-Forwarded-For entry not added by one of them. Entries a client wrote itself sit
+ * left of those its proxies added, so they are never reached while a proxy vouches for the next.
+ * An entry that is not an address ends the walk at the proxy that passed it on.
+ */
+export function clientAddress (peer: string | undefined, forwarded: string | string[] | undefined, isProxy: (address: string) => boolean): string {
+  let current = peer ?? ''
+  if (forwarded === undefined || !isProxy(current)) return current
+  const hops = (Array.isArray(forwarded) ? forwarded.join(',') : forwarded).split(',')
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = (hops[i] as string).trim()
+    if (isIP(hop) === 0) return current
+    current = hop
+    if (!isProxy(hop)) return hop
+  }
+  return current
+}
+
+/**
  * A matcher for a list of networks (`10.0.0.0/8`, `192.168.1.5`, `fd00::/8`), with Node's BlockList.
  * Throws on an entry that is neither an address nor a CIDR. An IPv4 address seen as IPv6
  * (`::ffff:10.1.2.3`) matches the IPv4 networks.

@@ -31,7 +31,11 @@ t.test('a bad variable is one line naming it', async (t) => {
     [{ STATS_COALESCE_MS: '-1' }, /^invalid STATS_COALESCE_MS: .*\(got "-1"\)$/],
     [{ WS_MAX_PAYLOAD: '100' }, /^invalid WS_MAX_PAYLOAD: Expected integer to be greater or equal to 256 \(got 100\)$/],
     [{ CHANGE_CAPTURE: 'yes' }, /^invalid CHANGE_CAPTURE: /],
-    [{ NOTIFY_TRUSTED_NETWORKS: '10.0.0.0/8,intranet' }, /^invalid NOTIFY_TRUSTED_NETWORKS: "intranet" is not an IP address or a CIDR/]
+    [{ NOTIFY_TRUSTED_NETWORKS: '10.0.0.0/8,intranet' }, /^invalid NOTIFY_TRUSTED_NETWORKS: "intranet" is not an IP address or a CIDR/],
+    [{ TRUST_PROXY: 'true', NOTIFY_TRUSTED_NETWORKS: '10.0.0.0/8' }, /^invalid TRUST_PROXY: "true" believes any X-Forwarded-For, so a client could claim an address NOTIFY_TRUSTED_NETWORKS trusts .*: list your proxies instead/],
+    [{ TRUST_PROXY: 'true', WS_MAX_CONNECTIONS_PER_IP: '5' }, /^invalid TRUST_PROXY: "true" .*WS_MAX_CONNECTIONS_PER_IP.*: list your proxies instead/],
+    [{ TRUST_PROXY: '10.0.0.1,the-lb' }, /^invalid TRUST_PROXY: "the-lb" is not an IP address or a CIDR/],
+    [{ CHANGE_CAPTURE_STALL_MS: '60000' }, /^invalid CHANGE_CAPTURE_STALL_MS: /]
   ]
   for (const [env, message] of cases) {
     t.throws(() => loadEnv(env), { name: 'ConfigError', message }, JSON.stringify(env))
@@ -68,4 +72,9 @@ t.test('the environment becomes plugin options, checked by the plugins\' own sch
     stats: { timezone: 'UTC' }
   })
   t.equal(loadEnv({}).STATS_COALESCE_MS, 100, 'the default is the live plugin\'s')
+})
+
+t.test('TRUST_PROXY: true alone is taken; a list goes to the limits as the proxies', async (t) => {
+  t.equal(trustProxy(loadEnv({ TRUST_PROXY: 'true' }).TRUST_PROXY), true)
+  t.equal(trustProxy(loadEnv({ TRUST_PROXY: '10.0.0.5, 10.0.1.0/24', NOTIFY_TRUSTED_NETWORKS: '10.0.0.0/8' }).TRUST_PROXY), '10.0.0.5, 10.0.1.0/24')
 })

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events'
 import type { WebSocket } from 'ws'
 import { Connection, createHub, type Access } from '../../services/hub.js'
 import { fullBucket, takeToken } from '../../services/token-bucket.js'
-import { createConnectionCounter, createOriginCheck } from '../../services/limits.js'
+import { clientAddress, createConnectionCounter, createNetworkMatcher, createOriginCheck } from '../../services/limits.js'
 import { sweepExpiry } from '../../services/expiry.js'
 import { createDbMonitor, forEachLimited } from '../../services/db-monitor.js'
 import { waitFor } from '../helper.js'
@@ -194,4 +194,19 @@ t.test('forEachLimited: bounded concurrency, every item, errors reported', async
   t.equal(peak, 3)
   t.equal(done.length + failed.length, 20)
   t.same(failed.sort((a, b) => a - b), [0, 5, 10, 15])
+})
+
+t.test('clientAddress: the socket, or what listed proxies say, never what a client wrote', async (t) => {
+  const proxies = createNetworkMatcher(['10.0.0.0/24', '192.168.1.7'])
+  const none = createNetworkMatcher([])
+  t.equal(clientAddress('203.0.113.9', '10.1.2.3', none), '203.0.113.9', 'no proxies: the header is ignored')
+  t.equal(clientAddress('203.0.113.9', '10.1.2.3', proxies), '203.0.113.9', 'a peer that is no proxy: ignored too')
+  t.equal(clientAddress('10.0.0.5', '198.51.100.4', proxies), '198.51.100.4', 'one proxy: the address it added')
+  t.equal(clientAddress('10.0.0.5', '10.1.2.3, 198.51.100.4', proxies), '198.51.100.4', 'what the client wrote sits left of it')
+  t.equal(clientAddress('10.0.0.5', '198.51.100.4, 192.168.1.7', proxies), '198.51.100.4', 'two proxies: the rightmost address neither added')
+  t.equal(clientAddress('10.0.0.5', ['1.1.1.1', '198.51.100.4'], proxies), '198.51.100.4', 'repeated headers read as one list')
+  t.equal(clientAddress('10.0.0.5', 'not-an-ip', proxies), '10.0.0.5', 'garbage stops at the proxy that passed it on')
+  t.equal(clientAddress('::ffff:10.0.0.5', '198.51.100.4', proxies), '198.51.100.4', 'an IPv4 proxy seen as IPv6')
+  t.equal(clientAddress('10.0.0.5', '10.0.0.6', proxies), '10.0.0.6', 'only proxies: the furthest one')
+  t.equal(clientAddress(undefined, '1.2.3.4', proxies), '', 'no peer address')
 })
