@@ -6,7 +6,7 @@ import { createLiveStats, type BusMessage } from '../services/live-stats.js'
 import { createPgSession, type PgSession } from '../services/pg-session.js'
 import { poolSettings } from '../services/adapters/pg-pool.js'
 import { createRedisBus } from '../services/redis-bus.js'
-import { createBusCodec, MAX_CHANGED_IDS, type BusDropReason } from '../services/bus-codec.js'
+import { BUS_DROP_REASONS, createBusCodec, MAX_CHANGED_IDS, type BusDropReason } from '../services/bus-codec.js'
 import { createBusOutbox } from '../services/bus-outbox.js'
 import { createChangeCapture, type CaptureRole } from '../services/change-capture.js'
 import { Type, type Static } from '@sinclair/typebox'
@@ -24,6 +24,7 @@ export const LiveOptions = Type.Object({
   changeCapture: Type.Boolean({ default: true, description: 'Read the change table the citas trigger fills (db/migrations/004), so writes made without /notify/cita reach dashboards. Off, the table is still drained (and ignored).' }),
   capturePollMs: Int(5, 50, { maximum: 60_000, description: 'How often the capture leader drains the change table, in ms.' }),
   captureGraceMs: Int(0, 25, { maximum: 5000, description: 'A captured change is recomputed this much later (ms), so the REST API\'s notify for the same commit, arriving meanwhile, shares the query.' }),
+  captureStallMs: Int(1000, 15_000, { maximum: 15_000, description: 'Change capture counts as stopped when no instance completed a drain of the change table for this long (ms): /ready says degraded, and one warning is logged.' }),
   session: Type.Optional(Type.Union([Type.String({ pattern: '^postgres(ql)?://' }), Type.Object({}, { additionalProperties: true })], {
     description: 'Connection settings (or a postgres:// URL) of the dedicated session: LISTEN and the capture leader\'s lock need a real session, which a transaction-mode pooler cannot give. Default: the pool\'s own settings.'
   })),
@@ -45,20 +46,29 @@ export const BUS_CHANNEL = 'citas_live_bus'
 /** What /ready and the metrics show of the bus and of change capture. */
 export interface LiveStatus {
   bus: { kind: BusKind, up: boolean }
-  /** `failing`: the change table cannot be read (not migrated, no privilege); logged when it starts and ends. */
-  changeCapture: { mode: 'table' | 'failing' | 'off', role: CaptureRole }
+  changeCapture: {
+    /** `failing`: the change table cannot be read (not migrated, no privilege); logged when it starts and ends. */
+    mode: 'table' | 'failing' | 'off'
+    role: CaptureRole
+    /** No instance completed a drain for longer than captureStallMs; logged when it starts and ends. */
+    stalled: boolean
+    /** How long ago the last drain completed, in ms (null with capture off). */
+    lastDrainAgeMs: number | null
+  }
 }
 
 export type Live = ReturnType<typeof createLiveStats> & {
   readonly bus: BusKind
   /** Times the bus connection was lost and re-established. */
   readonly busReconnects: number
-  /** Bus messages refused (unsigned, bad signature, malformed, implausible), by reason. */
+  /** Bus messages refused (unsigned, bad signature, malformed, implausible, replayed, stale), by reason. */
   readonly busDropped: Readonly<Record<BusDropReason, number>>
   /** Distinct negocio ids change capture drained (on this instance, while it led). */
   readonly captureChanges: number
   /** Polls of the change table this instance completed (while it led); the first hands on '*'. */
   readonly capturePolls: number
+  /** Times this instance emptied the change table with TRUNCATE (while it led). */
+  readonly captureCompactions: number
   status: () => LiveStatus
   /** One resync for a database outage that began at `downSince`, however many parts noticed it; resolves whether it ran. */
   resyncAfterOutage: (downSince: number) => Promise<boolean>
@@ -85,7 +95,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   const pool = ns.pool
   const timing = { heartbeatMs: opts.heartbeatMs, deadlineMs: opts.deadlineMs }
 
-  const dropped: Record<BusDropReason, number> = { unsigned: 0, bad_signature: 0, malformed: 0, implausible: 0 }
+  const dropped = Object.fromEntries(BUS_DROP_REASONS.map((reason) => [reason, 0])) as Record<BusDropReason, number>
   let lastDropLog = 0
   let droppedSinceLog = 0
   const onBusPayload = (payload: string): void => {
@@ -147,11 +157,14 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     }
   }
 
-  const sessionConnection: pg.ClientConfig = options.session === undefined
+  const baseConnection: pg.ClientConfig = options.session === undefined
     // Same settings as the pool (host, credentials, TLS), but a session of its own: the ones
     // citas-live built its pool from, else read from the host's pool (stops the boot if it cannot).
     ? ns.poolConfig ?? poolSettings(pool)
     : typeof options.session === 'string' ? { connectionString: options.session } : options.session
+  // A lock someone holds on the change table makes a drain fail after a second (capture then says
+  // it stalled), instead of holding the session until its deadline drops it.
+  const sessionConnection: pg.ClientConfig = { ...baseConnection, options: `${baseConnection.options ?? ''} -c lock_timeout=1000`.trim() }
   // The session's callbacks run only once it is started (onReady), after `capture` below exists.
   const session: PgSession = createPgSession({
     connection: sessionConnection,
@@ -180,10 +193,17 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   })
   const capture = createChangeCapture({
     session,
+    instance: origin,
     onChanges,
     pollMs: changeCapture ? opts.capturePollMs : 1000,
-    // A leader's session idle for two deadlines is gone (its own deadline would have replaced it).
-    staleLeaderMs: 2 * opts.deadlineMs,
+    // A leader whose session answered nothing for two deadlines is gone (its own deadline would have replaced it).
+    leaseMs: 2 * opts.deadlineMs,
+    stallMs: opts.captureStallMs,
+    onStall: (stalled, ageMs) => {
+      if (!changeCapture) return
+      if (stalled) log.warn({ lastDrainAgeMs: Math.round(ageMs) }, `change capture stalled: no instance completed a drain of the change table for ${Math.round(ageMs / 1000)} s (a lock held on citas_live_cambios, or no instance can lead); direct SQL writes do not reach dashboards until it resumes`)
+      else log.info('change capture resumed: the change table is drained again')
+    },
     onRole: (role) => log.info({ role }, `change capture: this instance is ${role === 'leader' ? 'the leader (it drains the change table)' : role === 'follower' ? 'a follower (another instance drains the change table)' : 'without a database session'}`),
     onError: (err, context) => log.warn({ err }, context),
     onFailing: (err, message) => {
@@ -218,7 +238,12 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
 
   const status = (): LiveStatus => ({
     bus: { kind: busKind, up: busKind === 'memory' ? true : busKind === 'redis' ? (redis as NonNullable<typeof redis>).up : session.connected },
-    changeCapture: { mode: !changeCapture ? 'off' : capture.failing ? 'failing' : 'table', role: capture.role }
+    changeCapture: {
+      mode: !changeCapture ? 'off' : capture.failing ? 'failing' : 'table',
+      role: capture.role,
+      stalled: changeCapture && capture.stalled,
+      lastDrainAgeMs: changeCapture ? Math.round(capture.drainAgeMs) : null
+    }
   })
 
   // defineProperties, not Object.assign: the getters must stay getters.
@@ -228,6 +253,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     busDropped: { value: dropped, enumerable: true },
     captureChanges: { get: () => capture.changes, enumerable: true },
     capturePolls: { get: () => capture.polls, enumerable: true },
+    captureCompactions: { get: () => capture.compactions, enumerable: true },
     status: { value: status, enumerable: true },
     resyncAfterOutage: { value: resyncAfterOutage, enumerable: true }
   }) as Live)

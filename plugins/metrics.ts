@@ -54,6 +54,16 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
   counterFrom('citas_live_stats_recomputes_total', 'Stats recomputes started (each is one query)', () => live.runs)
   counterFrom('citas_live_change_capture_changes_total', 'Negocio ids drained from the change table by this instance (summed over polls)', () => live.captureChanges)
   counterFrom('citas_live_change_capture_polls_total', 'Polls of the change table by this instance while it led (a leader whose count stops rising is stuck)', () => live.capturePolls)
+  counterFrom('citas_live_change_capture_compactions_total', 'Times this instance emptied the change table with TRUNCATE, so deleted rows do not pile up for a vacuum', () => live.captureCompactions)
+  new Gauge({
+    name: 'citas_live_change_capture_last_drain_age_seconds',
+    help: 'How long ago any instance last completed a drain of the change table (as this instance knows it); above CHANGE_CAPTURE_STALL_MS capture counts as stalled',
+    registers: [register],
+    collect () {
+      const age = live.status().changeCapture.lastDrainAgeMs
+      if (age !== null) this.set(age / 1000)
+    }
+  })
   new Gauge({ name: 'citas_live_bus_up', help: '1 while the bus between instances carries messages both ways, 0 while it is down or being replaced', registers: [register], collect () { this.set(live.status().bus.up ? 1 : 0) } })
   new Gauge({
     name: 'citas_live_change_capture_info',

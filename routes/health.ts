@@ -20,10 +20,17 @@ export default async function healthRoutes (fastify: FastifyInstance) {
     const { dbMonitor, live: liveStats } = citasOf(fastify)
     const state = await dbMonitor.readiness()
     const { bus, changeCapture } = liveStats.status()
-    const live = { bus, change_capture: changeCapture }
-    // A bus that is down is reported, not failed: every instance shares it, and taking them all out
-    // of the load balancer would stop what still works (each one's own database reads).
-    if (state.ready) return { status: bus.up ? 'ready' as const : 'degraded' as const, ...live }
+    const live = {
+      bus,
+      change_capture: { mode: changeCapture.mode, role: changeCapture.role, stalled: changeCapture.stalled, last_drain_age_ms: changeCapture.lastDrainAgeMs }
+    }
+    // A bus that is down, or capture that stalled, is reported, not failed: every instance shares
+    // them, and taking them all out of the load balancer would stop what still works (each one's
+    // own database reads, and /notify/cita).
+    const reasons: string[] = []
+    if (!bus.up) reasons.push(`the ${bus.kind} bus is down: other instances' updates are not heard`)
+    if (changeCapture.stalled) reasons.push(`change capture stalled: no drain of the change table for ${Math.round((changeCapture.lastDrainAgeMs ?? 0) / 1000)} s`)
+    if (state.ready) return reasons.length === 0 ? { status: 'ready' as const, ...live } : { status: 'degraded' as const, reasons, ...live }
     return reply.code(503).send({ status: 'unavailable', code: 'unavailable', message: NOT_READY[state.reason], ...live })
   })
 }

@@ -54,12 +54,15 @@ export const LiveStatusSchema = {
   }),
   change_capture: Type.Object({
     mode: Type.Union([Type.Literal('table'), Type.Literal('failing'), Type.Literal('off')], { description: 'failing: the change table cannot be read (run the migrations)' }),
-    role: Type.Union([Type.Literal('leader'), Type.Literal('follower'), Type.Literal('down')], { description: 'leader: this instance drains the change table' })
+    role: Type.Union([Type.Literal('leader'), Type.Literal('follower'), Type.Literal('down')], { description: 'leader: this instance drains the change table' }),
+    stalled: Type.Boolean({ description: 'true when no instance completed a drain of the change table for longer than CHANGE_CAPTURE_STALL_MS (15 s): direct SQL writes do not reach dashboards meanwhile' }),
+    last_drain_age_ms: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'How long ago an instance last completed a drain (null: change capture off)' })
   })
 }
 
 export const ReadyReply = Type.Object({
-  status: Type.Union([Type.Literal('ready'), Type.Literal('degraded')], { description: 'degraded: the database answers but the bus is down' }),
+  status: Type.Union([Type.Literal('ready'), Type.Literal('degraded')], { description: 'degraded: the database answers, but the bus is down or change capture stalled' }),
+  reasons: Type.Optional(Type.Array(Type.String(), { description: 'Why it is degraded, one sentence each' })),
   ...LiveStatusSchema
 }, { description: 'The database answers' })
 

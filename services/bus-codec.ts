@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto'
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { Type } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import type { BusMessage } from './live-stats.js'
@@ -11,8 +11,21 @@ const Origin = Type.String({ minLength: 1, maxLength: 128 })
 /** Most negocio ids one change message names (a NOTIFY payload must stay under 8,000 bytes). */
 export const MAX_CHANGED_IDS = 50
 
+/**
+ * What every message carries besides its content, so that a message seen before, or sent long
+ * ago, is refused (a role that may LISTEN on the database, or SUBSCRIBE on Redis, can copy signed
+ * messages and send them again): the sender's process (`boot`, random per start, so a restarted
+ * instance with the same id starts a fresh sequence), its sequence number, and when it was sent.
+ */
+const Envelope = {
+  boot: Type.String({ pattern: '^[A-Za-z0-9_-]{16}$' }),
+  seq: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+  sent: Figure
+}
+
 /** A bus message, field by field: nothing else may ride along. */
 export const BusMessageSchema = Type.Union([Type.Object({
+  ...Envelope,
   origin: Origin,
   snapshot: Type.Object({
     stats: Type.Object({
@@ -27,12 +40,16 @@ export const BusMessageSchema = Type.Union([Type.Object({
     version: Figure
   }, { additionalProperties: false })
 }, { additionalProperties: false }), Type.Object({
+  ...Envelope,
   origin: Origin,
   // Negocio ids whose citas changed (change capture), or '*' for any.
   changed: Type.Array(Type.Union([Type.String({ pattern: NEGOCIO_ID_PATTERN }), Type.Literal('*')]), { minItems: 1, maxItems: MAX_CHANGED_IDS })
 }, { additionalProperties: false })])
 
-export type BusDropReason = 'unsigned' | 'bad_signature' | 'malformed' | 'implausible'
+export type BusDropReason = 'unsigned' | 'bad_signature' | 'malformed' | 'implausible' | 'replayed' | 'stale'
+
+/** Every drop reason, for counters that start at zero. */
+export const BUS_DROP_REASONS: readonly BusDropReason[] = ['unsigned', 'bad_signature', 'malformed', 'implausible', 'replayed', 'stale']
 export type Decoded = { ok: true, message: BusMessage } | { ok: false, reason: BusDropReason }
 
 export interface BusCodecOptions {
@@ -40,7 +57,20 @@ export interface BusCodecOptions {
   now?: () => number
   /** A version (the database's clock, µs) further ahead of this instance's clock than this is refused. Default 5 min. */
   maxAheadMs?: number
+  /**
+   * A message sent longer ago than this (or as far in the future: clocks of instances differ a
+   * little), by the sender's clock, is refused as `stale`. Default 30 s.
+   */
+  freshnessMs?: number
 }
+
+/** Out-of-order messages of one sender accepted this far behind its newest (NOTIFYs sent from a pool may commit out of order). */
+const SEQ_WINDOW = 1024
+/** Senders remembered; the least recently heard is forgotten first (its old messages are then stale anyway). */
+const MAX_SENDERS = 4096
+
+/** The sequence numbers of one sender's messages seen within the window. */
+interface SenderWindow { top: number, seen: Set<number> }
 
 /** Length of a base64url HMAC-SHA256. */
 const MAC_LENGTH = 43
@@ -56,8 +86,31 @@ export function createBusCodec (secret: string, opts: BusCodecOptions = {}) {
   if (secret.length < 16) throw new Error('the bus secret must be at least 16 characters')
   const now = opts.now ?? Date.now
   const maxAheadMs = opts.maxAheadMs ?? 5 * 60_000
+  const freshnessMs = opts.freshnessMs ?? 30_000
   const key = createHmac('sha256', secret).update('citas-live bus v1').digest()
   const mac = (body: string): string => createHmac('sha256', key).update(body).digest('base64url')
+  const boot = randomBytes(12).toString('base64url')
+  let seq = 0
+  const senders = new Map<string, SenderWindow>()
+
+  /** Whether this sender's message `n` is new; records it. */
+  function firstSeen (sender: string, n: number): boolean {
+    let w = senders.get(sender)
+    if (w === undefined) {
+      if (senders.size >= MAX_SENDERS) senders.delete(senders.keys().next().value as string)
+      w = { top: 0, seen: new Set() }
+    } else {
+      senders.delete(sender) // re-inserted below: the map's order is the order senders were last heard
+    }
+    senders.set(sender, w)
+    if (n <= w.top - SEQ_WINDOW || w.seen.has(n)) return false
+    w.seen.add(n)
+    if (n > w.top) {
+      w.top = n
+      if (w.seen.size > 2 * SEQ_WINDOW) for (const old of w.seen) if (old <= n - SEQ_WINDOW) w.seen.delete(old)
+    }
+    return true
+  }
 
   return {
     /**
@@ -66,7 +119,7 @@ export function createBusCodec (secret: string, opts: BusCodecOptions = {}) {
      */
     channelTag: createHmac('sha256', key).update('channel').digest('hex').slice(0, 16),
     encode (message: BusMessage): string {
-      const body = JSON.stringify(message)
+      const body = JSON.stringify({ boot, seq: ++seq, sent: now(), ...message })
       return `${mac(body)}.${body}`
     },
     decode (payload: string): Decoded {
@@ -82,11 +135,14 @@ export function createBusCodec (secret: string, opts: BusCodecOptions = {}) {
         return { ok: false, reason: 'malformed' }
       }
       if (!Value.Check(BusMessageSchema, parsed)) return { ok: false, reason: 'malformed' }
-      if (!('snapshot' in parsed)) return { ok: true, message: parsed }
-      const { stats, version } = parsed.snapshot
+      const { boot: from, seq: n, sent, ...message } = parsed
+      if (Math.abs(now() - sent) > freshnessMs) return { ok: false, reason: 'stale' }
+      if (!firstSeen(`${message.origin}\n${from}`, n)) return { ok: false, reason: 'replayed' }
+      if (!('snapshot' in message)) return { ok: true, message }
+      const { stats, version } = message.snapshot
       const consistent = stats.citas_hoy <= stats.total_citas && stats.citas_completadas + stats.citas_canceladas <= stats.total_citas
       if (!consistent || version / 1000 > now() + maxAheadMs) return { ok: false, reason: 'implausible' }
-      return { ok: true, message: parsed }
+      return { ok: true, message }
     }
   }
 }

@@ -60,6 +60,8 @@ export interface LiveStatsOptions {
   resyncConcurrency?: number
   /** A negocio change capture reports is recomputed this much later (ms), for a notify of the same commit to share the query. Default 0. */
   captureGraceMs?: number
+  /** Change capture's '*' (recompute every shown channel) starts a resync at most this often, in ms; one that comes sooner waits. Default 5000. */
+  resyncIntervalMs?: number
   /** Called with errors nobody awaits (background recomputes, bus publishes). */
   onError?: (err: unknown, context: string) => void
 }
@@ -101,6 +103,10 @@ export function createLiveStats (opts: LiveStatsOptions) {
   let closed = false
   /** The last resync: when it started, its completion, and whether every recompute in it succeeded. */
   let lastResync: { startedAt: number, done: Promise<void>, ok: boolean } | undefined
+  const resyncIntervalMs = opts.resyncIntervalMs ?? 5000
+  let starResyncAt = Number.NEGATIVE_INFINITY
+  let starTimer: NodeJS.Timeout | undefined
+  let starResyncs = 0
 
   hub.onEmpty((channel) => {
     const negocioId = negocioOf(channel)
@@ -253,11 +259,29 @@ export function createLiveStats (opts: LiveStatsOptions) {
   function changed (negocioIds: Iterable<string>): void {
     for (const negocioId of negocioIds) {
       if (negocioId === '*') {
-        resyncAll().catch(() => {})
+        starResync()
         continue
       }
       if (hub.subscriberCount(channelFor(negocioId)) > 0) background(negocioId, 'change capture recompute failed', captureGraceMs)
     }
+  }
+
+  /** Capture's '*': a resync now, or, within resyncIntervalMs of the last one, one when the interval ends. */
+  function starResync (): void {
+    if (closed || starTimer !== undefined) return
+    const wait = starResyncAt + resyncIntervalMs - Date.now()
+    const go = (): void => {
+      starTimer = undefined
+      starResyncAt = Date.now()
+      starResyncs++
+      resyncAll().catch(() => {})
+    }
+    if (wait <= 0) {
+      go()
+      return
+    }
+    starTimer = setTimeout(go, wait)
+    starTimer.unref()
   }
 
   /**
@@ -327,6 +351,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
   function close (): void {
     closed = true
     if (midnightTimer !== undefined) clearTimeout(midnightTimer)
+    if (starTimer !== undefined) clearTimeout(starTimer)
   }
 
   return {
@@ -344,6 +369,8 @@ export function createLiveStats (opts: LiveStatsOptions) {
     get cacheSize () { return cache.size },
     /** Recompute runs started (each is one stats query). */
     get runs () { return coalescer.runs },
+    /** Resyncs of every shown channel that change capture's '*' started. */
+    get starResyncs () { return starResyncs },
     /** Times the day-boundary timer fired (whether or not a day had ended). */
     get midnightChecks () { return midnightChecks },
     /** Callers (notifies, subscribes) waiting for a recompute. */

@@ -95,8 +95,10 @@ function withDatabase (url: string, database: string): string {
 }
 
 export interface TestDatabase {
-  /** URL of a fresh, migrated database that only this test uses. */
+  /** URL of a fresh, migrated database that only this test uses (as its owner). */
   url: string
+  /** The same database as the server's superuser. */
+  adminUrl: string
   /** Cuts the database off (no new connections, existing ones killed) or lets it back. */
   setDown: (down: boolean) => Promise<void>
   /** A pool on it, for the test's own inserts and checks. */
@@ -104,23 +106,34 @@ export interface TestDatabase {
   name: string
 }
 
-/** Creates a migrated database of its own for one test; dropped at teardown. */
-export async function testDatabase (t: TestLike): Promise<TestDatabase> {
+/**
+ * Creates a migrated database of its own for one test; dropped at teardown. With `owner`, as a
+ * deployment runs: the database belongs to a login role of its own that is no superuser, the
+ * migrations run as that role, and `url` connects as it (the one to give citas-live), while
+ * `pool` and `adminUrl` stay the superuser's, for the test's own writes and checks.
+ */
+export async function testDatabase (t: TestLike, opts: { owner?: boolean } = {}): Promise<TestDatabase> {
   const server = await serverUrl()
   const name = `citas_test_${process.pid}_${randomBytes(4).toString('hex')}`
+  const owner = opts.owner === true ? { name: `${name}_owner`, password: randomBytes(12).toString('hex') } : undefined
   const admin = new pg.Client({ connectionString: server })
   await admin.connect()
-  await admin.query(`CREATE DATABASE ${name}`)
+  if (owner !== undefined) await admin.query(`CREATE ROLE ${owner.name} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '${owner.password}'`)
+  await admin.query(`CREATE DATABASE ${name}${owner !== undefined ? ` OWNER ${owner.name}` : ''}`)
   await admin.end()
-  const url = withDatabase(server, name)
-  const pool = new pg.Pool({ connectionString: url, max: 4 })
+  const adminUrl = withDatabase(server, name)
+  const url = owner === undefined ? adminUrl : asRole(adminUrl, owner.name, owner.password)
+  const pool = new pg.Pool({ connectionString: adminUrl, max: 4 })
   pool.on('error', () => {})
-  await migrate(pool)
+  const migrator = new pg.Pool({ connectionString: url, max: 1 })
+  await migrate(migrator)
+  await migrator.end()
   t.teardown(async () => {
     await pool.end()
     const c = new pg.Client({ connectionString: server })
     await c.connect()
     await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    if (owner !== undefined) await c.query(`DROP ROLE IF EXISTS ${owner.name}`)
     await c.end()
   })
   async function setDown (down: boolean): Promise<void> {
@@ -134,7 +147,14 @@ export async function testDatabase (t: TestLike): Promise<TestDatabase> {
     }
   }
   t.teardown(async () => { await setDown(false) })
-  return { url, pool, name, setDown }
+  return { url, adminUrl, pool, name, setDown }
+}
+
+function asRole (url: string, role: string, password: string): string {
+  const u = new URL(url)
+  u.username = role
+  u.password = password
+  return u.toString()
 }
 
 /**
@@ -150,10 +170,7 @@ export async function testRole (t: TestLike, db: TestDatabase, prefix = 'role'):
     await db.pool.query(`DROP OWNED BY ${name}`).catch(() => {})
     await db.pool.query(`DROP ROLE IF EXISTS ${name}`)
   })
-  const url = new URL(db.url)
-  url.username = name
-  url.password = password
-  return { name, url: url.toString() }
+  return { name, url: asRole(db.adminUrl, name, password) }
 }
 
 /**

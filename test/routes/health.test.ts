@@ -11,7 +11,8 @@ t.test('/health is always ok; /ready follows the database within about a second'
   await waitFor(() => app.citasLive.live.status().changeCapture.role === 'leader')
   const ready = await app.inject('/ready')
   t.equal(ready.statusCode, 200)
-  t.same(ready.json(), { status: 'ready', bus: { kind: 'postgres', up: true }, change_capture: { mode: 'table', role: 'leader' } })
+  t.match(ready.json(), { status: 'ready', bus: { kind: 'postgres', up: true }, change_capture: { mode: 'table', role: 'leader', stalled: false } })
+  t.notOk('reasons' in ready.json(), 'ready says no reasons')
 
   await db.setDown(true)
   let down = await app.inject('/ready')

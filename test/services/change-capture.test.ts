@@ -5,26 +5,34 @@ import { createBusOutbox } from '../../services/bus-outbox.js'
 import type { BusMessage } from '../../services/live-stats.js'
 import { addNegocio, testDatabase, waitFor } from '../helper.js'
 
-/** A session and a capture on a fresh database, as the live plugin wires them. */
-async function captureOn (t: Test, onChanges: (ids: string[]) => Promise<void>, opts: { batch?: number } = {}) {
-  const db = await testDatabase(t)
+type CaptureOptions = Partial<Omit<Parameters<typeof createChangeCapture>[0], 'session' | 'onChanges'>>
+
+/**
+ * A session and a capture on a fresh database, as the live plugin wires them: the database's
+ * owner, no superuser, connects (with the live plugin's lock_timeout).
+ */
+async function captureOn (t: Test, onChanges: (ids: string[]) => Promise<void>, opts: CaptureOptions = {}) {
+  const db = await testDatabase(t, { owner: true })
   const roles: CaptureRole[] = []
   const errors: string[] = []
+  const stalls: boolean[] = []
   // eslint-disable-next-line prefer-const -- the session's callbacks need it before it exists
   let capture: ReturnType<typeof createChangeCapture>
   const session = createPgSession({
-    connection: { connectionString: db.url },
+    connection: { connectionString: db.url, options: '-c lock_timeout=1000' },
     channels: [],
     onConnect: () => capture.sessionUp(),
     onLost: () => capture.sessionDown()
   })
   capture = createChangeCapture({
     session,
+    instance: 'first',
     onChanges,
     // Polls only when the test asks: the timer is far away.
     pollMs: 60_000,
     onRole: (role) => roles.push(role),
     onError: (_err, context) => errors.push(context),
+    onStall: (stalled) => stalls.push(stalled),
     ...opts
   })
   t.teardown(async () => {
@@ -33,7 +41,7 @@ async function captureOn (t: Test, onChanges: (ids: string[]) => Promise<void>, 
   })
   await session.start()
   await waitFor(() => capture.role === 'leader')
-  return { db, capture, session, roles, errors }
+  return { db, capture, session, roles, errors, stalls }
 }
 
 const insertCitas = async (pool: import('pg').Pool, negocios: string[], each: number): Promise<void> => {
@@ -81,14 +89,28 @@ t.test('changes that could not be delivered are kept and handed on with the next
 
 t.test('more distinct ids than one message should carry are handed on as "*"', async (t) => {
   const handed: string[][] = []
-  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) })
+  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) }, { resyncIntervalMs: 0 })
   await capture.poll()
   const ids = Array.from({ length: 501 }, (_, i) => `n${i}`)
   await db.pool.query("INSERT INTO negocios (id, nombre) SELECT id, 'x' FROM unnest($1::text[]) id", [ids])
   await insertCitas(db.pool, ids, 1)
   const outcome = await capture.poll()
-  t.equal(outcome.ids.size, 501)
+  t.same([...outcome.ids], ['*'], 'past 500 ids a drain reads no more of them')
   t.same(handed.at(-1), ['*'])
+})
+
+t.test('"*" is handed on at most once per interval, whatever writes it; named ids go out meanwhile', async (t) => {
+  const handed: string[][] = []
+  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) }, { resyncIntervalMs: 60_000 })
+  await capture.poll()
+  t.same(handed, [['*']], 'the new leader\'s')
+  await addNegocio(db.pool, 'a')
+  for (let i = 0; i < 5; i++) await db.pool.query('TRUNCATE citas CASCADE') // each records '*'
+  await insertCitas(db.pool, ['a'], 1)
+  await capture.poll()
+  t.same(handed, [['*'], ['a']], 'the TRUNCATEs\' "*" waits for the interval; the change of a goes out')
+  t.same(await capture.poll(), { drained: true, ids: new Set(), delivered: true })
+  t.equal(handed.length, 2, 'and nothing more until the interval is over')
 })
 
 t.test('concurrent polls share the one queued behind the poll in flight', async (t) => {
@@ -103,7 +125,7 @@ t.test('concurrent polls share the one queued behind the poll in flight', async 
 t.test('a follower does not drain; it leads once the leader\'s session ends', async (t) => {
   const first = await captureOn(t, async () => {})
   const session = createPgSession({ connection: { connectionString: first.db.url }, channels: [], onConnect: () => second.sessionUp(), onLost: () => second.sessionDown() })
-  const second = createChangeCapture({ session, onChanges: async () => {}, pollMs: 60_000, takeoverMs: 50 })
+  const second = createChangeCapture({ session, instance: 'second', onChanges: async () => {}, pollMs: 60_000, takeoverMs: 50 })
   t.teardown(async () => {
     second.close()
     await session.close()
@@ -111,13 +133,85 @@ t.test('a follower does not drain; it leads once the leader\'s session ends', as
   await session.start()
   await waitFor(() => second.role === 'follower')
   t.same(await second.poll(), { drained: false, ids: new Set(), delivered: true })
-  // The leader's process dies: its session ends (here, abruptly: the backend is terminated).
+  t.match((await first.db.pool.query('SELECT instance FROM citas_live_capture_leader')).rows, [{ instance: 'first' }])
+  // The leader's process dies: its session ends (here, abruptly: the backend is terminated), long
+  // before its lease would run out.
   first.capture.close()
-  await first.db.pool.query(`SELECT pg_terminate_backend(pid) FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+  await first.db.pool.query('SELECT pg_terminate_backend(pid) FROM citas_live_capture_leader')
   await first.session.close()
   await waitFor(() => second.role === 'leader')
-  t.pass('the follower took over')
+  t.match((await first.db.pool.query('SELECT instance FROM citas_live_capture_leader')).rows, [{ instance: 'second' }], 'the follower took over')
+})
+
+t.test('a leader whose session stops answering loses its lease when it runs out', async (t) => {
+  const first = await captureOn(t, async () => {}, { leaseMs: 500 })
+  const session = createPgSession({ connection: { connectionString: first.db.url }, channels: [], onConnect: () => second.sessionUp(), onLost: () => second.sessionDown() })
+  const second = createChangeCapture({ session, instance: 'second', onChanges: async () => {}, pollMs: 60_000, takeoverMs: 50, leaseMs: 500 })
+  t.teardown(async () => {
+    second.close()
+    await session.close()
+  })
+  await session.start()
+  await waitFor(() => second.role === 'follower')
+  // The first never polls again (its timer is a minute away): its session lives on, silent.
+  await waitFor(() => second.role === 'leader')
+  t.match((await first.db.pool.query('SELECT instance FROM citas_live_capture_leader')).rows, [{ instance: 'second' }])
+  t.same(await first.capture.poll(), { drained: false, ids: new Set(), delivered: true }, 'the old leader learns it at its next poll and drains nothing')
+  t.equal(first.capture.role, 'follower')
+})
+
+t.test('a change table grown past the bound is emptied with TRUNCATE, its changes handed on', async (t) => {
+  const handed: string[][] = []
+  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) }, { compactBytes: 8192, batch: 100 })
+  await capture.poll()
+  await addNegocio(db.pool, 'a')
+  await addNegocio(db.pool, 'b')
+  await insertCitas(db.pool, ['a'], 2000)
+  await capture.poll() // drains in batches; the file is past 8 KiB
+  const size = async (): Promise<number> => Number((await db.pool.query("SELECT pg_relation_size('citas_live_cambios') AS n")).rows[0].n)
+  t.ok(await size() > 8192, 'deleted rows still take the file')
+  await insertCitas(db.pool, ['b'], 1)
+  await capture.poll()
+  t.equal(capture.compactions, 1)
+  t.equal(await size(), 0, 'the file is empty again')
+  t.same(handed.slice(1), [['a'], ['b']], 'every change handed on, the one read before the TRUNCATE too')
+})
+
+t.test('a compaction that cannot have the lock at once gives up, and the drain goes on as usual', async (t) => {
+  const handed: string[][] = []
+  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) }, { compactBytes: 8192, batch: 100 })
+  await capture.poll()
+  await addNegocio(db.pool, 'a')
+  await insertCitas(db.pool, ['a'], 2000)
+  await capture.poll()
+  // A writer's transaction still open: its lock on the change table outlasts the compaction's wait.
+  const writer = await db.pool.connect()
+  t.teardown(() => writer.release())
+  await writer.query('BEGIN')
+  await insertCitas(writer as unknown as import('pg').Pool, ['a'], 1)
+  await addNegocio(db.pool, 'b')
+  await insertCitas(db.pool, ['b'], 1)
+  await capture.poll()
+  t.equal(capture.compactions, 0, 'not compacted')
+  t.same(handed.at(-1), ['b'], 'the change committed meanwhile was drained as usual')
+  await writer.query('COMMIT')
+  await capture.poll()
+  t.same(handed.at(-1), ['a'], 'and the writer\'s, once committed')
+})
+
+t.test('a drain that cannot complete (the table is locked) is told as a stall after stallMs, and its end once it drains again', async (t) => {
+  const { db, capture, stalls } = await captureOn(t, async () => {}, { stallMs: 1000, pollMs: 50 })
+  await waitFor(() => capture.polls > 0)
+  const locker = await db.pool.connect()
+  t.teardown(() => locker.release())
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE citas_live_cambios IN ACCESS EXCLUSIVE MODE')
+  await waitFor(() => capture.stalled)
+  t.same(stalls, [true], 'said once')
+  t.equal(capture.role, 'leader', 'the leader kept its lease: another would meet the same lock')
+  await locker.query('COMMIT')
+  await waitFor(() => !capture.stalled)
+  t.same(stalls, [true, false])
 })
 
 t.test('the outbox keeps the newest unsent snapshot per negocio and sends it when the bus is back', async (t) => {
@@ -144,12 +238,9 @@ t.test('the outbox keeps the newest unsent snapshot per negocio and sends it whe
   t.equal(outbox.pending, 0)
 })
 
-t.test('what is no negocio id, inserted by hand into the table any role may write, is not passed on', async (t) => {
-  const handed: string[][] = []
-  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) })
-  await capture.poll()
-  await db.pool.query("INSERT INTO citas_live_cambios (negocio_id) VALUES ('bad id!'), (''), ('ok-1')")
-  const outcome = await capture.poll()
-  t.same([...outcome.ids], ['ok-1'])
-  t.same(handed.at(-1), ['ok-1'])
+t.test('the change table holds negocio ids and "*" only: a row is never much larger than an id', async (t) => {
+  const { db } = await captureOn(t, async () => {})
+  for (const bad of ['bad id!', '', 'x'.repeat(65), 'x'.repeat(4 << 20)]) {
+    await t.rejects(db.pool.query('INSERT INTO citas_live_cambios (negocio_id) VALUES ($1)', [bad]), /citas_live_cambios_negocio_id/, `${bad.slice(0, 12)}... (${bad.length} characters) is refused, even to a superuser`)
+  }
 })

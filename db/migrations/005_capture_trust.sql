@@ -1,0 +1,98 @@
+-- Change capture that no other role of the database can feed, stall or take over.
+--
+-- Until now any role could INSERT into citas_live_cambios (so a role that may not even read citas
+-- could make every instance recompute every channel, or stop capture with a few huge rows), and
+-- the capture leader was whoever held an advisory lock any role can take. Now:
+--
+-- 1. Only the triggers write the change table. The trigger functions run with the rights of the
+--    role that ran this migration (SECURITY DEFINER, with a fixed search_path so a writer's own
+--    objects cannot stand in for pg_catalog's), and nobody else may insert, nor call the functions
+--    (so no role can hang them on a table of its own). A writer of citas needs no privilege of
+--    citas-live's: its writes are recorded for it.
+-- 2. A row is a negocio id (at most 64 characters) or '*': never much larger than that.
+-- 3. The capture leader is the instance holding the lease in citas_live_capture_leader, a row only
+--    this role may write. Its session's pid and start time say whether it is still connected; the
+--    lease's end says whether it still answers. The row also records the end of the last completed
+--    drain, so every instance can tell when capture has stopped.
+--
+-- Run the migrations as the role the server connects as (the owner of these objects): the server
+-- drains, and compacts, the change table it owns, and writes the lease.
+
+-- What was pending may include rows of any size: dropped, and '*' stands for them (every instance
+-- recomputes what it shows when it drains it).
+WITH pending AS (DELETE FROM citas_live_cambios RETURNING 1)
+INSERT INTO citas_live_cambios (negocio_id) SELECT '*' WHERE EXISTS (SELECT 1 FROM pending);
+ALTER TABLE citas_live_cambios
+  ADD CONSTRAINT citas_live_cambios_negocio_id CHECK (negocio_id ~ '^[A-Za-z0-9_-]{1,64}$' OR negocio_id = '*');
+REVOKE ALL ON citas_live_cambios FROM PUBLIC;
+
+DO $migration$
+BEGIN
+  EXECUTE format($f$
+    CREATE OR REPLACE FUNCTION citas_live_capture() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    BEGIN
+      IF TG_OP = 'DELETE' THEN
+        INSERT INTO %1$I.citas_live_cambios (negocio_id) VALUES (OLD.negocio_id);
+      ELSE
+        INSERT INTO %1$I.citas_live_cambios (negocio_id) VALUES (NEW.negocio_id);
+        IF TG_OP = 'UPDATE' AND OLD.negocio_id IS DISTINCT FROM NEW.negocio_id THEN
+          INSERT INTO %1$I.citas_live_cambios (negocio_id) VALUES (OLD.negocio_id);
+        END IF;
+      END IF;
+      RETURN NULL;
+    END
+    $body$;
+
+    -- The generic function for a table of an existing database (its argument names the column
+    -- holding the negocio id). A value that cannot be a negocio id (negocios.id has the same
+    -- pattern) is not recorded: the write itself goes through.
+    CREATE OR REPLACE FUNCTION citas_live_notify() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    DECLARE
+      col text := coalesce(TG_ARGV[0], 'negocio_id');
+      old_id text;
+      new_id text;
+    BEGIN
+      IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        old_id := to_jsonb(OLD) ->> col;
+        IF old_id ~ '^[A-Za-z0-9_-]{1,64}$' THEN INSERT INTO %1$I.citas_live_cambios (negocio_id) VALUES (old_id); END IF;
+      END IF;
+      IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        new_id := to_jsonb(NEW) ->> col;
+        IF new_id ~ '^[A-Za-z0-9_-]{1,64}$' AND new_id IS DISTINCT FROM old_id THEN
+          INSERT INTO %1$I.citas_live_cambios (negocio_id) VALUES (new_id);
+        END IF;
+      END IF;
+      RETURN NULL;
+    END
+    $body$;
+
+    -- TRUNCATE cannot name rows: '*' tells the server to recompute everything it shows.
+    CREATE OR REPLACE FUNCTION citas_live_notify_truncate() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    BEGIN
+      INSERT INTO %1$I.citas_live_cambios (negocio_id) VALUES ('*');
+      RETURN NULL;
+    END
+    $body$;
+  $f$, current_schema());
+END
+$migration$;
+
+-- Triggers already on tables call them whoever writes; creating a new one takes this privilege
+-- (grant it to the role that adds the trigger to a table of its own).
+REVOKE EXECUTE ON FUNCTION citas_live_capture(), citas_live_notify(), citas_live_notify_truncate() FROM PUBLIC;
+
+CREATE UNLOGGED TABLE IF NOT EXISTS citas_live_capture_leader (
+  id boolean PRIMARY KEY DEFAULT true CHECK (id),
+  -- The instance leading (its bus instance id), and its session: leadership ends with the session.
+  instance text NOT NULL,
+  pid integer NOT NULL,
+  backend_start timestamptz NOT NULL,
+  -- Renewed by the leader; a leader whose session stopped answering loses it when this passes.
+  lease_until timestamptz NOT NULL,
+  -- When the last drain of the change table completed (any leader's).
+  drained_at timestamptz
+);
+REVOKE ALL ON citas_live_capture_leader FROM PUBLIC;
