@@ -6,7 +6,7 @@ import { createLiveStats, type BusMessage } from '../services/live-stats.js'
 import { createPgSession, type PgSession } from '../services/pg-session.js'
 import { poolSettings } from '../services/adapters/pg-pool.js'
 import { createRedisBus } from '../services/redis-bus.js'
-import { BUS_DROP_REASONS, createBusCodec, MAX_CHANGED_IDS, type BusDropReason } from '../services/bus-codec.js'
+import { BUS_DROP_REASONS, createBusCodec, MAX_CHANGED_IDS, type BusCodec, type BusDropReason } from '../services/bus-codec.js'
 import { createBusOutbox } from '../services/bus-outbox.js'
 import { createChangeCapture, type CaptureRole } from '../services/change-capture.js'
 import { Type, type Static } from '@sinclair/typebox'
@@ -40,8 +40,12 @@ export type LivePluginOptions = Partial<Omit<Static<typeof LiveOptions>, 'sessio
   session?: pg.ClientConfig | string
 }
 
-/** NOTIFY channel of the stats bus between instances. */
-export const BUS_CHANNEL = 'citas_live_bus'
+/**
+ * NOTIFY channel of the stats bus between instances: named after the bus key, as the Redis one, so
+ * deployments with other keys never hear each other, and a role of the database that does not know
+ * the key cannot name it (no role can list the channels other sessions LISTEN on).
+ */
+export const pgBusChannel = (codec: Pick<BusCodec, 'channelTag'>): string => `citas_live_bus_${codec.channelTag}`
 
 /** What /ready and the metrics show of the bus and of change capture. */
 export interface LiveStatus {
@@ -89,6 +93,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   }
   // The memory bus sends nothing; its codec, under a key of its own, is never used.
   const codec = createBusCodec(busKind === 'memory' ? randomUUID() + randomUUID() : opts.busSecret as string)
+  const busChannel = pgBusChannel(codec)
   const log = fastify.log
   const origin = opts.instanceId ?? randomUUID()
   const ns = citasOf(fastify)
@@ -128,7 +133,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   let send: ((m: BusMessage) => Promise<void>) | undefined
   let redis: ReturnType<typeof createRedisBus> | undefined
   if (busKind === 'postgres') {
-    send = async (m) => { await pool.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, codec.encode(m)]) }
+    send = async (m) => { await pool.query('SELECT pg_notify($1, $2)', [busChannel, codec.encode(m)]) }
   } else if (busKind === 'redis') {
     redis = createRedisBus({
       url: opts.redisUrl as string,
@@ -168,7 +173,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   // The session's callbacks run only once it is started (onReady), after `capture` below exists.
   const session: PgSession = createPgSession({
     connection: sessionConnection,
-    channels: busKind === 'postgres' ? [BUS_CHANNEL] : [],
+    channels: busKind === 'postgres' ? [busChannel] : [],
     ...timing,
     onNotification: (_channel, payload) => onBusPayload(payload),
     onConnect: (first) => {

@@ -11,21 +11,8 @@ const Origin = Type.String({ minLength: 1, maxLength: 128 })
 /** Most negocio ids one change message names (a NOTIFY payload must stay under 8,000 bytes). */
 export const MAX_CHANGED_IDS = 50
 
-/**
- * What every message carries besides its content, so that a message seen before, or sent long
- * ago, is refused (a role that may LISTEN on the database, or SUBSCRIBE on Redis, can copy signed
- * messages and send them again): the sender's process (`boot`, random per start, so a restarted
- * instance with the same id starts a fresh sequence), its sequence number, and when it was sent.
- */
-const Envelope = {
-  boot: Type.String({ pattern: '^[A-Za-z0-9_-]{16}$' }),
-  seq: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
-  sent: Figure
-}
-
 /** A bus message, field by field: nothing else may ride along. */
 export const BusMessageSchema = Type.Union([Type.Object({
-  ...Envelope,
   origin: Origin,
   snapshot: Type.Object({
     stats: Type.Object({
@@ -40,7 +27,6 @@ export const BusMessageSchema = Type.Union([Type.Object({
     version: Figure
   }, { additionalProperties: false })
 }, { additionalProperties: false }), Type.Object({
-  ...Envelope,
   origin: Origin,
   // Negocio ids whose citas changed (change capture), or '*' for any.
   changed: Type.Array(Type.Union([Type.String({ pattern: NEGOCIO_ID_PATTERN }), Type.Literal('*')]), { minItems: 1, maxItems: MAX_CHANGED_IDS })
@@ -74,13 +60,20 @@ interface SenderWindow { top: number, seen: Set<number> }
 
 /** Length of a base64url HMAC-SHA256. */
 const MAC_LENGTH = 43
+/** Length of a sender's boot id (12 random bytes, base64url). */
+const BOOT_LENGTH = 16
+const HEADER_RE = /^[A-Za-z0-9_-]{16}\.(\d{1,16})\.(\d{1,16})\./
 
 /**
- * Signs and checks what instances tell each other. A payload is `<mac>.<json>`, the MAC an
- * HMAC-SHA256 of the JSON under a key derived from a secret only the instances know, so a database
- * role that may NOTIFY, or a client that may PUBLISH to Redis, cannot forge figures. A message that
- * is signed must still be exactly a BusMessage with plausible figures and a version not from the future
- * (one from 1e18 would make every genuine update look older).
+ * Signs and checks what instances tell each other. A payload is `<mac>.<boot>.<seq>.<sent>.<json>`,
+ * the MAC an HMAC-SHA256 of everything after it under a key derived from a secret only the
+ * instances know, so a database role that may NOTIFY, or a client that may PUBLISH to Redis,
+ * cannot forge figures. `boot` (random per process start), the sequence number and the time sent
+ * let a receiver refuse a message seen before, or sent long ago: whoever may LISTEN or SUBSCRIBE
+ * can copy signed messages and send them again. They come before the JSON, so a replay costs the
+ * MAC and no parsing. A message that is signed and new must still be exactly a BusMessage with
+ * plausible figures and a version not from the future (one from 1e18 would make every genuine
+ * update look older).
  */
 export function createBusCodec (secret: string, opts: BusCodecOptions = {}) {
   if (secret.length < 16) throw new Error('the bus secret must be at least 16 characters')
@@ -119,25 +112,26 @@ export function createBusCodec (secret: string, opts: BusCodecOptions = {}) {
      */
     channelTag: createHmac('sha256', key).update('channel').digest('hex').slice(0, 16),
     encode (message: BusMessage): string {
-      const body = JSON.stringify({ boot, seq: ++seq, sent: now(), ...message })
-      return `${mac(body)}.${body}`
+      const signed = `${boot}.${++seq}.${now()}.${JSON.stringify(message)}`
+      return `${mac(signed)}.${signed}`
     },
     decode (payload: string): Decoded {
       if (payload.length <= MAC_LENGTH || payload[MAC_LENGTH] !== '.') return { ok: false, reason: 'unsigned' }
-      const body = payload.slice(MAC_LENGTH + 1)
+      const signed = payload.slice(MAC_LENGTH + 1)
       const given = Buffer.from(payload.slice(0, MAC_LENGTH))
-      const wanted = Buffer.from(mac(body))
+      const wanted = Buffer.from(mac(signed))
       if (given.length !== wanted.length || !timingSafeEqual(given, wanted)) return { ok: false, reason: 'bad_signature' }
-      let parsed: unknown
+      const header = HEADER_RE.exec(signed)
+      if (header === null) return { ok: false, reason: 'malformed' }
+      if (Math.abs(now() - Number(header[2])) > freshnessMs) return { ok: false, reason: 'stale' }
+      if (!firstSeen(signed.slice(0, BOOT_LENGTH), Number(header[1]))) return { ok: false, reason: 'replayed' }
+      let message: unknown
       try {
-        parsed = JSON.parse(body)
+        message = JSON.parse(signed.slice(header[0].length))
       } catch {
         return { ok: false, reason: 'malformed' }
       }
-      if (!Value.Check(BusMessageSchema, parsed)) return { ok: false, reason: 'malformed' }
-      const { boot: from, seq: n, sent, ...message } = parsed
-      if (Math.abs(now() - sent) > freshnessMs) return { ok: false, reason: 'stale' }
-      if (!firstSeen(`${message.origin}\n${from}`, n)) return { ok: false, reason: 'replayed' }
+      if (!Value.Check(BusMessageSchema, message)) return { ok: false, reason: 'malformed' }
       if (!('snapshot' in message)) return { ok: true, message }
       const { stats, version } = message.snapshot
       const consistent = stats.citas_hoy <= stats.total_citas && stats.citas_completadas + stats.citas_canceladas <= stats.total_citas

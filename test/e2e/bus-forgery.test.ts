@@ -3,7 +3,7 @@ import pg from 'pg'
 import { Redis } from 'ioredis'
 import { randomBytes } from 'node:crypto'
 import { createBusCodec } from '../../services/bus-codec.js'
-import { BUS_CHANNEL } from '../../plugins/live.js'
+import { pgBusChannel } from '../../plugins/live.js'
 import { addCita, addNegocio, build, Client, listen, serviceToken, sign, testDatabase, testRole, waitFor } from '../helper.js'
 import { NO_REDIS, redisUrl } from '../fixtures/own-servers.js'
 
@@ -64,7 +64,8 @@ t.test('postgres bus: NOTIFY from a role with no privileges cannot forge stats',
   t.teardown(() => forger.end())
   await t.rejects(forger.query('SELECT count(*) FROM citas'), /permission denied/, 'the role cannot even read citas')
   const forged = forgedMessages()
-  for (const payload of forged) await forger.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, payload])
+  // The channel's name comes from the key (no role can list the channels others LISTEN on): this one learned it.
+  for (const payload of forged) await forger.query('SELECT pg_notify($1, $2)', [pgBusChannel(createBusCodec(BUS_SECRET)), payload])
   await waitFor(() => Object.values(setup.b.app.citasLive.live.busDropped).reduce((x, y) => x + y, 0) === forged.length)
   t.same(setup.b.app.citasLive.live.busDropped, { unsigned: 1, bad_signature: 2, malformed: 3, implausible: 2, replayed: 0, stale: 0 }, 'each refused and counted by reason')
   await genuineChangeArrives(t, setup)
