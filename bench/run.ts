@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { createBenchDatabase, dropBenchDatabase, statsQueryReport } from './db.js'
 import { CPU, Server, type ServerKind } from './lib.js'
 import { captureScenarios } from './capture.js'
+import { captureTrustScenarios } from './capture-trust.js'
 import { roundCount, scenarios, type Context, type Metric, type Scenario, type ServerScenario } from './scenarios.js'
 
 const env = process.env
@@ -192,7 +193,7 @@ try {
   if (cpuProfDir !== undefined) mkdirSync(cpuProfDir, { recursive: true })
   if (perfDir !== undefined) mkdirSync(perfDir, { recursive: true })
 
-  const all: Scenario[] = [...scenarios, ...captureScenarios]
+  const all: Scenario[] = [...scenarios, ...captureScenarios, ...captureTrustScenarios]
   for (const scenario of all) {
     if (only !== undefined && !only.includes(scenario.name)) continue
     // Only the servers of BENCH_SERVERS it means something for (the baseline has no database side).

@@ -1,0 +1,227 @@
+/**
+ * Change capture over time and under attack (SECURITY.md, "Change capture, and the other roles"):
+ *
+ * - write tax over time: what capture costs writers over a long run, when deleted rows of the
+ *   change table are left to pile up (autovacuum off) or to a vacuum that may fall behind (on), on a
+ *   PostgreSQL of the bench's own;
+ * - capture under attack: an ordinary role of the booking database doing all it can to flood,
+ *   stall or take over capture, while real changes keep coming.
+ */
+import { execFile } from 'node:child_process'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import pg from 'pg'
+import { startEmbeddedPostgres } from '../services/embedded-postgres.js'
+import { closeAll, connectAll, Tracker, type Channel } from './clients.js'
+import { createBenchDatabase, dropCitasTriggers, negocioId, withDatabase } from './db.js'
+import { now, sleep, until } from './lib.js'
+import { change, channelOf, latencyMetrics, tokens, type Metric, type StandaloneScenario } from './scenarios.js'
+
+const run = promisify(execFile)
+const env = process.env
+
+const WRITERS = 16
+const NEGOCIOS = 100
+const CITAS = 100_000
+const INSERT_SCRIPT = `\\set n random(0, ${NEGOCIOS - 1})
+INSERT INTO citas (negocio_id, fecha_hora, estado) VALUES ('n' || lpad(:n::text, 4, '0'), now(), 'pendiente');
+`
+
+/** pgbench for `minutes`, reporting every minute; the TPS of each minute and of the whole run. */
+async function pgbenchByMinute (url: string, script: string, minutes: number): Promise<{ perMinute: number[], total: number }> {
+  const args = ['-n', '-f', script, '-c', String(WRITERS), '-j', '2', '-T', String(minutes * 60), '-P', '60', '-M', 'prepared', url]
+  const { stdout, stderr } = await run('pgbench', args, { timeout: (minutes * 60 + 120) * 1000, maxBuffer: 16 << 20 })
+  const perMinute = [...stderr.matchAll(/progress: [\d.]+ s, ([\d.]+) tps/g)].map((m) => Number(m[1]))
+  const total = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(stdout)?.[1])
+  if (!Number.isFinite(total) || perMinute.length === 0) throw new Error(`pgbench printed no TPS:\n${stdout}\n${stderr}`)
+  return { perMinute, total }
+}
+
+async function one<T> (url: string, sql: string, values: unknown[] = []): Promise<T> {
+  const c = new pg.Client({ connectionString: url })
+  await c.connect()
+  try {
+    return (await c.query(sql, values)).rows[0] as T
+  } finally {
+    await c.end()
+  }
+}
+
+/**
+ * Per autovacuum setting (BENCH_AUTOVACUUM: off,on), a PostgreSQL of its own with two databases
+ * migrated alike, one with the capture triggers dropped; a citas-live instance drains the other
+ * (no subscribers: what is measured is capture, not the recomputes a notify would cost as well).
+ * BENCH_WRITE_MINUTES (10) of pgbench on each, the no-capture side first.
+ */
+export const writeTaxOverTime: StandaloneScenario = {
+  name: 'write tax over time',
+  standalone: true,
+  servers: ['citas-live'],
+  describe: () => `${WRITERS} pgbench writers (-j 2, -M prepared), one INSERT into citas per transaction over ${NEGOCIOS} negocios (${CITAS.toLocaleString('en-US')} citas already in), ` +
+    `${env.BENCH_WRITE_MINUTES ?? '10'} minutes without capture, then as long with capture and a citas-live instance draining, on a PostgreSQL of the bench's own ` +
+    `with autovacuum ${env.BENCH_AUTOVACUUM ?? 'off,on'}; per-minute TPS from pgbench -P 60`,
+  async run (ctx) {
+    const minutes = Number(env.BENCH_WRITE_MINUTES ?? '10')
+    const settings = (env.BENCH_AUTOVACUUM ?? 'off,on').split(',').map((s) => s.trim())
+    const metrics: Metric[] = []
+    for (const autovacuum of settings) {
+      const root = mkdtempSync(path.join(os.tmpdir(), 'citas-live-bench-pg-'))
+      chmodSync(root, 0o755)
+      const pgServer = await startEmbeddedPostgres({ dir: path.join(root, 'pg'), port: 0, settings: { autovacuum, max_connections: '100' } })
+      try {
+        const admin = withDatabase(pgServer.connectionString, 'postgres')
+        const script = path.join(root, 'insert.sql')
+        writeFileSync(script, INSERT_SCRIPT)
+        const [withCapture, without] = [await createBenchDatabase(admin, 'tax_capture', NEGOCIOS, CITAS), await createBenchDatabase(admin, 'tax_none', NEGOCIOS, CITAS)]
+        await dropCitasTriggers(without)
+        const none = await pgbenchByMinute(without, script, minutes)
+        const server = await ctx.startServer('citas-live', { databaseUrl: withCapture, changeCapture: true })
+        let capture: { perMinute: number[], total: number }
+        let size: { bytes: string }
+        try {
+          capture = await pgbenchByMinute(withCapture, script, minutes)
+          // What the drain has not reached yet is read within a poll or two.
+          await sleep(1000)
+          size = await one<{ bytes: string }>(withCapture, "SELECT pg_total_relation_size('citas_live_cambios')::text AS bytes")
+        } finally {
+          await server.stop()
+        }
+        const ratios = capture.perMinute.map((tps, i) => tps / (none.perMinute[i] ?? Number.NaN))
+        ctx.print(`- autovacuum ${autovacuum}: TPS per minute without capture ${none.perMinute.map(Math.round).join(', ')}; with ${capture.perMinute.map(Math.round).join(', ')}; ratios ${ratios.map((r) => r.toFixed(2)).join(', ')}`)
+        metrics.push(
+          { name: `autovacuum ${autovacuum}: TPS without capture, whole run`, unit: '/s', value: none.total, better: 'higher' },
+          { name: `autovacuum ${autovacuum}: TPS with capture, whole run`, unit: '/s', value: capture.total, better: 'higher' },
+          { name: `autovacuum ${autovacuum}: ratio with / without, whole run`, unit: '', value: capture.total / none.total, better: 'higher', goal: { atLeast: 0.9 } },
+          { name: `autovacuum ${autovacuum}: ratio with / without, last minute`, unit: '', value: ratios.at(-1) ?? Number.NaN, better: 'higher', goal: { atLeast: 0.9 } },
+          { name: `autovacuum ${autovacuum}: lowest minute's ratio`, unit: '', value: Math.min(...ratios), better: 'higher' },
+          { name: `autovacuum ${autovacuum}: change table at the end`, unit: 'KiB', value: Number(size.bytes) / 1024, better: 'lower', goal: { atMost: 1024 } }
+        )
+      } finally {
+        await pgServer.stop()
+        rmSync(root, { recursive: true, force: true })
+      }
+    }
+    ctx.print()
+    return metrics
+  }
+}
+
+const ATTACK_NEGOCIOS = 200
+const ATTACKERS = 4
+
+/**
+ * One citas-live instance leading capture with a subscriber on each of 200 negocios, and a
+ * second one (the follower, whose CPU is measured too); 30 s quiet, then 30 s in which four
+ * sessions of a role with no privileges do all they can against capture and the bus, while one
+ * real change a second is written to a random negocio.
+ */
+export const captureUnderAttack: StandaloneScenario = {
+  name: 'capture under attack',
+  standalone: true,
+  servers: ['citas-live'],
+  describe: (ctx) => `${ATTACK_NEGOCIOS} negocios with one subscriber each on a follower instance, a leader beside it; ${ctx.seconds} s quiet, then ${ctx.seconds} s of ${ATTACKERS} sessions of a role with no privileges, ` +
+    'each in a loop: 1,000 rows into the change table (refused), a lock on it (refused), the old advisory lock key, 100 NOTIFYs of a copied message format on the old bus channel; ' +
+    'meanwhile one real change a second (a direct INSERT, reaching subscribers through capture)',
+  async run (ctx) {
+    const name = `${ctx.dbName}_attack`
+    const url = await createBenchDatabase(ctx.adminUrl, name, ATTACK_NEGOCIOS, ATTACK_NEGOCIOS * 100)
+    const attacker = `${name}_mallory`
+    const admin = new pg.Pool({ connectionString: url, max: 2 })
+    admin.on('error', () => {})
+    await admin.query(`DROP ROLE IF EXISTS ${attacker}`)
+    await admin.query(`CREATE ROLE ${attacker} LOGIN PASSWORD 'mallory'`)
+    const attackerUrl = new URL(url)
+    attackerUrl.username = attacker
+    attackerUrl.password = 'mallory'
+    const leader = await ctx.startServer('citas-live', { databaseUrl: url, changeCapture: true })
+    await sleep(1500)
+    const follower = await ctx.startServer('citas-live', { databaseUrl: url, changeCapture: true })
+    const tracker = new Tracker()
+    const channels = await Promise.all(Array.from({ length: ATTACK_NEGOCIOS }, async (_, i) => await channelOf(admin, negocioId(i))))
+    const conn = await connectAll({ port: follower.port, tokens: tokens(ctx, ATTACK_NEGOCIOS, channels), channels, concurrency: 100, timeoutMs: 30_000, tracker })
+    const sessions: pg.Client[] = []
+    let stop = false
+    try {
+      if (conn.failed > 0) throw new Error(`${conn.failed} subscribers failed to connect`)
+      // Real changes, one a second, the whole time.
+      const writes = (async () => {
+        // eslint-disable-next-line no-unmodified-loop-condition -- set when the flood phase ends
+        while (!stop) {
+          const ch = channels[Math.floor(Math.random() * channels.length)] as Channel
+          await change(admin, ch.negocio)
+          ch.changedAt.push(now())
+          await sleep(1000)
+        }
+      })()
+      const phase = async (): Promise<{ cpuMs: number, queries: number, latencies: number[] }> => {
+        await until(() => tracker.latencies.length > 0 || stop, 5000)
+        tracker.reset()
+        const cpu0 = follower.cpuMs() + leader.cpuMs()
+        const q0 = (await follower.gauges()).queries + (await leader.gauges()).queries
+        await sleep(ctx.seconds * 1000)
+        return {
+          cpuMs: follower.cpuMs() + leader.cpuMs() - cpu0,
+          queries: (await follower.gauges()).queries + (await leader.gauges()).queries - q0,
+          latencies: [...tracker.latencies]
+        }
+      }
+      const quiet = await phase()
+      let attempts = 0
+      let refused = 0
+      const copied = `${'A'.repeat(43)}.${'b'.repeat(16)}.1.${Date.now()}.{"origin":"x","changed":["*"]}`
+      for (let i = 0; i < ATTACKERS; i++) {
+        const s = new pg.Client({ connectionString: attackerUrl.toString() })
+        s.on('error', () => {})
+        await s.connect()
+        sessions.push(s)
+        void (async () => {
+          const tries = [
+            "INSERT INTO citas_live_cambios (negocio_id) SELECT '*' FROM generate_series(1, 1000)",
+            'BEGIN; LOCK TABLE citas_live_cambios IN ACCESS SHARE MODE; COMMIT',
+            'SELECT pg_try_advisory_lock(1667855457, 1)',
+            `SELECT pg_notify('citas_live_bus', '${copied}') FROM generate_series(1, 100)`
+          ]
+          // eslint-disable-next-line no-unmodified-loop-condition -- set when the flood phase ends
+          while (!stop) {
+            for (const sql of tries) {
+              attempts++
+              await s.query(sql).catch(async () => { refused++; await s.query('ROLLBACK').catch(() => {}) })
+            }
+          }
+        })()
+      }
+      const flood = await phase()
+      stop = true
+      await writes
+      const [, , , lMax] = latencyMetrics(flood.latencies, 'commit to subscriber during the flood') as [Metric, Metric, Metric, Metric]
+      const cpuPerSecond = (p: { cpuMs: number }): number => p.cpuMs / ctx.seconds
+      return [
+        { name: 'server CPU, both instances, quiet', unit: 'ms/s', value: cpuPerSecond(quiet) },
+        { name: 'server CPU, both instances, under attack', unit: 'ms/s', value: cpuPerSecond(flood) },
+        { name: 'CPU ratio attack / quiet', unit: '', value: flood.cpuMs / quiet.cpuMs, better: 'lower', goal: { atMost: 2 } },
+        { name: 'stats queries/s, quiet', unit: '/s', value: quiet.queries / ctx.seconds },
+        { name: 'stats queries/s, under attack', unit: '/s', value: flood.queries / ctx.seconds, better: 'lower' },
+        { name: 'attack statements', unit: '', value: attempts },
+        { name: 'attack statements refused', unit: '', value: refused },
+        { name: 'real changes delivered during the attack', unit: '', value: flood.latencies.length, better: 'higher' },
+        { ...lMax, goal: { atMost: 2000 } }
+      ]
+    } finally {
+      stop = true
+      for (const s of sessions) await s.end().catch(() => {})
+      await closeAll(conn.clients)
+      await follower.stop()
+      await leader.stop()
+      await admin.end()
+      const cleanup = new pg.Client({ connectionString: ctx.adminUrl })
+      await cleanup.connect()
+      await cleanup.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await cleanup.query(`DROP ROLE IF EXISTS ${attacker}`)
+      await cleanup.end()
+    }
+  }
+}
+
+export const captureTrustScenarios = [writeTaxOverTime, captureUnderAttack]
