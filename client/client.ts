@@ -1,17 +1,14 @@
 /**
- * The client SDK's public class: states, subscriptions, events, reconnects with backoff, tokens, and
- * the choice of transport (`auto` falls back to SSE). It drives one connection at a time through the
- * Connection interface of transport.ts, made by websocket.ts or sse-transport.ts.
+ * The client SDK's public class: connection states, subscriptions, events, reconnects with backoff and
+ * tokens. It drives one connection at a time through the Connection interface of transport.ts, made by
+ * websocket.ts or sse-transport.ts as TransportChoice says.
  */
 import { CHANNEL_PREFIX, TOKEN_CLOSE_CODES, closeAction, type ClientFrame, type ErrorCode, type ServerMessageType } from '../protocol.js'
 import { backoffDelay, restartDelay } from './backoff.js'
 import { SseConnection } from './sse-transport.js'
 import { decodeToken } from './token.js'
-import { errorText, Timer, type Connection, type ConnectionHandlers, type ConnectionParams, type Failure } from './transport.js'
-import {
-  CitasLiveError, type ClientEvents, type ConnectOptions, type ConnectionState, type FetchFunction, type PageEvents,
-  type ServerMessage, type Stats, type Timers, type Transport, type WebSocketConstructor
-} from './types.js'
+import { errorText, Timer, TransportChoice, type Connection, type ConnectionHandlers, type ConnectionParams, type Failure } from './transport.js'
+import { CitasLiveError, type ClientEvents, type ConnectOptions, type ConnectionState, type PageEvents, type ServerMessage, type Stats, type Timers, type Transport } from './types.js'
 import { WebSocketConnection } from './websocket.js'
 
 /** Server codes that make a channel pointless to subscribe to again. */
@@ -57,8 +54,7 @@ export function connect (opts: ConnectOptions): CitasLiveClient {
 
 export class CitasLiveClient {
   private readonly opts: ConnectOptions
-  private readonly WS: WebSocketConstructor | undefined
-  private readonly fetchFn: FetchFunction | undefined
+  private readonly choice: TransportChoice
   private readonly timers: Timers
   private readonly random: () => number
   private readonly listeners: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = { state: new Set(), stats: new Set(), error: new Set(), subscribed: new Set(), message: new Set() }
@@ -66,17 +62,12 @@ export class CitasLiveClient {
   private readonly statsByNegocio = new Map<string, Stats>()
   private readonly pendingIds = new Map<string, string>()
   private currentState: ConnectionState = 'disconnected'
-  private activeTransport: Transport
   private conn: Connection | null = null
   /** The last event id an SSE stream gave: sent as `Last-Event-ID` by the next stream. */
   private readonly resume = { lastEventId: '' }
   /** Channels an open SSE stream has carried since the last (re)connect: `subscribed` is emitted once for each. */
   private readonly announced = new Set<string>()
   private reopenQueued = false
-  /** `auto`: WebSocket attempts in a row that failed while plain HTTP to the server worked. */
-  private wsFailures = 0
-  /** `auto`: the server answered 404 for the SSE endpoint, so there is nothing to fall back to. */
-  private sseMissing = false
   private token: string | undefined
   private failedToken: string | undefined
   private attempts = 0
@@ -92,18 +83,8 @@ export class CitasLiveClient {
   constructor (opts: ConnectOptions) {
     if (typeof opts.url !== 'string' || opts.url === '') throw new TypeError('citas-live client: url is required')
     if (opts.token === undefined && opts.getToken === undefined) throw new TypeError('citas-live client: give token or getToken')
-    const transport = opts.transport ?? 'auto'
-    if (transport !== 'auto' && transport !== 'websocket' && transport !== 'sse') throw new TypeError(`citas-live client: unknown transport ${String(transport)}`)
-    const WS = opts.WebSocket ?? (globalThis as any).WebSocket as WebSocketConstructor | undefined
-    const fetchFn = opts.fetch ?? (typeof (globalThis as any).fetch === 'function' ? ((url, init) => (globalThis as any).fetch(url, init)) as FetchFunction : undefined)
-    if (WS === undefined && (transport === 'websocket' || (transport === 'auto' && fetchFn === undefined))) {
-      throw new TypeError('citas-live client: no global WebSocket here: pass one, e.g. { WebSocket } from the ws package')
-    }
-    if (fetchFn === undefined && transport === 'sse') throw new TypeError('citas-live client: the sse transport needs fetch')
+    this.choice = new TransportChoice(opts)
     this.opts = opts
-    this.WS = WS
-    this.fetchFn = fetchFn
-    this.activeTransport = transport === 'sse' || WS === undefined ? 'sse' : 'websocket'
     this.timers = opts.timers ?? defaultTimers
     this.retryTimer = new Timer(this.timers)
     this.stableTimer = new Timer(this.timers)
@@ -119,7 +100,7 @@ export class CitasLiveClient {
   get state (): ConnectionState { return this.currentState }
 
   /** The transport in use (or that the next attempt uses): `websocket` or `sse`. */
-  get transport (): Transport { return this.activeTransport }
+  get transport (): Transport { return this.choice.current }
 
   /** The latest figures per negocio_id; each snapshot after a (re)subscribe replaces the entry. */
   get stats (): ReadonlyMap<string, Stats> { return this.statsByNegocio }
@@ -198,7 +179,7 @@ export class CitasLiveClient {
   private setState (state: ConnectionState, extra: { delay?: number, error?: CitasLiveError }): void {
     const previous = this.currentState
     this.currentState = state
-    this.emit('state', { state, previous, attempt: this.attempts, ...extra, transport: this.activeTransport })
+    this.emit('state', { state, previous, attempt: this.attempts, ...extra, transport: this.choice.current })
   }
 
   private attachPageEvents (): void {
@@ -265,11 +246,8 @@ export class CitasLiveClient {
         void why.then((failure) => { if (generation === this.generation && !this.stopped) this.failed(failure, token) })
       }
     }
-    const params: ConnectionParams = {
-      opts: this.opts, token, timers: this.timers, handlers, fetch: this.fetchFn, WebSocket: this.WS,
-      needReachability: this.mayFallBack(), channels: new Set(this.channelSet), resume: this.resume
-    }
-    const conn: Connection = this.activeTransport === 'sse' ? new SseConnection(params) : new WebSocketConnection(params)
+    const params: ConnectionParams = { opts: this.opts, token, timers: this.timers, handlers, choice: this.choice, channels: new Set(this.channelSet), resume: this.resume }
+    const conn: Connection = this.choice.current === 'sse' ? new SseConnection(params) : new WebSocketConnection(params)
     this.conn = conn
     conn.open()
   }
@@ -278,7 +256,7 @@ export class CitasLiveClient {
   private opened (conn: Connection): void {
     this.lastAuthFailed = false
     this.failedToken = undefined
-    this.wsFailures = 0
+    this.choice.opened()
     if (!this.stableTimer.pending) this.stableTimer.set(this.opts.stableAfter ?? 5_000, () => { this.attempts = 0 })
     if (this.currentState !== 'connected') this.setState('connected', {})
     if (conn.channels === null) {
@@ -303,11 +281,6 @@ export class CitasLiveClient {
     else this.retry(action === 'soon' ? 'restart' : 'backoff')
   }
 
-  /** `auto` on WebSocket, with somewhere to fall back to: a failed upgrade must tell whether plain HTTP gets through. */
-  private mayFallBack (): boolean {
-    return (this.opts.transport ?? 'auto') === 'auto' && this.activeTransport === 'websocket' && !this.sseMissing && this.fetchFn !== undefined
-  }
-
   /** An attempt that never opened. */
   private failed (failure: Failure, token: string): void {
     if (failure.kind === 'token') {
@@ -323,28 +296,15 @@ export class CitasLiveClient {
       void this.open(true)
     } else {
       if (failure.error !== undefined) this.emit('error', failure.error)
-      if (failure.missing === true && (this.opts.transport ?? 'auto') === 'auto' && this.WS !== undefined) {
-        this.sseMissing = true // no SSE endpoint on this server: back to WebSocket for good
-        this.activeTransport = 'websocket'
-      }
-      if (this.mayFallBack()) {
-        // `auto`: after `fallbackAfter` WebSocket failures in a row while plain HTTP got through, SSE at once.
-        this.wsFailures = failure.reachable === true ? this.wsFailures + 1 : 0
-        if (this.wsFailures >= (this.opts.fallbackAfter ?? 3)) {
-          this.wsFailures = 0
-          this.activeTransport = 'sse'
-          this.attempts = 0
-          this.retry('now')
-          return
-        }
-      }
-      this.retry('backoff')
+      const fellBack = this.choice.fallsBack(failure)
+      if (fellBack) this.attempts = 0
+      this.retry(fellBack ? 'now' : 'backoff')
     }
   }
 
   /** On SSE a change of channels opens the stream again (once for several changes in a row), resuming from the last event id. */
   private queueReopen (): void {
-    if (this.activeTransport !== 'sse' || this.reopenQueued) return
+    if (this.choice.current !== 'sse' || this.reopenQueued) return
     this.reopenQueued = true
     queueMicrotask(() => {
       this.reopenQueued = false

@@ -78,7 +78,7 @@ export class SseConnection implements Connection {
     })
     let res: FetchResponse
     try {
-      res = await (this.p.fetch as FetchFunction)(url.toString(), { headers, ...(controller === null ? {} : { signal: controller.signal }) })
+      res = await (this.p.choice.fetch as FetchFunction)(url.toString(), { headers, ...(controller === null ? {} : { signal: controller.signal }) })
     } catch {
       if (this.live) this.fail({ kind: 'backoff' })
       return

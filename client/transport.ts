@@ -1,9 +1,10 @@
 /**
  * The internal interface between the client's state machine (client.ts) and one connection attempt
- * over WebSocket (websocket.ts) or Server-Sent Events (sse-transport.ts), and the helpers both share.
+ * over WebSocket (websocket.ts) or Server-Sent Events (sse-transport.ts), which of the two the next
+ * attempt uses, and the helpers both share.
  */
 import type { ClientFrame } from '../protocol.js'
-import type { CitasLiveError, ConnectOptions, FetchFunction, FetchResponse, ServerMessage, Timers, WebSocketConstructor } from './types.js'
+import type { CitasLiveError, ConnectOptions, FetchFunction, FetchResponse, ServerMessage, Timers, Transport, WebSocketConstructor } from './types.js'
 
 /** Why an attempt failed before it opened, as far as the transport could tell; the client decides what follows. */
 export type Failure =
@@ -40,13 +41,58 @@ export interface ConnectionParams {
   token: string
   timers: Timers
   handlers: ConnectionHandlers
-  fetch: FetchFunction | undefined
-  WebSocket: WebSocketConstructor | undefined
-  /** `auto` must know whether plain HTTP gets through where a WebSocket upgrade does not, even with `probe: false`. */
-  needReachability: boolean
+  choice: TransportChoice
   channels: ReadonlySet<string>
   /** Kept by the client across SSE streams: sent as `Last-Event-ID`, updated as events arrive. */
   resume: { lastEventId: string }
+}
+
+/** Which transport the next attempt uses: `auto` starts on WebSocket and falls back to SSE where upgrades fail while HTTP works. */
+export class TransportChoice {
+  readonly WebSocket: WebSocketConstructor | undefined
+  readonly fetch: FetchFunction | undefined
+  current: Transport
+  private readonly auto: boolean
+  /** `auto`: WebSocket attempts in a row that failed while plain HTTP to the server worked. */
+  private wsFailures = 0
+  /** `auto`: the server answered 404 for the SSE endpoint, so there is nothing to fall back to. */
+  private sseMissing = false
+
+  constructor (private readonly opts: ConnectOptions) {
+    const transport = opts.transport ?? 'auto'
+    this.auto = transport === 'auto'
+    if (transport !== 'auto' && transport !== 'websocket' && transport !== 'sse') throw new TypeError(`citas-live client: unknown transport ${String(transport)}`)
+    const WS = opts.WebSocket ?? (globalThis as any).WebSocket as WebSocketConstructor | undefined
+    const fetchFn = opts.fetch ?? (typeof (globalThis as any).fetch === 'function' ? ((url, init) => (globalThis as any).fetch(url, init)) as FetchFunction : undefined)
+    if (WS === undefined && (transport === 'websocket' || (transport === 'auto' && fetchFn === undefined))) {
+      throw new TypeError('citas-live client: no global WebSocket here: pass one, e.g. { WebSocket } from the ws package')
+    }
+    if (fetchFn === undefined && transport === 'sse') throw new TypeError('citas-live client: the sse transport needs fetch')
+    this.WebSocket = WS
+    this.fetch = fetchFn
+    this.current = transport === 'sse' || WS === undefined ? 'sse' : 'websocket'
+  }
+
+  /** `auto` on WebSocket, with somewhere to fall back to: a failed upgrade must tell whether plain HTTP gets through. */
+  get mayFallBack (): boolean {
+    return this.auto && this.current === 'websocket' && !this.sseMissing && this.fetch !== undefined
+  }
+
+  opened (): void { this.wsFailures = 0 }
+
+  /** An attempt failed and will be retried: true when it makes `auto` switch to SSE (after `fallbackAfter` in a row). */
+  fallsBack (failure: { reachable?: boolean, missing?: boolean }): boolean {
+    if (failure.missing === true && this.auto && this.WebSocket !== undefined) {
+      this.sseMissing = true // no SSE endpoint on this server: back to WebSocket for good
+      this.current = 'websocket'
+    }
+    if (!this.mayFallBack) return false
+    this.wsFailures = failure.reachable === true ? this.wsFailures + 1 : 0
+    if (this.wsFailures < (this.opts.fallbackAfter ?? 3)) return false
+    this.wsFailures = 0
+    this.current = 'sse'
+    return true
+  }
 }
 
 /** One pending timeout at most: set() replaces it. */

@@ -31,7 +31,7 @@ export class WebSocketConnection implements Connection {
     else protocols = ['bearer', token]
     let socket: WebSocketLike
     try {
-      const WS = this.p.WebSocket as WebSocketConstructor
+      const WS = this.p.choice.WebSocket as WebSocketConstructor
       socket = protocols === undefined ? new WS(url) : new WS(url, protocols)
     } catch (err) {
       handlers.failed(Promise.resolve({ kind: 'stop', error: new CitasLiveError('invalid_url', `cannot open ${opts.url}: ${errorText(err)}`, { cause: err }) }))
@@ -124,7 +124,7 @@ export class WebSocketConnection implements Connection {
    * under 500 (not a proxy's 502-504) shows the server `reachable` (with `probe: false`, made only when `auto` needs that).
    */
   private async whyRefused (status: number | undefined): Promise<Failure> {
-    const { opts, token, fetch, needReachability } = this.p
+    const { opts, token, choice: { fetch, mayFallBack: needReachability } } = this.p
     if (status === 401) return { kind: 'token', error: new CitasLiveError('unauthorized', 'the server refused the token (HTTP 401)', { status }) }
     const readRefusal = opts.probe !== false
     let reachable = false
