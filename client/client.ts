@@ -144,9 +144,7 @@ export class CitasLiveClient {
   }
 
   /** Closes the connection for good (state `disconnected`) and removes every timer and page listener. */
-  close (): void {
-    if (!this.stopped) this.stop()
-  }
+  close (): void { if (!this.stopped) this.stop() }
 
   /** @internal called by connect() */
   start (): void {
@@ -246,7 +244,7 @@ export class CitasLiveClient {
         void why.then((failure) => { if (generation === this.generation && !this.stopped) this.failed(failure, token) })
       }
     }
-    const params: ConnectionParams = { opts: this.opts, token, timers: this.timers, handlers, choice: this.choice, channels: new Set(this.channelSet), resume: this.resume }
+    const params: ConnectionParams = { opts: this.opts, token, timers: this.timers, timer: new Timer(this.timers), handlers, choice: this.choice, channels: new Set(this.channelSet), resume: this.resume }
     const conn: Connection = this.choice.current === 'sse' ? new SseConnection(params) : new WebSocketConnection(params)
     this.conn = conn
     conn.open()

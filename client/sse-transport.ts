@@ -4,29 +4,18 @@
  * channels are fixed, it carries no client messages, and its refusals have the handshake's codes.
  */
 import { EventStreamParser, type StreamEvent } from './sse.js'
-import { errorText, heartbeatOf, httpUrlOf, refusalBody, Timer, type Connection, type ConnectionParams, type Failure } from './transport.js'
+import { errorText, heartbeatOf, httpUrlOf, refusalBody, type Connection, type ConnectionParams, type Failure } from './transport.js'
 import { CitasLiveError, type FetchFunction, type FetchResponse, type StreamReader } from './types.js'
 
-/** `sse` beside the WebSocket endpoint, over http(s): `wss://h/live/ws?x=1` → `https://h/live/sse?x=1`. */
-function sseUrlOf (wsUrl: string): string {
-  const url = new URL(httpUrlOf(wsUrl))
-  url.pathname = url.pathname.replace(/[^/]*$/, 'sse')
-  return url.toString()
-}
-
 export class SseConnection implements Connection {
-  readonly channels: ReadonlySet<string>
   /** False once closed, or once it reported how it ended. */
   private live = true
   private controller: AbortController | null = null
   private reader: StreamReader | null = null
-  /** The connect timeout, then the silence watchdog. */
-  private readonly timer: Timer
 
-  constructor (private readonly p: ConnectionParams) {
-    this.channels = p.channels
-    this.timer = new Timer(p.timers)
-  }
+  constructor (private readonly p: ConnectionParams) {}
+
+  get channels (): ReadonlySet<string> { return this.p.channels }
 
   open (): void {
     // Nothing to stream (the server refuses an empty channel list): open, and a subscribe opens another.
@@ -45,14 +34,11 @@ export class SseConnection implements Connection {
     void this.reader?.cancel().catch(() => {})
   }
 
-  private end (): void {
+  /** Stops here; `failure`: the attempt never opened, and this is why. */
+  private end (failure?: Failure | Promise<Failure>): void {
     this.live = false
-    this.timer.clear()
-  }
-
-  private fail (why: Failure | Promise<Failure>): void {
-    this.end()
-    this.p.handlers.failed(Promise.resolve(why))
+    this.p.timer.clear()
+    if (failure !== undefined) this.p.handlers.failed(Promise.resolve(failure))
   }
 
   /** Opens the stream and reads it until it ends, is refused, or is dropped. */
@@ -63,24 +49,25 @@ export class SseConnection implements Connection {
     if (resume.lastEventId !== '') headers['last-event-id'] = resume.lastEventId
     let url: URL
     try {
-      url = new URL(opts.sseUrl ?? sseUrlOf(opts.url))
+      url = new URL(opts.sseUrl ?? httpUrlOf(opts.url))
+      // Default: `sse` beside the WebSocket endpoint, over http(s): `wss://h/live/ws?x=1` → `https://h/live/sse?x=1`.
+      if (opts.sseUrl === undefined) url.pathname = url.pathname.replace(/[^/]*$/, 'sse')
     } catch (err) {
-      this.fail({ kind: 'stop', error: new CitasLiveError('invalid_url', `cannot open ${opts.sseUrl ?? opts.url}: ${errorText(err)}`, { cause: err }) })
+      this.end({ kind: 'stop', error: new CitasLiveError('invalid_url', `cannot open ${opts.sseUrl ?? opts.url}: ${errorText(err)}`, { cause: err }) })
       return
     }
     url.searchParams.set('channels', [...this.channels].join(','))
     if (opts.tokenIn === 'query') url.searchParams.set('token', token)
-    const controller = typeof AbortController === 'function' ? new AbortController() : null
-    this.controller = controller
-    this.timer.set(opts.connectTimeout ?? 10_000, () => {
+    this.controller = typeof AbortController === 'function' ? new AbortController() : null
+    this.p.timer.set(opts.connectTimeout ?? 10_000, () => {
       this.close()
       handlers.failed(Promise.resolve({ kind: 'backoff' }))
     })
     let res: FetchResponse
     try {
-      res = await (this.p.choice.fetch as FetchFunction)(url.toString(), { headers, ...(controller === null ? {} : { signal: controller.signal }) })
+      res = await (this.p.choice.fetch as FetchFunction)(url.toString(), { headers, ...(this.controller === null ? {} : { signal: this.controller.signal }) })
     } catch {
-      if (this.live) this.fail({ kind: 'backoff' })
+      if (this.live) this.end({ kind: 'backoff' })
       return
     }
     if (!this.live) {
@@ -89,12 +76,12 @@ export class SseConnection implements Connection {
     }
     const type = res.headers?.get('content-type') ?? 'text/event-stream'
     if (res.status !== 200 || !/^text\/event-stream\b/i.test(type) || res.body === undefined || res.body === null) {
-      this.fail(this.refused(res))
+      this.end(this.refused(res))
       return
     }
     const reader = res.body.getReader()
     this.reader = reader
-    this.timer.clear()
+    this.p.timer.clear()
     handlers.opened()
     this.watch()
     const decoder = new TextDecoder()
@@ -147,7 +134,7 @@ export class SseConnection implements Connection {
   private watch (): void {
     const hb = heartbeatOf(this.p.opts)
     if (hb === null || !this.live) return
-    this.timer.set(hb.interval + hb.timeout, () => {
+    this.p.timer.set(hb.interval + hb.timeout, () => {
       this.close()
       this.p.handlers.closed()
     })

@@ -40,6 +40,8 @@ export interface ConnectionParams {
   opts: ConnectOptions
   token: string
   timers: Timers
+  /** The connection's own timer: the connect timeout, then the heartbeat's (one at a time). */
+  timer: Timer
   handlers: ConnectionHandlers
   choice: TransportChoice
   channels: ReadonlySet<string>
@@ -62,21 +64,17 @@ export class TransportChoice {
     const transport = opts.transport ?? 'auto'
     this.auto = transport === 'auto'
     if (transport !== 'auto' && transport !== 'websocket' && transport !== 'sse') throw new TypeError(`citas-live client: unknown transport ${String(transport)}`)
-    const WS = opts.WebSocket ?? (globalThis as any).WebSocket as WebSocketConstructor | undefined
-    const fetchFn = opts.fetch ?? (typeof (globalThis as any).fetch === 'function' ? ((url, init) => (globalThis as any).fetch(url, init)) as FetchFunction : undefined)
-    if (WS === undefined && (transport === 'websocket' || (transport === 'auto' && fetchFn === undefined))) {
+    this.WebSocket = opts.WebSocket ?? (globalThis as any).WebSocket as WebSocketConstructor | undefined
+    this.fetch = opts.fetch ?? (typeof (globalThis as any).fetch === 'function' ? ((url, init) => (globalThis as any).fetch(url, init)) as FetchFunction : undefined)
+    if (this.WebSocket === undefined && (transport === 'websocket' || (transport === 'auto' && this.fetch === undefined))) {
       throw new TypeError('citas-live client: no global WebSocket here: pass one, e.g. { WebSocket } from the ws package')
     }
-    if (fetchFn === undefined && transport === 'sse') throw new TypeError('citas-live client: the sse transport needs fetch')
-    this.WebSocket = WS
-    this.fetch = fetchFn
-    this.current = transport === 'sse' || WS === undefined ? 'sse' : 'websocket'
+    if (this.fetch === undefined && transport === 'sse') throw new TypeError('citas-live client: the sse transport needs fetch')
+    this.current = transport === 'sse' || this.WebSocket === undefined ? 'sse' : 'websocket'
   }
 
   /** `auto` on WebSocket, with somewhere to fall back to: a failed upgrade must tell whether plain HTTP gets through. */
-  get mayFallBack (): boolean {
-    return this.auto && this.current === 'websocket' && !this.sseMissing && this.fetch !== undefined
-  }
+  get mayFallBack (): boolean { return this.auto && this.current === 'websocket' && !this.sseMissing && this.fetch !== undefined }
 
   opened (): void { this.wsFailures = 0 }
 
@@ -105,10 +103,7 @@ export class Timer {
 
   set (ms: number, fn: () => void): void {
     this.clear()
-    this.handle = this.timers.setTimeout(() => {
-      this.handle = null
-      fn()
-    }, ms)
+    this.handle = this.timers.setTimeout(() => { this.handle = null; fn() }, ms)
   }
 
   clear (): void {

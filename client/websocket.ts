@@ -5,7 +5,7 @@
  */
 import type { ClientFrame } from '../protocol.js'
 import { decodeToken, isExpired } from './token.js'
-import { errorText, heartbeatOf, httpUrlOf, refusalBody, Timer, type Connection, type ConnectionParams, type Failure } from './transport.js'
+import { errorText, heartbeatOf, httpUrlOf, refusalBody, type Connection, type ConnectionParams, type Failure } from './transport.js'
 import { CitasLiveError, type ServerMessage, type WebSocketConstructor, type WebSocketLike } from './types.js'
 
 const OPEN = 1
@@ -15,13 +15,10 @@ const EXPIRY_SKEW_MS = 60_000
 export class WebSocketConnection implements Connection {
   readonly channels = null
   private socket: WebSocketLike | null = null
-  /** The connect timeout, then the next ping, or the pong it waits for: never two at once. */
-  private readonly timer: Timer
+  /** The timer is waiting for a pong, not for the next ping. */
   private awaitingPong = false
 
-  constructor (private readonly p: ConnectionParams) {
-    this.timer = new Timer(p.timers)
-  }
+  constructor (private readonly p: ConnectionParams) {}
 
   open (): void {
     const { opts, token, handlers } = this.p
@@ -40,13 +37,13 @@ export class WebSocketConnection implements Connection {
     this.socket = socket
     let opened = false
     let status: number | undefined
-    this.timer.set(opts.connectTimeout ?? 10_000, () => {
+    this.p.timer.set(opts.connectTimeout ?? 10_000, () => {
       this.drop(4000, 'connect timeout')
       handlers.failed(this.whyRefused(undefined))
     })
     socket.onopen = () => {
       opened = true
-      this.timer.clear()
+      this.p.timer.clear()
       handlers.opened()
       this.beat()
     }
@@ -74,20 +71,16 @@ export class WebSocketConnection implements Connection {
     return true
   }
 
-  check (): void {
-    if (this.socket !== null && !this.awaitingPong) this.ping()
-  }
+  check (): void { if (this.socket !== null && !this.awaitingPong) this.ping() }
 
   /** `graceful` (close()): a normal close handshake; otherwise ws's terminate() where there is one. */
-  close (reason: string, graceful = false): void {
-    this.drop(1000, reason, graceful)
-  }
+  close (reason: string, graceful = false): void { this.drop(1000, reason, graceful) }
 
   /** Forgets the socket at once (a dead connection may take long to report its close), and closes it with `code`. */
   private drop (code?: number, reason = '', graceful = false): void {
     const socket = this.socket
     this.socket = null
-    this.timer.clear()
+    this.p.timer.clear()
     if (socket === null) return
     socket.onopen = null
     socket.onmessage = null
@@ -106,14 +99,14 @@ export class WebSocketConnection implements Connection {
     const hb = heartbeatOf(this.p.opts)
     if (hb === null || this.socket === null) return
     this.awaitingPong = false
-    this.timer.set(hb.interval, () => this.ping())
+    this.p.timer.set(hb.interval, () => this.ping())
   }
 
   private ping (): void {
     const hb = heartbeatOf(this.p.opts)
     if (hb === null || !this.send({ type: 'ping' })) return
     this.awaitingPong = true
-    this.timer.set(hb.timeout, () => {
+    this.p.timer.set(hb.timeout, () => {
       this.drop(4000, 'heartbeat timeout')
       this.p.handlers.closed()
     })
