@@ -1,189 +1,18 @@
-import { CHANNEL_PREFIX, TOKEN_CLOSE_CODES, closeAction, type CloseAction, type ErrorCode, type ServerMessageType, type Stats } from '../protocol.js'
-import { backoffDelay, restartDelay, type BackoffOptions } from './backoff.js'
-import { decodeToken, isExpired } from './token.js'
-import { EventStreamParser, type StreamEvent } from './sse.js'
-
-// The protocol (message types, channel names, error and close codes, the Stats shape) is defined in
-// ../protocol.ts, a module without imports that the server uses too: the bundle gains no server code.
-export type { Stats }
-
 /**
- * - `connecting`: the first attempt is under way.
- * - `connected`: the socket is open (subscriptions are being sent or confirmed).
- * - `reconnecting`: the connection was lost or an attempt failed; waiting for, or making, the next attempt.
- * - `disconnected`: stopped for good, by `close()` or because the token was refused (see `StateChange.error`).
+ * The client SDK's public class: connection states, subscriptions, events, reconnects with backoff and
+ * tokens. It drives one connection at a time through the Connection interface of transport.ts, made by
+ * websocket.ts or sse-transport.ts as TransportChoice says.
  */
-export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected'
+import { CHANNEL_PREFIX, TOKEN_CLOSE_CODES, closeAction, type ClientFrame, type ErrorCode, type ServerMessageType } from '../protocol.js'
+import { backoffDelay, restartDelay } from './backoff.js'
+import { SseConnection } from './sse-transport.js'
+import { decodeToken } from './token.js'
+import { errorText, Timer, TransportChoice, type Connection, type ConnectionHandlers, type ConnectionParams, type Failure } from './transport.js'
+import { CitasLiveError, type ClientEvents, type ConnectOptions, type ConnectionState, type PageEvents, type ServerMessage, type Stats, type Timers, type Transport } from './types.js'
+import { WebSocketConnection } from './websocket.js'
 
-/** How the client reaches the server: a WebSocket, or a Server-Sent Events stream read with fetch. */
-export type Transport = 'websocket' | 'sse'
-
-export interface StateChange {
-  state: ConnectionState
-  previous: ConnectionState
-  /** Failed attempts since the last stable connection. */
-  attempt: number
-  /** `reconnecting`: ms until the next attempt. */
-  delay?: number
-  /** `disconnected` after a refused token: why. */
-  error?: CitasLiveError
-  /** The transport in use, or the one the next attempt uses. */
-  transport: Transport
-}
-
-/**
- * Server error codes (`bad_request`, `invalid_channel`, `forbidden`, `not_found`, `unavailable`,
- * `limit`, `rate_limited`, `internal`) and the client's own: `unauthorized` (the token was refused;
- * the client stops), `token` (getToken() failed; the client retries), `closed` (the server closed
- * the connection for something reconnecting would repeat, `closeCode` says which; the client stops),
- * `invalid_url`.
- */
-export class CitasLiveError extends Error {
-  readonly code: string
-  /** The channel a subscribe error is about. */
-  readonly channel?: string
-  /** HTTP status of a refused handshake, when it could be seen. */
-  readonly status?: number
-  /** Close code that ended the connection, when one did. */
-  readonly closeCode?: number
-
-  constructor (code: string, message: string, extra: { channel?: string, status?: number, closeCode?: number, cause?: unknown } = {}) {
-    super(message, extra.cause === undefined ? undefined : { cause: extra.cause })
-    this.name = 'CitasLiveError'
-    this.code = code
-    if (extra.channel !== undefined) this.channel = extra.channel
-    if (extra.status !== undefined) this.status = extra.status
-    if (extra.closeCode !== undefined) this.closeCode = extra.closeCode
-  }
-}
-
-/** Any server message, for the `message` event (types this client does not handle itself). */
-export interface ServerMessage {
-  type: string
-  id?: string | number
-  data?: unknown
-}
-
-/** The part of the WHATWG WebSocket the client uses; browsers, Node ≥ 22 and the `ws` package all fit. */
-export interface WebSocketLike {
-  readonly readyState: number
-  onopen: ((event: any) => void) | null
-  onmessage: ((event: any) => void) | null
-  onerror: ((event: any) => void) | null
-  onclose: ((event: any) => void) | null
-  send: (data: string) => void
-  close: (code?: number, reason?: string) => void
-}
-
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike
-
-/** Timer functions, injectable for tests. */
-export interface Timers {
-  setTimeout: (fn: () => void, ms: number) => unknown
-  clearTimeout: (handle: unknown) => void
-  now: () => number
-}
-
-/** The part of a fetch Response the client reads. */
-export interface FetchResponse {
-  status: number
-  text: () => Promise<string>
-  headers?: { get: (name: string) => string | null }
-  body?: { getReader: () => StreamReader } | null
-}
-
-export interface StreamReader {
-  read: () => Promise<{ done: boolean, value?: Uint8Array }>
-  cancel: (reason?: unknown) => Promise<void>
-}
-
-/** The part of `fetch` the client uses (the token probe, and the SSE transport). */
-export type FetchFunction = (url: string, init: { headers: Record<string, string>, signal?: AbortSignal }) => Promise<FetchResponse>
-
-/** Page events that make a waiting client try again at once. Each returns a function that removes the listener. */
-export interface PageEvents {
-  onOnline: (fn: () => void) => () => void
-  onVisible: (fn: () => void) => () => void
-}
-
-export interface ConnectOptions {
-  /** The server's WebSocket URL, e.g. `wss://live.example.com/ws`. */
-  url: string
-  /**
-   * `auto` (default): WebSocket, and Server-Sent Events when WebSocket upgrades keep failing while
-   * plain HTTP to the server works (see `fallbackAfter`), or when there is no WebSocket at all.
-   * `websocket` or `sse`: that one only.
-   */
-  transport?: 'auto' | Transport
-  /** The SSE endpoint. Default: `sse` beside the WebSocket URL (`wss://h/live/ws` → `https://h/live/sse`). */
-  sseUrl?: string
-  /**
-   * `auto`: switch to SSE after this many WebSocket attempts in a row that failed before opening
-   * while a plain HTTP request to the server was answered. Default 3.
-   */
-  fallbackAfter?: number
-  /** A token to use. With `getToken` too, it is used for the first attempt only. */
-  token?: string
-  /** Called before every attempt (but the first when `token` is given) and on `token_expiring`: return a fresh token. */
-  getToken?: () => string | Promise<string>
-  /** Channels to subscribe to: `estadisticas:<negocio_id>`, or just the negocio_id. Sent again after every reconnect. */
-  channels?: string[]
-  /**
-   * How the token reaches the server. `protocol` (default): `Sec-WebSocket-Protocol: bearer, <token>`
-   * (over SSE `Authorization: Bearer <token>`), which keeps it out of URLs and access logs;
-   * `query`: `?token=<token>`, as the Go server's clients did.
-   */
-  tokenIn?: 'protocol' | 'query'
-  /** A WebSocket implementation, e.g. `import WebSocket from 'ws'` on Node 20. Default: the global one. */
-  WebSocket?: WebSocketConstructor
-  backoff?: BackoffOptions
-  /** A connection open this long (ms) resets the backoff. Default 5 000. */
-  stableAfter?: number
-  /** An attempt that has neither opened nor failed after this long (ms) is given up. Default 10 000. */
-  connectTimeout?: number
-  /**
-   * Client heartbeat: after `interval` ms without any message the client sends `{"type":"ping"}` and
-   * drops the connection when nothing arrives within `timeout` ms. Default 25 000 / 10 000; `false` turns it off.
-   * Over SSE, where the server sends a comment at least every 30 s, a stream silent for
-   * `interval + timeout` ms is dropped and opened again.
-   */
-  heartbeat?: { interval?: number, timeout?: number } | false
-  /**
-   * When an attempt fails before the socket opens, ask the server over HTTP (GET on the same URL with
-   * `Authorization: Bearer`) whether the token is the reason: browsers hide the handshake's status.
-   * Needs `fetch`; across origins the server allows it for the origins it accepts. Default true.
-   */
-  probe?: boolean
-  /**
-   * Close codes that mean "this token is no longer good": get a new one and reconnect. Default: the
-   * server's, [4001]. Set it when a proxy in front of the server closes with codes of its own.
-   */
-  authCloseCodes?: number[]
-  /** Page events to listen to. Default: `online` and `visibilitychange` when there is a window; `false`: none. */
-  pageEvents?: PageEvents | false
-  onState?: (change: StateChange) => void
-  onStats?: (stats: Stats) => void
-  onError?: (error: CitasLiveError) => void
-  /** For tests. */
-  timers?: Timers
-  random?: () => number
-  /** A fetch implementation. Default: the global one. */
-  fetch?: FetchFunction
-}
-
-export interface ClientEvents {
-  state: (change: StateChange) => void
-  stats: (stats: Stats) => void
-  error: (error: CitasLiveError) => void
-  subscribed: (channel: string) => void
-  message: (message: ServerMessage) => void
-}
-
-const OPEN = 1
 /** Server codes that make a channel pointless to subscribe to again. */
 const DROP_CHANNEL_CODES = new Set<string>(['forbidden', 'not_found', 'invalid_channel'] satisfies ErrorCode[])
-/** Tokens whose `exp` is this far in the past are treated as refused even when the server's answer cannot be seen. */
-const EXPIRY_SKEW_MS = 60_000
 
 /** `estadisticas:<id>` for a bare negocio_id; other strings unchanged. */
 export function toChannel (channelOrNegocio: string): string {
@@ -212,36 +41,8 @@ function defaultPageEvents (): PageEvents | false {
   }
 }
 
-function httpUrlOf (wsUrl: string): string {
-  return wsUrl.replace(/^ws(s?):/i, 'http$1:')
-}
-
-/** `sse` beside the WebSocket endpoint, over http(s): `wss://h/live/ws?x=1` → `https://h/live/sse?x=1`. */
-function sseUrlOf (wsUrl: string): string {
-  const url = new URL(httpUrlOf(wsUrl))
-  url.pathname = url.pathname.replace(/[^/]*$/, 'sse')
-  return url.toString()
-}
-
-function sameChannels (a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
-  if (a.size !== b.size) return false
-  for (const c of a) if (!b.has(c)) return false
-  return true
-}
-
-/** An SSE stream: one fetch whose body is read as it arrives. */
-interface Stream {
-  readonly controller: AbortController | null
-  readonly channels: ReadonlySet<string>
-  reader: StreamReader | null
-  opened: boolean
-}
-
-/** What a refused HTTP request's JSON body says (`{statusCode, code, error, message}`, maybe `channel`). */
-interface RefusalBody {
-  code?: unknown
-  message?: unknown
-  channel?: unknown
+function tokenError (err: unknown): CitasLiveError {
+  return new CitasLiveError('token', `getToken() failed: ${errorText(err)}`, { cause: err })
 }
 
 /** Opens a client and starts connecting. See ConnectOptions. */
@@ -251,31 +52,22 @@ export function connect (opts: ConnectOptions): CitasLiveClient {
   return client
 }
 
-type Listeners = { [K in keyof ClientEvents]: Set<ClientEvents[K]> }
-
 export class CitasLiveClient {
   private readonly opts: ConnectOptions
-  private readonly WS: WebSocketConstructor | undefined
-  private readonly fetchFn: FetchFunction | undefined
+  private readonly choice: TransportChoice
   private readonly timers: Timers
   private readonly random: () => number
-  private readonly listeners: Listeners = { state: new Set(), stats: new Set(), error: new Set(), subscribed: new Set(), message: new Set() }
+  private readonly listeners: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = { state: new Set(), stats: new Set(), error: new Set(), subscribed: new Set(), message: new Set() }
   private readonly channelSet = new Set<string>()
   private readonly statsByNegocio = new Map<string, Stats>()
   private readonly pendingIds = new Map<string, string>()
   private currentState: ConnectionState = 'disconnected'
-  private activeTransport: Transport
-  private socket: WebSocketLike | null = null
-  private stream: Stream | null = null
+  private conn: Connection | null = null
   /** The last event id an SSE stream gave: sent as `Last-Event-ID` by the next stream. */
-  private lastEventId = ''
+  private readonly resume = { lastEventId: '' }
   /** Channels an open SSE stream has carried since the last (re)connect: `subscribed` is emitted once for each. */
   private readonly announced = new Set<string>()
   private reopenQueued = false
-  /** `auto`: WebSocket attempts in a row that failed while plain HTTP to the server worked. */
-  private wsFailures = 0
-  /** `auto`: the server answered 404 for the SSE endpoint, so there is nothing to fall back to. */
-  private sseMissing = false
   private token: string | undefined
   private failedToken: string | undefined
   private attempts = 0
@@ -284,29 +76,18 @@ export class CitasLiveClient {
   private generation = 0
   private seq = 0
   private lastAuthFailed = false
-  private retryTimer: unknown = null
-  private connectTimer: unknown = null
-  private stableTimer: unknown = null
-  private heartbeatTimer: unknown = null
-  private pongTimer: unknown = null
+  private readonly retryTimer: Timer
+  private readonly stableTimer: Timer
   private removePageEvents: Array<() => void> = []
 
   constructor (opts: ConnectOptions) {
     if (typeof opts.url !== 'string' || opts.url === '') throw new TypeError('citas-live client: url is required')
     if (opts.token === undefined && opts.getToken === undefined) throw new TypeError('citas-live client: give token or getToken')
-    const transport = opts.transport ?? 'auto'
-    if (transport !== 'auto' && transport !== 'websocket' && transport !== 'sse') throw new TypeError(`citas-live client: unknown transport ${String(transport)}`)
-    const WS = opts.WebSocket ?? (globalThis as any).WebSocket as WebSocketConstructor | undefined
-    const fetchFn = opts.fetch ?? (typeof (globalThis as any).fetch === 'function' ? ((url, init) => (globalThis as any).fetch(url, init)) as FetchFunction : undefined)
-    if (WS === undefined && (transport === 'websocket' || (transport === 'auto' && fetchFn === undefined))) {
-      throw new TypeError('citas-live client: no global WebSocket here: pass one, e.g. { WebSocket } from the ws package')
-    }
-    if (fetchFn === undefined && transport === 'sse') throw new TypeError('citas-live client: the sse transport needs fetch')
+    this.choice = new TransportChoice(opts)
     this.opts = opts
-    this.WS = WS
-    this.fetchFn = fetchFn
-    this.activeTransport = transport === 'sse' || WS === undefined ? 'sse' : 'websocket'
     this.timers = opts.timers ?? defaultTimers
+    this.retryTimer = new Timer(this.timers)
+    this.stableTimer = new Timer(this.timers)
     this.random = opts.random ?? Math.random
     this.token = opts.token
     for (const c of opts.channels ?? []) this.channelSet.add(toChannel(c))
@@ -319,7 +100,7 @@ export class CitasLiveClient {
   get state (): ConnectionState { return this.currentState }
 
   /** The transport in use (or that the next attempt uses): `websocket` or `sse`. */
-  get transport (): Transport { return this.activeTransport }
+  get transport (): Transport { return this.choice.current }
 
   /** The latest figures per negocio_id; each snapshot after a (re)subscribe replaces the entry. */
   get stats (): ReadonlyMap<string, Stats> { return this.statsByNegocio }
@@ -355,18 +136,15 @@ export class CitasLiveClient {
     this.attempts = 0
     this.lastAuthFailed = false
     this.failedToken = undefined
-    this.dropConnection(1000, 'reconnecting')
-    this.clearTimers()
+    this.dropConnection('reconnecting')
+    this.retryTimer.clear()
     this.attachPageEvents()
     this.setState(this.currentState === 'disconnected' ? 'connecting' : 'reconnecting', {})
     void this.open()
   }
 
   /** Closes the connection for good (state `disconnected`) and removes every timer and page listener. */
-  close (): void {
-    if (this.stopped) return
-    this.stop()
-  }
+  close (): void { if (!this.stopped) this.stop() }
 
   /** @internal called by connect() */
   start (): void {
@@ -399,35 +177,30 @@ export class CitasLiveClient {
   private setState (state: ConnectionState, extra: { delay?: number, error?: CitasLiveError }): void {
     const previous = this.currentState
     this.currentState = state
-    this.emit('state', { state, previous, attempt: this.attempts, ...extra, transport: this.activeTransport })
+    this.emit('state', { state, previous, attempt: this.attempts, ...extra, transport: this.choice.current })
   }
 
   private attachPageEvents (): void {
     if (this.removePageEvents.length > 0) return
     const page = this.opts.pageEvents ?? defaultPageEvents()
     if (page === false) return
-    this.removePageEvents = [
-      page.onOnline(() => this.wake()),
-      page.onVisible(() => this.wake())
-    ]
+    this.removePageEvents = [page.onOnline(() => this.wake()), page.onVisible(() => this.wake())]
   }
 
   /** Back online or visible again: skip a pending delay, or check a connection that may have died meanwhile. */
   private wake (): void {
     if (this.stopped) return
-    if (this.retryTimer !== null) {
-      this.timers.clearTimeout(this.retryTimer)
-      this.retryTimer = null
+    if (this.retryTimer.pending) {
+      this.retryTimer.clear()
       this.attempts = 0
       void this.open()
-    } else if (this.currentState === 'connected' && this.socket !== null && this.heartbeatOptions() !== null && this.pongTimer === null) {
-      this.ping()
+    } else if (this.currentState === 'connected') {
+      this.conn?.check()
     }
   }
 
   private async nextToken (reuse: boolean): Promise<string> {
-    // The first attempt uses the given token; every later one asks getToken() when there is one,
-    // but an SSE stream opened again for other channels or a refreshed token keeps the current one.
+    // The first attempt uses the given token, later ones getToken()'s; a reopened SSE stream keeps the current one.
     if (this.opts.getToken !== undefined && !(reuse && this.token !== undefined) &&
         (this.token === undefined || this.generation > 1 || this.lastAuthFailed)) {
       this.token = await this.opts.getToken()
@@ -444,7 +217,7 @@ export class CitasLiveClient {
       token = await this.nextToken(reuseToken)
     } catch (err) {
       if (generation !== this.generation || this.stopped) return
-      this.emit('error', err instanceof CitasLiveError ? err : new CitasLiveError('token', `getToken() failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+      this.emit('error', err instanceof CitasLiveError ? err : tokenError(err))
       this.retry('backoff')
       return
     }
@@ -453,375 +226,90 @@ export class CitasLiveClient {
       this.stop(new CitasLiveError('unauthorized', 'the server refused the token and getToken() returned the same one'))
       return
     }
-    const claims = decodeToken(token)
-    if (claims === null) {
+    if (decodeToken(token) === null) {
       this.authFailed(new CitasLiveError('unauthorized', 'malformed token (not a JWT)'), token)
       return
     }
-    if (this.activeTransport === 'sse') {
-      void this.openStream(token, generation)
-      return
-    }
-    let url = this.opts.url
-    let protocols: string[] | undefined
-    if (this.opts.tokenIn === 'query') url += (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token)
-    else protocols = ['bearer', token]
-
-    let socket: WebSocketLike
-    try {
-      const WS = this.WS as WebSocketConstructor
-      socket = protocols === undefined ? new WS(url) : new WS(url, protocols)
-    } catch (err) {
-      this.stop(new CitasLiveError('invalid_url', `cannot open ${this.opts.url}: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
-      return
-    }
-    this.socket = socket
-    let opened = false
-    let status: number | undefined
-    this.connectTimer = this.timers.setTimeout(() => {
-      this.connectTimer = null
-      if (this.socket !== socket || opened) return
-      this.dropSocket(4000, 'connect timeout')
-      void this.failedBeforeOpen(token, undefined)
-    }, this.opts.connectTimeout ?? 10_000)
-
-    socket.onopen = () => {
-      if (this.socket !== socket) return
-      opened = true
-      this.wsFailures = 0
-      this.opened()
-      for (const channel of this.channelSet) this.sendSubscribe(channel)
-      this.scheduleHeartbeat()
-    }
-    socket.onmessage = (event: { data: unknown }) => {
-      if (this.socket !== socket) return
-      this.scheduleHeartbeat()
-      this.onMessage(event.data)
-    }
-    socket.onerror = (event: { message?: unknown }) => {
-      // The ws package names the refused handshake's status in the error; browsers never do.
-      const m = typeof event?.message === 'string' ? /Unexpected server response: (\d{3})/.exec(event.message) : null
-      if (m?.[1] !== undefined) status = Number(m[1])
-    }
-    socket.onclose = (event: { code?: number, reason?: string }) => {
-      if (this.socket !== socket) return
-      this.socket = null
-      this.clearConnectionTimers()
-      if (this.stopped) return
-      if (!opened) {
-        void this.failedBeforeOpen(token, status)
-        return
+    // A connection calls no handler once dropped (transport.ts), so these are about the current one.
+    const handlers: ConnectionHandlers = {
+      opened: () => this.opened(conn),
+      message: (message) => this.handleMessage(message),
+      closed: (code, reason) => {
+        this.dropConnection()
+        if (code === undefined) this.retry('backoff')
+        else this.closedByServer(code, reason ?? '', token)
+      },
+      failed: (why) => {
+        this.dropConnection()
+        void why.then((failure) => { if (generation === this.generation && !this.stopped) this.failed(failure, token) })
       }
-      this.closedByServer(event?.code ?? 1006, event?.reason ?? '', token)
     }
+    const params: ConnectionParams = { opts: this.opts, token, timers: this.timers, timer: new Timer(this.timers), handlers, choice: this.choice, channels: new Set(this.channelSet), resume: this.resume }
+    const conn: Connection = this.choice.current === 'sse' ? new SseConnection(params) : new WebSocketConnection(params)
+    this.conn = conn
+    conn.open()
   }
 
-  /** A connection (socket or stream) is open: the token is good, and after `stableAfter` the backoff starts over. */
-  private opened (): void {
-    this.clearTimer('connectTimer')
+  /** A connection is open: the token is good, and after `stableAfter` the backoff starts over. */
+  private opened (conn: Connection): void {
     this.lastAuthFailed = false
     this.failedToken = undefined
-    if (this.stableTimer === null) {
-      this.stableTimer = this.timers.setTimeout(() => { this.stableTimer = null; this.attempts = 0 }, this.opts.stableAfter ?? 5_000)
-    }
+    this.choice.opened()
+    if (!this.stableTimer.pending) this.stableTimer.set(this.opts.stableAfter ?? 5_000, () => { this.attempts = 0 })
     if (this.currentState !== 'connected') this.setState('connected', {})
-  }
-
-  /** The server ended an open connection: a WebSocket close, or an SSE `close` event. */
-  private closedByServer (code: number, reason: string, token: string): void {
-    const message = reason !== '' ? reason : `connection closed with ${code}`
-    switch (this.closeActionOf(code)) {
-      case 'token':
-        this.authFailed(new CitasLiveError('unauthorized', message, { closeCode: code }), token)
-        return
-      case 'stop':
-        this.stop(new CitasLiveError('closed', message, { closeCode: code }))
-        return
-      case 'soon':
-        this.retry('restart')
-        return
-      case 'backoff':
-        this.retry('backoff')
-    }
-  }
-
-  /** What a close code asks of the client (protocol.ts), with `authCloseCodes` as the token refusals. */
-  private closeActionOf (code: number): CloseAction {
-    const tokenCodes: readonly number[] = this.opts.authCloseCodes ?? TOKEN_CLOSE_CODES
-    if (tokenCodes.includes(code)) return 'token'
-    const action = closeAction(code)
-    return action === 'token' ? 'backoff' : action
-  }
-
-  /** `auto` on WebSocket, with somewhere to fall back to. */
-  private mayFallBack (): boolean {
-    return (this.opts.transport ?? 'auto') === 'auto' && this.activeTransport === 'websocket' && !this.sseMissing && this.fetchFn !== undefined
-  }
-
-  /**
-   * A WebSocket attempt that never opened: find out whether the token was the reason, else back off.
-   * `auto`: the same plain GET tells whether HTTP gets through where the upgrade does not; after
-   * `fallbackAfter` such failures in a row the client switches to SSE.
-   */
-  private async failedBeforeOpen (token: string, status: number | undefined): Promise<void> {
-    const generation = this.generation
-    const fallBack = this.mayFallBack()
-    let refusal: CitasLiveError | null = null
-    let reachable = false
-    if (status === 401) {
-      refusal = new CitasLiveError('unauthorized', 'the server refused the token (HTTP 401)', { status })
-    } else if (status === undefined || fallBack) {
-      const probe = await this.probe(token, fallBack)
-      refusal = probe.refusal
-      reachable = probe.reachable
-      const claims = decodeToken(token)
-      if (status === undefined && refusal === null && claims !== null && isExpired(claims, this.timers.now(), EXPIRY_SKEW_MS)) {
-        refusal = new CitasLiveError('unauthorized', 'token expired')
-      }
-    }
-    if (generation !== this.generation || this.stopped) return
-    if (refusal !== null) {
-      this.authFailed(refusal, token)
+    if (conn.channels === null) {
+      for (const channel of this.channelSet) this.sendSubscribe(channel)
       return
     }
-    if (fallBack) {
-      this.wsFailures = reachable ? this.wsFailures + 1 : 0
-      if (this.wsFailures >= (this.opts.fallbackAfter ?? 3)) {
-        this.wsFailures = 0
-        this.activeTransport = 'sse'
-        this.attempts = 0
-        this.retry('now')
-        return
-      }
-    }
-    this.retry('backoff')
-  }
-
-  /**
-   * GET on the WebSocket URL without the upgrade: the server answers 401 with the reason when the
-   * token is bad. `reachable`: the server itself answered (a status under 500; a proxy that cannot
-   * reach it answers 502-504). With `probe: false` the request is made only when `always` (the
-   * `auto` transport needs to know), and a 401 is not read.
-   */
-  private async probe (token: string, always: boolean): Promise<{ refusal: CitasLiveError | null, reachable: boolean }> {
-    const readRefusal = this.opts.probe !== false
-    if (this.fetchFn === undefined || (!readRefusal && !always)) return { refusal: null, reachable: false }
-    try {
-      const signal = typeof AbortSignal !== 'undefined' && typeof AbortSignal.timeout === 'function' ? AbortSignal.timeout(5_000) : undefined
-      const res = await this.fetchFn(httpUrlOf(this.opts.url), { headers: { authorization: `Bearer ${token}` }, ...(signal === undefined ? {} : { signal }) })
-      const reachable = res.status < 500
-      if (res.status !== 401 || !readRefusal) return { refusal: null, reachable }
-      let message = 'the server refused the token'
-      try {
-        const body: unknown = JSON.parse(await res.text())
-        if (typeof (body as { message?: unknown })?.message === 'string') message = (body as { message: string }).message
-      } catch {}
-      return { refusal: new CitasLiveError('unauthorized', message, { status: 401 }), reachable }
-    } catch {
-      return { refusal: null, reachable: false } // unreachable, or blocked by CORS: not evidence against the token
-    }
-  }
-
-  /** The SSE URL for this token and the current channels. */
-  private streamUrl (token: string): string {
-    const url = new URL(this.opts.sseUrl ?? sseUrlOf(this.opts.url))
-    url.searchParams.set('channels', [...this.channelSet].join(','))
-    if (this.opts.tokenIn === 'query') url.searchParams.set('token', token)
-    return url.toString()
-  }
-
-  /** Opens an SSE stream with fetch and reads it until it ends, is refused, or is dropped. */
-  private async openStream (token: string, generation: number): Promise<void> {
-    if (this.channelSet.size === 0) {
-      // Nothing to stream (the server refuses an empty channel list): connected, and a subscribe opens one.
-      this.stream = { controller: null, channels: new Set(), reader: null, opened: true }
-      this.opened()
-      return
-    }
-    const headers: Record<string, string> = { accept: 'text/event-stream' }
-    if (this.opts.tokenIn !== 'query') headers.authorization = `Bearer ${token}`
-    if (this.lastEventId !== '') headers['last-event-id'] = this.lastEventId
-    let url: string
-    try {
-      url = this.streamUrl(token)
-    } catch (err) {
-      this.stop(new CitasLiveError('invalid_url', `cannot open ${this.opts.sseUrl ?? this.opts.url}: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
-      return
-    }
-    const controller = typeof AbortController === 'function' ? new AbortController() : null
-    const stream: Stream = { controller, channels: new Set(this.channelSet), reader: null, opened: false }
-    this.stream = stream
-    this.connectTimer = this.timers.setTimeout(() => {
-      this.connectTimer = null
-      if (this.stream !== stream || stream.opened) return
-      this.dropStream()
-      this.retry('backoff')
-    }, this.opts.connectTimeout ?? 10_000)
-
-    let res: FetchResponse
-    try {
-      res = await (this.fetchFn as FetchFunction)(url, { headers, ...(controller === null ? {} : { signal: controller.signal }) })
-    } catch {
-      if (this.stream !== stream || generation !== this.generation) return
-      this.stream = null
-      this.clearConnectionTimers()
-      this.retry('backoff')
-      return
-    }
-    if (this.stream !== stream || generation !== this.generation) {
-      void res.body?.getReader().cancel().catch(() => {})
-      return
-    }
-    const type = res.headers?.get('content-type') ?? 'text/event-stream'
-    if (res.status !== 200 || !/^text\/event-stream\b/i.test(type) || res.body === undefined || res.body === null) {
-      this.stream = null
-      this.clearConnectionTimers()
-      await this.streamRefused(res, token)
-      return
-    }
-    const reader = res.body.getReader()
-    stream.reader = reader
-    stream.opened = true
-    this.opened()
-    for (const channel of stream.channels) {
+    // A stream carries its channels from the start: each is announced as a subscribe reply would be.
+    for (const channel of conn.channels) {
       if (this.announced.has(channel)) continue
       this.announced.add(channel)
       this.emit('subscribed', channel)
     }
-    this.watchStream()
-    const decoder = new TextDecoder()
-    const parser = new EventStreamParser({
-      onEvent: (event) => {
-        if (this.stream !== stream) return
-        this.lastEventId = event.lastEventId
-        this.onStreamEvent(event, token)
-      },
-      onComment: () => {}
-    })
-    try {
-      for (;;) {
-        const { done, value } = await reader.read()
-        if (this.stream !== stream || done) break
-        this.watchStream()
-        parser.feed(decoder.decode(value, { stream: true }))
-        if (this.stream !== stream) break
-      }
-    } catch {}
-    if (this.stream !== stream) return
-    // The stream ended without a `close` event: the server or the connection went away.
-    this.stream = null
-    this.clearConnectionTimers()
-    if (!this.stopped) this.retry('backoff')
   }
 
-  /** The SSE request was answered with something other than a stream: the same refusals as the WebSocket handshake's. */
-  private async streamRefused (res: FetchResponse, token: string): Promise<void> {
-    const generation = this.generation
-    const status = res.status
-    let body: RefusalBody = {}
-    try {
-      const parsed: unknown = JSON.parse(await res.text())
-      if (typeof parsed === 'object' && parsed !== null) body = parsed as RefusalBody
-    } catch {}
-    if (generation !== this.generation || this.stopped) return
-    const message = typeof body.message === 'string' ? body.message : `HTTP ${status}`
-    const code = typeof body.code === 'string' ? body.code : undefined
-    if (status === 401) {
-      this.authFailed(new CitasLiveError('unauthorized', message, { status }), token)
-      return
-    }
-    if (status === 404 && (this.opts.transport ?? 'auto') === 'auto' && this.WS !== undefined) {
-      // No SSE endpoint on this server: back to WebSocket for good.
-      this.sseMissing = true
-      this.activeTransport = 'websocket'
-      this.retry('backoff')
-      return
-    }
-    if (status === 400 || status === 403) {
-      // A refused channel (named in the body's `channel`): reported and dropped (as a WebSocket
-      // subscribe error is), the others streamed at once.
-      const channel = typeof body.channel === 'string' ? body.channel : undefined
-      const error = new CitasLiveError(code ?? (status === 403 ? 'forbidden' : 'bad_request'), message, { status, ...(channel === undefined ? {} : { channel }) })
-      if (channel !== undefined && this.forget(channel)) {
-        this.emit('error', error)
-        void this.open(true)
-        return
-      }
-      // A foreign Origin, too many channels: the same request would be refused again.
-      this.stop(error)
-      return
-    }
-    if (status === 429) this.emit('error', new CitasLiveError(code ?? 'limit', message, { status }))
-    this.retry('backoff')
+  /** The server closed an open connection: as protocol.ts says for the code, with `authCloseCodes` as the token refusals. */
+  private closedByServer (code: number, reason: string, token: string): void {
+    const message = reason !== '' ? reason : `connection closed with ${code}`
+    const tokenCodes: readonly number[] = this.opts.authCloseCodes ?? TOKEN_CLOSE_CODES
+    const action = closeAction(code)
+    if (tokenCodes.includes(code)) this.authFailed(new CitasLiveError('unauthorized', message, { closeCode: code }), token)
+    else if (action === 'stop') this.stop(new CitasLiveError('closed', message, { closeCode: code }))
+    else this.retry(action === 'soon' ? 'restart' : 'backoff')
   }
 
-  private onStreamEvent (event: StreamEvent, token: string): void {
-    let data: unknown
-    try {
-      data = JSON.parse(event.data)
-    } catch {
-      data = event.data
-    }
-    switch (event.type) {
-      case 'stats':
-      case 'error':
-        this.handleMessage({ type: event.type, data })
-        return
-      case 'token_expiring':
-        this.emit('message', { type: 'token_expiring', data })
-        void this.refreshStream()
-        return
-      case 'close': {
-        const close = data as { code?: unknown, reason?: unknown } | null
-        this.dropStream()
-        this.closedByServer(typeof close?.code === 'number' ? close.code : 1006, typeof close?.reason === 'string' ? close.reason : '', token)
+  /** An attempt that never opened. */
+  private failed (failure: Failure, token: string): void {
+    if (failure.kind === 'token') {
+      this.authFailed(failure.error, token)
+    } else if (failure.kind === 'stop') {
+      // A refused channel is reported and dropped (as a WebSocket subscribe error is), the others streamed at once.
+      const channel = failure.error.channel
+      if (channel === undefined || !this.forget(channel)) {
+        this.stop(failure.error)
         return
       }
-      default:
-        this.emit('message', { type: event.type, data })
+      this.emit('error', failure.error)
+      void this.open(true)
+    } else {
+      if (failure.error !== undefined) this.emit('error', failure.error)
+      const fellBack = this.choice.fallsBack(failure)
+      if (fellBack) this.attempts = 0
+      this.retry(fellBack ? 'now' : 'backoff')
     }
-  }
-
-  /** token_expiring on SSE: there is no refresh message, so the stream is opened again with a fresh token where it left off. */
-  private async refreshStream (): Promise<void> {
-    if (this.opts.getToken === undefined) return
-    const stream = this.stream
-    try {
-      this.token = await this.opts.getToken()
-    } catch (err) {
-      this.emit('error', new CitasLiveError('token', `getToken() failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
-      return
-    }
-    if (this.stream !== stream || stream === null || this.stopped) return
-    this.dropStream()
-    void this.open(true)
   }
 
   /** On SSE a change of channels opens the stream again (once for several changes in a row), resuming from the last event id. */
   private queueReopen (): void {
-    if (this.activeTransport !== 'sse' || this.reopenQueued) return
+    if (this.choice.current !== 'sse' || this.reopenQueued) return
     this.reopenQueued = true
     queueMicrotask(() => {
       this.reopenQueued = false
-      const stream = this.stream
-      if (this.stopped || stream === null || sameChannels(stream.channels, this.channelSet)) return
-      this.dropStream()
-      void this.open(true)
+      const channels = this.conn?.channels ?? null
+      const same = channels !== null && channels.size === this.channelSet.size && [...channels].every(c => this.channelSet.has(c))
+      if (!this.stopped && channels !== null && !same) this.reopen('channels changed')
     })
-  }
-
-  /** Restarts the SSE silence watchdog: the server sends a comment at least every 30 s. */
-  private watchStream (): void {
-    const hb = this.heartbeatOptions()
-    if (hb === null) return
-    this.clearTimer('heartbeatTimer')
-    const stream = this.stream
-    this.heartbeatTimer = this.timers.setTimeout(() => {
-      this.heartbeatTimer = null
-      if (this.stream !== stream) return
-      this.dropStream()
-      this.retry('backoff')
-    }, hb.interval + hb.timeout)
   }
 
   /** The token was refused: try once more with a fresh one from getToken(), else stop and say why. */
@@ -839,19 +327,15 @@ export class CitasLiveClient {
     const delay = kind === 'now' ? 0 : kind === 'restart' ? restartDelay(this.opts.backoff, this.random) : backoffDelay(this.attempts, this.opts.backoff, this.random)
     this.attempts++
     this.announced.clear()
-    this.clearTimer('retryTimer')
-    this.retryTimer = this.timers.setTimeout(() => {
-      this.retryTimer = null
-      void this.open()
-    }, delay)
+    this.retryTimer.set(delay, () => { void this.open() })
     this.setState('reconnecting', { delay })
   }
 
   private stop (error?: CitasLiveError): void {
     this.stopped = true
     this.generation++
-    this.clearTimers()
-    this.dropConnection(1000, 'client closed', true)
+    this.retryTimer.clear()
+    this.dropConnection('client closed', true)
     this.announced.clear()
     for (const remove of this.removePageEvents) remove()
     this.removePageEvents = []
@@ -859,53 +343,19 @@ export class CitasLiveClient {
     this.setState('disconnected', error === undefined ? {} : { error })
   }
 
-  private dropConnection (code: number, reason: string, graceful = false): void {
-    this.dropSocket(code, reason, graceful)
-    this.dropStream()
+  /** Forgets the current connection at once and closes it, unless it ended by itself (`graceful`: close() asked). */
+  private dropConnection (reason = '', graceful = false): void {
+    const conn = this.conn
+    this.conn = null
+    this.stableTimer.clear()
+    this.pendingIds.clear()
+    conn?.close(reason, graceful)
   }
 
-  /** Forgets the current SSE stream at once and aborts its request. */
-  private dropStream (): void {
-    const stream = this.stream
-    if (stream === null) return
-    this.stream = null
-    this.clearConnectionTimers()
-    try {
-      stream.controller?.abort()
-    } catch {}
-    void stream.reader?.cancel().catch(() => {})
-  }
-
-  /**
-   * Forgets the current socket at once: a dead connection may take long to report its close.
-   * `graceful` (close()): a normal close handshake; otherwise ws's terminate() where there is one.
-   */
-  private dropSocket (code: number, reason: string, graceful = false): void {
-    const socket = this.socket
-    if (socket === null) return
-    this.socket = null
-    this.clearConnectionTimers()
-    socket.onopen = null
-    socket.onmessage = null
-    socket.onclose = null
-    socket.onerror = () => {}
-    try {
-      const terminate = (socket as { terminate?: () => void }).terminate
-      if (!graceful && typeof terminate === 'function') terminate.call(socket)
-      else socket.close(code, reason)
-    } catch {}
-  }
-
-  private onMessage (raw: unknown): void {
-    if (typeof raw !== 'string') raw = String(raw)
-    let message: ServerMessage
-    try {
-      message = JSON.parse(raw as string) as ServerMessage
-    } catch {
-      return
-    }
-    if (typeof message !== 'object' || message === null || typeof message.type !== 'string') return
-    this.handleMessage(message)
+  /** An SSE stream opened again on a healthy connection (other channels, a fresh token), with the current token. */
+  private reopen (reason: string): void {
+    this.dropConnection(reason)
+    void this.open(true)
   }
 
   /** A server message, from either transport. */
@@ -927,8 +377,7 @@ export class CitasLiveClient {
         return
       case 'error': {
         const code = typeof data?.code === 'string' ? data.code : 'internal'
-        // The channel is named in data.channel when the server ends a subscription on its own (a
-        // refresh that no longer allows it, a deleted business); an answer to a subscribe has its id.
+        // data.channel when the server ends a subscription on its own (a narrower refresh, a deleted business); else the subscribe's id.
         const channel = typeof data?.channel === 'string'
           ? data.channel
           : message.id === undefined ? undefined : this.pendingIds.get(String(message.id))
@@ -945,17 +394,21 @@ export class CitasLiveClient {
     }
   }
 
-  /** The server warned that the token expires soon: hand it a fresh one on the open connection. */
+  /** The token expires soon: a fresh one goes in a `refresh` message, or, as a stream has none, in a reopened stream. */
   private async refreshToken (): Promise<void> {
     if (this.opts.getToken === undefined) return
-    const socket = this.socket
+    const conn = this.conn
+    let token: string
     try {
-      const token = await this.opts.getToken()
+      token = await this.opts.getToken()
       this.token = token
-      if (this.socket === socket) this.send({ type: 'refresh', data: { token } })
     } catch (err) {
-      this.emit('error', new CitasLiveError('token', `getToken() failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+      this.emit('error', tokenError(err))
+      return
     }
+    if (this.conn !== conn || conn === null || this.stopped) return
+    if (conn.channels === null) this.send({ type: 'refresh', data: { token } })
+    else this.reopen('token refresh')
   }
 
   private sendSubscribe (channel: string): void {
@@ -963,58 +416,7 @@ export class CitasLiveClient {
     if (this.send({ type: 'subscribe', id, data: { channel } })) this.pendingIds.set(id, channel)
   }
 
-  private send (message: unknown): boolean {
-    const socket = this.socket
-    if (socket === null || socket.readyState !== OPEN || this.currentState !== 'connected') return false
-    socket.send(JSON.stringify(message))
-    return true
-  }
-
-  private heartbeatOptions (): { interval: number, timeout: number } | null {
-    const hb = this.opts.heartbeat
-    if (hb === false) return null
-    return { interval: hb?.interval ?? 25_000, timeout: hb?.timeout ?? 10_000 }
-  }
-
-  /** Any message proves the connection alive: the next ping goes out after `interval` of silence. */
-  private scheduleHeartbeat (): void {
-    const hb = this.heartbeatOptions()
-    if (hb === null || this.socket === null) return
-    this.clearTimer('pongTimer')
-    this.clearTimer('heartbeatTimer')
-    this.heartbeatTimer = this.timers.setTimeout(() => {
-      this.heartbeatTimer = null
-      this.ping()
-    }, hb.interval)
-  }
-
-  private ping (): void {
-    const hb = this.heartbeatOptions()
-    if (hb === null || !this.send({ type: 'ping' })) return
-    this.clearTimer('heartbeatTimer')
-    this.pongTimer = this.timers.setTimeout(() => {
-      this.pongTimer = null
-      if (this.socket === null) return
-      this.dropSocket(4000, 'heartbeat timeout')
-      this.retry('backoff')
-    }, hb.timeout)
-  }
-
-  private clearTimer (name: 'retryTimer' | 'connectTimer' | 'stableTimer' | 'heartbeatTimer' | 'pongTimer'): void {
-    if (this[name] !== null) this.timers.clearTimeout(this[name])
-    this[name] = null
-  }
-
-  private clearConnectionTimers (): void {
-    this.clearTimer('connectTimer')
-    this.clearTimer('stableTimer')
-    this.clearTimer('heartbeatTimer')
-    this.clearTimer('pongTimer')
-    this.pendingIds.clear()
-  }
-
-  private clearTimers (): void {
-    this.clearTimer('retryTimer')
-    this.clearConnectionTimers()
+  private send (message: ClientFrame): boolean {
+    return this.currentState === 'connected' && this.conn !== null && this.conn.send(message)
   }
 }

@@ -1,9 +1,6 @@
-export {
-  connect, toChannel, CitasLiveClient, CitasLiveError,
-  type ConnectOptions, type ConnectionState, type StateChange, type Stats, type ServerMessage, type ClientEvents,
-  type WebSocketLike, type WebSocketConstructor, type Timers, type PageEvents,
-  type Transport, type FetchFunction, type FetchResponse, type StreamReader
-} from './client.js'
+// The client SDK's public entry (`citas-live/client`): what a browser or Node application imports.
+export { connect, toChannel, CitasLiveClient } from './client.js'
+export * from './types.js'
 export { EventStreamParser, type StreamEvent, type EventStreamHandlers } from './sse.js'
 export { backoffCeiling, backoffDelay, restartDelay, BACKOFF_DEFAULTS, type BackoffOptions } from './backoff.js'
 export { decodeToken, negociosOf, isExpired, type TokenClaims } from './token.js'
