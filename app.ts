@@ -1,6 +1,5 @@
 import type { FastifyError, FastifyInstance, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import fastifySwagger from '@fastify/swagger'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.js'
 import authPlugin, { type AuthPluginOptions } from './plugins/auth.js'
 import statsPlugin, { type StatsPluginOptions } from './plugins/stats.js'
@@ -12,13 +11,13 @@ import limitsPlugin, { type LimitsPluginOptions } from './plugins/limits.js'
 import expiryPlugin, { type ExpiryPluginOptions } from './plugins/expiry.js'
 import dbMonitorPlugin, { type DbMonitorPluginOptions } from './plugins/db-monitor.js'
 import wsRoutes, { MAX_REFRESH_FRAME } from './routes/ws.js'
+import openApiPlugin, { type OpenApiOptions } from './plugins/openapi.js'
 import notifyRoutes from './routes/notify.js'
 import sseRoutes, { type SseRoutesOptions } from './routes/sse.js'
 import healthRoutes from './routes/health.js'
 import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
-import { SECURITY_SCHEMES } from './routes/schemas.js'
-import { isAppError } from './services/errors.js'
-import { redactUrl, requestForLog } from './services/redact.js'
+import { isAppError, replyError } from './services/http/errors.js'
+import { redactUrl, requestForLog } from './services/http/redact.js'
 import { kCitasLive, type CitasLive } from './plugins/namespace.js'
 export { citasOf, type CitasLive } from './plugins/namespace.js'
 import { registerWebsocket } from './plugins/websocket.js'
@@ -64,13 +63,6 @@ export interface AppOptions {
    * citas-live routes in its own document either way.
    */
   openapi?: boolean | OpenApiOptions
-}
-
-export interface OpenApiOptions {
-  /** Also serve Swagger UI at `<prefix>/documentation` (needs the optional @fastify/swagger-ui package). */
-  ui?: boolean
-  /** Version shown in the document's info; default the package's. */
-  version?: string
 }
 
 /**
@@ -120,7 +112,7 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
 
   // Before the routes: @fastify/swagger collects them as they are added.
   if (opts.openapi !== undefined && opts.openapi !== false) {
-    await registerOpenApi(fastify, opts.openapi === true ? {} : opts.openapi, own.prefix)
+    await fastify.register(openApiPlugin, { ...(opts.openapi === true ? {} : opts.openapi), prefix: own.prefix })
   }
   await fastify.register(routes, {
     prefix: own.prefix,
@@ -132,42 +124,6 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
     // register types want serializers to return strings; pino, like route-level ones, takes any value.)
     logSerializers: { req: requestForLog as unknown as (value: unknown) => string }
   })
-}
-
-async function registerOpenApi (fastify: FastifyInstance, opts: OpenApiOptions, prefix: string) {
-  if (!fastify.hasDecorator('swagger')) {
-    await fastify.register(fastifySwagger, {
-      openapi: {
-        openapi: '3.1.0',
-        info: {
-          title: 'citas-live',
-          description: 'Live appointment statistics. The WebSocket protocol behind GET /ws is described by docs/asyncapi.yaml.',
-          version: opts.version ?? '0.1.0'
-        },
-        tags: [
-          { name: 'notify', description: 'Called by the REST API that owns the citas' },
-          { name: 'websocket', description: 'The upgrade endpoint; messages in the AsyncAPI document' },
-          { name: 'health', description: 'Probes for load balancers and orchestrators' }
-        ],
-        components: { securitySchemes: SECURITY_SCHEMES }
-      },
-      // @fastify/websocket hides every websocket route; show ours, whose schema only documents the upgrade.
-      transform: ({ schema, url, route }) => ({
-        url,
-        schema: route.websocket === true && schema?.tags?.includes('websocket') === true ? { ...schema, hide: false } : schema
-      })
-    })
-  }
-  const routePrefix = `${prefix}/documentation`
-  if (opts.ui === true) {
-    const ui = await import('@fastify/swagger-ui').catch((err: unknown) => {
-      throw new Error('citas-live: openapi.ui needs the @fastify/swagger-ui package (npm install @fastify/swagger-ui)', { cause: err })
-    })
-    // Swagger UI also serves the document at <routePrefix>/json.
-    await fastify.register(ui.default, { routePrefix })
-    return
-  }
-  fastify.get(`${routePrefix}/json`, { schema: { hide: true } }, async () => fastify.swagger())
 }
 
 /**
@@ -197,27 +153,18 @@ async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOpt
     fastify.setNotFoundHandler((request, reply) => {
       const url = redactUrl(request.url)
       request.log.info({ method: request.method, url }, 'route not found')
-      return reply.code(404).send({ statusCode: 404, code: 'not_found', error: 'Not Found', message: `Route ${request.method}:${url} not found` })
+      return replyError(reply, 404, 'not_found', `Route ${request.method}:${url} not found`)
     })
   }
   fastify.setErrorHandler((err: FastifyError, request, reply) => {
     if (isAppError(err)) {
       if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
-      return reply.code(err.statusCode).send({
-        statusCode: err.statusCode, code: err.code, error: errorName(err.statusCode), message: err.message
-      })
+      return replyError(reply, err.statusCode, err.code, err.message)
     }
-    if (err.validation !== undefined) {
-      return reply.code(400).send({ statusCode: 400, code: 'bad_request', error: 'Bad Request', message: err.message })
-    }
+    if (err.validation !== undefined) return replyError(reply, 400, 'bad_request', err.message)
     const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500
     if (status === 500) request.log.error({ err }, 'request failed')
-    return reply.code(status).send({
-      statusCode: status,
-      code: status === 500 ? 'internal' : 'bad_request',
-      error: errorName(status),
-      message: status === 500 ? 'internal error' : err.message
-    })
+    return replyError(reply, status, status === 500 ? 'internal' : 'bad_request', status === 500 ? 'internal error' : err.message)
   })
 
   await fastify.register(healthRoutes)
@@ -229,17 +176,3 @@ async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOpt
 }
 
 export default fp(citasLive, { fastify: '5.x', name: 'citas-live' })
-
-function errorName (status: number): string {
-  switch (status) {
-    case 400: return 'Bad Request'
-    case 401: return 'Unauthorized'
-    case 403: return 'Forbidden'
-    case 404: return 'Not Found'
-    case 413: return 'Payload Too Large'
-    case 415: return 'Unsupported Media Type'
-    case 429: return 'Too Many Requests'
-    case 503: return 'Service Unavailable'
-    default: return status >= 500 ? 'Internal Server Error' : 'Bad Request'
-  }
-}

@@ -1,6 +1,6 @@
 import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { createNetworkMatcher, normalizeOrigin } from './services/limits.js'
+import { createNetworkMatcher, normalizeOrigin } from './services/http/limits.js'
 import { AppOwnOptions, type AppOptions } from './app.js'
 import { AuthOptions } from './plugins/auth.js'
 import { DbOptions } from './plugins/db.js'

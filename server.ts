@@ -7,11 +7,11 @@ import { join } from 'node:path'
 import app, { closeUnreadRequestsIn } from './app.js'
 import type { CitasLive } from './plugins/namespace.js'
 import { busKind, commaList, ConfigError, loadEnv, optionsFromEnv, trustProxy, type Env } from './config.js'
-import { loggerOptions } from './services/logging.js'
-import { migrate } from './services/migrate.js'
-import { seedDemo, startDemoActivity } from './services/demo.js'
-import { keptSecret, startEmbeddedPostgres, type EmbeddedPostgres } from './services/embedded-postgres.js'
-import { portHolder } from './services/processes.js'
+import { loggerOptions } from './services/http/logging.js'
+import { migrate } from './db/migrations.js'
+import { seedDemo, startDemoActivity } from './services/demo/demo.js'
+import { keptSecret, startEmbeddedPostgres, type EmbeddedPostgres } from './services/demo/embedded-postgres.js'
+import { portHolder } from './services/demo/processes.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

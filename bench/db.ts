@@ -1,6 +1,6 @@
 import pg from 'pg'
-import { migrate } from '../services/migrate.js'
-import { STATS_SQL } from '../services/stats.js'
+import { migrate } from '../db/migrations.js'
+import { STATS_SQL } from '../services/live/stats.js'
 import { now, percentiles } from './lib.js'
 
 export const negocioId = (i: number): string => `n${String(i).padStart(4, '0')}`

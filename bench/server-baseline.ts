@@ -16,7 +16,7 @@ import type { AddressInfo } from 'node:net'
 import pg from 'pg'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { createVerifier } from 'fast-jwt'
-import { STATS_SQL } from '../services/stats.js'
+import { STATS_SQL } from '../services/live/stats.js'
 import { serveIpc } from './ipc.js'
 
 interface Claims { negocio_id?: unknown, negocios?: unknown, role?: unknown }

@@ -6,7 +6,7 @@ import Fastify from 'fastify'
 import type { AddressInfo } from 'node:net'
 import app from '../app.js'
 import type { CitasLive } from '../plugins/namespace.js'
-import { loggerOptions } from '../services/logging.js'
+import { loggerOptions } from '../services/http/logging.js'
 import { forcePublic, type AdapterName } from '../services/adapters/guard.js'
 import { serveIpc } from './ipc.js'
 

@@ -1,6 +1,6 @@
 import pg from 'pg'
 import { ConfigError, loadEnv } from '../config.js'
-import { migrate } from '../services/migrate.js'
+import { migrate } from './migrations.js'
 
 // `npm run db:migrate`: applies db/migrations/*.sql to DATABASE_URL. Safe to run again.
 try {

@@ -4,10 +4,10 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { provide } from './namespace.js'
 import { resolveOptions } from './options.js'
-import { AppError } from '../services/errors.js'
-import { isNegocioId } from '../services/protocol.js'
-import { createNetworkMatcher } from '../services/limits.js'
-import type { Access } from '../services/hub.js'
+import { AppError } from '../services/http/errors.js'
+import { isNegocioId } from '../services/live/messages.js'
+import { createNetworkMatcher } from '../services/http/limits.js'
+import type { Access } from '../services/live/hub.js'
 
 const ClaimName = (def: string, description: string) => Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: def, description })
 
@@ -41,6 +41,10 @@ export type AuthPluginOptions = Partial<Omit<AuthSchemaOptions, 'claims'>> & {
 export type Claims = Record<string, unknown>
 
 export type Auth = ReturnType<typeof createAuth>
+
+declare module './namespace.js' {
+  interface CitasLive { auth: Auth }
+}
 
 const jwtMessages: Record<string, string> = {
   FAST_JWT_EXPIRED: 'token expired',

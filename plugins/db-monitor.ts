@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Int, resolveOptions } from './options.js'
-import { createDbMonitor, createReadiness, type Readiness } from '../services/db-monitor.js'
+import { createDbMonitor, createReadiness, type Readiness } from '../services/live/db-monitor.js'
 import { citasOf, provide } from './namespace.js'
 
 export const DbMonitorOptions = Type.Object({
@@ -19,6 +19,10 @@ export type DbMonitor = ReturnType<typeof createDbMonitor> & {
    * about 100 ms even when the database hangs, and not ready while a failure is being probed.
    */
   readiness: () => Promise<Readiness>
+}
+
+declare module './namespace.js' {
+  interface CitasLive { dbMonitor: DbMonitor }
 }
 
 /**

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Int, resolveOptions } from './options.js'
-import { sweepExpiry } from '../services/expiry.js'
+import { sweepExpiry } from '../services/live/expiry.js'
 import { citasOf } from './namespace.js'
 
 export const ExpiryOptions = Type.Object({

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Int, resolveOptions } from './options.js'
-import { createHub } from '../services/hub.js'
+import { createHub } from '../services/live/hub.js'
 import { provide } from './namespace.js'
 import { CLOSE } from '../protocol.js'
 
@@ -19,7 +19,7 @@ async function hubPlugin (fastify: FastifyInstance, options: HubPluginOptions) {
   const hub = createHub({ maxBufferedBytes, stallTimeoutMs })
   provide(fastify, 'hub', hub)
 
-  const timer = setInterval(hub.sweep, heartbeatMs)
+  const timer = setInterval(() => { hub.sweep(conn => conn.transport === 'websocket') }, heartbeatMs)
   timer.unref()
   let cutTimer: ReturnType<typeof setTimeout> | undefined
 

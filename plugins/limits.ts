@@ -3,10 +3,10 @@ import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Int, resolveOptions } from './options.js'
 import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
-import { AppError } from '../services/errors.js'
-import { clientAddress, createConnectionCounter, createNetworkMatcher, createOriginCheck } from '../services/limits.js'
+import { AppError } from '../services/http/errors.js'
+import { clientAddress, createConnectionCounter, createNetworkMatcher, createOriginCheck } from '../services/http/limits.js'
 import type { FastifyRequest } from 'fastify'
-import { takeToken, type BucketState } from '../services/token-bucket.js'
+import { takeToken, type BucketState } from '../services/transports/token-bucket.js'
 import { citasOf, provide } from './namespace.js'
 
 export const LimitsOptions = Type.Object({
@@ -27,6 +27,10 @@ export const LimitsOptions = Type.Object({
 export type LimitsPluginOptions = Partial<Static<typeof LimitsOptions>>
 
 export type Limits = ReturnType<typeof createLimits>
+
+declare module './namespace.js' {
+  interface CitasLive { limits: Limits }
+}
 
 function createLimits (options: LimitsPluginOptions) {
   const opts = resolveOptions('limits', LimitsOptions, options)

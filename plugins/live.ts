@@ -2,18 +2,17 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type pg from 'pg'
 import { randomUUID } from 'node:crypto'
-import { createLiveStats, type BusMessage } from '../services/live-stats.js'
-import { createPgSession, type PgSession } from '../services/pg-session.js'
+import { createLiveStats } from '../services/live/live-stats.js'
+import { createPgSession, type PgSession } from '../services/bus/pg-session.js'
 import { poolSettings } from '../services/adapters/pg-pool.js'
-import { createRedisBus } from '../services/redis-bus.js'
-import { BUS_DROP_REASONS, createBusCodec, MAX_CHANGED_IDS, type BusCodec, type BusDropReason } from '../services/bus-codec.js'
-import { createBusOutbox } from '../services/bus-outbox.js'
-import { createChangeCapture, type CaptureRole } from '../services/change-capture.js'
+import { createBus, type BusKind } from '../services/bus/bus.js'
+import { MAX_CHANGED_IDS, type BusDropReason } from '../services/bus/codec.js'
+import { createChangeCapture, type CaptureRole } from '../services/bus/change-capture.js'
 import { Type, type Static } from '@sinclair/typebox'
 import { citasOf, provide } from './namespace.js'
 import { Int, resolveOptions } from './options.js'
 
-export type BusKind = 'memory' | 'postgres' | 'redis'
+export type { BusKind }
 
 export const LiveOptions = Type.Object({
   bus: Type.Union([Type.Literal('postgres'), Type.Literal('redis'), Type.Literal('memory')], {
@@ -39,13 +38,6 @@ export const LiveOptions = Type.Object({
 export type LivePluginOptions = Partial<Omit<Static<typeof LiveOptions>, 'session'>> & {
   session?: pg.ClientConfig | string
 }
-
-/**
- * NOTIFY channel of the stats bus between instances: named after the bus key, as the Redis one, so
- * deployments with other keys never hear each other, and a role of the database that does not know
- * the key cannot name it (no role can list the channels other sessions LISTEN on).
- */
-export const pgBusChannel = (codec: Pick<BusCodec, 'channelTag'>): string => `citas_live_bus_${codec.channelTag}`
 
 /** What /ready and the metrics show of the bus and of change capture. */
 export interface LiveStatus {
@@ -78,51 +70,41 @@ export type Live = ReturnType<typeof createLiveStats> & {
   resyncAfterOutage: (downSince: number) => Promise<boolean>
 }
 
-/** A refused bus message is logged at most this often (with the counts since), so a flood cannot flood the log. */
-const DROP_LOG_INTERVAL_MS = 60_000
+declare module './namespace.js' {
+  interface CitasLive { live: Live }
+}
 
 async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions) {
   const opts = resolveOptions('live', LiveOptions, options)
-  const busKind = opts.bus
-  if (busKind === 'redis' && opts.redisUrl === undefined) {
-    throw new Error('citas-live live plugin: invalid option redisUrl: the redis bus needs it')
-  }
   const { changeCapture, reconcileSeconds } = opts
-  if (busKind !== 'memory' && opts.busSecret === undefined) {
-    throw new Error(`citas-live live plugin: the ${busKind} bus signs its messages: pass busSecret (or auth.secret) of at least 16 characters, the same on every instance`)
-  }
-  // The memory bus sends nothing; its codec, under a key of its own, is never used.
-  const codec = createBusCodec(busKind === 'memory' ? randomUUID() + randomUUID() : opts.busSecret as string)
-  const busChannel = pgBusChannel(codec)
   const log = fastify.log
   const origin = opts.instanceId ?? randomUUID()
   const ns = citasOf(fastify)
   const pool = ns.pool
   const timing = { heartbeatMs: opts.heartbeatMs, deadlineMs: opts.deadlineMs }
 
-  const dropped = Object.fromEntries(BUS_DROP_REASONS.map((reason) => [reason, 0])) as Record<BusDropReason, number>
-  let lastDropLog = 0
-  let droppedSinceLog = 0
-  const onBusPayload = (payload: string): void => {
-    const decoded = codec.decode(payload)
-    if (decoded.ok) {
-      live.deliver(decoded.message)
-      return
-    }
-    dropped[decoded.reason]++
-    droppedSinceLog++
-    const at = Date.now()
-    if (at - lastDropLog >= DROP_LOG_INTERVAL_MS) {
-      log.warn({ reason: decoded.reason, dropped: droppedSinceLog, totals: { ...dropped } }, 'refused bus messages (forged or corrupt): is something else writing to the bus channel?')
-      lastDropLog = at
-      droppedSinceLog = 0
-    }
-  }
   // Whatever the bus carried while this instance could not hear it is lost: recompute what it shows.
   const resync = (what: string) => {
     log.info(`${what}: recomputing every channel with subscribers`)
     live.resyncAll().catch(() => {})
   }
+  let bus: ReturnType<typeof createBus>
+  try {
+    bus = createBus({
+      kind: opts.bus,
+      ...(opts.busSecret !== undefined ? { secret: opts.busSecret } : {}),
+      ...(opts.redisUrl !== undefined ? { redisUrl: opts.redisUrl } : {}),
+      name: origin,
+      ...timing,
+      notify: async (channel, payload) => await pool.query('SELECT pg_notify($1, $2)', [channel, payload]),
+      onMessage: (message) => live.deliver(message),
+      onSubscribed: (first) => { resync(first ? 'redis bus subscribed' : 'redis bus subscribed again') },
+      log
+    })
+  } catch (err) {
+    throw new Error(`citas-live live plugin: ${(err as Error).message}`)
+  }
+  const busKind = bus.kind
   let sessionLostAt = 0
   /**
    * The resync of the session's last reconnect, once it has started (a new leader's: once its first
@@ -130,35 +112,13 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
    */
   let reconnectResync: Promise<void> = Promise.resolve()
 
-  let send: ((m: BusMessage) => Promise<void>) | undefined
-  let redis: ReturnType<typeof createRedisBus> | undefined
-  if (busKind === 'postgres') {
-    send = async (m) => { await pool.query('SELECT pg_notify($1, $2)', [busChannel, codec.encode(m)]) }
-  } else if (busKind === 'redis') {
-    redis = createRedisBus({
-      url: opts.redisUrl as string,
-      channel: `citas-live:stats:${codec.channelTag}`,
-      name: origin,
-      ...timing,
-      onMessage: onBusPayload,
-      // The first subscription too: Redis may have come up long after this instance started.
-      onSubscribed: (first) => { resync(first ? 'redis bus subscribed' : 'redis bus subscribed again') },
-      onDown: () => log.warn('redis bus connection lost; reconnecting'),
-      onError: (err) => log.warn({ err }, 'redis bus error')
-    })
-    const r = redis
-    send = async (m) => { await r.publish(codec.encode(m)) }
-  }
-  const outbox = send === undefined ? undefined : createBusOutbox(send, { onError: (err) => log.debug({ err }, 'bus still unreachable; will send again') })
-  redis?.onPublisherReady(() => { outbox?.flush().catch(() => {}) })
-
   /** Hands drained changes to this instance and, in messages of at most MAX_CHANGED_IDS, to the others. */
   async function onChanges (ids: string[]): Promise<void> {
     if (!changeCapture) return
     live.changed(ids)
-    if (outbox === undefined) return
+    if (bus.publish === undefined) return
     for (let i = 0; i < ids.length; i += MAX_CHANGED_IDS) {
-      await outbox.publish({ origin, changed: ids.slice(i, i + MAX_CHANGED_IDS) })
+      await bus.publish({ origin, changed: ids.slice(i, i + MAX_CHANGED_IDS) })
     }
   }
 
@@ -173,9 +133,9 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   // The session's callbacks run only once it is started (onReady), after `capture` below exists.
   const session: PgSession = createPgSession({
     connection: sessionConnection,
-    channels: busKind === 'postgres' ? [busChannel] : [],
+    channels: busKind === 'postgres' ? [bus.channel] : [],
     ...timing,
-    onNotification: (_channel, payload) => onBusPayload(payload),
+    onNotification: (_channel, payload) => bus.receive(payload),
     onConnect: (first) => {
       const attempt = capture.sessionUp()
       if (first) return
@@ -221,7 +181,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     stats: ns.stats,
     hub: ns.hub,
     origin,
-    ...(outbox !== undefined ? { broadcast: outbox.publish } : {}),
+    ...(bus.publish !== undefined ? { broadcast: bus.publish } : {}),
     ...(changeCapture ? { barrier: async () => await capture.poll() } : {}),
     coalesceMs: opts.coalesceMs,
     resyncConcurrency: opts.resyncConcurrency,
@@ -242,7 +202,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   }
 
   const status = (): LiveStatus => ({
-    bus: { kind: busKind, up: busKind === 'memory' ? true : busKind === 'redis' ? (redis as NonNullable<typeof redis>).up : session.connected },
+    bus: { kind: busKind, up: bus.up(session.connected) },
     changeCapture: {
       mode: !changeCapture ? 'off' : capture.failing ? 'failing' : 'table',
       role: capture.role,
@@ -254,8 +214,8 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   // defineProperties, not Object.assign: the getters must stay getters.
   provide(fastify, 'live', Object.defineProperties(live, {
     bus: { value: busKind, enumerable: true },
-    busReconnects: { get: () => session.reconnects + (redis?.reconnects ?? 0), enumerable: true },
-    busDropped: { value: dropped, enumerable: true },
+    busReconnects: { get: () => session.reconnects + bus.reconnects, enumerable: true },
+    busDropped: { value: bus.dropped, enumerable: true },
     captureChanges: { get: () => capture.changes, enumerable: true },
     capturePolls: { get: () => capture.polls, enumerable: true },
     captureCompactions: { get: () => capture.compactions, enumerable: true },
@@ -272,7 +232,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
       ? 'change capture: on, from the change table the citas trigger fills (no NOTIFY on the write path); one instance at a time drains it'
       : 'change capture: off (CHANGE_CAPTURE=off): direct SQL writes reach dashboards only through /notify/cita')
     await session.start()
-    redis?.start()
+    bus.start()
     if (reconcileSeconds > 0) {
       reconcileTimer = setInterval(() => { live.resyncAll().catch(() => {}) }, reconcileSeconds * 1000)
       reconcileTimer.unref()
@@ -282,9 +242,8 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     if (reconcileTimer !== undefined) clearInterval(reconcileTimer)
     live.close()
     capture.close()
-    outbox?.close()
     await session.close()
-    await redis?.close()
+    await bus.close()
   })
 }
 

@@ -1,6 +1,6 @@
 /* eslint-disable no-new -- prom-client metrics register themselves in the registry they are made with */
 import fp from 'fastify-plugin'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import { createServer, type Server } from 'node:http'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { Type, type Static } from '@sinclair/typebox'
@@ -15,9 +15,6 @@ export const MetricsOptions = Type.Object({
 })
 export type MetricsPluginOptions = Partial<Static<typeof MetricsOptions>>
 
-const NOTIFY_URL = '/notify/cita'
-const ACTIONS = new Set(['created', 'updated', 'deleted', 'status_changed'])
-
 async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOptions) {
   const opts = resolveOptions('metrics', MetricsOptions, options)
   const { hub, live, stats } = citasOf(fastify)
@@ -31,8 +28,10 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
     labelNames: ['transport'],
     registers: [register],
     collect () {
-      this.set({ transport: 'websocket' }, hub.connectionCount - hub.sseCount)
-      this.set({ transport: 'sse' }, hub.sseCount)
+      let sse = 0
+      for (const conn of hub.connections) if (conn.transport === 'sse') sse++
+      this.set({ transport: 'websocket' }, hub.connectionCount - sse)
+      this.set({ transport: 'sse' }, sse)
     }
   })
   new Gauge({ name: 'citas_live_subscriptions', help: 'Channel subscriptions over all connections', registers: [register], collect () { this.set(hub.subscriptionCount) } })
@@ -109,22 +108,12 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [register]
   })
-  // Only POST /notify/cita gets the hook: a global one would run (and set up response listeners)
-  // on every request, WebSocket upgrades included.
-  const observeNotify = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const body = request.body as { action?: unknown } | undefined
-    // Only the known actions become label values: anything else would let callers grow the series.
-    const action = typeof body?.action === 'string' && ACTIONS.has(body.action) ? body.action : 'invalid'
-    notifies.inc({ action, status: String(reply.statusCode) })
-    if (reply.statusCode === 200) notifyDuration.observe(reply.elapsedTime / 1000)
-  }
-  fastify.addHook('onRoute', (route) => {
-    if (route.method !== 'POST' || !route.url.endsWith(NOTIFY_URL)) return
-    const own = route.onResponse
-    route.onResponse = own === undefined ? [observeNotify] : [...(Array.isArray(own) ? own : [own]), observeNotify]
-  })
-
   provide(fastify, 'metrics', register)
+  // The notify route tells each answered call (its action is 'invalid' unless the body passed validation).
+  provide(fastify, 'observeNotify', (action, status, seconds) => {
+    notifies.inc({ action, status: String(status) })
+    if (status === 200) notifyDuration.observe(seconds)
+  })
 
   let server: Server | undefined
   if (opts.port !== undefined) {

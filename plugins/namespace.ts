@@ -1,17 +1,15 @@
 import type { FastifyInstance } from 'fastify'
 import type { Pool, PoolConfig } from 'pg'
 import type { Registry } from 'prom-client'
-import type { Auth } from './auth.js'
-import type { Hub } from '../services/hub.js'
-import type { StatsService } from '../services/stats.js'
-import type { Live } from './live.js'
-import type { Limits } from './limits.js'
-import type { DbMonitor } from './db-monitor.js'
+import type { Hub } from '../services/live/hub.js'
+import type { StatsService } from '../services/live/stats.js'
 
 /**
  * Everything citas-live keeps per registration, under one name. The plugins fill it in as they are
  * registered (each one its field); the routes read it. A host app sees it only if it asked for it
  * (`decorator` of the app plugin), never as loose decorators that could collide with its own.
+ * Plugins whose type lives with them add their field from their own file (`declare module`), so
+ * this file imports none of them.
  */
 export interface CitasLive {
   /** The pool citas-live queries through (its own, the host's, or @fastify/postgres's). */
@@ -21,14 +19,12 @@ export interface CitasLive {
    * undefined for a pool the host app passed.
    */
   poolConfig: PoolConfig | undefined
-  auth: Auth
   stats: StatsService
   hub: Hub
-  live: Live
-  limits: Limits
-  dbMonitor: DbMonitor
   /** This registration's Prometheus registry (never the global one). */
   metrics: Registry
+  /** Counts an answered /notify/cita call (absent with metrics off). */
+  observeNotify?: (action: string, status: number, seconds: number) => void
 }
 
 /** The key of the namespace on a Fastify instance: a symbol, so it can clash with no host decorator. */

@@ -1,6 +1,6 @@
 import { FormatRegistry, Type, type Static, type TObject, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { isValidTimeZone } from '../services/stats.js'
+import { isValidTimeZone } from '../services/live/stats.js'
 
 // Formats the option schemas use; checked by TypeBox like any other constraint.
 if (!FormatRegistry.Has('iana-time-zone')) FormatRegistry.Set('iana-time-zone', isValidTimeZone)

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import { createStatsService } from '../services/stats.js'
+import { createStatsService } from '../services/live/stats.js'
 import { citasOf, provide } from './namespace.js'
 import { resolveOptions } from './options.js'
 

@@ -1,3 +1,4 @@
+import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import fastifyStatic from '@fastify/static'
 import fastifyHelmet from '@fastify/helmet'
@@ -22,7 +23,7 @@ function builtDashboard (): string | null {
 }
 
 /** The live dashboard at `/` (under the app's prefix): static files only, built by `npm run build`. */
-export default async function dashboardRoutes (fastify: FastifyInstance, opts: DashboardOptions) {
+async function dashboardRoutes (fastify: FastifyInstance, opts: DashboardOptions) {
   const root = opts.root ?? builtDashboard()
   if (root === null || !existsSync(join(root, 'index.html'))) {
     fastify.log.warn({ root }, 'dashboard is not built (npm run build): it is not served')
@@ -66,3 +67,5 @@ export default async function dashboardRoutes (fastify: FastifyInstance, opts: D
     setHeaders (res) { res.setHeader('cache-control', 'no-cache') }
   })
 }
+
+export default fp(dashboardRoutes, { fastify: '5.x', name: 'citas-dashboard', dependencies: [], encapsulate: true })

@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import { tokenFromRequest } from '../plugins/auth.js'
-import { isAppError } from '../services/errors.js'
-import type { Access } from '../services/hub.js'
-import { userKeyOf } from '../services/limits.js'
+import { isAppError, replyError } from '../services/http/errors.js'
+import type { Access } from '../services/live/hub.js'
+import { userKeyOf } from '../services/http/limits.js'
 import { citasOf } from '../plugins/namespace.js'
 
 declare module 'fastify' {
@@ -41,7 +41,7 @@ export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions
       return
     }
     request.log.info({ origin: request.headers.origin }, `${what} refused: origin not allowed`)
-    reply.code(403).send({ statusCode: 403, code: 'forbidden', error: 'Forbidden', message: 'origin not allowed' })
+    replyError(reply, 403, 'forbidden', 'origin not allowed')
   }
 
   /**
@@ -64,7 +64,7 @@ export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions
         return
       }
       request.log.info({ reason: err.message }, `${what} refused`)
-      readableByOrigin(request, reply).code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: err.message })
+      replyError(readableByOrigin(request, reply), 401, 'unauthorized', err.message)
       return
     }
     // The address only when the per-IP limit is on: reading it asks the kernel for the peer address.
@@ -74,7 +74,7 @@ export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions
       : limits.perIp.enabled && limits.perIp.full(limits.clientAddress(request)) ? 'IP address' : null
     if (which !== null) {
       request.log.info({ limit: which }, `${what} refused: too many connections`)
-      readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: `too many connections for this ${which}` })
+      replyError(readableByOrigin(request, reply), 429, 'limit', `too many connections for this ${which}`)
       return
     }
     onAccepted?.(request, reply)

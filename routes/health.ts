@@ -1,3 +1,4 @@
+import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { citasOf } from '../plugins/namespace.js'
 import { HealthReply, healthDocs, NotReadyReply, ReadyReply, readyDocs } from './schemas.js'
@@ -13,7 +14,7 @@ const NOT_READY = {
  * keeps (one probe query a second at most), so probes cost nothing and answer at once even when the
  * database hangs.
  */
-export default async function healthRoutes (fastify: FastifyInstance) {
+async function healthRoutes (fastify: FastifyInstance) {
   fastify.get('/health', { schema: { ...healthDocs, response: { 200: HealthReply } } }, async () => ({ status: 'ok' }))
 
   fastify.get('/ready', { schema: { ...readyDocs, response: { 200: ReadyReply, 503: NotReadyReply } } }, async (_request, reply) => {
@@ -34,3 +35,5 @@ export default async function healthRoutes (fastify: FastifyInstance) {
     return reply.code(503).send({ status: 'unavailable', code: 'unavailable', message: NOT_READY[state.reason], ...live })
   })
 }
+
+export default fp(healthRoutes, { fastify: '5.x', name: 'citas-health', dependencies: ['citas-db-monitor', 'citas-live-stats'], encapsulate: true })

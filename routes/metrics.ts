@@ -1,3 +1,5 @@
+import fp from 'fastify-plugin'
+import { replyError } from '../services/http/errors.js'
 import type { FastifyInstance } from 'fastify'
 import { timingSafeEqual } from 'node:crypto'
 import { citasOf } from '../plugins/namespace.js'
@@ -13,13 +15,15 @@ function sameSecret (given: string, expected: string): boolean {
 }
 
 /** GET /metrics on the public port, for scrapers holding METRICS_TOKEN. */
-export default async function metricsRoutes (fastify: FastifyInstance, opts: MetricsRouteOptions) {
+async function metricsRoutes (fastify: FastifyInstance, opts: MetricsRouteOptions) {
   fastify.get('/metrics', async (request, reply) => {
     const header = request.headers.authorization ?? ''
     if (!header.startsWith('Bearer ') || !sameSecret(header.slice(7), opts.token)) {
-      return await reply.code(401).send({ statusCode: 401, code: 'unauthorized', error: 'Unauthorized', message: 'metrics need the metrics token' })
+      return await replyError(reply, 401, 'unauthorized', 'metrics need the metrics token')
     }
     const { metrics } = citasOf(fastify)
     return await reply.type(metrics.contentType).send(await metrics.metrics())
   })
 }
+
+export default fp(metricsRoutes, { fastify: '5.x', name: 'citas-metrics-route', dependencies: ['citas-metrics'], encapsulate: true })

@@ -1,13 +1,14 @@
+import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { tokenFromRequest } from '../plugins/auth.js'
 import { citasOf } from '../plugins/namespace.js'
 import { registerNotifyRateLimit } from '../plugins/limits.js'
-import { AppError } from '../services/errors.js'
-import { ErrorReply, NotifyBody, NotifyReply, notifyDocs } from './schemas.js'
+import { AppError } from '../services/http/errors.js'
+import { ErrorReply, NOTIFY_ACTIONS, NotifyBody, NotifyReply, notifyDocs } from './schemas.js'
 
 /** POST /notify/cita: the REST API says a negocio's citas changed; recompute, push, then reply. */
-export default async function notifyRoutes (fastify: FastifyInstance) {
+async function notifyRoutes (fastify: FastifyInstance) {
   const { live, auth: citasAuth, limits } = citasOf(fastify)
   const rateLimit = await registerNotifyRateLimit(fastify)
 
@@ -25,9 +26,16 @@ export default async function notifyRoutes (fastify: FastifyInstance) {
     request.citasCaller = typeof claims.sub === 'string' ? claims.sub : null
   }
 
+  const ns = citasOf(fastify)
   fastify.withTypeProvider<TypeBoxTypeProvider>().post('/notify/cita', {
     // Authenticate before the body is validated: an anonymous caller learns nothing about the schema.
     onRequest: requireService,
+    // The action is a label only once the body passed validation: callers cannot grow the series.
+    onResponse: (request, reply, done) => {
+      const action = (request.body as { action?: unknown } | undefined)?.action
+      ns.observeNotify?.((NOTIFY_ACTIONS as readonly unknown[]).includes(action) ? action as string : 'invalid', reply.statusCode, reply.elapsedTime / 1000)
+      done()
+    },
     bodyLimit: 16 * 1024,
     config: rateLimit === null ? {} : { rateLimit },
     schema: {
@@ -43,3 +51,5 @@ export default async function notifyRoutes (fastify: FastifyInstance) {
     return { ok: true as const, negocio_id: negocioId, action, delivered, bus, stats }
   })
 }
+
+export default fp(notifyRoutes, { fastify: '5.x', name: 'citas-notify', dependencies: ['citas-auth', 'citas-limits', 'citas-live-stats'], encapsulate: true })

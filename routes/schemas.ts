@@ -1,8 +1,9 @@
 import { Type, type Static } from '@sinclair/typebox'
 import type { FastifySchema } from 'fastify'
-import { NEGOCIO_ID_PATTERN } from '../services/protocol.js'
+import { NEGOCIO_ID_PATTERN } from '../services/live/messages.js'
 
-const NOTIFY_ACTIONS = ['created', 'updated', 'deleted', 'status_changed'] as const
+/** What the REST API says it did; the same list labels the notify metrics. */
+export const NOTIFY_ACTIONS = ['created', 'updated', 'deleted', 'status_changed'] as const
 /** An enum, not a union of literals: a bad value is then one clear message ("must be equal to one of the allowed values"). */
 export const NotifyAction = Type.Unsafe<typeof NOTIFY_ACTIONS[number]>({ type: 'string', enum: [...NOTIFY_ACTIONS] })
 

@@ -1,12 +1,13 @@
+import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { canWatch, Connection, type Access } from '../services/hub.js'
-import { channelErrorMessage, negocioOf } from '../services/protocol.js'
-import { SseStream, resumeVersions } from '../services/sse.js'
+import { canWatch, type Access } from '../services/live/hub.js'
+import { channelErrorMessage, negocioOf } from '../services/live/messages.js'
+import { SseConnection, resumeVersions } from '../services/transports/sse.js'
 import { citasOf } from '../plugins/namespace.js'
 import { decorateHandshake, handshakeHooks } from './handshake.js'
 import { sseDocs } from './schemas.js'
-import { lazyChildLogger } from '../services/logging.js'
-import { checkDirectWrite } from '../services/adapters/net.js'
+import { lazyChildLogger } from '../services/http/logging.js'
+import { replyError } from '../services/http/errors.js'
 
 export interface SseRoutesOptions {
   /** How often every stream gets a heartbeat comment, in ms. */
@@ -18,9 +19,9 @@ export interface SseRoutesOptions {
 /**
  * GET /sse?channels=estadisticas:a,estadisticas:b: the live stats as Server-Sent Events, for
  * browsers behind proxies that break WebSocket upgrades. The same checks as /ws, then one stream
- * that the hub writes to like a socket (services/sse.ts).
+ * that the hub writes to like a socket (services/transports/sse.ts).
  */
-export default async function sseRoutes (fastify: FastifyInstance, opts: SseRoutesOptions) {
+async function sseRoutes (fastify: FastifyInstance, opts: SseRoutesOptions) {
   const { hub, live, limits } = citasOf(fastify)
   decorateHandshake(fastify)
   const { checkOrigin, readableByOrigin, authenticate, preflight } = handshakeHooks(fastify, { what: 'event stream', protocolToken: false })
@@ -30,8 +31,7 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
     /** `channel`: the one refused, so a client can drop it and ask for the others. */
     const refuse = (status: 400 | 403, code: string, message: string, channel?: string): null => {
       request.log.info({ code }, `event stream refused: ${message}`)
-      const body = { statusCode: status, code, error: status === 400 ? 'Bad Request' : 'Forbidden', message }
-      readableByOrigin(request, reply).code(status).send(channel === undefined ? body : { ...body, channel })
+      replyError(readableByOrigin(request, reply), status, code, message, channel === undefined ? {} : { channel })
       return null
     }
     const raw = (request.query as { channels?: string }).channels ?? ''
@@ -48,7 +48,7 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
     return channels
   }
 
-  const heartbeat = setInterval(hub.heartbeatStreams, opts.heartbeatMs)
+  const heartbeat = setInterval(() => { hub.sweep(conn => conn.transport === 'sse') }, opts.heartbeatMs)
   heartbeat.unref()
   fastify.addHook('onClose', async () => { clearInterval(heartbeat) })
 
@@ -63,25 +63,22 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
     const ip = limits.perIp.enabled ? limits.clientAddress(request) : ''
     // authenticate checked the counts; count for real now, where nothing can race it.
     if (key !== null && !limits.perUser.acquire(key)) {
-      readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: 'too many connections for this user' })
+      replyError(readableByOrigin(request, reply), 429, 'limit', 'too many connections for this user')
       return
     }
     if (!limits.perIp.acquire(ip)) {
       if (key !== null) limits.perUser.release(key)
-      readableByOrigin(request, reply).code(429).send({ statusCode: 429, code: 'limit', error: 'Too Many Requests', message: 'too many connections for this IP address' })
+      replyError(readableByOrigin(request, reply), 429, 'limit', 'too many connections for this IP address')
       return
     }
 
     const lastEventId = request.headers['last-event-id']
-    const stream = new SseStream(request.raw.socket, {
+    const conn = hub.add(new SseConnection(request.raw.socket, access, {
       channels,
       resume: resumeVersions(typeof lastEventId === 'string' ? lastEventId : undefined, limits.maxSubscriptions),
       retryMs: opts.retryMs
-    })
+    }))
     reply.hijack()
-    // Broadcasts reach the socket through net-write (services/adapters/net.ts): a fallback is logged here.
-    checkDirectWrite(request.raw.socket, fastify.log)
-    const conn = hub.add(new Connection(stream, access, 'sse'))
     const release = (): void => {
       hub.remove(conn)
       if (key !== null) limits.perUser.release(key)
@@ -104,10 +101,12 @@ export default async function sseRoutes (fastify: FastifyInstance, opts: SseRout
       headers['access-control-allow-origin'] = origin
       headers.vary = 'Origin'
     }
-    stream.open(headers)
+    conn.start(headers)
     for (const channel of channels) {
       hub.subscribe(conn, channel)
-      live.sendCurrent(conn, channel, (code, message) => { stream.send(channelErrorMessage(code, message, channel)) })
+      live.sendCurrent(conn, channel, (code, message) => { conn.send(channelErrorMessage(code, message, channel)) })
     }
   })
 }
+
+export default fp(sseRoutes, { fastify: '5.x', name: 'citas-sse', dependencies: ['citas-auth', 'citas-hub', 'citas-limits', 'citas-live-stats'], encapsulate: true })

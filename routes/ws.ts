@@ -1,19 +1,20 @@
+import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
-import { isAppError } from '../services/errors.js'
-import { canWatch, Connection, type Access, type Peer } from '../services/hub.js'
-import type { BucketState } from '../services/token-bucket.js'
+import { isAppError } from '../services/http/errors.js'
+import { canWatch, type Access } from '../services/live/hub.js'
+import { WsConnection } from '../services/transports/websocket.js'
 import {
   errorMessage, negocioOf, parseClientMessage, pongMessage, refreshedMessage, replyMessage, revokedMessage,
   type ClientMessage
-} from '../services/protocol.js'
+} from '../services/live/messages.js'
 import { CLOSE } from '../protocol.js'
 import { citasOf } from '../plugins/namespace.js'
 import { decorateHandshake, handshakeHooks } from './handshake.js'
-import { checkSocket, inOneWrite } from '../services/adapters/ws.js'
+import { checkSocket } from '../services/adapters/ws.js'
 import { releaseUpgrade } from '../services/adapters/fastify-websocket.js'
 import { wsDocs } from './schemas.js'
-import { lazyChildLogger } from '../services/logging.js'
+import { lazyChildLogger } from '../services/http/logging.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -22,7 +23,6 @@ declare module 'fastify' {
   }
 }
 
-const OPEN = 1
 /**
  * Largest `refresh` frame: a token the handshake accepts can be as long as Node's header limit
  * (16 KiB), so a refresh may be larger than the frame limit that holds for every other message.
@@ -37,38 +37,11 @@ export interface WsRoutesOptions {
 /** The connection of a socket, so every socket shares one set of listeners instead of closures. */
 const kConn = Symbol('citas-live connection')
 
-/**
- * A WebSocket's hub connection with what else the socket needs: its message bucket and what its
- * close must release. One object per socket, all of it in-object (idle sockets are most of the memory).
- */
-class WsConnection extends Connection implements BucketState {
-  tokens: number
-  last: number
-  refused = 0
-
-  constructor (
-    socket: WebSocket,
-    access: Access,
-    burst: number,
-    readonly ip: string,
-    /** The per-user limit's key, null when that limit is off or did not count this socket. */
-    readonly userKey: string | null,
-    readonly ipCounted: boolean
-  ) {
-    super(socket, access)
-    this.tokens = burst
-    this.last = Date.now()
-  }
-}
 type LiveSocket = WebSocket & { [kConn]: WsConnection }
 const connOf = (socket: WebSocket): WsConnection => (socket as LiveSocket)[kConn]
 
-function send (socket: Peer, payload: string): void {
-  if (socket.readyState === OPEN) socket.send(payload)
-}
-
 /** GET /ws: token checked before the upgrade, then the subscribe/unsubscribe/ping protocol. */
-export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
+async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
   const { hub, live, auth: citasAuth, limits } = citasOf(fastify)
   const { log } = fastify
   const { maxPayload } = opts
@@ -81,82 +54,82 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
     onAccepted: (request, reply) => { request.citasUpgradeResponse = reply.raw }
   })
 
-  function subscribe (conn: Connection, msg: ClientMessage & { type: 'subscribe' }): void {
+  function subscribe (conn: WsConnection, msg: ClientMessage & { type: 'subscribe' }): void {
     const { channel, id } = msg
     const negocioId = negocioOf(channel) as string
     if (!canWatch(conn.access, negocioId)) {
-      send(conn.socket, errorMessage('forbidden', `your token does not allow ${channel}`, id))
+      conn.send(errorMessage('forbidden', `your token does not allow ${channel}`, id))
       return
     }
     if (!conn.channels.has(channel) && conn.channels.size >= limits.maxSubscriptions) {
-      send(conn.socket, errorMessage('limit', `at most ${limits.maxSubscriptions} subscriptions per connection`, id))
+      conn.send(errorMessage('limit', `at most ${limits.maxSubscriptions} subscriptions per connection`, id))
       return
     }
     hub.subscribe(conn, channel)
     // The reply and the current stats (when cached) leave in one write.
-    inOneWrite(conn.socket as WebSocket, () => {
-      send(conn.socket, replyMessage('subscribed', channel, id))
-      live.sendCurrent(conn, channel, (code, message) => { send(conn.socket, errorMessage(code, message, id)) })
+    conn.batch(() => {
+      conn.send(replyMessage('subscribed', channel, id))
+      live.sendCurrent(conn, channel, (code, message) => { conn.send(errorMessage(code, message, id)) })
     })
   }
 
   /** A fresh token for the same user: new rights and expiry; channels it no longer allows are dropped. */
-  function refresh (conn: Connection, msg: ClientMessage & { type: 'refresh' }): void {
+  function refresh (conn: WsConnection, msg: ClientMessage & { type: 'refresh' }): void {
     let access: Access
     try {
       access = citasAuth.accessOf(citasAuth.verify(msg.token))
     } catch (err) {
       if (!isAppError(err)) throw err
-      send(conn.socket, errorMessage('unauthorized', err.message, msg.id))
+      conn.send(errorMessage('unauthorized', err.message, msg.id))
       return
     }
     // Only a `sub` in both tokens proves they are the same user's; without it, reconnect instead.
     if (access.sub === undefined || conn.access.sub === undefined) {
-      send(conn.socket, errorMessage('forbidden', 'a token without sub cannot be refreshed: reconnect with the new token', msg.id))
+      conn.send(errorMessage('forbidden', 'a token without sub cannot be refreshed: reconnect with the new token', msg.id))
       return
     }
     if (access.sub !== conn.access.sub) {
-      send(conn.socket, errorMessage('forbidden', 'the new token belongs to another user', msg.id))
+      conn.send(errorMessage('forbidden', 'the new token belongs to another user', msg.id))
       return
     }
     conn.access = access
     conn.expiryNoticeFor = 0
-    send(conn.socket, refreshedMessage(access.exp, msg.id))
+    conn.send(refreshedMessage(access.exp, msg.id))
     for (const channel of [...conn.channels]) {
       if (canWatch(access, negocioOf(channel) as string)) continue
       hub.unsubscribe(conn, channel)
-      send(conn.socket, revokedMessage(channel))
+      conn.send(revokedMessage(channel))
     }
   }
 
-  function onMessage (conn: Connection, data: RawData, isBinary: boolean): void {
+  function onMessage (conn: WsConnection, data: RawData, isBinary: boolean): void {
     // ws lets frames up to MAX_REFRESH_FRAME through (more, on a host's server); past maxPayload
     // only a refresh may pass.
     const size = (data as Buffer).length
     if (size > maxPayload && (size > MAX_REFRESH_FRAME || isBinary || !isRefresh(data))) {
-      conn.socket.close(CLOSE.tooBig.code, CLOSE.tooBig.reason)
+      conn.close(CLOSE.tooBig.code, CLOSE.tooBig.reason)
       return
     }
     if (isBinary) {
-      send(conn.socket, errorMessage('bad_request', 'binary frames are not supported: send JSON text frames'))
+      conn.send(errorMessage('bad_request', 'binary frames are not supported: send JSON text frames'))
       return
     }
     const parsed = parseClientMessage(data.toString())
     if (!parsed.ok) {
-      send(conn.socket, errorMessage(parsed.code, parsed.message, parsed.id))
+      conn.send(errorMessage(parsed.code, parsed.message, parsed.id))
       return
     }
     const msg = parsed.message
     switch (msg.type) {
       case 'ping':
-        send(conn.socket, pongMessage(msg.id))
+        conn.send(pongMessage(msg.id))
         return
       case 'subscribe':
         subscribe(conn, msg)
         return
       case 'unsubscribe':
         hub.unsubscribe(conn, msg.channel)
-        send(conn.socket, replyMessage('unsubscribed', msg.channel, msg.id))
+        conn.send(replyMessage('unsubscribed', msg.channel, msg.id))
         return
       case 'refresh':
         refresh(conn, msg)
@@ -166,7 +139,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
   function onSocketMessage (this: WebSocket, data: RawData, isBinary: boolean): void {
     const conn = connOf(this)
     if (!limits.takeMessage(conn)) {
-      if (conn.refused === 1) send(this, errorMessage('rate_limited', 'too many messages: slow down'))
+      if (conn.refused === 1) conn.send(errorMessage('rate_limited', 'too many messages: slow down'))
       else if (conn.refused > limits.maxRefusedMessages) this.close(CLOSE.rateExceeded.code, CLOSE.rateExceeded.reason)
       return
     }
@@ -174,7 +147,7 @@ export default async function wsRoutes (fastify: FastifyInstance, opts: WsRoutes
       onMessage(conn, data, isBinary)
     } catch (err) {
       log.error({ err }, 'websocket message handler failed')
-      send(this, errorMessage('internal', 'internal error'))
+      conn.send(errorMessage('internal', 'internal error'))
     }
   }
   function onSocketPong (this: WebSocket): void { connOf(this).alive = true }
@@ -226,3 +199,5 @@ function isRefresh (data: RawData): boolean {
     return false
   }
 }
+
+export default fp(wsRoutes, { fastify: '5.x', name: 'citas-ws', dependencies: ['@fastify/websocket', 'citas-auth', 'citas-hub', 'citas-limits', 'citas-live-stats'], encapsulate: true })

@@ -20,7 +20,7 @@ async function sources () {
     if (entry.isFile() && /\.ts$/.test(entry.name) && !entry.name.endsWith('.d.ts')) found.push(entry.name)
   }
   for (const folder of ['plugins', 'routes', 'services', 'db', 'client', 'dashboard', 'scripts']) {
-    for (const name of await readdir(join(root, folder))) {
+    for (const name of await readdir(join(root, folder), { recursive: true })) {
       if (/\.(ts|mjs)$/.test(name) && !name.endsWith('.d.ts')) found.push(`${folder}/${name}`)
     }
   }

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../services/embedded-postgres.js'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../services/demo/embedded-postgres.js'
 
 const say = (line: string): void => { process.stdout.write(`# ${line}\n`) }
 const env: NodeJS.ProcessEnv = { ...process.env }

@@ -11,9 +11,9 @@ import WebSocket from 'ws'
 import http from 'node:http'
 import { spawn, type ChildProcess } from 'node:child_process'
 import app, { type AppOptions } from '../app.js'
-import { migrate } from '../services/migrate.js'
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../services/embedded-postgres.js'
-import { loggerOptions } from '../services/logging.js'
+import { migrate } from '../db/migrations.js'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../services/demo/embedded-postgres.js'
+import { loggerOptions } from '../services/http/logging.js'
 import type { CitasLive } from '../plugins/namespace.js'
 
 declare module 'fastify' {

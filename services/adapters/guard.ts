@@ -11,9 +11,9 @@ export interface AdapterLog {
   warn: (obj: object, msg: string) => void
 }
 
-export type AdapterName = 'ws-send' | 'net-write' | 'upgrade-release' | 'ws-server-options' | 'pg-pool-settings'
+export type AdapterName = 'ws-send' | 'upgrade-release' | 'ws-server-options' | 'pg-pool-settings'
 
-export const ADAPTERS: readonly AdapterName[] = ['ws-send', 'net-write', 'upgrade-release', 'ws-server-options', 'pg-pool-settings']
+export const ADAPTERS: readonly AdapterName[] = ['ws-send', 'upgrade-release', 'ws-server-options', 'pg-pool-settings']
 
 export interface Guard {
   readonly name: AdapterName

@@ -8,17 +8,14 @@
  *    ws's private `_socket`, `_sender` (`_state`, `_queue`, `_firstFragment`) and `_extensions`.
  *    Public path: `ws.send(payload)` with the payload encoded once for the broadcast. The same
  *    guard covers corking `_socket` around a subscribe's two messages (`inOneWrite`), so they
- *    leave in one write; public path: one write each. The TCP write itself goes through
- *    `net-write` (./net.ts).
+ *    leave in one write; public path: one write each.
  * 2. The settings of a host's WebSocketServer (`ws-server-options`, at boot): its undocumented
  *    `options.maxPayload`, to check that a host's server accepts the frames citas-live must take.
  *    Public path: no check (a too-small host limit then closes long `refresh` frames with 1009).
  */
 import type { Duplex } from 'node:stream'
-import type { Socket } from 'node:net'
 import type { WebSocket, WebSocketServer } from 'ws'
 import { guard, type AdapterLog } from './guard.js'
-import { checkDirectWrite, writeDirect } from './net.js'
 
 export interface PreparedFrame {
   /** The UTF-8 message, for sockets that go through ws's own send. */
@@ -93,9 +90,6 @@ export function checkSocket (socket: WebSocket, log?: AdapterLog): boolean {
     sendGuard.fallback('forced', log)
     return false
   }
-  // The frames go to the TCP socket through net-write: its shape is checked here too, once, with the log at hand.
-  const raw = (socket as unknown as WsInternals)._socket
-  if (raw != null) checkDirectWrite(raw as Socket, log)
   const cls = socket.constructor
   if (cls === knownClass) return true
   if (!passed.has(cls)) {
@@ -125,7 +119,7 @@ export function sendFrame (socket: WebSocket, prepared: PreparedFrame): boolean 
   const sender = s._sender
   if (fast && sender != null && sender._state === SENDER_IDLE && (sender._queue as unknown[]).length === 0 &&
     sender._firstFragment === true && s._extensions?.['permessage-deflate'] === undefined) {
-    writeDirect(s._socket as Socket, prepared.frame)
+    ;(s._socket as Duplex).write(prepared.frame)
   } else {
     socket.send(prepared.payload, { binary: false })
   }

@@ -2,7 +2,7 @@ import t from 'tap'
 import pg from 'pg'
 import { addCita, Client, type TestLike } from '../helper.js'
 import { demoFolder, postmasterPid, startDemo, type Demo } from '../fixtures/demo.js'
-import { isAlive } from '../../services/processes.js'
+import { isAlive } from '../../services/demo/processes.js'
 
 /** What a dashboard opened with `token` shows for barberia-centro. */
 async function totalCitas (t: TestLike, demo: Demo, token: string): Promise<number> {

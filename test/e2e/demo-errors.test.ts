@@ -6,7 +6,7 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { runServer, type ServerProcess } from '../helper.js'
 import { demoFolder, projectRoot } from '../fixtures/demo.js'
-import { commandLine, processesIn } from '../../services/processes.js'
+import { commandLine, processesIn } from '../../services/demo/processes.js'
 
 async function oneLine (t: Test, p: ServerProcess): Promise<string> {
   t.equal(await p.exited, 1, 'exit code 1')

@@ -4,7 +4,7 @@ import { realpath } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Client, SseClient } from '../helper.js'
 import { demoFolder, demoReady, runServerInGroup, warnings } from '../fixtures/demo.js'
-import { processesIn } from '../../services/processes.js'
+import { processesIn } from '../../services/demo/processes.js'
 
 t.test('Ctrl-C in a terminal (SIGINT to the whole process group) shuts the demo down cleanly', async (t) => {
   const folder = await demoFolder(t)

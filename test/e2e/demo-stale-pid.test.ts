@@ -5,7 +5,7 @@ import { readFile, realpath, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { addCita, Client, waitFor } from '../helper.js'
 import { demoFolder, postmasterPid, startDemo } from '../fixtures/demo.js'
-import { isAlive, processesIn } from '../../services/processes.js'
+import { isAlive, processesIn } from '../../services/demo/processes.js'
 
 t.test('pid files whose pids now name unrelated processes do not stop the demo from starting', async (t) => {
   const folder = await demoFolder(t)

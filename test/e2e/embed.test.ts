@@ -1,5 +1,5 @@
 import t from 'tap'
-import Fastify from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import fastifyPostgres from '@fastify/postgres'
 import pg from 'pg'
@@ -84,6 +84,14 @@ t.test('misconfiguration fails at boot with a clear message', async (t) => {
     const app = Fastify({ logger: false })
     t.teardown(() => app.close())
     await t.rejects(async () => { await app.register(citasLive, { db: { connectionString: 'postgres://x@127.0.0.1/x' }, auth: { secret: SECRET }, ...opts }); await app.ready() }, message, JSON.stringify(opts))
+  }
+
+  // Every route plugin says what it needs: one registered without it fails at boot, naming it.
+  for (const [file, needs] of [['ws', '@fastify/websocket'], ['sse', 'citas-auth'], ['notify', 'citas-auth'], ['health', 'citas-db-monitor'], ['metrics', 'citas-metrics']] as const) {
+    const { default: route } = await import(`../../routes/${file}.js`) as { default: (f: FastifyInstance) => Promise<void> }
+    const bare = Fastify({ logger: false })
+    t.teardown(() => bare.close())
+    await t.rejects(async () => { await bare.register(route); await bare.ready() }, new RegExp(`dependency '${needs}' of plugin 'citas-${file === 'metrics' ? 'metrics-route' : file}' is not registered`), `routes/${file}.ts`)
   }
 
   const badZone = Fastify({ logger: false })

@@ -356,15 +356,15 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
   }
   await install(tarball, `fastify@${range('fastify')}`, `typescript@${range('typescript')}`, `@types/node@${range('@types/node')}`)
   const installed = join(consumer, 'node_modules', manifest.name)
+  // What the package exports, and nothing else: the plugin, the client, the protocol, the migrations.
   const probe = `
     import citasLive from 'citas-live'
-    import db from 'citas-live/plugins/db'
-    import auth from 'citas-live/plugins/auth'
-    import stats from 'citas-live/plugins/stats'
-    import hub from 'citas-live/plugins/hub'
-    import { createHub } from 'citas-live/services/hub'
-    import { migrationsDir } from 'citas-live/services/migrate'
-    for (const p of [citasLive, db, auth, stats, hub, createHub]) if (typeof p !== 'function') throw new Error('not a function')
+    import { connect } from 'citas-live/client'
+    import { CHANNEL_PREFIX } from 'citas-live/protocol'
+    import { migrate, migrationsDir } from 'citas-live/migrations'
+    for (const p of [citasLive, connect, migrate]) if (typeof p !== 'function') throw new Error('not a function')
+    if (CHANNEL_PREFIX !== 'estadisticas:') throw new Error('not the protocol')
+    await import('citas-live/plugins/db').then(() => { throw new Error('an internal file is exported') }, () => {})
     process.stdout.write(migrationsDir())
   `
   const { stdout: dir } = await exec('node', ['--input-type=module', '-e', probe], { cwd: consumer })

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import Fastify from 'fastify'
 import { Writable } from 'node:stream'
 import citasLive from '../../app.js'
-import { requestForLog, scrubbingStream } from '../../services/redact.js'
+import { requestForLog, scrubbingStream } from '../../services/http/redact.js'
 import { handshake, JWT_SHAPE, runServer, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
 
 /** Requests a token holder might send to the wrong place or in an odd spelling; `routed`: a citas-live route answers it. */

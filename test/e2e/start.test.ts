@@ -38,18 +38,18 @@ t.test('npm start builds first, skips what is up to date and rebuilds what chang
 
   const dir = await checkout()
   await build(dir)
-  const outputs = ['dist/server.js', 'dist/services/hub.js', 'dist/public/app.js', 'dist/public/style.css']
+  const outputs = ['dist/server.js', 'dist/services/live/hub.js', 'dist/public/app.js', 'dist/public/style.css']
   for (const f of outputs) t.ok(existsSync(join(dir, f)), `the first build makes ${f}`)
 
   const before = await mtimes(dir, outputs)
   await build(dir)
   t.same(await mtimes(dir, outputs), before, 'a second build with nothing changed rewrites nothing')
 
-  await appendFile(join(dir, 'services/hub.ts'), '\nexport const rebuiltMarker = 1\n')
+  await appendFile(join(dir, 'services/live/hub.ts'), '\nexport const rebuiltMarker = 1\n')
   await appendFile(join(dir, 'dashboard/style.css'), '\n.rebuilt-marker { color: red }\n')
   await appendFile(join(dir, 'client/backoff.ts'), '\n;(globalThis as Record<string, unknown>).citasMarker = \'client-rebuilt-marker\'\n')
   await build(dir)
-  t.match(await readFile(join(dir, 'dist/services/hub.js'), 'utf8'), /rebuiltMarker/, 'a changed server source is recompiled')
+  t.match(await readFile(join(dir, 'dist/services/live/hub.js'), 'utf8'), /rebuiltMarker/, 'a changed server source is recompiled')
   t.match(await readFile(join(dir, 'dist/public/style.css'), 'utf8'), /rebuilt-marker/, 'a changed dashboard file is copied again')
   t.match(await readFile(join(dir, 'dist/public/app.js'), 'utf8'), /client-rebuilt-marker/, 'a changed client source is bundled again')
 })

@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import { createSigner } from 'fast-jwt'
 import authPlugin, { cachedVerifier, createSetInterner } from '../../plugins/auth.js'
 import { citasOf } from '../../plugins/namespace.js'
-import { isAppError } from '../../services/errors.js'
+import { isAppError } from '../../services/http/errors.js'
 import { waitFor } from '../helper.js'
 
 const SECRET = 'auth-cache-test-secret-0123456789'

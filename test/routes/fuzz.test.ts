@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { addNegocio, build, Client, listen, serviceToken, sign, type Message } from '../helper.js'
-import { parseClientMessage } from '../../services/protocol.js'
+import { parseClientMessage } from '../../services/live/messages.js'
 
 // Fuzzing through the real server: random frames over a WebSocket and random /notify/cita bodies.
 // Together with test/services/fuzz.test.ts (11,000 parser cases) this is well over 10,000 cases.

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { addCita, Client, handshake, logged, SECRET, serve, sign, waitFor } from '../helper.js'
 import { forcePublic, resetGuards } from '../../services/adapters/guard.js'
+import type { WsConnection } from '../../services/transports/websocket.js'
 
 t.test('handshake: a missing or bad token gets 401 with a JSON body and no upgrade', async (t) => {
   const { url } = await serve(t)
@@ -171,7 +172,7 @@ t.test('an open connection keeps nothing of its upgrade request, and still answe
   t.same(await c.request({ type: 'ping', id: 1 }), { type: 'pong', id: 1 })
   const [conn] = [...app.citasLive.hub.connections]
   if (conn === undefined) throw new Error('no connection in the hub')
-  const socket = conn.socket as unknown as { listenerCount: (e: string) => number, _socket: { _httpMessage: unknown } }
+  const socket = (conn as WsConnection).socket as unknown as { listenerCount: (e: string) => number, _socket: { _httpMessage: unknown } }
   t.equal(socket.listenerCount('error'), 1, 'one shared error listener, not one that closes over the request')
   t.equal(socket._socket._httpMessage, null, 'the TCP socket no longer holds the upgrade response')
   c.ws.close()
@@ -188,7 +189,7 @@ t.test('with the adapters on their public paths (a dependency of another shape),
   for (const c of clients) t.match(await c.subscribe('n1'), { type: 'stats', data: { total_citas: 1 } })
   const [conn] = [...app.citasLive.hub.connections]
   if (conn === undefined) throw new Error('no connection in the hub')
-  const socket = conn.socket as unknown as { _socket: { _httpMessage: unknown } }
+  const socket = (conn as WsConnection).socket as unknown as { _socket: { _httpMessage: unknown } }
   t.not(socket._socket._httpMessage, null, 'the upgrade response is left in place')
   await addCita(db.pool, 'n1', new Date(), 'cancelada')
   app.citasLive.hub.publish('estadisticas:n1', JSON.stringify({ type: 'stats', data: { total_citas: 2 } }))
@@ -196,6 +197,6 @@ t.test('with the adapters on their public paths (a dependency of another shape),
   t.equal(logged(/ws-send: .*public API/).length, 1, 'ws-send: one line')
   t.equal(logged(/upgrade-release: .*public API/).length, 1, 'upgrade-release: one line')
   // An error on a socket still ends it, through @fastify/websocket's errorHandler.
-  ;(conn.socket as unknown as import('ws').WebSocket).emit('error', new Error('boom'))
+  ;(conn as WsConnection).socket.emit('error', new Error('boom'))
   await waitFor(() => app.citasLive.hub.connectionCount === 1)
 })

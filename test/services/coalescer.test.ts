@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createCoalescer } from '../../services/coalescer.js'
+import { createCoalescer } from '../../services/live/coalescer.js'
 
 const tick = (ms = 0) => new Promise(resolve => setTimeout(resolve, ms))
 

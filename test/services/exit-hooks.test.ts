@@ -1,6 +1,6 @@
 import t from 'tap'
 import { EventEmitter } from 'node:events'
-import { SIGNAL_EVENTS, withoutNewListeners } from '../../services/embedded-postgres.js'
+import { SIGNAL_EVENTS, withoutNewListeners } from '../../services/demo/embedded-postgres.js'
 
 t.test('the listeners a load adds to the named events are removed; earlier ones and other events are kept', async (t) => {
   const emitter = new EventEmitter()

@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { parseClientMessage, replyMessage, type ParseResult } from '../../services/protocol.js'
+import { parseClientMessage, replyMessage, type ParseResult } from '../../services/live/messages.js'
 
 // Property tests of the client message parser: whatever arrives, it returns (never throws) and the
 // answer is the one the protocol promises. 11,000 cases in all; seeds are random each run and a

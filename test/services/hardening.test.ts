@@ -1,27 +1,26 @@
 import t from 'tap'
-import { EventEmitter } from 'node:events'
-import type { WebSocket } from 'ws'
-import { Connection, createHub, type Access } from '../../services/hub.js'
-import { fullBucket, takeToken } from '../../services/token-bucket.js'
-import { clientAddress, createConnectionCounter, createNetworkMatcher, createOriginCheck } from '../../services/limits.js'
-import { sweepExpiry } from '../../services/expiry.js'
-import { createDbMonitor, forEachLimited } from '../../services/db-monitor.js'
+import { Connection, createHub, Prepared, type Access } from '../../services/live/hub.js'
+import { fullBucket, takeToken } from '../../services/transports/token-bucket.js'
+import { clientAddress, createConnectionCounter, createNetworkMatcher, createOriginCheck } from '../../services/http/limits.js'
+import { sweepExpiry } from '../../services/live/expiry.js'
+import { createDbMonitor, forEachLimited } from '../../services/live/db-monitor.js'
 import { waitFor } from '../helper.js'
 
-/** A stand-in for a ws socket whose send buffer the test controls. */
-class FakeSocket extends EventEmitter {
-  readyState = 1
+const access: Access = { all: true, negocios: new Set() }
+
+/** A transport whose send buffer the test controls. */
+class FakeConnection extends Connection {
+  readonly transport = 'websocket' as const
+  open = true
   bufferedAmount = 0
   sent: string[] = []
   closed: { code: number, reason: string } | null = null
-  // The hub's broadcast hands over the framed message's UTF-8 bytes; replies and flushes, strings.
-  send (payload: string | Buffer): void { const text = String(payload); this.sent.push(text); this.bufferedAmount += text.length }
-  close (code: number, reason: string): void { this.closed = { code, reason }; this.readyState = 2 }
-  terminate (): void { this.readyState = 3 }
-  ping (): void {}
+  constructor (a: Access = access) { super(a) }
+  send (message: Prepared | string): void { const text = typeof message === 'string' ? message : message.text; this.sent.push(text); this.bufferedAmount += text.length }
+  close (code: number, reason: string): void { this.closed = { code, reason }; this.open = false }
+  terminate (): void { this.open = false }
+  heartbeat (): boolean { return true }
 }
-
-const access: Access = { all: true, negocios: new Set() }
 
 t.test('token bucket: burst, then the rate; refusals in a row are counted', async (t) => {
   let now = 0
@@ -76,10 +75,10 @@ t.test('hub: a socket over the bound keeps only the newest payload per channel a
   let now = 0
   const hub = createHub({ maxBufferedBytes: 1024, stallTimeoutMs: 1000, now: () => now })
   t.teardown(hub.stop)
-  const fast = new FakeSocket()
-  const slow = new FakeSocket()
-  const cf = hub.add(new Connection(fast as unknown as WebSocket, access))
-  const cs = hub.add(new Connection(slow as unknown as WebSocket, access))
+  const fast = hub.add(new FakeConnection())
+  const slow = hub.add(new FakeConnection())
+  const cf = fast
+  const cs = slow
   for (const c of [cf, cs]) { hub.subscribe(c, 'a'); hub.subscribe(c, 'b') }
 
   slow.bufferedAmount = 5000 // the peer stopped reading
@@ -91,7 +90,7 @@ t.test('hub: a socket over the bound keeps only the newest payload per channel a
   t.equal(fast.sent.length, 101, 'the fast socket gets everything')
   t.same(slow.sent, [], 'nothing more is written to the slow socket')
   t.equal(hub.slowCount, 1)
-  t.equal(hub.droppedCount, 99, 'superseded stats are dropped, not queued')
+  t.equal(hub.counters.dropped.superseded, 99, 'superseded stats are dropped, not queued')
 
   slow.bufferedAmount = 0
   hub.flush()
@@ -117,8 +116,8 @@ t.test('hub: a socket over the bound keeps only the newest payload per channel a
 t.test('hub: removing a slow connection forgets its held payloads', async (t) => {
   const hub = createHub({ maxBufferedBytes: 1024 })
   t.teardown(hub.stop)
-  const s = new FakeSocket()
-  const c = hub.add(new Connection(s as unknown as WebSocket, access))
+  const c = hub.add(new FakeConnection())
+  const s = c
   hub.subscribe(c, 'a')
   s.bufferedAmount = 4096
   hub.publish('a', 'x')
@@ -130,11 +129,10 @@ t.test('hub: removing a slow connection forgets its held payloads', async (t) =>
 
 t.test('expiry sweep: one notice before exp, 4001 at exp, nothing for tokens without exp', async (t) => {
   const hub = createHub()
-  const expiring = new FakeSocket()
-  const forever = new FakeSocket()
   const exp = 1_000_000
-  const c = hub.add(new Connection(expiring as unknown as WebSocket, { ...access, exp }))
-  hub.add(new Connection(forever as unknown as WebSocket, access))
+  const expiring = hub.add(new FakeConnection({ ...access, exp }))
+  const forever = hub.add(new FakeConnection())
+  const c = expiring
   sweepExpiry(hub.connections, exp * 1000 - 20_000, 10_000)
   t.same(expiring.sent, [], 'too early for a notice')
   sweepExpiry(hub.connections, exp * 1000 - 10_000, 10_000)

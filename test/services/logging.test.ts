@@ -1,6 +1,6 @@
 import t from 'tap'
 import Fastify, { type FastifyBaseLogger } from 'fastify'
-import { lazyChildLogger } from '../../services/logging.js'
+import { lazyChildLogger } from '../../services/http/logging.js'
 
 /** A Fastify pino logger at `level` writing its lines into an array. */
 function logger (level: string) {

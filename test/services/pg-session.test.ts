@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createPgSession } from '../../services/pg-session.js'
+import { createPgSession } from '../../services/bus/pg-session.js'
 import { tcpProxyFor } from '../fixtures/proxy.js'
 import { testDatabase, waitFor } from '../helper.js'
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { parseClientMessage, negocioOf, channelFor } from '../../services/protocol.js'
+import { parseClientMessage, negocioOf, channelFor } from '../../services/live/messages.js'
 
 t.test('channels', async (t) => {
   t.equal(negocioOf('estadisticas:abc_1-2'), 'abc_1-2')

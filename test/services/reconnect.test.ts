@@ -1,5 +1,5 @@
 import t from 'tap'
-import { reconnectDelay, RECONNECT_MAX_MS, RECONNECT_MIN_MS } from '../../services/reconnect.js'
+import { reconnectDelay, RECONNECT_MAX_MS, RECONNECT_MIN_MS } from '../../services/bus/reconnect.js'
 
 // The database session and the Redis bus come back with this backoff: after a long outage an
 // instance is back on the bus within about a second of the server, not after a long wait.

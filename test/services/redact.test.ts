@@ -1,5 +1,5 @@
 import t from 'tap'
-import { redactTokens, redactUrl, scrubbingStream } from '../../services/redact.js'
+import { redactTokens, redactUrl, scrubbingStream } from '../../services/http/redact.js'
 import { JWT_SHAPE, sign } from '../helper.js'
 
 const jwt = sign({ sub: 'u1', negocio_id: 'n1' })

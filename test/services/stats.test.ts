@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createStatsService, STATS_SQL } from '../../services/stats.js'
+import { createStatsService, STATS_SQL } from '../../services/live/stats.js'
 import { addCita, addNegocio, testDatabase, waitFor } from '../helper.js'
 
 t.test('figures equal the rows in the database', async (t) => {

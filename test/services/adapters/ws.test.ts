@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net'
 import WebSocket, { WebSocketServer, type ServerOptions } from 'ws'
 import { checkSocket, inOneWrite, prepareFrame, sendFrame, serverMaxPayload } from '../../../services/adapters/ws.js'
 import { forcePublic, resetGuards } from '../../../services/adapters/guard.js'
-import { Connection, createHub } from '../../../services/hub.js'
+import { createHub } from '../../../services/live/hub.js'
+import { WsConnection } from '../../../services/transports/websocket.js'
 
 interface Pair {
   server: WebSocket
@@ -46,7 +47,7 @@ async function until (cond: () => boolean, ms = 3000): Promise<void> {
 t.test('a hub broadcast reaches every subscriber as a text message with exactly the published text', async (t) => {
   const ps = await pairs(t, 5)
   const hub = createHub()
-  for (const p of ps) hub.subscribe(hub.add(new Connection(p.server, { all: true, negocios: new Set() })), 'estadisticas:n1')
+  for (const p of ps) hub.subscribe(hub.add(new WsConnection(p.server, { all: true, negocios: new Set() }, 20, '', null, false)), 'estadisticas:n1')
   // Each payload-length encoding of the frame header (7-bit, 16-bit, 64-bit), and multi-byte UTF-8.
   const messages = ['{"type":"stats"}', 'x'.repeat(126), 'ñ'.repeat(40_000), 'y'.repeat(70_000), '']
   for (const m of messages) t.equal(hub.publish('estadisticas:n1', m), 5)
@@ -139,7 +140,6 @@ t.test('ws-send fast path: a socket of the checked class gets the shared frame w
   let sends = 0
   const send = p.server.send.bind(p.server)
   p.server.send = ((...args: Parameters<WebSocket['send']>) => { sends++; send(...args) }) as WebSocket['send']
-  // The frame reaches the TCP socket through net-write's direct path (services/adapters/net.ts).
   const tcp = (p.server as unknown as { _socket: { _writeGeneric: (w: boolean, b: Buffer, e: string, cb: unknown) => void } })._socket
   const written: Buffer[] = []
   const write = tcp._writeGeneric.bind(tcp)
@@ -191,7 +191,7 @@ t.test('ws-send forced onto its public path (what the benchmark compares with)',
   const log = recorder()
   for (const p of ps) t.equal(checkSocket(p.server, log), false)
   const hub = createHub()
-  for (const p of ps) hub.subscribe(hub.add(new Connection(p.server, { all: true, negocios: new Set() })), 'c')
+  for (const p of ps) hub.subscribe(hub.add(new WsConnection(p.server, { all: true, negocios: new Set() }, 20, '', null, false)), 'c')
   t.equal(hub.publish('c', 'x'.repeat(70_000)), 3)
   await until(() => ps.every((p) => p.received.length === 1))
   for (const p of ps) t.same(p.received, [{ text: 'x'.repeat(70_000), binary: false }])

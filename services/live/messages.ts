@@ -1,7 +1,7 @@
 import {
   CHANNEL_PREFIX, MAX_ID_LENGTH, NEGOCIO_ID_PATTERN,
   type ErrorCode, type MessageId, type ServerFrame, type Stats
-} from '../protocol.js'
+} from '../../protocol.js'
 
 // The protocol itself is defined in ../protocol.ts; this is the server's side of it: parsing client
 // frames and serializing its own.

@@ -1,4 +1,5 @@
-import type { ErrorCode } from '../protocol.js'
+import { STATUS_CODES } from 'node:http'
+import type { ErrorCode } from '../../protocol.js'
 
 /** Stable error codes shared by the WebSocket protocol and the HTTP routes (defined in ../protocol.ts). */
 export type { ErrorCode }
@@ -30,4 +31,14 @@ export class AppError extends Error {
 
 export function isAppError (err: unknown): err is AppError {
   return err instanceof AppError
+}
+
+/** The JSON body of every error citas-live answers over HTTP, with the status's name from Node. */
+export function errorBody (statusCode: number, code: string, message: string, extra: Record<string, unknown> = {}) {
+  return { statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message, ...extra }
+}
+
+/** Answers a request with that body (a Fastify reply, or anything that has code().send()). */
+export function replyError<R> (reply: { code: (status: number) => { send: (body: unknown) => R } }, statusCode: number, code: string, message: string, extra?: Record<string, unknown>): R {
+  return reply.code(statusCode).send(errorBody(statusCode, code, message, extra))
 }

@@ -1,5 +1,5 @@
-import { AppError } from './errors.js'
-import type { Stats } from '../protocol.js'
+import { AppError } from '../http/errors.js'
+import type { Stats } from '../../protocol.js'
 
 /** The four figures of one business, exactly as sent on the wire (defined in ../protocol.ts). */
 export type { Stats }

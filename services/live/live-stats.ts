@@ -1,7 +1,7 @@
 import { createCoalescer } from './coalescer.js'
-import type { Connection, Hub } from './hub.js'
-import { channelFor, goneMessage, negocioOf, statsMessage } from './protocol.js'
-import { isAppError, type ErrorCode } from './errors.js'
+import { Prepared, type Connection, type Hub } from './hub.js'
+import { channelFor, goneMessage, negocioOf, statsMessage } from './messages.js'
+import { isAppError, type ErrorCode } from '../http/errors.js'
 import { forEachLimited } from './db-monitor.js'
 import type { Snapshot, Stats, StatsService } from './stats.js'
 
@@ -23,8 +23,8 @@ export interface RefreshResult {
   stats: Stats
   /** Local sockets the stats were written to by the run that served this request. */
   delivered: number
-  /** The serialized stats message subscribers of the channel have now; undefined when it has none (nothing was serialized). */
-  message: string | undefined
+  /** The stats message subscribers of the channel have now; undefined when it has none (nothing was serialized). */
+  message: Prepared | undefined
   /** Whether the run wrote the message to the channel's subscribers (it does only when the figures changed). */
   published: boolean
   /** Whether the run published its result on the bus (`broadcast`), and how that went. */
@@ -68,8 +68,8 @@ export interface LiveStatsOptions {
 
 interface Entry {
   snapshot: Snapshot
-  /** The serialized stats message, made once and written to every socket that subscribes. */
-  message: string
+  /** The stats message, serialized (and framed, per transport) once for every socket that subscribes. */
+  message: Prepared
 }
 
 const sameFigures = (a: Stats, b: Stats): boolean =>
@@ -123,7 +123,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
     if (prev !== undefined && prev.snapshot.version > snapshot.version) return { entry: prev, published: false, delivered: 0 }
     const same = prev !== undefined && sameFigures(prev.snapshot.stats, snapshot.stats)
     // Same figures: keep the message subscribers have (its timestamp too), only the newer version and day.
-    const entry = { snapshot, message: same ? (prev as Entry).message : statsMessage(snapshot.stats) }
+    const entry = { snapshot, message: same ? (prev as Entry).message : new Prepared(statsMessage(snapshot.stats)) }
     cache.set(negocioId, entry)
     armMidnight(snapshot.dayEndsAt)
     if (same) return { entry, published: false, delivered: 0 }
@@ -143,7 +143,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
     }
     let delivered = 0
     let published = false
-    let message: string | undefined
+    let message: Prepared | undefined
     if (hub.subscriberCount(channel) > 0) {
       const stored = store(negocioId, snapshot)
       ;({ delivered, published } = stored)
@@ -171,7 +171,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
   }
 
   /** The cached stats message of a negocio, if it is still of today. */
-  function cached (negocioId: string): string | undefined {
+  function cached (negocioId: string): Prepared | undefined {
     const entry = cache.get(negocioId)
     if (entry === undefined || entry.snapshot.dayEndsAt <= stats.now().getTime()) return undefined
     return entry.message
@@ -197,13 +197,13 @@ export function createLiveStats (opts: LiveStatsOptions) {
     const negocioId = negocioOf(channel) as string
     const message = cached(negocioId)
     if (message !== undefined) {
-      conn.socket.send(message)
+      conn.send(message)
       hub.counters.sent++
       return
     }
     load(negocioId).then((result) => {
       if (!result.published && result.message !== undefined && conn.channels.has(channel)) {
-        conn.socket.send(result.message)
+        conn.send(result.message)
         hub.counters.sent++
       }
     }, (err: unknown) => {

@@ -1,8 +1,8 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { Type } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import type { BusMessage } from './live-stats.js'
-import { NEGOCIO_ID_PATTERN } from './protocol.js'
+import type { BusMessage } from '../live/live-stats.js'
+import { NEGOCIO_ID_PATTERN } from '../live/messages.js'
 
 const Figure = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 

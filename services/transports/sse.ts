@@ -1,12 +1,11 @@
 import { createHash, randomInt } from 'node:crypto'
 import type { Socket } from 'node:net'
-import { CHANNEL_PREFIX, CLOSE, type ServerFrame, type Stats } from '../protocol.js'
-import type { Peer } from './hub.js'
-import { writeDirect } from './adapters/net.js'
+import { CHANNEL_PREFIX, CLOSE, type ServerFrame, type Stats } from '../../protocol.js'
+import { Connection, type Access, type Prepared } from '../live/hub.js'
 
 /**
- * Server-Sent Events: a stream the hub writes to like a WebSocket (a Peer). The hub and the rest
- * of the server hand it the same serialized WebSocket messages; it writes them as events:
+ * Server-Sent Events: a stream the hub writes to like a WebSocket. The rest of the server hands it
+ * the same serialized WebSocket messages; it writes them as events:
  *
  * - `stats`: `id: <version>` and `data:` exactly the message's `data` object;
  * - `error`, `token_expiring`: `data:` the message's `data`;
@@ -15,7 +14,7 @@ import { writeDirect } from './adapters/net.js'
  * The stream writes straight to the connection's socket, as a WebSocket does after its upgrade:
  * the response head once (a body that lasts until the connection closes, `Connection: close`, no
  * chunked framing), then each event as it goes on the wire, so a broadcast writes one shared
- * Buffer per stream instead of framing an HTTP chunk per stream.
+ * Buffer per single-channel stream instead of framing an HTTP chunk per stream.
  *
  * The id of a `stats` event is opaque to clients: one version per channel of the stream, each a
  * hash of the channel and its four figures, so an instance can tell which channels a reconnecting
@@ -62,28 +61,16 @@ interface Converted {
   whole: Buffer
 }
 
-/**
- * The last message converted: a broadcast hands the same string to every stream of a channel, one
- * after the other, so one entry makes the conversion once per broadcast.
- */
-let lastPayload: string | undefined
-let lastConverted: Converted | undefined
+/** A message's SSE event, made once per message (Prepared.encoded). */
+const EVENT = Symbol('sse event')
 
 function convert (payload: string): Converted {
-  if (payload === lastPayload) return lastConverted as Converted
   const frame = JSON.parse(payload) as ServerFrame
   const data = 'data' in frame ? JSON.stringify(frame.data) : '{}'
   const tail = `data: ${data}\n\n`
-  let converted: Converted
-  if (frame.type === 'stats') {
-    const version = statsVersion(frame.data)
-    converted = { type: 'stats', channel: CHANNEL_PREFIX + frame.data.negocio_id, version, tail, whole: Buffer.from(`event: stats\nid: ${version}\n${tail}`) }
-  } else {
-    converted = { type: frame.type, channel: undefined, version: undefined, tail, whole: Buffer.from(`event: ${frame.type}\n${tail}`) }
-  }
-  lastPayload = payload
-  lastConverted = converted
-  return converted
+  if (frame.type !== 'stats') return { type: frame.type, channel: undefined, version: undefined, tail, whole: Buffer.from(`event: ${frame.type}\n${tail}`) }
+  const version = statsVersion(frame.data)
+  return { type: 'stats', channel: CHANNEL_PREFIX + frame.data.negocio_id, version, tail, whole: Buffer.from(`event: stats\nid: ${version}\n${tail}`) }
 }
 
 export interface SseStreamOptions {
@@ -98,10 +85,11 @@ export interface SseStreamOptions {
 /** The heartbeat: a comment line, which EventSource ignores and proxies see as traffic. */
 const HEARTBEAT = Buffer.from(':\n\n')
 
-export class SseStream implements Peer {
-  readyState = CONNECTING
-  private readonly socket: Socket
-  private readonly channels: readonly string[]
+/** A Server-Sent Events stream as the hub's Connection. */
+export class SseConnection extends Connection {
+  readonly transport = 'sse' as const
+  private state = CONNECTING
+  private readonly channelList: readonly string[]
   /** The version of each channel the client has (sent, or skipped on resume); undefined before its first stats. */
   private readonly versions: Array<string | undefined>
   private resume: Set<string> | null
@@ -110,49 +98,50 @@ export class SseStream implements Peer {
   private readonly retryMs: number
 
   /** `socket`: the connection of a request whose reply the route has taken over (Fastify's hijack). */
-  constructor (socket: Socket, opts: SseStreamOptions) {
-    this.socket = socket
-    this.channels = opts.channels
+  constructor (private readonly socket: Socket, access: Access, opts: SseStreamOptions) {
+    super(access)
+    this.channelList = opts.channels
     this.versions = new Array<string | undefined>(opts.channels.length)
     this.resume = opts.resume
     this.retryMs = opts.retryMs
-    socket.once('close', () => { this.readyState = CLOSED })
+    socket.once('close', () => { this.state = CLOSED })
   }
 
   /** Sends the response head and the retry delay; from here on the stream takes events. */
-  open (headers: Record<string, string>): void {
+  start (headers: Record<string, string>): void {
     let head = `HTTP/1.1 200 OK\r\ndate: ${new Date().toUTCString()}\r\nconnection: close\r\n`
     for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`
     this.socket.write(`${head}\r\nretry: ${this.retryMs}\n\n`)
-    if (this.readyState === CONNECTING) this.readyState = OPEN
+    if (this.state === CONNECTING) this.state = OPEN
   }
 
+  get open (): boolean { return this.state === OPEN }
   get bufferedAmount (): number { return this.socket.writableLength }
 
-  send (payload: string): void {
-    if (this.readyState !== OPEN) return
-    const event = convert(payload)
+  send (message: Prepared | string): void {
+    if (this.state !== OPEN) return
+    const event = typeof message === 'string' ? convert(message) : message.encoded(EVENT, convert)
     if (event.type !== 'stats') {
       this.socket.write(event.whole)
       return
     }
-    const at = this.channels.indexOf(event.channel as string)
+    const at = this.channelList.indexOf(event.channel as string)
     if (at === -1) return
     const version = event.version as string
     // Resumed: the first stats of a channel the client already has with these figures is not sent.
     if (this.versions[at] === undefined) {
       this.versions[at] = version
       const unchanged = this.resume?.has(version) === true
-      if (++this.seen === this.channels.length) this.resume = null
+      if (++this.seen === this.channelList.length) this.resume = null
       if (unchanged) return
     }
     this.versions[at] = version
-    if (this.channels.length === 1) {
-      // The broadcast's shared bytes: past the stream layer when the socket is idle (services/adapters/net.ts).
-      writeDirect(this.socket, event.whole)
+    // One channel: the message's shared bytes. Several: the id names every channel's version, so a
+    // reconnect can skip each unchanged one.
+    if (this.channelList.length === 1) {
+      this.socket.write(event.whole)
       return
     }
-    // The id names every channel's version, so a reconnect can skip each unchanged one.
     let id = ''
     for (const v of this.versions) if (v !== undefined) id = id === '' ? v : `${id}.${v}`
     this.socket.write(`event: stats\nid: ${id}\n${event.tail}`)
@@ -160,25 +149,21 @@ export class SseStream implements Peer {
 
   /** A last `close` event saying why, then the end of the response. */
   close (code: number, reason: string): void {
-    if (this.readyState !== OPEN) return
-    this.readyState = CLOSING
+    if (this.state !== OPEN) return
+    this.state = CLOSING
     // A restart sends every stream away at once: spread their reconnects over a few seconds.
     const retry = code === CLOSE.restart.code ? `retry: ${this.retryMs + randomInt(0, 4 * this.retryMs + 1)}\n` : ''
     this.socket.end(`${retry}event: close\ndata: ${JSON.stringify({ code, reason })}\n\n`)
   }
 
   terminate (): void {
-    this.readyState = CLOSED
+    this.state = CLOSED
     this.socket.destroy()
   }
 
-  /** The heartbeat. */
-  ping (): void {
-    if (this.readyState === OPEN) this.socket.write(HEARTBEAT)
-  }
-
-  once (event: 'close', listener: () => void): this {
-    this.socket.once(event, listener)
-    return this
+  /** A comment line, which EventSource ignores and proxies see as traffic (a stream has no pong). */
+  heartbeat (): boolean {
+    if (this.state === OPEN) this.socket.write(HEARTBEAT)
+    return true
   }
 }

@@ -1,4 +1,4 @@
-import type { BusMessage } from './live-stats.js'
+import type { BusMessage } from '../live/live-stats.js'
 
 type SnapshotMessage = Extract<BusMessage, { snapshot: unknown }>
 

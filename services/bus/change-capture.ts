@@ -1,5 +1,5 @@
 import type { PgSession } from './pg-session.js'
-import { isNegocioId } from './protocol.js'
+import { isNegocioId } from '../live/messages.js'
 
 /** Who drains the change table: one instance at a time, the holder of the lease (db/migrations/005). */
 export type CaptureRole = 'leader' | 'follower' | 'down'

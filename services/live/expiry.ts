@@ -1,8 +1,6 @@
-import { CLOSE } from '../protocol.js'
+import { CLOSE } from '../../protocol.js'
 import type { Connection } from './hub.js'
-import { tokenExpiringMessage } from './protocol.js'
-
-const OPEN = 1
+import { tokenExpiringMessage } from './messages.js'
 
 /**
  * One pass over the connections, run by a single periodic timer (no per-socket timers): a socket
@@ -14,15 +12,14 @@ export function sweepExpiry (connections: Iterable<Connection>, nowMs: number, w
   for (const conn of connections) {
     const exp = conn.access.exp
     if (exp === undefined) continue
-    const socket = conn.socket
-    if (socket.readyState !== OPEN) continue
+    if (!conn.open) continue
     const at = exp * 1000
     if (nowMs >= at) {
-      socket.close(CLOSE.tokenExpired.code, CLOSE.tokenExpired.reason)
+      conn.close(CLOSE.tokenExpired.code, CLOSE.tokenExpired.reason)
       closed++
     } else if (nowMs >= at - warningMs && conn.expiryNoticeFor !== exp) {
       conn.expiryNoticeFor = exp
-      socket.send(tokenExpiringMessage(exp))
+      conn.send(tokenExpiringMessage(exp))
     }
   }
   return closed

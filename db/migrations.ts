@@ -13,7 +13,7 @@ const LOCK_KEY = 7_410_226_001
 
 /** The folder of numbered .sql files, next to the sources or next to the compiled output. */
 export function migrationsDir (): string {
-  for (const rel of ['../db/migrations/', '../../db/migrations/']) {
+  for (const rel of ['./migrations/', '../../db/migrations/']) {
     const dir = fileURLToPath(new URL(rel, import.meta.url))
     if (existsSync(dir)) return dir
   }

@@ -1,5 +1,5 @@
 import { BlockList, isIP } from 'node:net'
-import type { Access } from './hub.js'
+import type { Access } from '../live/hub.js'
 
 /**
  * Per-key connection counts (per user, per IP). A limit of 0 turns the count off.

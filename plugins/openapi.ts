@@ -1,0 +1,68 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import fastifySwagger from '@fastify/swagger'
+import { readFileSync } from 'node:fs'
+import { SECURITY_SCHEMES } from '../routes/schemas.js'
+
+export interface OpenApiOptions {
+  /** Also serve Swagger UI at `<prefix>/documentation` (needs the optional @fastify/swagger-ui package). */
+  ui?: boolean
+  /** Version shown in the document's info; default the package's (package.json). */
+  version?: string
+}
+
+/** The version in citas-live's package.json, beside the sources or the compiled output. */
+function packageVersion (): string {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string, version?: string }
+      if (pkg.name === 'citas-live' && typeof pkg.version === 'string') return pkg.version
+    } catch {}
+  }
+  return '0.0.0'
+}
+
+/**
+ * The OpenAPI document of the HTTP routes at `<prefix>/documentation/json` (Swagger UI at
+ * `<prefix>/documentation` with `ui`), from their TypeBox schemas. Registered before the routes:
+ * @fastify/swagger collects them as they are added. A host that registered @fastify/swagger itself
+ * gets citas-live's routes in its own document.
+ */
+async function openApiPlugin (fastify: FastifyInstance, opts: OpenApiOptions & { prefix: string }) {
+  const { prefix } = opts
+  if (!fastify.hasDecorator('swagger')) {
+    await fastify.register(fastifySwagger, {
+      openapi: {
+        openapi: '3.1.0',
+        info: {
+          title: 'citas-live',
+          description: 'Live appointment statistics. The WebSocket protocol behind GET /ws is described by docs/asyncapi.yaml.',
+          version: opts.version ?? packageVersion()
+        },
+        tags: [
+          { name: 'notify', description: 'Called by the REST API that owns the citas' },
+          { name: 'websocket', description: 'The upgrade endpoint; messages in the AsyncAPI document' },
+          { name: 'health', description: 'Probes for load balancers and orchestrators' }
+        ],
+        components: { securitySchemes: SECURITY_SCHEMES }
+      },
+      // @fastify/websocket hides every websocket route; show ours, whose schema only documents the upgrade.
+      transform: ({ schema, url, route }) => ({
+        url,
+        schema: route.websocket === true && schema?.tags?.includes('websocket') === true ? { ...schema, hide: false } : schema
+      })
+    })
+  }
+  const routePrefix = `${prefix}/documentation`
+  if (opts.ui === true) {
+    const ui = await import('@fastify/swagger-ui').catch((err: unknown) => {
+      throw new Error('citas-live: openapi.ui needs the @fastify/swagger-ui package (npm install @fastify/swagger-ui)', { cause: err })
+    })
+    // Swagger UI also serves the document at <routePrefix>/json.
+    await fastify.register(ui.default, { routePrefix })
+    return
+  }
+  fastify.get(`${routePrefix}/json`, { schema: { hide: true } }, async () => fastify.swagger())
+}
+
+export default fp(openApiPlugin, { fastify: '5.x', name: 'citas-openapi' })

@@ -1,0 +1,113 @@
+/**
+ * The bus and change capture: how instances tell each other what changed, and how changes made in
+ * the database reach them. This file assembles the bus (PostgreSQL NOTIFY on the pool, LISTEN on
+ * the dedicated session of pg-session.ts; or Redis pub/sub, redis-bus.ts), signs and checks its
+ * messages (codec.ts), keeps what could not be sent (outbox.ts) and counts what it refused;
+ * change-capture.ts drains the table the citas triggers fill, on the same session.
+ */
+import { randomUUID } from 'node:crypto'
+import type { BusMessage } from '../live/live-stats.js'
+import { BUS_DROP_REASONS, createBusCodec, type BusCodec, type BusDropReason } from './codec.js'
+import { createBusOutbox } from './outbox.js'
+import { createRedisBus } from './redis-bus.js'
+
+export type BusKind = 'memory' | 'postgres' | 'redis'
+
+export interface BusOptions {
+  kind: BusKind
+  /** Key material of the MAC (postgres and redis). */
+  secret?: string
+  redisUrl?: string
+  /** This instance's id, in Redis's client list. */
+  name: string
+  heartbeatMs: number
+  deadlineMs: number
+  /** Sends a NOTIFY on the database (the postgres bus). */
+  notify: (channel: string, payload: string) => Promise<unknown>
+  /** A message of another instance, signed and new. */
+  onMessage: (message: BusMessage) => void
+  /** The Redis subscription is (again) in place: what was published meanwhile was missed. */
+  onSubscribed?: (first: boolean) => void
+  log: { warn: (obj: object, msg?: string) => void, debug: (obj: object, msg?: string) => void }
+}
+
+/**
+ * The NOTIFY channel, named after the key as the Redis one is: deployments with other keys never
+ * hear each other, and a database role that does not know the key cannot name it (no role can list
+ * the channels other sessions LISTEN on).
+ */
+export const pgBusChannel = (codec: Pick<BusCodec, 'channelTag'>): string => `citas_live_bus_${codec.channelTag}`
+
+/** A refused message is logged at most this often (with the counts since), so a flood cannot flood the log. */
+const DROP_LOG_INTERVAL_MS = 60_000
+
+export function createBus (opts: BusOptions) {
+  const { kind, log } = opts
+  if (kind === 'redis' && opts.redisUrl === undefined) throw new Error('the redis bus needs redisUrl')
+  if (kind !== 'memory' && opts.secret === undefined) {
+    throw new Error(`the ${kind} bus signs its messages: pass busSecret (or auth.secret) of at least 16 characters, the same on every instance`)
+  }
+  // The memory bus sends nothing; its codec, under a key of its own, is never used.
+  const codec = createBusCodec(kind === 'memory' ? randomUUID() + randomUUID() : opts.secret as string)
+  const channel = pgBusChannel(codec)
+  const dropped = Object.fromEntries(BUS_DROP_REASONS.map((reason) => [reason, 0])) as Record<BusDropReason, number>
+  let lastDropLog = 0
+  let droppedSinceLog = 0
+
+  function receive (payload: string): void {
+    const decoded = codec.decode(payload)
+    if (decoded.ok) {
+      opts.onMessage(decoded.message)
+      return
+    }
+    dropped[decoded.reason]++
+    droppedSinceLog++
+    const at = Date.now()
+    if (at - lastDropLog >= DROP_LOG_INTERVAL_MS) {
+      log.warn({ reason: decoded.reason, dropped: droppedSinceLog, totals: { ...dropped } }, 'refused bus messages (forged, replayed or corrupt): is something else writing to the bus channel?')
+      lastDropLog = at
+      droppedSinceLog = 0
+    }
+  }
+
+  const redis = kind !== 'redis'
+    ? undefined
+    : createRedisBus({
+      url: opts.redisUrl as string,
+      channel: `citas-live:stats:${codec.channelTag}`,
+      name: opts.name,
+      heartbeatMs: opts.heartbeatMs,
+      deadlineMs: opts.deadlineMs,
+      onMessage: receive,
+      // The first subscription too: Redis may have come up long after this instance started.
+      ...(opts.onSubscribed !== undefined ? { onSubscribed: opts.onSubscribed } : {}),
+      onDown: () => log.warn({}, 'redis bus connection lost; reconnecting'),
+      onError: (err) => log.warn({ err }, 'redis bus error')
+    })
+  const send = kind === 'postgres'
+    ? async (m: BusMessage) => { await opts.notify(channel, codec.encode(m)) }
+    : redis !== undefined ? async (m: BusMessage) => { await redis.publish(codec.encode(m)) } : undefined
+  const outbox = send === undefined ? undefined : createBusOutbox(send, { onError: (err) => log.debug({ err }, 'bus still unreachable; will send again') })
+  redis?.onPublisherReady(() => { outbox?.flush().catch(() => {}) })
+
+  return {
+    kind,
+    /** The channel the session LISTENs on (the postgres bus). */
+    channel,
+    /** A payload heard on the bus (the session's notifications). */
+    receive,
+    /** Sends a message to the other instances, keeping a notify's stats it could not send; undefined for one process. */
+    publish: outbox?.publish,
+    dropped: dropped as Readonly<Record<BusDropReason, number>>,
+    /** Whether messages flow both ways (the postgres bus: whether the session is up). */
+    up: (sessionUp: boolean): boolean => kind === 'memory' ? true : redis !== undefined ? redis.up : sessionUp,
+    get reconnects () { return redis?.reconnects ?? 0 },
+    start (): void { redis?.start() },
+    async close (): Promise<void> {
+      outbox?.close()
+      await redis?.close()
+    }
+  }
+}
+
+export type Bus = ReturnType<typeof createBus>

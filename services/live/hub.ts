@@ -1,0 +1,278 @@
+/**
+ * The live core: which connections follow which channel, and what they are sent. The hub (this
+ * file) fans a message out to a channel's subscribers; live-stats.ts keeps each channel's figures
+ * fresh (coalesced recomputes, a cache for new subscribers, the day boundary, what other instances
+ * tell); stats.ts is the one SQL query; messages.ts parses client frames and writes server ones.
+ * Nothing here knows a transport: a WebSocket and a Server-Sent Events stream are both a
+ * Connection (services/transports/), which writes a Prepared message its own way.
+ */
+import { CLOSE } from '../../protocol.js'
+
+/** What a verified token lets a connection watch. */
+export interface Access {
+  /** Subject (user) of the token, when it has one. */
+  sub?: string
+  /** True for JWT_ADMIN_ROLE: any negocio. */
+  all: boolean
+  negocios: ReadonlySet<string>
+  /** Token expiry in unix seconds, when it has one. */
+  exp?: number
+}
+
+export function canWatch (access: Access, negocioId: string): boolean {
+  return access.all || access.negocios.has(negocioId)
+}
+
+/**
+ * A message serialized once for every subscriber it goes to. Each transport turns it into what it
+ * writes (a WebSocket frame, an SSE event) once per message too, with `encoded`: a broadcast to
+ * thousands of sockets frames its bytes once.
+ */
+export class Prepared {
+  private encodings: Map<symbol, unknown> | undefined
+  constructor (readonly text: string) {}
+
+  encoded<T> (kind: symbol, make: (text: string) => T): T {
+    this.encodings ??= new Map()
+    let value = this.encodings.get(kind) as T | undefined
+    if (value === undefined) {
+      value = make(this.text)
+      this.encodings.set(kind, value)
+    }
+    return value
+  }
+}
+
+/** How a connection reaches its peer (a label, for metrics): a WebSocket, or a Server-Sent Events stream. */
+export type Transport = 'websocket' | 'sse'
+
+/**
+ * One open connection and the channels it follows: what the hub writes through. A transport
+ * extends it (one object per socket: idle connections are most of the memory).
+ */
+export abstract class Connection {
+  readonly channels = new Set<string>()
+  /** Newest message per channel held back while the peer's send buffer is over the bound; null when draining normally. */
+  pending: Map<string, Prepared> | null = null
+  /** When the peer went over the bound (ms), 0 when it is not. */
+  slowSince = 0
+  /** The `exp` a token_expiring notice was sent for, 0 when none. */
+  expiryNoticeFor = 0
+
+  constructor (public access: Access) {}
+
+  abstract readonly transport: Transport
+  /** Whether the peer still takes messages. */
+  abstract readonly open: boolean
+  /** Bytes written but not yet handed to the kernel. */
+  abstract readonly bufferedAmount: number
+  abstract send (message: Prepared | string): void
+  /** Ends the connection saying why (a close frame; an SSE `close` event). */
+  abstract close (code: number, reason: string): void
+  /** Cuts the connection at once. */
+  abstract terminate (): void
+  /** One heartbeat round (a ping, a comment line); false when the peer did not answer the last one and was cut. */
+  abstract heartbeat (): boolean
+}
+
+export interface HubOptions {
+  /** Bytes a peer may have buffered before the hub stops writing to it and keeps only the newest message per channel. Default 65536. */
+  maxBufferedBytes?: number
+  /** A peer over the bound for this long is closed with 1013. Default 30000. */
+  stallTimeoutMs?: number
+  /** How often peers over the bound are checked for drain. Default 100. */
+  flushIntervalMs?: number
+  /** Clock, injectable for tests. */
+  now?: () => number
+}
+
+/** A stalled peer has this long to answer its 1013 close before it is cut (it is not reading). */
+export const STALLED_CLOSE_GRACE_MS = 2000
+
+export function createHub (opts: HubOptions = {}) {
+  const maxBuffered = opts.maxBufferedBytes ?? 65_536
+  const stallTimeoutMs = opts.stallTimeoutMs ?? 30_000
+  const flushIntervalMs = opts.flushIntervalMs ?? 100
+  const now = opts.now ?? Date.now
+  const connections = new Set<Connection>()
+  const channels = new Map<string, Set<Connection>>()
+  const emptyListeners: Array<(name: string) => void> = []
+  let subscriptions = 0
+  let stalled = 0
+  /** Plain counters, read by the metrics plugin at scrape time. */
+  const counters = { sent: 0, dropped: { superseded: 0, stalled: 0, closed: 0 } }
+  /** Connections over the buffer bound; the only ones the flush timer looks at. */
+  const slow = new Set<Connection>()
+  let flushTimer: ReturnType<typeof setInterval> | undefined
+
+  function add<C extends Connection> (conn: C): C {
+    connections.add(conn)
+    return conn
+  }
+
+  /** Forgets a connection and every subscription it had; empty channels disappear. */
+  function remove (conn: Connection): void {
+    for (const name of conn.channels) leave(conn, name)
+    conn.channels.clear()
+    connections.delete(conn)
+    conn.pending = null
+    slow.delete(conn)
+  }
+
+  /** Returns false when the connection already followed the channel. */
+  function subscribe (conn: Connection, name: string): boolean {
+    if (conn.channels.has(name)) return false
+    let subscribers = channels.get(name)
+    if (subscribers === undefined) {
+      subscribers = new Set()
+      channels.set(name, subscribers)
+    }
+    subscribers.add(conn)
+    conn.channels.add(name)
+    subscriptions++
+    return true
+  }
+
+  /** Returns false when the connection did not follow the channel. */
+  function unsubscribe (conn: Connection, name: string): boolean {
+    if (!conn.channels.delete(name)) return false
+    leave(conn, name)
+    conn.pending?.delete(name)
+    return true
+  }
+
+  function leave (conn: Connection, name: string): void {
+    const subscribers = channels.get(name)
+    if (subscribers === undefined) return
+    if (subscribers.delete(conn)) subscriptions--
+    if (subscribers.size === 0) {
+      channels.delete(name)
+      for (const listener of emptyListeners) listener(name)
+    }
+  }
+
+  /** Sends a last message to every subscriber of a channel and drops them all from it (its negocio is gone). */
+  function dropChannel (name: string, text: string): number {
+    const subscribers = channels.get(name)
+    if (subscribers === undefined) return 0
+    const message = new Prepared(text)
+    let sent = 0
+    for (const conn of [...subscribers]) {
+      unsubscribe(conn, name)
+      if (conn.open) {
+        conn.send(message)
+        sent++
+      }
+    }
+    return sent
+  }
+
+  /**
+   * Sends one message to every open subscriber; returns how many got it (or will, once their peer
+   * drains). Stats are state: a peer over the buffer bound keeps only the newest message of each
+   * channel, written when it drains.
+   */
+  function publish (name: string, what: Prepared | string): number {
+    const subscribers = channels.get(name)
+    if (subscribers === undefined) return 0
+    const message = typeof what === 'string' ? new Prepared(what) : what
+    let sent = 0
+    for (const conn of subscribers) {
+      if (!conn.open) continue
+      if (conn.pending !== null || conn.bufferedAmount > maxBuffered) hold(conn, name, message)
+      else conn.send(message)
+      sent++
+    }
+    counters.sent += sent
+    return sent
+  }
+
+  function hold (conn: Connection, name: string, message: Prepared): void {
+    if (conn.pending === null) {
+      conn.pending = new Map()
+      conn.slowSince = now()
+      slow.add(conn)
+      flushTimer ??= setInterval(flush, flushIntervalMs)
+      flushTimer.unref()
+    }
+    if (conn.pending.has(name)) counters.dropped.superseded++
+    conn.pending.set(name, message)
+  }
+
+  /** Writes held messages to peers that drained; closes with 1013 those stalled past the deadline. */
+  function flush (): void {
+    const at = now()
+    for (const conn of slow) {
+      const pending = conn.pending
+      if (!conn.open) {
+        counters.dropped.closed += pending?.size ?? 0
+      } else if (conn.bufferedAmount <= maxBuffered) {
+        conn.slowSince = 0
+        if (pending !== null) for (const message of pending.values()) conn.send(message)
+      } else if (at - conn.slowSince >= stallTimeoutMs) {
+        counters.dropped.stalled += pending?.size ?? 0
+        stalled++
+        conn.close(CLOSE.tooSlow.code, CLOSE.tooSlow.reason)
+        // The close waits behind what the peer does not read: cut it if it never gets there.
+        setTimeout(() => conn.terminate(), STALLED_CLOSE_GRACE_MS).unref()
+      } else {
+        continue
+      }
+      conn.pending = null
+      slow.delete(conn)
+    }
+    if (slow.size === 0 && flushTimer !== undefined) {
+      clearInterval(flushTimer)
+      flushTimer = undefined
+    }
+  }
+
+  /** One heartbeat round for the connections `which` picks (one timer for all of them, none per socket). */
+  function sweep (which: (conn: Connection) => boolean = () => true): void {
+    for (const conn of connections) if (which(conn)) conn.heartbeat()
+  }
+
+  function closeAll (code: number, reason: string): void {
+    stop()
+    for (const conn of connections) if (conn.open) conn.close(code, reason)
+  }
+
+  /** Cuts every connection still open (after closeAll, for peers that never answer the close). */
+  function terminateAll (): void {
+    for (const conn of connections) conn.terminate()
+  }
+
+  function stop (): void {
+    if (flushTimer !== undefined) clearInterval(flushTimer)
+    flushTimer = undefined
+  }
+
+  return {
+    add,
+    remove,
+    subscribe,
+    unsubscribe,
+    dropChannel,
+    publish,
+    sweep,
+    flush,
+    closeAll,
+    terminateAll,
+    stop,
+    /** Calls `listener` whenever a channel loses its last subscriber. */
+    onEmpty: (listener: (name: string) => void) => { emptyListeners.push(listener) },
+    counters,
+    /** Peers closed with 1013 for staying over the buffer bound. */
+    get stalledCount () { return stalled },
+    get slowCount () { return slow.size },
+    /** Names of the channels that have at least one subscriber. */
+    channelNames: () => channels.keys(),
+    subscriberCount: (name: string) => channels.get(name)?.size ?? 0,
+    get connectionCount () { return connections.size },
+    get subscriptionCount () { return subscriptions },
+    get channelCount () { return channels.size },
+    get connections (): ReadonlySet<Connection> { return connections }
+  }
+}
+
+export type Hub = ReturnType<typeof createHub>

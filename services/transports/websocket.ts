@@ -1,0 +1,72 @@
+/**
+ * The two transports a dashboard can follow its channels over, as the hub's Connection: a
+ * WebSocket (this file: the `ws` socket, its heartbeat and its message bucket) and a Server-Sent
+ * Events stream (sse.ts). What a transport does with a dependency's internals is in
+ * services/adapters/.
+ */
+import type { WebSocket } from 'ws'
+import { Connection, type Access, type Prepared } from '../live/hub.js'
+import { inOneWrite, prepareFrame, sendFrame } from '../adapters/ws.js'
+import type { BucketState } from './token-bucket.js'
+
+const OPEN = 1
+/** A message's WebSocket frame, built once per message (Prepared.encoded). */
+const FRAME = Symbol('websocket frame')
+
+/**
+ * A WebSocket's connection, with what else the socket needs: its message bucket and what its close
+ * must release. All of it in the one object (idle sockets are most of the memory).
+ */
+export class WsConnection extends Connection implements BucketState {
+  readonly transport = 'websocket' as const
+  /** Cleared by each heartbeat, set again by the peer's pong. */
+  alive = true
+  tokens: number
+  last: number
+  refused = 0
+
+  constructor (
+    readonly socket: WebSocket,
+    access: Access,
+    burst: number,
+    readonly ip: string,
+    /** The per-user limit's key, null when that limit is off or did not count this socket. */
+    readonly userKey: string | null,
+    readonly ipCounted: boolean
+  ) {
+    super(access)
+    this.tokens = burst
+    this.last = Date.now()
+  }
+
+  get open (): boolean { return this.socket.readyState === OPEN }
+  get bufferedAmount (): number { return this.socket.bufferedAmount }
+
+  send (message: Prepared | string): void {
+    if (typeof message !== 'string') sendFrame(this.socket, message.encoded(FRAME, prepareFrame))
+    else if (this.socket.readyState === OPEN) this.socket.send(message)
+  }
+
+  /** Runs `send`, whose messages then leave in one write (a subscribe's reply and the channel's stats). */
+  batch (send: () => void): void {
+    inOneWrite(this.socket, send)
+  }
+
+  close (code: number, reason: string): void { this.socket.close(code, reason) }
+  terminate (): void { this.socket.terminate() }
+
+  heartbeat (): boolean {
+    if (!this.alive) {
+      this.socket.terminate()
+      return false
+    }
+    this.alive = false
+    try {
+      this.socket.ping()
+    } catch {
+      this.socket.terminate()
+      return false
+    }
+    return true
+  }
+}
