@@ -55,6 +55,8 @@ export function createBus (opts: BusOptions) {
   let droppedSinceLog = 0
 
   function receive (payload: string): void {
+    // Its own messages come back on the postgres bus: not even checked.
+    if (codec.isOwn(payload)) return
     const decoded = codec.decode(payload)
     if (decoded.ok) {
       opts.onMessage(decoded.message)

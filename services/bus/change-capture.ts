@@ -36,7 +36,7 @@ export interface ChangeCaptureOptions {
   stallMs?: number
   /** '*' (every shown channel may have changed) is handed on at most this often, in ms. Default 5000. */
   resyncIntervalMs?: number
-  /** The change table is compacted (emptied with TRUNCATE) once its file passes this many bytes. Default 256 KiB. */
+  /** The change table is compacted (emptied with TRUNCATE) once its file passes this many bytes. Default 512 KiB. */
   compactBytes?: number
 }
 
@@ -84,7 +84,7 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   const batch = opts.batch ?? 10_000
   const stallMs = opts.stallMs ?? 15_000
   const resyncIntervalMs = opts.resyncIntervalMs ?? 5000
-  const compactBytes = opts.compactBytes ?? 256 * 1024
+  const compactBytes = opts.compactBytes ?? 512 * 1024
   const onError = opts.onError ?? (() => {})
   let role: CaptureRole = 'down'
   let timer: NodeJS.Timeout | undefined
