@@ -30,11 +30,7 @@ export type ClaimNames = Partial<AuthSchemaOptions['claims']>
 
 export type AuthPluginOptions = Partial<Omit<AuthSchemaOptions, 'claims'>> & {
   claims?: ClaimNames
-  /**
-   * Instead of `secret`: a function that verifies a token and returns its claims, or throws (a host
-   * app with its own JWT setup passes e.g. `(token) => app.jwt.verify(token)`). Its error's `code`
-   * (fast-jwt's, as @fastify/jwt throws them) picks the message clients see.
-   */
+  /** Instead of `secret`: returns a token's claims or throws, e.g. `(token) => app.jwt.verify(token)` (fast-jwt error codes pick the message). */
   verify?: (token: string) => unknown
 }
 
@@ -88,7 +84,6 @@ function createAuth (verifyToken: (token: string) => unknown, opts: AuthSchemaOp
     if (Array.isArray(many)) {
       for (const id of many) if (isNegocioId(id) && !ids.includes(id)) ids.push(id)
     }
-    // One literal with every field: the object holds them all in itself (a connection keeps it).
     return {
       sub: typeof claims.sub === 'string' && claims.sub !== '' ? claims.sub : undefined,
       all: adminRole !== undefined && claims[names.role] === adminRole,
@@ -144,12 +139,7 @@ export function tokenFromRequest (request: FastifyRequest, { query = true, proto
 /** How many distinct negocio sets accessOf shares at most. */
 export const NEGOCIO_SETS_MAX = 10_000
 
-/**
- * Equal sets shared: the staff of one negocio hold tokens that grant the same negocios, and every
- * connection keeps its token's set, so they all point at one Set instead of a copy each.
- * At most `max` are remembered (oldest dropped, which only ends the sharing); the sets are never
- * mutated. Order and repeats of the ids do not matter.
- */
+/** Equal negocio sets shared (a negocio's staff hold the same grant; every connection keeps one): at most `max`, oldest dropped. */
 export function createSetInterner (max: number): (ids: readonly string[]) => ReadonlySet<string> {
   const sets = new Map<string, ReadonlySet<string>>()
   return (ids) => {
@@ -165,38 +155,20 @@ export function createSetInterner (max: number): (ids: readonly string[]) => Rea
   }
 }
 
-/**
- * Verified tokens remembered, for the ones checked over and over: the REST API's service token on
- * every /notify/cita, and a dashboard that reconnects to the same instance with the token it
- * already had (a network blip). Small on purpose: an entry costs a few hundred bytes, and a
- * deploy's reconnect storm lands on new processes, whose caches are empty anyway.
- */
+/** Verified tokens remembered (the service token of every notify, a dashboard reconnecting after a blip); small: a deploy's storm meets new processes anyway. */
 export const VERIFY_CACHE_SIZE = 1000
-/** Longer tokens are not remembered, so junk tokens cannot make the cache large. */
+/** Longer tokens are not remembered, so junk cannot make the cache large. */
 const CACHE_TOKEN_MAX = 1024
-/** How long a verified token is remembered at most (its `exp` may end it sooner). */
 const CACHE_TTL_MS = 10 * 60_000
 
-interface Verified {
-  claims: unknown
-  /** The clock window (ms) in which the remembered answer holds: `nbf` to the earlier of `exp` and the TTL. */
-  from: number
-  until: number
-}
+/** The clock window (ms) in which a remembered answer holds: nbf to the earlier of exp and the TTL. */
+interface Verified { claims: unknown, from: number, until: number }
 
 /**
- * Wraps a verifier with a cache of the tokens it accepted, keyed by the whole token string, so
- * only the very string that was verified hits. A hit still checks the clock: within `nbf`..`exp`
- * (the bounds fast-jwt applies, without clock tolerance), else the token goes through `verify`
- * again, which gives the refusal. Refused tokens are never remembered. fast-jwt's own `cache`
- * option keys its entries by a SHA-256 of the token, which costs a miss about half of what a
- * hit saves (every connect of a new token is a miss).
- *
- * Two generations of `size / 2` tokens each, not one map that evicts its oldest entry per insert:
- * a new token goes into the young map, and when that is full it becomes the old one and the old
- * one is dropped whole. A miss is then two lookups and one insert, with no delete and no iterator
- * (half the cost of the single map's, in a microbenchmark of new tokens). A token found in the old
- * map moves to the young one, so the tokens in use (the REST API's service token) stay.
+ * A verifier with a cache of the tokens it accepted, keyed by the whole string (fast-jwt's own cache
+ * hashes each token, which costs a miss half of what a hit saves). A hit still checks nbf..exp, else
+ * `verify` gives the refusal. Two generations of size/2 instead of evicting per insert: a miss is two
+ * lookups and an insert; a token found in the old one moves up, so tokens in use stay.
  */
 export function cachedVerifier (verify: (token: string) => unknown, size = VERIFY_CACHE_SIZE, now: () => number = Date.now): (token: string) => unknown {
   const half = Math.max(1, Math.floor(size / 2))
@@ -214,7 +186,6 @@ export function cachedVerifier (verify: (token: string) => unknown, size = VERIF
     let hit = young.get(token)
     if (hit === undefined) {
       hit = old.get(token)
-      // Moved up even when out of its window: the verify below then replaces it.
       if (hit !== undefined) remember(token, hit)
     }
     if (hit !== undefined && t >= hit.from && t <= hit.until) return hit.claims
@@ -227,11 +198,7 @@ export function cachedVerifier (verify: (token: string) => unknown, size = VERIF
   }
 }
 
-/**
- * Token verification of its own, with fast-jwt (the verifier @fastify/jwt wraps), so it decorates
- * nothing: a host app's JWT plugin, registered before or after, with another secret or none, is
- * never in its way.
- */
+/** Token verification of its own (fast-jwt, what @fastify/jwt wraps): it decorates nothing, so a host's JWT plugin is never in its way. */
 async function authPlugin (fastify: FastifyInstance, options: AuthPluginOptions) {
   const opts = resolveOptions('auth', AuthOptions, options, ['verify'])
   let verify: (token: string) => unknown

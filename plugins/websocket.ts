@@ -16,28 +16,17 @@ export interface CitasWebsocketOptions {
 
 type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void
 
-/**
- * One forwarder per HTTP server from its 'upgrade' event to the @fastify/websocket instance of the
- * first citas-live registration: every @fastify/websocket instance routes each upgrade through the
- * whole app, so two listening at once would route it twice.
- */
+/** One forwarder per HTTP server to the first registration's @fastify/websocket: each routes every upgrade through the whole app, so two would route it twice. */
 const relays = new WeakMap<Server, { relay: EventEmitter, forward: UpgradeListener }>()
 
 /** Browsers cannot set headers: they offer the token as `Sec-WebSocket-Protocol: bearer, <token>`. */
 const selectBearer = (protocols: Set<string>): string | false => (protocols.has('bearer') ? 'bearer' : false)
 
 /**
- * WebSocket support for citas-live's routes, whatever the host app did:
- *
- * - No @fastify/websocket above: one of citas-live's own in its scope, with its settings. It hears
- *   upgrades through a relay; if the host registers its own @fastify/websocket later (which routes
- *   every upgrade, ours included), the relay is detached at ready so no upgrade is routed twice.
- * - The host registered @fastify/websocket first: its server carries citas-live's sockets too (a
- *   second one would wrap every route twice). Its `maxPayload` must be at least citas-live's
- *   (checked at boot where it can be read: citas-live holds frames to its own limit itself,
- *   closing with 1009), and the handshakes of citas-live's paths answer with the `bearer`
- *   subprotocol whatever the host's `handleProtocols` chose; the host's paths keep its choice.
- *   Returns 'host' then.
+ * WebSocket support whatever the host did. Without a @fastify/websocket above: one of our own, fed by a
+ * relay that is detached at ready if the host registers its own later. With the host's (registered
+ * first): its server carries our sockets too, its maxPayload must allow ours, and our paths answer
+ * the `bearer` subprotocol whatever its handleProtocols chose ('host' is returned).
  */
 export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWebsocketOptions): Promise<'own' | 'host'> {
   if (fastify.hasDecorator('websocketServer')) {
@@ -64,28 +53,24 @@ export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWe
     options: {
       maxPayload: opts.maxPayload,
       handleProtocols: selectBearer,
-      // The hub holds every socket the routes accept and closes them on shutdown (1012): ws's own
-      // set of clients would be a second entry and a 'close' listener per socket, for nothing.
+      // The hub holds (and closes) every socket: ws's own set would be a second entry per socket.
       clientTracking: false,
-      // Not an http.Server: @fastify/websocket listens to 'upgrade' on whatever it is given.
+      // The relay: @fastify/websocket listens to 'upgrade' on whatever it is given.
       server: listenOn as unknown as Server
     },
-    // One function for every socket's errors (the default logs each at error level). The route
-    // swaps @fastify/websocket's per-socket listener for its own where it can; this covers the rest.
+    // One function for every socket's errors (the route swaps in a shared listener where it can).
     errorHandler (err: Error, socket: WebSocket) {
       fastify.log.warn({ err }, 'websocket error')
       socket.terminate()
     },
-    // Not the default, which closes the server's tracked clients (none) with 1001: the hub's
-    // preClose closes citas-live's sockets with 1012 and cuts the ones that do not answer.
+    // The hub's preClose closes our sockets with 1012 (the default would use 1001).
     preClose (done) { done() }
   })
   fastify.addHook('onReady', async () => {
     const others = server.listeners('upgrade').filter((l) => l !== forward)
     if (others.length === 0) return
     if (others.every((l) => isFastifyWebsocketUpgrade(l))) {
-      // The host's @fastify/websocket, registered after citas-live, routes upgrades for every route.
-      server.off('upgrade', forward)
+      server.off('upgrade', forward) // the host's, registered after us, routes every upgrade
       fastify.log.debug('the host\'s @fastify/websocket routes upgrades: citas-live\'s relay is off')
     } else {
       fastify.log.warn('another listener handles WebSocket upgrades on this server: citas-live\'s /ws may not work')
@@ -100,13 +85,7 @@ export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWe
 
 type HandshakeHeadersListener = (headers: string[], req: IncomingMessage) => void
 
-/**
- * Makes a host's WebSocket server serve citas-live's paths as citas-live would: the maxPayload of
- * the host's server must be at least citas-live's (read through the ws adapter; when it cannot
- * be read, the adapter says so once and nothing is checked), and on citas-live's paths the
- * handshake answers with the `bearer` subprotocol the browser offered, set in ws's public
- * 'headers' event after the host's `handleProtocols` (which keeps deciding for its own paths).
- */
+/** A host's server serves our paths as ours would: its maxPayload at least ours, and `bearer` answered on our paths (ws's public 'headers' event). */
 export function adaptHostServer (wss: WebSocketServer, opts: Pick<CitasWebsocketOptions, 'maxPayload' | 'paths'>, log?: FastifyBaseLogger): void {
   const hostMax = serverMaxPayload(wss, log)
   if (hostMax !== undefined && hostMax !== 0 && hostMax < opts.maxPayload) {
