@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export interface DashboardOptions {
-  /** Folder with the built dashboard (index.html, app.js, style.css). Default: dist/public of this package. */
+  /** Default: this package's dist/public. */
   root?: string
   /** Serve the bundle's source map (`app.js.map`). Default false: it would publish the sources. */
   sourceMaps?: boolean
@@ -22,7 +22,7 @@ function builtDashboard (): string | null {
   return null
 }
 
-/** The live dashboard at `/` (under the app's prefix): static files only, built by `npm run build`. */
+/** The dashboard at `/` (under the app's prefix): static files built by `npm run build`. */
 async function dashboardRoutes (fastify: FastifyInstance, opts: DashboardOptions) {
   const root = opts.root ?? builtDashboard()
   if (root === null || !existsSync(join(root, 'index.html'))) {
@@ -36,8 +36,7 @@ async function dashboardRoutes (fastify: FastifyInstance, opts: DashboardOptions
       if (path === fastify.prefix) return reply.redirect(`${path}/${query === undefined ? '' : `?${query}`}`, 301)
     })
   }
-  // Security headers for the page and its files only (this plugin is encapsulated): no framing, no
-  // sniffing, no Referer (the token may be in the address), scripts and sockets from this origin.
+  // For the page's files only (encapsulated); no Referer, as the token may be in the address.
   await fastify.register(fastifyHelmet, {
     contentSecurityPolicy: {
       useDefaults: false,

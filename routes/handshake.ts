@@ -7,34 +7,27 @@ import { citasOf } from '../plugins/namespace.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Set by the /ws and /sse preValidation hook once the token is verified. */
+    /** Set once the token is verified. */
     citasAccess: Access | null
-    /** The per-user connection limit's key of that token (null when the limit is off), computed once per handshake. */
+    /** The per-user limit's key (null when that limit is off), computed once per handshake. */
     citasUserKey: string | null
   }
 }
 
 export interface HandshakeOptions {
-  /** What the log lines call a refused request: "websocket handshake", "event stream". */
+  /** What the log lines call a refused request. */
   what: string
   /** Whether `Sec-WebSocket-Protocol: bearer, <token>` carries a token. */
   protocolToken: boolean
-  /** Called once a request passed every check, before the route's handler. */
   onAccepted?: (request: FastifyRequest, reply: FastifyReply) => void
 }
 
-/**
- * The checks /ws and /sse make before a connection exists, as callback-style hooks (every connect
- * runs them, and a settled promise per hook is a microtask hop and an allocation it does not
- * need): the Origin (403), the token (401), the per-user and per-IP connection limits (429; a
- * WebSocket and an SSE stream count the same).
- */
+/** Origin (403), token (401) and limits (429) before a connection exists; callbacks, as promises cost every connect. */
 export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions) {
   const { auth: citasAuth, limits } = citasOf(fastify)
   const { what, protocolToken, onAccepted } = opts
   const tokenSources = { query: true, protocol: protocolToken }
 
-  /** Cross-site hijacking: refuse other sites' pages before anything else, with 403. */
   function checkOrigin (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     if (limits.isOriginAllowed(request.headers.origin)) {
       done()
@@ -44,11 +37,7 @@ export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions
     replyError(reply, 403, 'forbidden', 'origin not allowed')
   }
 
-  /**
-   * Lets a page of an allowed origin read a refusal (browsers hide why a WebSocket handshake
-   * failed, so the client SDK asks again with a plain GET; EventSource and fetch need it too).
-   * checkOrigin has already refused other origins.
-   */
+  /** Lets an allowed origin's page read a refusal (the SDK re-asks with a GET: browsers hide why a handshake failed). */
   function readableByOrigin (request: FastifyRequest, reply: FastifyReply): FastifyReply {
     const origin = request.headers.origin
     if (origin !== undefined) reply.header('access-control-allow-origin', origin).header('vary', 'Origin')
@@ -73,12 +62,16 @@ export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions
       ? 'user'
       : limits.perIp.enabled && limits.perIp.full(limits.clientAddress(request)) ? 'IP address' : null
     if (which !== null) {
-      request.log.info({ limit: which }, `${what} refused: too many connections`)
-      replyError(readableByOrigin(request, reply), 429, 'limit', `too many connections for this ${which}`)
+      refuseFull(request, reply, which)
       return
     }
     onAccepted?.(request, reply)
     done()
+  }
+
+  function refuseFull (request: FastifyRequest, reply: FastifyReply, which: 'user' | 'IP address'): void {
+    request.log.info({ limit: which }, `${what} refused: too many connections`)
+    replyError(readableByOrigin(request, reply), 429, 'limit', `too many connections for this ${which}`)
   }
 
   /** The CORS preflight of a cross-origin request that sends `authorization` (the SDK does). */
@@ -92,10 +85,10 @@ export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions
     }
   }
 
-  return { checkOrigin, readableByOrigin, authenticate, preflight }
+  return { checkOrigin, readableByOrigin, authenticate, refuseFull, preflight }
 }
 
-/** Marks the request fields the handshake hooks set; once per scope that registers such routes. */
+/** Once per scope that registers such routes. */
 export function decorateHandshake (fastify: FastifyInstance): void {
   if (!fastify.hasRequestDecorator('citasAccess')) {
     fastify.decorateRequest('citasAccess', null)

@@ -3,17 +3,9 @@ import type { FastifyInstance } from 'fastify'
 import { citasOf } from '../plugins/namespace.js'
 import { HealthReply, healthDocs, NotReadyReply, ReadyReply, readyDocs } from './schemas.js'
 
-const NOT_READY = {
-  unreachable: 'database unreachable',
-  not_answering: 'database not answering',
-  unknown: 'database not checked yet'
-} as const
+const NOT_READY = { unreachable: 'database unreachable', not_answering: 'database not answering', unknown: 'database not checked yet' } as const
 
-/**
- * GET /health: the process is alive. GET /ready: the database answers (and how the bus and change capture are), from the state the db monitor
- * keeps (one probe query a second at most), so probes cost nothing and answer at once even when the
- * database hangs.
- */
+/** GET /health: the process is alive. GET /ready: the database answers (from the db monitor's cached probe), bus and capture state. */
 async function healthRoutes (fastify: FastifyInstance) {
   fastify.get('/health', { schema: { ...healthDocs, response: { 200: HealthReply } } }, async () => ({ status: 'ok' }))
 
@@ -25,9 +17,7 @@ async function healthRoutes (fastify: FastifyInstance) {
       bus,
       change_capture: { mode: changeCapture.mode, role: changeCapture.role, stalled: changeCapture.stalled, last_drain_age_ms: changeCapture.lastDrainAgeMs }
     }
-    // A bus that is down, or capture that stalled, is reported, not failed: every instance shares
-    // them, and taking them all out of the load balancer would stop what still works (each one's
-    // own database reads, and /notify/cita).
+    // Reported, not failed: every instance shares them, and pulling all from the load balancer would stop what still works.
     const reasons: string[] = []
     if (!bus.up) reasons.push(`the ${bus.kind} bus is down: other instances' updates are not heard`)
     if (changeCapture.stalled) reasons.push(`change capture stalled: no drain of the change table for ${Math.round((changeCapture.lastDrainAgeMs ?? 0) / 1000)} s`)

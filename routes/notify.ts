@@ -9,7 +9,8 @@ import { ErrorReply, NOTIFY_ACTIONS, NotifyBody, NotifyReply, notifyDocs } from 
 
 /** POST /notify/cita: the REST API says a negocio's citas changed; recompute, push, then reply. */
 async function notifyRoutes (fastify: FastifyInstance) {
-  const { live, auth: citasAuth, limits } = citasOf(fastify)
+  const ns = citasOf(fastify)
+  const { live, auth: citasAuth, limits } = ns
   const rateLimit = await registerNotifyRateLimit(fastify)
 
   async function requireService (request: FastifyRequest, _reply: FastifyReply) {
@@ -26,7 +27,6 @@ async function notifyRoutes (fastify: FastifyInstance) {
     request.citasCaller = typeof claims.sub === 'string' ? claims.sub : null
   }
 
-  const ns = citasOf(fastify)
   fastify.withTypeProvider<TypeBoxTypeProvider>().post('/notify/cita', {
     // Authenticate before the body is validated: an anonymous caller learns nothing about the schema.
     onRequest: requireService,
@@ -45,8 +45,6 @@ async function notifyRoutes (fastify: FastifyInstance) {
     }
   }, async (request) => {
     const { negocio_id: negocioId, action } = request.body
-    // Resolves with stats that include every change committed before this request, once the
-    // other instances were told (or `bus` says they could not be).
     const { stats, delivered, bus } = await live.notify(negocioId)
     return { ok: true as const, negocio_id: negocioId, action, delivered, bus, stats }
   })

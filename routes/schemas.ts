@@ -4,10 +4,10 @@ import { NEGOCIO_ID_PATTERN } from '../services/live/messages.js'
 
 /** What the REST API says it did; the same list labels the notify metrics. */
 export const NOTIFY_ACTIONS = ['created', 'updated', 'deleted', 'status_changed'] as const
-/** An enum, not a union of literals: a bad value is then one clear message ("must be equal to one of the allowed values"). */
+/** An enum, not a union of literals: a bad value gets one clear message. */
 export const NotifyAction = Type.Unsafe<typeof NOTIFY_ACTIONS[number]>({ type: 'string', enum: [...NOTIFY_ACTIONS] })
 
-/** POST /notify/cita body. Extra fields are accepted and ignored (the REST API may send more). */
+/** Extra fields are accepted and ignored (the REST API may send more). */
 export const NotifyBody = Type.Object({
   negocio_id: Type.String({ pattern: NEGOCIO_ID_PATTERN, description: 'Business whose stats changed' }),
   action: NotifyAction
@@ -27,12 +27,8 @@ export const NotifyReply = Type.Object({
   ok: Type.Literal(true),
   negocio_id: Type.String(),
   action: NotifyAction,
-  /** Local sockets the new stats were written to (0 when they already had these figures). */
+  /** Local sockets written to (0 when they already had these figures). */
   delivered: Type.Integer(),
-  /**
-   * Whether the other instances were told: `sent`; `unreachable` when the bus is down (they are told
-   * when it is back); `none` with no other instances (BUS=memory).
-   */
   bus: Type.Union([Type.Literal('sent'), Type.Literal('unreachable'), Type.Literal('none')]),
   stats: StatsSchema
 }, { description: 'Recomputed and pushed to the subscribers of estadisticas:<negocio_id>' })
@@ -47,7 +43,6 @@ export const ErrorReply = Type.Object({
 
 export const HealthReply = Type.Object({ status: Type.Literal('ok') }, { description: 'The process runs' })
 
-/** The bus between instances and change capture, as /ready shows them. */
 export const LiveStatusSchema = {
   bus: Type.Object({
     kind: Type.Union([Type.Literal('postgres'), Type.Literal('redis'), Type.Literal('memory')]),
@@ -74,7 +69,6 @@ export const NotReadyReply = Type.Object({
   ...LiveStatusSchema
 }, { description: 'The database does not answer' })
 
-/** OpenAPI-only parts of the route schemas: they change no validation. */
 export const SECURITY_SCHEMES = {
   bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'HS256 JWT signed with JWT_SECRET' },
   tokenQuery: { type: 'apiKey', in: 'query', name: 'token', description: 'The same JWT in ?token= (WebSocket clients of the Go server)' }
@@ -91,11 +85,7 @@ export const notifyDocs: FastifySchema = {
 export const healthDocs: FastifySchema = { summary: 'Liveness: the process runs', tags: ['health'] }
 export const readyDocs: FastifySchema = { summary: 'Readiness: the database answers', tags: ['health'] }
 
-/**
- * GET /ws is a WebSocket upgrade, described here for discovery; the messages it carries are in the
- * AsyncAPI document (docs/asyncapi.yaml). Querystring and headers are not validated (the token is
- * read by the handshake hook, which answers 401 itself).
- */
+/** Documentation only: the handshake hook reads the token and answers 401 itself. */
 export const wsDocs: FastifySchema = {
   summary: 'WebSocket upgrade for live stats (protocol: docs/asyncapi.yaml)',
   description: 'Send `Connection: Upgrade`, `Upgrade: websocket` and a token (Authorization: Bearer, ?token=, or ' +
@@ -109,13 +99,12 @@ export const wsDocs: FastifySchema = {
   }
 }
 
-/** A refusal of GET /sse about one of its channels names it, so a client can drop it and ask for the rest. */
 export const ChannelErrorReply = Type.Object({
   ...ErrorReply.properties,
   channel: Type.Optional(Type.String({ description: 'The refused channel (at most 80 characters of it)' }))
 })
 
-/** GET /sse: its querystring is validated (strings only); the channels and the token are checked by the route. */
+/** The querystring is validated as strings only; the route checks the channels and the token. */
 export const sseDocs: FastifySchema = {
   summary: 'Live stats as Server-Sent Events (the fallback where WebSocket cannot go)',
   description: 'Opens a `text/event-stream` of the named channels. For each channel its current stats at once, then every ' +

@@ -10,25 +10,20 @@ import { lazyChildLogger } from '../services/http/logging.js'
 import { replyError } from '../services/http/errors.js'
 
 export interface SseRoutesOptions {
-  /** How often every stream gets a heartbeat comment, in ms. */
   heartbeatMs: number
-  /** Reconnection delay EventSource is told (`retry:`), in ms; a restart spreads reconnects over up to 5× this. */
+  /** EventSource's `retry:`, in ms; a restart spreads reconnects over up to 5× this. */
   retryMs: number
 }
 
-/**
- * GET /sse?channels=estadisticas:a,estadisticas:b: the live stats as Server-Sent Events, for
- * browsers behind proxies that break WebSocket upgrades. The same checks as /ws, then one stream
- * that the hub writes to like a socket (services/transports/sse.ts).
- */
+/** GET /sse?channels=estadisticas:a,...: the live stats as Server-Sent Events, where proxies break WebSocket upgrades. */
 async function sseRoutes (fastify: FastifyInstance, opts: SseRoutesOptions) {
   const { hub, live, limits } = citasOf(fastify)
   decorateHandshake(fastify)
-  const { checkOrigin, readableByOrigin, authenticate, preflight } = handshakeHooks(fastify, { what: 'event stream', protocolToken: false })
+  const { checkOrigin, readableByOrigin, authenticate, refuseFull, preflight } = handshakeHooks(fastify, { what: 'event stream', protocolToken: false })
 
-  /** The channels asked for, once each, in order; a reply sent instead when they cannot be streamed. */
+  /** The channels asked for, once each, in order; null once a refusal was sent. */
   function channelsOf (request: FastifyRequest, reply: FastifyReply, access: Access): string[] | null {
-    /** `channel`: the one refused, so a client can drop it and ask for the others. */
+    // A refusal names its channel, so a client can drop it and ask for the others.
     const refuse = (status: 400 | 403, code: string, message: string, channel?: string): null => {
       request.log.info({ code }, `event stream refused: ${message}`)
       replyError(readableByOrigin(request, reply), status, code, message, channel === undefined ? {} : { channel })
@@ -62,13 +57,10 @@ async function sseRoutes (fastify: FastifyInstance, opts: SseRoutesOptions) {
     const key = request.citasUserKey
     const ip = limits.perIp.enabled ? limits.clientAddress(request) : ''
     // authenticate checked the counts; count for real now, where nothing can race it.
-    if (key !== null && !limits.perUser.acquire(key)) {
-      replyError(readableByOrigin(request, reply), 429, 'limit', 'too many connections for this user')
-      return
-    }
-    if (!limits.perIp.acquire(ip)) {
-      if (key !== null) limits.perUser.release(key)
-      replyError(readableByOrigin(request, reply), 429, 'limit', 'too many connections for this IP address')
+    const full = key !== null && !limits.perUser.acquire(key) ? 'user' : limits.perIp.acquire(ip) ? null : 'IP address'
+    if (full !== null) {
+      if (full === 'IP address' && key !== null) limits.perUser.release(key)
+      refuseFull(request, reply, full)
       return
     }
 
@@ -90,18 +82,14 @@ async function sseRoutes (fastify: FastifyInstance, opts: SseRoutesOptions) {
       return
     }
     request.raw.socket.once('close', release)
-    const headers: Record<string, string> = {
+    const origin = request.headers.origin
+    conn.start({
       'content-type': 'text/event-stream; charset=utf-8',
       // Proxies must neither cache nor transform (compress, buffer) the stream.
       'cache-control': 'no-cache, no-transform',
-      'x-accel-buffering': 'no'
-    }
-    const origin = request.headers.origin
-    if (origin !== undefined) {
-      headers['access-control-allow-origin'] = origin
-      headers.vary = 'Origin'
-    }
-    conn.start(headers)
+      'x-accel-buffering': 'no',
+      ...(origin === undefined ? {} : { 'access-control-allow-origin': origin, vary: 'Origin' })
+    })
     for (const channel of channels) {
       hub.subscribe(conn, channel)
       live.sendCurrent(conn, channel, (code, message) => { conn.send(channelErrorMessage(code, message, channel)) })

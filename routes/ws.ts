@@ -18,15 +18,12 @@ import { lazyChildLogger } from '../services/http/logging.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** The handshake's `reply.raw`, the response @fastify/websocket routed the upgrade with (see releaseUpgrade). */
+    /** The handshake's `reply.raw`, for releaseUpgrade. */
     citasUpgradeResponse: unknown
   }
 }
 
-/**
- * Largest `refresh` frame: a token the handshake accepts can be as long as Node's header limit
- * (16 KiB), so a refresh may be larger than the frame limit that holds for every other message.
- */
+/** Largest `refresh` frame: an accepted token can be as long as Node's header limit (16 KiB). */
 export const MAX_REFRESH_FRAME = 16 * 1024 + 512
 
 export interface WsRoutesOptions {
@@ -34,13 +31,12 @@ export interface WsRoutesOptions {
   maxPayload: number
 }
 
-/** The connection of a socket, so every socket shares one set of listeners instead of closures. */
+/** The socket's connection, so every socket shares one set of listeners instead of closures. */
 const kConn = Symbol('citas-live connection')
 
 type LiveSocket = WebSocket & { [kConn]: WsConnection }
 const connOf = (socket: WebSocket): WsConnection => (socket as LiveSocket)[kConn]
 
-/** GET /ws: token checked before the upgrade, then the subscribe/unsubscribe/ping protocol. */
 async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
   const { hub, live, auth: citasAuth, limits } = citasOf(fastify)
   const { log } = fastify
@@ -73,7 +69,6 @@ async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
     })
   }
 
-  /** A fresh token for the same user: new rights and expiry; channels it no longer allows are dropped. */
   function refresh (conn: WsConnection, msg: ClientMessage & { type: 'refresh' }): void {
     let access: Access
     try {
@@ -103,8 +98,7 @@ async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
   }
 
   function onMessage (conn: WsConnection, data: RawData, isBinary: boolean): void {
-    // ws lets frames up to MAX_REFRESH_FRAME through (more, on a host's server); past maxPayload
-    // only a refresh may pass.
+    // ws lets frames up to MAX_REFRESH_FRAME through (more, on a host's server): past maxPayload only a refresh may.
     const size = (data as Buffer).length
     if (size > maxPayload && (size > MAX_REFRESH_FRAME || isBinary || !isRefresh(data))) {
       conn.close(CLOSE.tooBig.code, CLOSE.tooBig.reason)
@@ -153,19 +147,16 @@ async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
   function onSocketPong (this: WebSocket): void { connOf(this).alive = true }
   function onSocketClose (this: WebSocket): void {
     const conn = connOf(this)
-    const { ip, userKey, ipCounted } = conn
     hub.remove(conn)
-    if (userKey !== null) limits.perUser.release(userKey)
-    if (ipCounted) limits.perIp.release(ip)
+    if (conn.userKey !== null) limits.perUser.release(conn.userKey)
+    if (conn.ipCounted) limits.perIp.release(conn.ip)
   }
   function onSocketError (this: WebSocket, err: Error): void {
     log.warn({ err }, 'websocket error')
     this.terminate()
   }
 
-  // The probe sends `Authorization: Bearer`, so a browser on another origin asks first (CORS
-  // preflight). Answered here, for /ws alone: @fastify/cors would either add a hook to every
-  // upgrade or an `OPTIONS *` route that collides with an embedding app's own.
+  // The probe's Authorization header makes browsers preflight; @fastify/cors would hook every upgrade or add a clashing `OPTIONS *`.
   fastify.options('/ws', { onRequest: checkOrigin, schema: { hide: true } }, preflight('authorization'))
 
   fastify.get('/ws', { websocket: true, onRequest: checkOrigin, preValidation: authenticate, schema: wsDocs, childLoggerFactory: lazyChildLogger }, (socket, request) => {
@@ -177,11 +168,9 @@ async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
     const ipCounted = userCounted && limits.perIp.acquire(ip)
     const conn = hub.add(new WsConnection(socket, request.citasAccess as Access, limits.messageBurst, ip, userCounted ? key : null, ipCounted))
     ;(socket as LiveSocket)[kConn] = conn
-    // Nothing of the upgrade request should outlive it (see services/adapters/fastify-websocket.ts).
-    // Where that cannot be done, errors reach the errorHandler given to @fastify/websocket.
+    // Nothing of the upgrade request should outlive it (services/adapters/fastify-websocket.ts).
     releaseUpgrade(socket, request, request.citasUpgradeResponse, onSocketError, log)
     request.citasUpgradeResponse = null
-    // Whether the broadcast fast path may write to this socket (services/adapters/ws.ts); said once if not.
     checkSocket(socket, log)
     socket.on('message', onSocketMessage)
     socket.on('pong', onSocketPong)
@@ -190,7 +179,6 @@ async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
   })
 }
 
-/** Whether an oversized text frame is a `refresh` (the one message that may carry a long token). */
 function isRefresh (data: RawData): boolean {
   try {
     const parsed: unknown = JSON.parse(data.toString())

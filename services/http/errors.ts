@@ -5,15 +5,8 @@ import type { ErrorCode } from '../../protocol.js'
 export type { ErrorCode }
 
 const httpStatus: Record<ErrorCode, number> = {
-  bad_request: 400,
-  invalid_channel: 400,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  limit: 429,
-  rate_limited: 429,
-  internal: 500,
-  unavailable: 503
+  bad_request: 400, invalid_channel: 400, unauthorized: 401, forbidden: 403, not_found: 404,
+  limit: 429, rate_limited: 429, internal: 500, unavailable: 503
 }
 
 /** An error whose code and message are safe to show to the client. */
@@ -33,12 +26,7 @@ export function isAppError (err: unknown): err is AppError {
   return err instanceof AppError
 }
 
-/** The JSON body of every error citas-live answers over HTTP, with the status's name from Node. */
-export function errorBody (statusCode: number, code: string, message: string, extra: Record<string, unknown> = {}) {
-  return { statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message, ...extra }
-}
-
-/** Answers a request with that body (a Fastify reply, or anything that has code().send()). */
-export function replyError<R> (reply: { code: (status: number) => { send: (body: unknown) => R } }, statusCode: number, code: string, message: string, extra?: Record<string, unknown>): R {
-  return reply.code(statusCode).send(errorBody(statusCode, code, message, extra))
+/** Answers with the JSON body of every HTTP error citas-live sends (the status's name from Node). */
+export function replyError<R> (reply: { code: (status: number) => { send: (body: unknown) => R } }, statusCode: number, code: string, message: string, extra: Record<string, unknown> = {}): R {
+  return reply.code(statusCode).send({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message, ...extra })
 }

@@ -1,17 +1,13 @@
 import { BlockList, isIP } from 'node:net'
 import type { Access } from '../live/hub.js'
 
-/**
- * Per-key connection counts (per user, per IP). A limit of 0 turns the count off.
- */
+/** Per-key connection counts (per user, per IP). A limit of 0 turns the count off. */
 export function createConnectionCounter (max: number) {
   const counts = new Map<string, number>()
   return {
-    /** True when one more connection for `key` would be over the limit. */
     full (key: string): boolean {
       return max > 0 && (counts.get(key) ?? 0) >= max
     },
-    /** Counts a connection; false (and nothing counted) when it would be over the limit. */
     acquire (key: string): boolean {
       if (max === 0) return true
       const n = counts.get(key) ?? 0
@@ -26,18 +22,13 @@ export function createConnectionCounter (max: number) {
       else counts.set(key, n)
     },
     get max () { return max },
-    /** False when the limit is 0: nothing is counted, and callers need not even compute the key. */
+    /** False when the limit is 0: callers need not even compute the key. */
     enabled: max > 0,
     count: (key: string): number => counts.get(key) ?? 0
   }
 }
 
-export type ConnectionCounter = ReturnType<typeof createConnectionCounter>
-
-/**
- * Normalizes an allow-list entry or an Origin header: scheme://host[:port], lower case, default
- * ports dropped, no path. Returns null for anything that is not an http(s) origin.
- */
+/** An allow-list entry or Origin header as URL#origin; null for anything not an http(s) origin. */
 export function normalizeOrigin (value: string): string | null {
   let url: URL
   try {
@@ -49,11 +40,7 @@ export function normalizeOrigin (value: string): string | null {
   return url.origin
 }
 
-/**
- * The Origin check for WebSocket handshakes (cross-site WebSocket hijacking). With no list every
- * origin is allowed. A request without an Origin header is not from a browser page and is allowed:
- * browsers always send it on WebSocket handshakes, and the token is still required.
- */
+/** Against cross-site WebSocket hijacking. No Origin header is allowed: browsers always send it, and a token is still needed. */
 export function createOriginCheck (allowed: readonly string[] | undefined): (origin: string | undefined) => boolean {
   if (allowed === undefined) return () => true
   const set = new Set<string>()
@@ -69,22 +56,14 @@ export function createOriginCheck (allowed: readonly string[] | undefined): (ori
   }
 }
 
-/**
- * The key the per-user connection limit counts under: the token's `sub`, or for a token without one
- * the exact rights it grants, so leaving `sub` out of tokens does not escape the limit.
- */
+/** The per-user limit's key: `sub`, else the exact rights granted, so leaving `sub` out does not escape the limit. */
 export function userKeyOf (access: Pick<Access, 'sub' | 'all' | 'negocios'>): string {
   if (access.sub !== undefined) return `sub:${access.sub}`
   return access.all ? 'grants:*' : `grants:${[...access.negocios].sort().join(',')}`
 }
 
-/**
- * The address a request comes from, for decisions that trust it (the per-IP limits, the networks
- * whose notifies need no token): the socket's peer, or, when that peer is one of `isProxy`'s,
- * the rightmost X-Forwarded-For entry not added by one of them. Entries a client wrote itself sit
- * left of those its proxies added, so they are never reached while a proxy vouches for the next.
- * An entry that is not an address ends the walk at the proxy that passed it on.
- */
+// Behind trusted proxies, the rightmost X-Forwarded-For entry no proxy added: entries a client wrote sit further
+// left, never reached while a proxy vouches for the next. A non-address ends the walk.
 export function clientAddress (peer: string | undefined, forwarded: string | string[] | undefined, isProxy: (address: string) => boolean): string {
   let current = peer ?? ''
   if (forwarded === undefined || !isProxy(current)) return current
@@ -98,11 +77,7 @@ export function clientAddress (peer: string | undefined, forwarded: string | str
   return current
 }
 
-/**
- * A matcher for a list of networks (`10.0.0.0/8`, `192.168.1.5`, `fd00::/8`), with Node's BlockList.
- * Throws on an entry that is neither an address nor a CIDR. An IPv4 address seen as IPv6
- * (`::ffff:10.1.2.3`) matches the IPv4 networks.
- */
+/** A matcher for addresses and CIDRs (throws on anything else); `::ffff:10.1.2.3` matches the IPv4 networks. */
 export function createNetworkMatcher (networks: readonly string[]): (address: string | undefined) => boolean {
   const list = new BlockList()
   for (const entry of networks) {

@@ -1,11 +1,7 @@
 import type { FastifyBaseLogger, FastifyServerOptions } from 'fastify'
 import { requestForLog, scrubbingStream } from './redact.js'
 
-/**
- * pino options for the server: the `token` query parameter is cut from logged URLs, credentials are
- * censored wherever a header object gets logged, and every line written to `destination` (standard
- * output by default) is scrubbed of anything shaped like a JWT, whatever logged it.
- */
+/** pino options: tokens cut from logged URLs, credential headers censored, and every line scrubbed of JWTs. */
 export function loggerOptions (level: string, destination: { write: (line: string) => unknown } = process.stdout): Exclude<FastifyServerOptions['logger'], boolean | undefined> {
   return {
     level,
@@ -20,10 +16,7 @@ export function loggerOptions (level: string, destination: { write: (line: strin
       ],
       censor: '[REDACTED]'
     },
-    serializers: {
-      req: requestForLog,
-      err: serializeError
-    },
+    serializers: { req: requestForLog, err: serializeError },
     formatters: {
       // An error logged under another key than `err` gets the same treatment.
       log (object: Record<string, unknown>) {
@@ -49,13 +42,9 @@ function isErrorLike (value: unknown): value is ErrorLike {
     (typeof value === 'object' && value !== null && typeof (value as Error).message === 'string' && typeof (value as Error).stack === 'string')
 }
 
-/**
- * pino's error fields (type, message and stack with their causes, own properties), where a property
- * may only hold data: primitives, errors, arrays and plain objects. Any other object, like the pg
- * Client that pg-pool attaches to the errors of idle connections (with its cancel key and
- * connection settings), is logged as its class name only.
- */
-export function serializeError (err: Error): SerializedError {
+// Properties hold data only: any other object, like the pg Client pg-pool attaches to idle connections' errors
+// (cancel key, connection settings), is logged as its class name.
+function serializeError (err: Error): SerializedError {
   // Typed for errors, but anything can be logged under `err`: other values get the data-only rule.
   if (!isErrorLike(err)) return dataOnly(err, 0, new WeakSet()) as SerializedError
   return errorFields(err, 0, new WeakSet())
@@ -113,13 +102,7 @@ type ChildLoggerOptions = NonNullable<Parameters<FastifyBaseLogger['child']>[1]>
 type LevelMethod = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
 type Levelled = FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }
 
-/**
- * A request's child logger that is made only when the request logs something at an enabled
- * level (or asks for it). Fastify makes one child per request, and pino's child, with the route's
- * serializers, is a few microseconds of every WebSocket or SSE connect that a server logging at
- * `warn` never uses. Used as the childLoggerFactory of the /ws and /sse routes. A logger that
- * cannot say which levels are on (no `isLevelEnabled`, unlike pino) gets its child at once.
- */
+/** A request logger made only when it logs at an enabled level: pino's child costs each /ws or /sse connect microseconds. */
 export function lazyChildLogger (this: unknown, logger: FastifyBaseLogger, bindings: Bindings, opts: ChildLoggerOptions): FastifyBaseLogger {
   const parent = logger as Levelled
   if (typeof parent.isLevelEnabled !== 'function' || opts.level !== undefined) return logger.child(bindings, opts)

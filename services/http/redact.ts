@@ -1,14 +1,9 @@
-/**
- * Keeping tokens out of logs. Two layers: URLs are logged with the `token` query parameter cut out
- * (however its name is spelled or percent-encoded), and every finished log line is scrubbed of
- * anything shaped like a JWT, wherever it came from (a 404 message, an error, a host's own line).
- */
+// Tokens out of logs, two layers: `token` query parameters cut from URLs, and JWTs scrubbed from every line.
 
 /** A JWT in compact form: base64url header starting `{"` (eyJ), payload and signature. */
 const JWT = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g
 const CENSOR = '[REDACTED]'
 
-/** Replaces every JWT-shaped part of `text`. */
 export function redactTokens (text: string): string {
   return text.includes('eyJ') ? text.replace(JWT, CENSOR) : text
 }
@@ -21,7 +16,7 @@ function isTokenName (name: string): boolean {
   return decoded.trim().toLowerCase() === 'token'
 }
 
-/** A URL safe to log: the value of every `token` query parameter (`?token=`, `?%74oken=`, …) and any JWT cut out. */
+/** Every `token` query parameter's value (`?token=`, `?%74oken=`, …) and any JWT cut out. */
 export function redactUrl (url: string): string {
   const at = url.indexOf('?')
   if (at === -1) return redactTokens(url)
@@ -34,7 +29,6 @@ export function redactUrl (url: string): string {
   return redactTokens(`${url.slice(0, at)}?${redacted}${hash === -1 ? '' : url.slice(hash)}`)
 }
 
-/** A pino destination that scrubs each line before handing it to `destination`. */
 export function scrubbingStream (destination: { write: (line: string) => unknown }): { write: (line: string) => void } {
   return { write (line: string) { destination.write(redactTokens(line)) } }
 }
@@ -47,7 +41,7 @@ interface RequestLike {
   socket?: { remotePort?: number } | null
 }
 
-/** The `req` log serializer: Fastify's default fields, with the URL made safe to log. */
+/** The `req` log serializer: Fastify's default fields, the URL redacted. */
 export function requestForLog (req: RequestLike): Record<string, unknown> {
   return { method: req.method, url: redactUrl(req.url), host: req.hostname, remoteAddress: req.ip, remotePort: req.socket?.remotePort }
 }

@@ -8,38 +8,29 @@ function deferred<V> (): Deferred<V> {
   let resolve!: (value: V) => void
   let reject!: (err: unknown) => void
   const promise = new Promise<V>((_resolve, _reject) => { resolve = _resolve; reject = _reject })
-  // A run nobody awaits (every caller went away) must not become an unhandled rejection.
+  // A run nobody awaits must not become an unhandled rejection.
   promise.catch(() => {})
   return { promise, resolve, reject }
 }
 
 interface Slot<O, V> {
-  /** The run in flight. */
   current: Deferred<V> | null
-  /** The run queued behind it (or waiting out the gap), shared by every request made meanwhile. */
+  /** The run queued behind `current` (or waiting out the gap), shared by every request made meanwhile. */
   next: { result: Deferred<V>, options: O } | null
   lastStart: number
-  /** The queued run waits for a delay asked for by requestAfter() (not for the gap): it may be started early. */
+  /** The queued run waits out a requestAfter() delay (not the gap), so it may be started early. */
   delayed?: NodeJS.Timeout
 }
 
 export interface CoalescerOptions<O> {
-  /**
-   * Under load, the least time between the starts of two runs for one key, in ms. A request that
-   * finds no run in flight starts one at once; only the run queued behind another waits this out.
-   */
+  /** Least time between two starts for one key, in ms; only a run queued behind another waits it out. */
   minGapMs?: number
-  /** Combines the options of requests that share one run. */
   merge: (a: O, b: O) => O
   now?: () => number
 }
 
-/**
- * Single-flight, coalescing runner per key: at most one run in flight per key, and every request
- * made while one runs shares exactly one more run after it. So each caller gets the result of a run
- * that started after its request (it sees every change made before it asked), and a burst of N
- * requests costs about (burst duration / max(run time, minGapMs)) + 1 runs instead of N.
- */
+// Single-flight per key: requests made during a run share one more run after it, so each caller sees every
+// change made before it asked, and a burst costs ~duration / max(run, minGapMs) + 1 runs.
 export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V>, opts: CoalescerOptions<O>) {
   const slots = new Map<K, Slot<O, V>>()
   const minGapMs = opts.minGapMs ?? 0
@@ -47,7 +38,6 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
   let runs = 0
   let waiting = 0
 
-  /** Counts a caller until its promise settles. */
   function track (promise: Promise<V>): Promise<V> {
     waiting++
     const done = (): void => { waiting-- }
@@ -85,10 +75,7 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     start(key, slot, next.options, next.result)
   }
 
-  /**
-   * Like request(), but a run it has to start waits `delayMs` first, so that requests coming
-   * meanwhile share it (change capture's recompute waits a moment for the notify of the same commit).
-   */
+  /** Like request(), but a run it starts waits `delayMs` first, for a notify of the same commit to share it. */
   function requestAfter (key: K, options: O, delayMs: number): Promise<V> {
     if (delayMs <= 0 || slots.has(key)) return request(key, options)
     const slot: Slot<O, V> = { current: null, next: { result: deferred<V>(), options }, lastStart: 0 }
@@ -100,11 +87,7 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     return track(slot.next?.result.promise as Promise<V>)
   }
 
-  /**
-   * Resolves with the result of a run of `key` that starts (or started) at or after `since` (ms, on
-   * this coalescer's clock): the one in flight if it started since then, else the queued one (started
-   * at once if it only waits out a requestAfter() delay), else a new one.
-   */
+  /** The result of a run of `key` started at or after `since`; a queued run only delayed by requestAfter() starts now. */
   function joinSince (key: K, options: O, since: number): Promise<V> {
     const slot = slots.get(key)
     if (slot?.current != null && slot.lastStart >= since) return track(slot.current.promise)
@@ -121,7 +104,7 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     return request(key, options)
   }
 
-  /** Resolves with the result of a run of `key` that starts after this call. */
+  /** The result of a run of `key` that starts after this call. */
   function request (key: K, options: O): Promise<V> {
     const slot = slots.get(key)
     if (slot === undefined) {
@@ -137,10 +120,7 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     return track(slot.next.result.promise)
   }
 
-  /**
-   * Resolves with the result of the run in flight for `key` if there is one (even though it started
-   * before this call), else of the next run. For readers that need a current value, not a fresh one.
-   */
+  /** The run in flight even if it started before this call, else the next: for a current value, not a fresh one. */
   function join (key: K, options: O): Promise<V> {
     const slot = slots.get(key)
     if (slot?.current != null) return track(slot.current.promise)
@@ -148,17 +128,10 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
   }
 
   return {
-    request,
-    join,
-    requestAfter,
-    joinSince,
-    /** Runs started so far. */
+    request, join, requestAfter, joinSince,
     get runs () { return runs },
-    /** Callers waiting for a run's result. */
     get waiting () { return waiting },
     /** Keys with a run in flight or queued. */
     get busy () { return slots.size }
   }
 }
-
-export type Coalescer<K, O, V> = ReturnType<typeof createCoalescer<K, O, V>>

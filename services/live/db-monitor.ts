@@ -1,14 +1,9 @@
-/**
- * Notices that the database went away and tells when it is back. Callers report failures (a stats
- * query that could not reach the database); while down, one timer probes until the probe answers,
- * then every `onUp` listener runs once. No timer runs while the database is up.
- */
+/** Database outages: callers report failures; while down one timer probes, then `onUp` listeners run once. */
 export interface DbMonitorOptions {
   /** Resolves when the database answers (e.g. `SELECT 1`). */
   probe: () => Promise<unknown>
-  /** Time between probes while down, in ms. Default 1000. */
   probeIntervalMs?: number
-  /** Called for errors of onUp listeners, which must not escape. */
+  /** For errors of listeners, which must not escape. */
   onError?: (err: unknown) => void
 }
 
@@ -57,7 +52,6 @@ export function createDbMonitor (opts: DbMonitorOptions) {
   }
 
   return {
-    /** The database failed to answer: mark it down and start probing (no-op when already down). */
     reportFailure (err?: unknown): void {
       if (stopped || !up) return
       up = false
@@ -68,7 +62,6 @@ export function createDbMonitor (opts: DbMonitorOptions) {
     onUp (fn: () => unknown): void { upListeners.add(fn) },
     onDown (fn: (err: unknown) => unknown): void { downListeners.add(fn) },
     get isUp () { return up },
-    /** A probe is scheduled or running (only ever while down). */
     get isProbing () { return timer !== undefined || probing },
     get outageCount () { return outages },
     stop (): void {
@@ -81,10 +74,7 @@ export function createDbMonitor (opts: DbMonitorOptions) {
 
 export type DbMonitor = ReturnType<typeof createDbMonitor>
 
-/**
- * Runs `task` for every item with at most `concurrency` at a time; never rejects (errors go to
- * `onError`). Used to recompute every subscribed channel without flooding the pool.
- */
+/** Runs `task` for every item, at most `concurrency` at a time; never rejects (errors go to `onError`). */
 export async function forEachLimited<T> (items: Iterable<T>, concurrency: number, task: (item: T) => Promise<unknown>, onError: (err: unknown, item: T) => void): Promise<void> {
   const iterator = items[Symbol.iterator]()
   async function worker (): Promise<void> {
@@ -100,27 +90,18 @@ export async function forEachLimited<T> (items: Iterable<T>, concurrency: number
 }
 
 export interface ReadinessOptions {
-  /** Resolves when the database answers (e.g. `SELECT 1`). */
   probe: () => Promise<unknown>
   /** A result younger than this is answered without probing again, in ms. Default 1000. */
   refreshMs?: number
-  /** A probe still unanswered after this long means the database is not answering, in ms. Default 2000. */
+  /** A probe unanswered this long means the database is not answering, in ms. Default 2000. */
   hangAfterMs?: number
-  /**
-   * How long one check waits for a probe it started before answering from what it knows, in ms.
-   * Default 80. Until a first probe has answered there is nothing to answer from: a check then
-   * waits for it up to `hangAfterMs` (a slow first connection on a busy machine is not an outage).
-   */
+  /** How long a check waits for its probe, in ms (default 80); the first waits up to `hangAfterMs` (a slow first connect is no outage). */
   waitMs?: number
 }
 
 export type Readiness = { ready: true } | { ready: false, reason: 'unreachable' | 'not_answering' | 'unknown' }
 
-/**
- * Readiness for probes that may come thousands of times a second and must answer at once even when
- * the database hangs: at most one probe query per `refreshMs`, never more than one in flight, and a
- * check waits at most `waitMs` for it before answering from the last result.
- */
+/** Readiness that answers at once even when the database hangs: one probe per `refreshMs` at most, one in flight. */
 export function createReadiness (opts: ReadinessOptions) {
   const refreshMs = opts.refreshMs ?? 1000
   const hangAfterMs = opts.hangAfterMs ?? 2000
@@ -146,7 +127,6 @@ export function createReadiness (opts: ReadinessOptions) {
   }
 
   return {
-    /** The database's state, probing it first when the last result is older than `refreshMs`. */
     async check (): Promise<Readiness> {
       if (last === undefined || Date.now() - last.at >= refreshMs) {
         let timer: ReturnType<typeof setTimeout> | undefined
@@ -156,9 +136,8 @@ export function createReadiness (opts: ReadinessOptions) {
       }
       return answer()
     },
-    /** Forgets the last result, so the next check probes (e.g. after a failure seen elsewhere). */
+    /** Forgets the last result, so the next check probes. */
     invalidate (): void { last = undefined },
-    /** Starts a probe now (at boot), so the first check has a result to answer from. */
     prime (): void { refresh().catch(() => {}) }
   }
 }

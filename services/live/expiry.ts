@@ -2,17 +2,12 @@ import { CLOSE } from '../../protocol.js'
 import type { Connection } from './hub.js'
 import { tokenExpiringMessage } from './messages.js'
 
-/**
- * One pass over the connections, run by a single periodic timer (no per-socket timers): a socket
- * whose token expires within `warningMs` gets one `token_expiring` notice; one whose token has
- * expired is closed with 4001. Returns how many were closed.
- */
+/** One timer's pass (none per socket): one token_expiring notice within `warningMs`, 4001 once expired; returns the closed count. */
 export function sweepExpiry (connections: Iterable<Connection>, nowMs: number, warningMs: number): number {
   let closed = 0
   for (const conn of connections) {
     const exp = conn.access.exp
-    if (exp === undefined) continue
-    if (!conn.open) continue
+    if (exp === undefined || !conn.open) continue
     const at = exp * 1000
     if (nowMs >= at) {
       conn.close(CLOSE.tokenExpired.code, CLOSE.tokenExpired.reason)

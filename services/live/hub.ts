@@ -1,21 +1,14 @@
-/**
- * The live core: which connections follow which channel, and what they are sent. The hub (this
- * file) fans a message out to a channel's subscribers; live-stats.ts keeps each channel's figures
- * fresh (coalesced recomputes, a cache for new subscribers, the day boundary, what other instances
- * tell); stats.ts is the one SQL query; messages.ts parses client frames and writes server ones.
- * Nothing here knows a transport: a WebSocket and a Server-Sent Events stream are both a
- * Connection (services/transports/), which writes a Prepared message its own way.
- */
+// The live core: the hub (this file) fans messages out to a channel's subscribers, live-stats.ts keeps the
+// figures fresh, stats.ts is the SQL, messages.ts the frames. Transports are Connections (services/transports/).
 import { CLOSE } from '../../protocol.js'
 
 /** What a verified token lets a connection watch. */
 export interface Access {
-  /** Subject (user) of the token, when it has one. */
   sub?: string
   /** True for JWT_ADMIN_ROLE: any negocio. */
   all: boolean
   negocios: ReadonlySet<string>
-  /** Token expiry in unix seconds, when it has one. */
+  /** Unix seconds. */
   exp?: number
 }
 
@@ -23,11 +16,7 @@ export function canWatch (access: Access, negocioId: string): boolean {
   return access.all || access.negocios.has(negocioId)
 }
 
-/**
- * A message serialized once for every subscriber it goes to. Each transport turns it into what it
- * writes (a WebSocket frame, an SSE event) once per message too, with `encoded`: a broadcast to
- * thousands of sockets frames its bytes once.
- */
+/** A message serialized once; `encoded` caches each transport's bytes, so a broadcast frames them once. */
 export class Prepared {
   private encodings: Map<symbol, unknown> | undefined
   constructor (readonly text: string) {}
@@ -43,51 +32,39 @@ export class Prepared {
   }
 }
 
-/** How a connection reaches its peer (a label, for metrics): a WebSocket, or a Server-Sent Events stream. */
 export type Transport = 'websocket' | 'sse'
 
-/**
- * One open connection and the channels it follows: what the hub writes through. A transport
- * extends it (one object per socket: idle connections are most of the memory).
- */
+/** An open connection and its channels; a transport extends it (one object per socket: idle ones are most of the memory). */
 export abstract class Connection {
   readonly channels = new Set<string>()
-  /** Newest message per channel held back while the peer's send buffer is over the bound; null when draining normally. */
+  /** Newest message per channel held back while the peer is over the buffer bound; null otherwise. */
   pending: Map<string, Prepared> | null = null
-  /** When the peer went over the bound (ms), 0 when it is not. */
   slowSince = 0
-  /** The `exp` a token_expiring notice was sent for, 0 when none. */
+  /** The `exp` a token_expiring notice was sent for. */
   expiryNoticeFor = 0
 
   constructor (public access: Access) {}
 
   abstract readonly transport: Transport
-  /** Whether the peer still takes messages. */
   abstract readonly open: boolean
-  /** Bytes written but not yet handed to the kernel. */
   abstract readonly bufferedAmount: number
   abstract send (message: Prepared | string): void
-  /** Ends the connection saying why (a close frame; an SSE `close` event). */
   abstract close (code: number, reason: string): void
-  /** Cuts the connection at once. */
   abstract terminate (): void
-  /** One heartbeat round (a ping, a comment line); false when the peer did not answer the last one and was cut. */
+  /** False when the peer did not answer the last heartbeat and was cut. */
   abstract heartbeat (): boolean
 }
 
 export interface HubOptions {
-  /** Bytes a peer may have buffered before the hub stops writing to it and keeps only the newest message per channel. Default 65536. */
+  /** Buffered bytes past which a peer gets only the newest message per channel. Default 65536. */
   maxBufferedBytes?: number
   /** A peer over the bound for this long is closed with 1013. Default 30000. */
   stallTimeoutMs?: number
-  /** How often peers over the bound are checked for drain. Default 100. */
   flushIntervalMs?: number
-  /** Clock, injectable for tests. */
   now?: () => number
 }
 
-/** A stalled peer has this long to answer its 1013 close before it is cut (it is not reading). */
-export const STALLED_CLOSE_GRACE_MS = 2000
+const STALLED_CLOSE_GRACE_MS = 2000
 
 export function createHub (opts: HubOptions = {}) {
   const maxBuffered = opts.maxBufferedBytes ?? 65_536
@@ -99,9 +76,7 @@ export function createHub (opts: HubOptions = {}) {
   const emptyListeners: Array<(name: string) => void> = []
   let subscriptions = 0
   let stalled = 0
-  /** Plain counters, read by the metrics plugin at scrape time. */
   const counters = { sent: 0, dropped: { superseded: 0, stalled: 0, closed: 0 } }
-  /** Connections over the buffer bound; the only ones the flush timer looks at. */
   const slow = new Set<Connection>()
   let flushTimer: ReturnType<typeof setInterval> | undefined
 
@@ -110,7 +85,6 @@ export function createHub (opts: HubOptions = {}) {
     return conn
   }
 
-  /** Forgets a connection and every subscription it had; empty channels disappear. */
   function remove (conn: Connection): void {
     for (const name of conn.channels) leave(conn, name)
     conn.channels.clear()
@@ -151,7 +125,7 @@ export function createHub (opts: HubOptions = {}) {
     }
   }
 
-  /** Sends a last message to every subscriber of a channel and drops them all from it (its negocio is gone). */
+  /** Sends a last message to every subscriber and drops them from the channel (its negocio is gone). */
   function dropChannel (name: string, text: string): number {
     const subscribers = channels.get(name)
     if (subscribers === undefined) return 0
@@ -167,11 +141,7 @@ export function createHub (opts: HubOptions = {}) {
     return sent
   }
 
-  /**
-   * Sends one message to every open subscriber; returns how many got it (or will, once their peer
-   * drains). Stats are state: a peer over the buffer bound keeps only the newest message of each
-   * channel, written when it drains.
-   */
+  /** Returns how many got it or will on drain; a slow peer keeps only each channel's newest (stats are state). */
   function publish (name: string, what: Prepared | string): number {
     const subscribers = channels.get(name)
     if (subscribers === undefined) return 0
@@ -199,7 +169,6 @@ export function createHub (opts: HubOptions = {}) {
     conn.pending.set(name, message)
   }
 
-  /** Writes held messages to peers that drained; closes with 1013 those stalled past the deadline. */
   function flush (): void {
     const at = now()
     for (const conn of slow) {
@@ -227,7 +196,7 @@ export function createHub (opts: HubOptions = {}) {
     }
   }
 
-  /** One heartbeat round for the connections `which` picks (one timer for all of them, none per socket). */
+  /** One heartbeat round for the connections `which` picks (one timer for all, none per socket). */
   function sweep (which: (conn: Connection) => boolean = () => true): void {
     for (const conn of connections) if (which(conn)) conn.heartbeat()
   }
@@ -237,7 +206,6 @@ export function createHub (opts: HubOptions = {}) {
     for (const conn of connections) if (conn.open) conn.close(code, reason)
   }
 
-  /** Cuts every connection still open (after closeAll, for peers that never answer the close). */
   function terminateAll (): void {
     for (const conn of connections) conn.terminate()
   }
@@ -248,24 +216,11 @@ export function createHub (opts: HubOptions = {}) {
   }
 
   return {
-    add,
-    remove,
-    subscribe,
-    unsubscribe,
-    dropChannel,
-    publish,
-    sweep,
-    flush,
-    closeAll,
-    terminateAll,
-    stop,
-    /** Calls `listener` whenever a channel loses its last subscriber. */
+    add, remove, subscribe, unsubscribe, dropChannel, publish, sweep, flush, closeAll, terminateAll, stop,
     onEmpty: (listener: (name: string) => void) => { emptyListeners.push(listener) },
     counters,
-    /** Peers closed with 1013 for staying over the buffer bound. */
     get stalledCount () { return stalled },
     get slowCount () { return slow.size },
-    /** Names of the channels that have at least one subscriber. */
     channelNames: () => channels.keys(),
     subscriberCount: (name: string) => channels.get(name)?.size ?? 0,
     get connectionCount () { return connections.size },

@@ -1,11 +1,7 @@
-import {
-  CHANNEL_PREFIX, MAX_ID_LENGTH, NEGOCIO_ID_PATTERN,
-  type ErrorCode, type MessageId, type ServerFrame, type Stats
-} from '../../protocol.js'
+import { CHANNEL_PREFIX, MAX_ID_LENGTH, NEGOCIO_ID_PATTERN, type ErrorCode, type MessageId, type ServerFrame, type Stats } from '../../protocol.js'
 
-// The protocol itself is defined in ../protocol.ts; this is the server's side of it: parsing client
-// frames and serializing its own.
-export { CHANNEL_PREFIX, NEGOCIO_ID_PATTERN, type MessageId }
+// The server's side of ../protocol.ts: parsing client frames, serializing its own.
+export { NEGOCIO_ID_PATTERN }
 
 const negocioIdRe = new RegExp(NEGOCIO_ID_PATTERN)
 
@@ -17,14 +13,13 @@ export function channelFor (negocioId: string): string {
   return CHANNEL_PREFIX + negocioId
 }
 
-/** The negocio_id of a valid `estadisticas:<negocio_id>` channel, else null. */
 export function negocioOf (channel: string): string | null {
   if (!channel.startsWith(CHANNEL_PREFIX)) return null
   const id = channel.slice(CHANNEL_PREFIX.length)
   return negocioIdRe.test(id) ? id : null
 }
 
-/** A client frame once parsed: a ClientFrame of the protocol module with its `data` flattened. */
+/** A ClientFrame of the protocol module with its `data` flattened. */
 export type ClientMessage =
   | { type: 'subscribe', channel: string, id?: MessageId }
   | { type: 'unsubscribe', channel: string, id?: MessageId }
@@ -45,10 +40,7 @@ function isPlainObject (value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-/**
- * Parses one client frame. Never throws: anything that is not a well-formed message comes back
- * as { ok: false } with the error code and a message for the client.
- */
+/** Never throws: a malformed frame is { ok: false } with the code and a message for the client. */
 export function parseClientMessage (raw: string): ParseResult {
   let value: unknown
   try {
@@ -94,46 +86,37 @@ export function parseClientMessage (raw: string): ParseResult {
   }
 }
 
-/** Server → client messages, serialized; every one is a ServerFrame of the protocol module. */
 const serialize = (frame: ServerFrame): string => JSON.stringify(frame)
 
 export function statsMessage (stats: Stats): string {
   return serialize({ type: 'stats', data: stats })
 }
 
-/**
- * `channel` is one parseClientMessage accepted (negocioOf's pattern), so it needs no escaping and
- * the reply is put together without JSON.stringify: every subscribe answers with one, and this
- * takes a sixth of the time. The id, any string, is still escaped.
- */
+/** Built without JSON.stringify (a sixth of the time, once per subscribe): a parsed `channel` needs no escaping; the id does. */
 export function replyMessage (type: 'subscribed' | 'unsubscribed', channel: string, id?: MessageId): string {
   return id === undefined
     ? `{"type":"${type}","data":{"channel":"${channel}"}}`
     : `{"type":"${type}","id":${JSON.stringify(id)},"data":{"channel":"${channel}"}}`
 }
 
-/** The answer to a successful refresh: the new token's expiry (unix seconds), null when it has none. */
+/** The new token's expiry (unix seconds), null when it has none. */
 export function refreshedMessage (expiresAt: number | undefined, id?: MessageId): string {
   const data = { expires_at: expiresAt ?? null }
   return serialize(id === undefined ? { type: 'refreshed', data } : { type: 'refreshed', id, data })
 }
 
-/** Sent once, shortly before the connection's token expires (unix seconds). */
 export function tokenExpiringMessage (expiresAt: number): string {
   return serialize({ type: 'token_expiring', data: { expires_at: expiresAt } })
 }
 
-/** An error about one channel, named in `data.channel` (the server ended it, or could not load it). */
 export function channelErrorMessage (code: ErrorCode, message: string, channel: string): string {
   return serialize({ type: 'error', data: { code, message, channel } })
 }
 
-/** A subscription dropped because a refreshed token no longer allows it. */
 export function revokedMessage (channel: string): string {
   return channelErrorMessage('forbidden', `your token no longer allows ${channel}`, channel)
 }
 
-/** A subscription dropped because its negocio no longer exists (deleted while watched). */
 export function goneMessage (channel: string): string {
   return channelErrorMessage('not_found', `${channel} no longer exists`, channel)
 }

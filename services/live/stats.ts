@@ -1,7 +1,6 @@
 import { AppError } from '../http/errors.js'
 import type { Stats } from '../../protocol.js'
 
-/** The four figures of one business, exactly as sent on the wire (defined in ../protocol.ts). */
 export type { Stats }
 
 /** The subset of pg.Pool the service needs, so a host app can pass its own pool or a client. */
@@ -12,15 +11,10 @@ export interface Queryable {
 export interface StatsServiceOptions {
   /** IANA zone for "today" when the business has no zona_horaria of its own. */
   timezone?: string
-  /** Clock, injectable for tests of the day boundary. */
   now?: () => Date
 }
 
-/**
- * One statement, one index-only scan of citas_stats_idx. "Today" is the half-open range
- * [local midnight, next local midnight) in the business's zone, computed by PostgreSQL so that
- * daylight-saving days of 23 or 25 hours are right.
- */
+/** One index-only scan of citas_stats_idx; PostgreSQL computes "today" in the business's zone, so 23/25-hour days are right. */
 export const STATS_SQL = `
 WITH dia AS (
   SELECT n.id,
@@ -39,25 +33,17 @@ SELECT max(dia.id) AS negocio_id,
 FROM dia
 LEFT JOIN citas c ON c.negocio_id = $1`
 
-interface StatsRow extends Record<string, unknown> {
+interface StatsRow extends Record<string, unknown>, Pick<Stats, 'citas_hoy' | 'total_citas' | 'citas_completadas' | 'citas_canceladas'> {
   negocio_id: string | null
-  citas_hoy: number
-  total_citas: number
-  citas_completadas: number
-  citas_canceladas: number
   day_ends_at: Date | null
   version: string
 }
 
-/** Stats plus what the cache needs to know about them. */
 export interface Snapshot {
   stats: Stats
   /** When "today" ends for this business (ms since epoch): citas_hoy must be recomputed then. */
   dayEndsAt: number
-  /**
-   * The database's statement_timestamp() in µs: one clock for every instance, so of two snapshots
-   * the larger version saw at least every change the other saw.
-   */
+  /** statement_timestamp() in µs: one clock for all instances, so the larger version saw every change the other did. */
   version: number
 }
 
@@ -68,10 +54,7 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
   const queryListeners: Array<(seconds: number, outcome: 'ok' | 'error') => void> = []
   const unavailableListeners = new Set<(err: unknown) => void>()
 
-  /**
-   * Computes the stats of one business. Rejects with AppError('not_found') for an unknown
-   * negocio and AppError('unavailable') when the database cannot answer.
-   */
+  /** Rejects with AppError('not_found') for an unknown negocio, AppError('unavailable') when the database cannot answer. */
   async function computeSnapshot (negocioId: string): Promise<Snapshot> {
     const at = now()
     queries++
@@ -113,16 +96,10 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
   }
 
   return {
-    compute,
-    computeSnapshot,
-    now,
-    /** Calls `listener` with the duration of every query (for metrics). */
+    compute, computeSnapshot, now,
     onQuery: (listener: (seconds: number, outcome: 'ok' | 'error') => void) => { queryListeners.push(listener) },
-    /** Calls `fn` whenever a stats query fails to reach the database (the outage monitor listens). */
     onUnavailable (fn: (err: unknown) => void): void { unavailableListeners.add(fn) },
-    /** How many stats queries this service has sent (for tests, metrics and benchmarks). */
-    get queryCount () { return queries },
-    timezone
+    get queryCount () { return queries }
   }
 }
 

@@ -3,45 +3,27 @@ import type { Socket } from 'node:net'
 import { CHANNEL_PREFIX, CLOSE, type ServerFrame, type Stats } from '../../protocol.js'
 import { Connection, type Access, type Prepared } from '../live/hub.js'
 
-/**
- * Server-Sent Events: a stream the hub writes to like a WebSocket. The rest of the server hands it
- * the same serialized WebSocket messages; it writes them as events:
- *
- * - `stats`: `id: <version>` and `data:` exactly the message's `data` object;
- * - `error`, `token_expiring`: `data:` the message's `data`;
- * - close(code, reason): an `event: close` with `{code, reason}`, then the end of the response.
- *
- * The stream writes straight to the connection's socket, as a WebSocket does after its upgrade:
- * the response head once (a body that lasts until the connection closes, `Connection: close`, no
- * chunked framing), then each event as it goes on the wire, so a broadcast writes one shared
- * Buffer per single-channel stream instead of framing an HTTP chunk per stream.
- *
- * The id of a `stats` event is opaque to clients: one version per channel of the stream, each a
- * hash of the channel and its four figures, so an instance can tell which channels a reconnecting
- * client has unchanged, whichever instance sent them (see `resumeVersions`).
- */
+// WebSocket messages as events, written straight to the socket (`Connection: close`, no chunked framing) so a
+// broadcast shares one Buffer per single-channel stream. A `stats` id hashes each channel's figures, so any
+// instance can tell which channels a reconnecting client already has (`resumeVersions`).
 
 const CONNECTING = 0
 const OPEN = 1
 const CLOSING = 2
 const CLOSED = 3
 
-/** Bytes of a stats version: 11 base64url characters, 66 bits of a SHA-256 of the channel and its figures. */
+/** 11 base64url characters: 66 bits of a SHA-256. */
 const VERSION_LENGTH = 11
 const VERSION_RE = /^[A-Za-z0-9_-]{11}$/
 
-/** The version of one channel's figures: equal figures give equal versions on every instance. */
-export function statsVersion (stats: Stats): string {
+function statsVersion (stats: Stats): string {
   return createHash('sha256')
     .update(`${stats.negocio_id}\n${stats.citas_hoy}\n${stats.total_citas}\n${stats.citas_completadas}\n${stats.citas_canceladas}`)
     .digest('base64url')
     .slice(0, VERSION_LENGTH)
 }
 
-/**
- * The versions a `Last-Event-ID` names (the channel versions of the last stats event a client
- * saw), at most `max` of them; an id this server could not have sent names none.
- */
+/** The channel versions a `Last-Event-ID` names (at most `max`); an id this server could not have sent names none. */
 export function resumeVersions (lastEventId: string | undefined, max: number): Set<string> | null {
   if (lastEventId === undefined || lastEventId === '') return null
   const parts = lastEventId.split('.', max + 1)
@@ -49,19 +31,17 @@ export function resumeVersions (lastEventId: string | undefined, max: number): S
   return new Set(parts)
 }
 
-/** One WebSocket message as an event: what every stream writing that message shares. */
+/** One message as an event, shared by every stream writing it. */
 interface Converted {
   type: ServerFrame['type']
-  /** `stats`: the channel and its version. */
   channel: string | undefined
   version: string | undefined
   /** The `data:` line and the blank line that ends the event. */
   tail: string
-  /** The whole event as a single-channel stream writes it (`stats`: its id is the channel's version). */
+  /** The event as a single-channel stream writes it. */
   whole: Buffer
 }
 
-/** A message's SSE event, made once per message (Prepared.encoded). */
 const EVENT = Symbol('sse event')
 
 function convert (payload: string): Converted {
@@ -74,30 +54,27 @@ function convert (payload: string): Converted {
 }
 
 export interface SseStreamOptions {
-  /** The stream's channels, in the order the client named them. */
   channels: readonly string[]
-  /** Versions from the client's Last-Event-ID: a channel's first stats event is skipped when its version is among them. */
+  /** Versions from Last-Event-ID: a channel's first stats event is skipped when its version is among them. */
   resume: Set<string> | null
-  /** Reconnection delay EventSource is told at the start (`retry:`), in ms. */
   retryMs: number
 }
 
-/** The heartbeat: a comment line, which EventSource ignores and proxies see as traffic. */
+/** A comment line, which EventSource ignores and proxies see as traffic (a stream has no pong). */
 const HEARTBEAT = Buffer.from(':\n\n')
 
-/** A Server-Sent Events stream as the hub's Connection. */
 export class SseConnection extends Connection {
   readonly transport = 'sse' as const
   private state = CONNECTING
   private readonly channelList: readonly string[]
-  /** The version of each channel the client has (sent, or skipped on resume); undefined before its first stats. */
+  /** The version of each channel the client has; undefined before its first stats. */
   private readonly versions: Array<string | undefined>
   private resume: Set<string> | null
   /** Channels that had their first stats. */
   private seen = 0
   private readonly retryMs: number
 
-  /** `socket`: the connection of a request whose reply the route has taken over (Fastify's hijack). */
+  /** `socket`: that of a request whose reply the route hijacked. */
   constructor (private readonly socket: Socket, access: Access, opts: SseStreamOptions) {
     super(access)
     this.channelList = opts.channels
@@ -107,7 +84,6 @@ export class SseConnection extends Connection {
     socket.once('close', () => { this.state = CLOSED })
   }
 
-  /** Sends the response head and the retry delay; from here on the stream takes events. */
   start (headers: Record<string, string>): void {
     let head = `HTTP/1.1 200 OK\r\ndate: ${new Date().toUTCString()}\r\nconnection: close\r\n`
     for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`
@@ -136,8 +112,7 @@ export class SseConnection extends Connection {
       if (unchanged) return
     }
     this.versions[at] = version
-    // One channel: the message's shared bytes. Several: the id names every channel's version, so a
-    // reconnect can skip each unchanged one.
+    // Several channels: the id names every channel's version, so a reconnect can skip each unchanged one.
     if (this.channelList.length === 1) {
       this.socket.write(event.whole)
       return
@@ -147,7 +122,6 @@ export class SseConnection extends Connection {
     this.socket.write(`event: stats\nid: ${id}\n${event.tail}`)
   }
 
-  /** A last `close` event saying why, then the end of the response. */
   close (code: number, reason: string): void {
     if (this.state !== OPEN) return
     this.state = CLOSING
@@ -161,7 +135,6 @@ export class SseConnection extends Connection {
     this.socket.destroy()
   }
 
-  /** A comment line, which EventSource ignores and proxies see as traffic (a stream has no pong). */
   heartbeat (): boolean {
     if (this.state === OPEN) this.socket.write(HEARTBEAT)
     return true

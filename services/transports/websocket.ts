@@ -1,22 +1,14 @@
-/**
- * The two transports a dashboard can follow its channels over, as the hub's Connection: a
- * WebSocket (this file: the `ws` socket, its heartbeat and its message bucket) and a Server-Sent
- * Events stream (sse.ts). What a transport does with a dependency's internals is in
- * services/adapters/.
- */
+// The hub's Connections: a WebSocket (this file: socket, heartbeat, message bucket) and a Server-Sent Events
+// stream (sse.ts). Dependency internals they use are in services/adapters/.
 import type { WebSocket } from 'ws'
 import { Connection, type Access, type Prepared } from '../live/hub.js'
 import { inOneWrite, prepareFrame, sendFrame } from '../adapters/ws.js'
 import type { BucketState } from './token-bucket.js'
 
 const OPEN = 1
-/** A message's WebSocket frame, built once per message (Prepared.encoded). */
 const FRAME = Symbol('websocket frame')
 
-/**
- * A WebSocket's connection, with what else the socket needs: its message bucket and what its close
- * must release. All of it in the one object (idle sockets are most of the memory).
- */
+/** A socket's connection, bucket and what its close releases, in one object (idle sockets are most of the memory). */
 export class WsConnection extends Connection implements BucketState {
   readonly transport = 'websocket' as const
   /** Cleared by each heartbeat, set again by the peer's pong. */
@@ -30,7 +22,7 @@ export class WsConnection extends Connection implements BucketState {
     access: Access,
     burst: number,
     readonly ip: string,
-    /** The per-user limit's key, null when that limit is off or did not count this socket. */
+    /** Null when the per-user limit is off or did not count this socket. */
     readonly userKey: string | null,
     readonly ipCounted: boolean
   ) {
@@ -47,7 +39,7 @@ export class WsConnection extends Connection implements BucketState {
     else if (this.socket.readyState === OPEN) this.socket.send(message)
   }
 
-  /** Runs `send`, whose messages then leave in one write (a subscribe's reply and the channel's stats). */
+  /** The messages `send` writes leave in one write. */
   batch (send: () => void): void {
     inOneWrite(this.socket, send)
   }
