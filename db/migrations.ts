@@ -3,11 +3,6 @@ import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Pool } from 'pg'
 
-export interface MigrationResult {
-  applied: string[]
-  skipped: string[]
-}
-
 // Same key for every process, so two servers starting at once never migrate concurrently.
 const LOCK_KEY = 7_410_226_001
 
@@ -20,20 +15,14 @@ export function migrationsDir (): string {
   throw new Error('db/migrations folder not found')
 }
 
-/**
- * Applies every db/migrations/NNN_name.sql not yet recorded in citas_live_migrations, in order,
- * each in its own transaction, under an advisory lock. Safe to run again: it applies nothing new.
- */
-export async function migrate (pool: Pool, dir = migrationsDir()): Promise<MigrationResult> {
+/** Applies each NNN_name.sql not yet in citas_live_migrations, in order, one transaction each, under an advisory lock. */
+export async function migrate (pool: Pool, dir = migrationsDir()): Promise<{ applied: string[], skipped: string[] }> {
   const files = (await readdir(dir)).filter(f => /^\d+_[\w-]+\.sql$/.test(f)).sort()
   const client = await pool.connect()
-  const result: MigrationResult = { applied: [], skipped: [] }
+  const result = { applied: [] as string[], skipped: [] as string[] }
   try {
     await client.query('SELECT pg_advisory_lock($1)', [LOCK_KEY])
-    await client.query(`CREATE TABLE IF NOT EXISTS citas_live_migrations (
-      version text PRIMARY KEY,
-      applied_at timestamptz NOT NULL DEFAULT now()
-    )`)
+    await client.query('CREATE TABLE IF NOT EXISTS citas_live_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())')
     const { rows } = await client.query<{ version: string }>('SELECT version FROM citas_live_migrations')
     const done = new Set(rows.map(r => r.version))
     for (const file of files) {

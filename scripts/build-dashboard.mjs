@@ -1,7 +1,5 @@
-// Builds the dashboard (dashboard/ + client/ + protocol.ts) into dist/public, or into the folder given as the
-// first argument: one bundled app.js (esbuild), index.html and style.css. Part of `npm run build`.
-// Skipped when the output was built from the same inputs (a hash of them is kept beside it), so
-// `npm start` on a built tree starts at once; `--force` rebuilds anyway.
+// Bundles the dashboard into dist/public (or the folder given). Skipped when its inputs' hash is
+// unchanged, so `npm start` on a built tree starts at once; `--force` rebuilds anyway.
 import { build } from 'esbuild'
 import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
@@ -14,7 +12,6 @@ const force = args.includes('--force')
 const outdir = resolve(args.find(a => a !== '--force') ?? join(root, 'dist', 'public'))
 const stampFile = join(outdir, '.build-hash')
 
-/** A hash of everything the bundle is made from: the sources, this script and esbuild's version. */
 async function inputsHash () {
   const hash = createHash('sha256')
   const { version } = JSON.parse(await readFile(join(root, 'node_modules', 'esbuild', 'package.json'), 'utf8'))
@@ -37,16 +34,8 @@ if (!force && built.trim() === wanted) process.exit(0)
 
 await mkdir(outdir, { recursive: true })
 await build({
-  entryPoints: [join(root, 'dashboard', 'main.ts')],
-  outfile: join(outdir, 'app.js'),
-  bundle: true,
-  format: 'esm',
-  target: ['es2022'],
-  platform: 'browser',
-  minify: true,
-  sourcemap: true,
-  legalComments: 'none',
-  logLevel: 'warning'
+  entryPoints: [join(root, 'dashboard', 'main.ts')], outfile: join(outdir, 'app.js'), bundle: true, format: 'esm', target: ['es2022'],
+  platform: 'browser', minify: true, sourcemap: true, legalComments: 'none', logLevel: 'warning'
 })
 for (const file of ['index.html', 'style.css']) await copyFile(join(root, 'dashboard', file), join(outdir, file))
 await writeFile(stampFile, wanted + '\n')

@@ -1,24 +1,17 @@
-// Checks that the coverage report measured the server, not just the files the test processes
-// happened to load: every source file is in .tap/report/coverage-summary.json, and none under
-// plugins/, routes/ or services/ counts 3 statements or fewer (what tap reports for a file that no
-// process, in-process or child, ran with coverage on). Run after `tap --coverage-report=json-summary`.
+// Checks that coverage measured every source file, not just those the tests happened to load. Under
+// plugins/, routes/, services/, 3 statements or fewer is what tap reports for a file no process measured.
 import { readFile, readdir } from 'node:fs/promises'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const summaryPath = join(root, '.tap', 'report', 'coverage-summary.json')
-// Not run by the tests with coverage: the dashboard runs in Chromium (its logic is the client SDK,
-// which is measured); the benchmark, the CI smoke script and the runner that starts the suite are
-// not part of it.
+// The dashboard runs in Chromium (its logic, the client SDK, is measured); the others are not the product.
 const NOT_MEASURED = new Set(['dashboard/main.ts', 'scripts/smoke-demo.mjs', 'scripts/check-coverage.mjs', 'scripts/run-tests.ts'])
 const STRICT = /^(plugins|routes|services)\//
 
 async function sources () {
-  const found = []
-  for (const entry of await readdir(root, { withFileTypes: true })) {
-    if (entry.isFile() && /\.ts$/.test(entry.name) && !entry.name.endsWith('.d.ts')) found.push(entry.name)
-  }
+  const found = (await readdir(root, { withFileTypes: true })).filter(e => e.isFile() && /\.ts$/.test(e.name) && !e.name.endsWith('.d.ts')).map(e => e.name)
   for (const folder of ['plugins', 'routes', 'services', 'db', 'client', 'dashboard', 'scripts']) {
     for (const name of await readdir(join(root, folder), { recursive: true })) {
       if (/\.(ts|mjs)$/.test(name) && !name.endsWith('.d.ts')) found.push(`${folder}/${name}`)
@@ -27,13 +20,10 @@ async function sources () {
   return found.filter(f => !NOT_MEASURED.has(f)).sort()
 }
 
-let summary
-try {
-  summary = JSON.parse(await readFile(summaryPath, 'utf8'))
-} catch (err) {
+const summary = await readFile(summaryPath, 'utf8').then(JSON.parse).catch((err) => {
   process.stderr.write(`check-coverage: cannot read ${relative(root, summaryPath)} (run tap with --coverage-report=json-summary): ${err.message}\n`)
   process.exit(1)
-}
+})
 const reported = new Map(Object.entries(summary)
   .filter(([file]) => file !== 'total')
   .map(([file, figures]) => [relative(root, file), figures.statements.total]))

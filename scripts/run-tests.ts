@@ -1,46 +1,24 @@
-// `npm test`: the servers the suite needs, started once for the whole run, then tap.
-//
-// - PostgreSQL: TEST_DATABASE_URL (a URL with the rights to create databases and roles) when set,
-//   else one embedded PostgreSQL for every test file, stopped at the end.
-// - Redis: TEST_REDIS_URL when set, else one redis-server on a free loopback port when the binary is
-//   installed; without it, the tests that need Redis are skipped, each saying why in the summary.
-//
-// Arguments go to tap (`npm test -- test/routes/ws.test.ts`). A test file run on its own (`npx tap
-// <file>`) starts what it needs itself (test/helper.ts).
+// `npm test [-- tap args]`: PostgreSQL (TEST_DATABASE_URL, else embedded) and Redis (TEST_REDIS_URL,
+// else redis-server if installed) started once for the whole run, so each test file need not; then tap.
 import { spawn, spawnSync } from 'node:child_process'
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createRequire } from 'node:module'
-import { createServer } from 'node:net'
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../services/demo/embedded-postgres.js'
+import { freePort, startEmbeddedPostgres } from '../services/demo/embedded-postgres.js'
 
 const say = (line: string): void => { process.stdout.write(`# ${line}\n`) }
 const env: NodeJS.ProcessEnv = { ...process.env }
 const stops: Array<() => Promise<void> | void> = []
 
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const probe = createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number }
-      probe.close(() => resolve(port))
-    })
-  })
-}
-
 async function startPostgres (): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'citas-live-suite-'))
   process.once('exit', () => rmSync(root, { recursive: true, force: true }))
   await chmod(root, 0o755) // as root, PostgreSQL runs as the postgres user, which must reach the folder
-  const server: EmbeddedPostgres = await startEmbeddedPostgres({
-    dir: join(root, 'pg'),
-    port: 0,
-    // Every test file has databases of its own, and many server processes at once; nothing is kept.
-    settings: { max_connections: '400', fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' }
-  })
+  // Nothing is kept, and every test file runs many server processes at once.
+  const settings = { max_connections: '400', fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' }
+  const server = await startEmbeddedPostgres({ dir: join(root, 'pg'), port: 0, settings })
   stops.push(async () => {
     await server.stop()
     await rm(root, { recursive: true, force: true })
@@ -80,10 +58,6 @@ async function startRedis (): Promise<void> {
   }
 }
 
-async function stopAll (): Promise<void> {
-  for (const stop of stops.splice(0).reverse()) await stop()
-}
-
 // Never under tap itself (a test file that ran this would start the whole suite again, and again).
 if (process.env.TAP !== undefined || process.env.TAP_CHILD_ID !== undefined) {
   process.stderr.write('scripts/run-tests.ts starts tap: it is not a test file\n')
@@ -103,6 +77,6 @@ try {
 } catch (err) {
   process.stderr.write(`npm test: ${(err as Error).message}\n`)
 } finally {
-  await stopAll()
+  for (const stop of stops.splice(0).reverse()) await stop()
 }
 process.exit(code)

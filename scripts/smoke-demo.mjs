@@ -1,6 +1,5 @@
-// Starts the built server (node dist/server.js) exactly as `npm start` does, with no DATABASE_URL,
-// in a throw-away data folder; checks subscribe -> stats, a notify, a push of the demo activity's
-// next change (change capture), the dashboard, and 1012 on SIGTERM; stops it.
+// CI: the built server as `npm start` runs it (embedded demo, throw-away folder): subscribe, notify,
+// a captured change pushed, the dashboard, and 1012 on SIGTERM.
 import { spawn } from 'node:child_process'
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -10,13 +9,7 @@ import WebSocket from 'ws'
 const dir = await mkdtemp(join(tmpdir(), 'citas-live-smoke-'))
 await chmod(dir, 0o755)
 const child = spawn(process.execPath, ['dist/server.js'], {
-  env: {
-    PATH: process.env.PATH,
-    PORT: '0',
-    HOST: '127.0.0.1',
-    EMBEDDED_PG_DIR: join(dir, 'pg'),
-    EMBEDDED_PG_PORT: '0' // any free port, retried if another process takes it first
-  },
+  env: { PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', EMBEDDED_PG_DIR: join(dir, 'pg'), EMBEDDED_PG_PORT: '0' },
   stdio: ['ignore', 'pipe', 'inherit']
 })
 let out = ''
@@ -58,21 +51,17 @@ const subscribed = await next()
 const first = await next()
 if (subscribed.type !== 'subscribed' || first.type !== 'stats') await fail(`unexpected ${JSON.stringify([subscribed, first])}`)
 
-const res = await fetch(`http://${base}/notify/cita`, {
-  method: 'POST',
-  headers: { 'content-type': 'application/json', authorization: `Bearer ${service}` },
-  body: JSON.stringify({ negocio_id: negocio, action: 'updated' })
-})
+const headers = { 'content-type': 'application/json', authorization: `Bearer ${service}` }
+const res = await fetch(`http://${base}/notify/cita`, { method: 'POST', headers, body: JSON.stringify({ negocio_id: negocio, action: 'updated' }) })
 if (res.status !== 200) await fail(`notify answered ${res.status}`)
 const answer = await res.json()
 if (answer.stats?.negocio_id !== negocio || typeof answer.bus !== 'string') await fail(`unexpected notify reply ${JSON.stringify(answer)}`)
-// The demo's own activity writes citas straight into the database: change capture pushes them, and a
-// subscriber never gets the same figures twice in a row.
+// The demo's activity writes straight to the database; a subscriber never gets the same figures twice in a row.
 const figures = (m) => [m.data.citas_hoy, m.data.total_citas, m.data.citas_completadas, m.data.citas_canceladas].join('/')
 const pushed = await next()
 if (pushed.type !== 'stats' || pushed.data.negocio_id !== negocio || figures(pushed) === figures(first)) await fail(`unexpected push ${JSON.stringify(pushed)} after ${JSON.stringify(first)}`)
 
-// Every adapter found the internals it knows on this Node (services/adapters: a fallback says so once).
+// Every adapter found the internals it knows on this Node.
 const fallback = /[^\n]*is not the version citas-live knows[^\n]*/.exec(out)
 if (fallback !== null) await fail(`an adapter fell back to its public path: ${fallback[0]}`)
 

@@ -1,18 +1,10 @@
 /**
- * The internals of @fastify/websocket (pinned exactly in package.json) and Node's HTTP server that
- * citas-live uses, behind checks.
- *
- * 1. Releasing the upgrade request (`upgrade-release`, once per connection; the idle benchmark's
- *    memory per connection). Two things keep the whole upgrade request (Fastify's Request and
- *    Reply, the IncomingMessage and ServerResponse, a child logger, the headers) alive as long as
- *    the socket: the per-socket 'error' listener @fastify/websocket adds, a closure over request
- *    and reply (even with its public `errorHandler` option), and the TCP socket's reference to the
- *    ServerResponse @fastify/websocket routes the upgrade with. The listener is swapped for one
- *    shared by all sockets, and the response is detached with `ServerResponse#detachSocket`
- *    (not in Node's documentation). Public path: both stay; errors still go through the
- *    `errorHandler` option, at the cost of a few KiB per connection.
- * 2. Recognizing a host's @fastify/websocket among the server's 'upgrade' listeners, at ready, by
- *    the name of its listener function. Not recognized: plugins/websocket.ts warns.
+ * Internals of @fastify/websocket (pinned exactly) and Node's HTTP server.
+ * 1. `upgrade-release`: the per-socket 'error' listener (a closure over request and reply) and the TCP
+ *    socket's ServerResponse keep the upgrade request alive: the listener is swapped for a shared one,
+ *    the response detached (undocumented `detachSocket`). Checked: one error listener, a response
+ *    holding the TCP socket. Public path: both stay, a few KiB per connection.
+ * 2. A host's @fastify/websocket is told among 'upgrade' listeners by its function's name.
  */
 import { ServerResponse } from 'node:http'
 import type { FastifyRequest } from 'fastify'
@@ -21,17 +13,9 @@ import { guard, type AdapterLog } from './guard.js'
 
 const releaseGuard = guard('upgrade-release', 'every socket keeps its upgrade request (Fastify request and reply, HTTP request and response, headers): a few KiB more per connection')
 
-/**
- * Lets the upgrade request of a new socket be collected: @fastify/websocket's per-socket error
- * listener is replaced by `onError` (one function for every socket) and the upgrade's response
- * (the `reply.raw` of the handshake) is detached from the TCP socket. All or nothing: returns
- * false, and changes nothing, when either is not as expected (logged once).
- */
+/** Lets a new socket's upgrade request be collected. All or nothing: false, changing nothing, when the shape is not the known one. */
 export function releaseUpgrade (socket: WebSocket, request: FastifyRequest, response: unknown, onError: (this: WebSocket, err: Error) => void, log?: AdapterLog): boolean {
-  if (releaseGuard.public) {
-    releaseGuard.fallback('forced', log)
-    return false
-  }
+  if (releaseGuard.onPublicPath(log)) return false
   // @fastify/websocket adds its listener right before it calls the route's handler: the only one then.
   const listeners = socket.listeners('error')
   if (listeners.length !== 1 || listeners[0] === onError) {
@@ -49,11 +33,7 @@ export function releaseUpgrade (socket: WebSocket, request: FastifyRequest, resp
   return true
 }
 
-/**
- * Whether an 'upgrade' listener of the HTTP server is @fastify/websocket's, which routes every
- * upgrade through the whole Fastify app: known by the name of its function (`onUpgrade` in
- * @fastify/websocket 11).
- */
+/** Whether an 'upgrade' listener is @fastify/websocket's (`onUpgrade` in version 11), which routes upgrades through the whole app. */
 export function isFastifyWebsocketUpgrade (listener: { readonly name: string }): boolean {
   return listener.name === 'onUpgrade'
 }

@@ -1,8 +1,6 @@
 /**
- * The bus and change capture: how instances tell each other what changed, and how changes made in
- * the database reach them. This file assembles the bus (PostgreSQL NOTIFY on the pool, LISTEN on
- * the dedicated session of pg-session.ts; or Redis pub/sub, redis-bus.ts), signs and checks its
- * messages (codec.ts), keeps what could not be sent (outbox.ts) and counts what it refused;
+ * How instances tell each other what changed: PostgreSQL NOTIFY (LISTEN on pg-session.ts) or Redis
+ * pub/sub (redis-bus.ts), messages signed and checked by codec.ts, unsent ones kept by outbox.ts.
  * change-capture.ts drains the table the citas triggers fill, on the same session.
  */
 import { randomUUID } from 'node:crypto'
@@ -18,36 +16,27 @@ export interface BusOptions {
   /** Key material of the MAC (postgres and redis). */
   secret?: string
   redisUrl?: string
-  /** This instance's id, in Redis's client list. */
   name: string
   heartbeatMs: number
   deadlineMs: number
-  /** Sends a NOTIFY on the database (the postgres bus). */
   notify: (channel: string, payload: string) => Promise<unknown>
-  /** A message of another instance, signed and new. */
   onMessage: (message: BusMessage) => void
   /** The Redis subscription is (again) in place: what was published meanwhile was missed. */
   onSubscribed?: (first: boolean) => void
   log: { warn: (obj: object, msg?: string) => void, debug: (obj: object, msg?: string) => void }
 }
 
-/**
- * The NOTIFY channel, named after the key as the Redis one is: deployments with other keys never
- * hear each other, and a database role that does not know the key cannot name it (no role can list
- * the channels other sessions LISTEN on).
- */
+/** Named after the key: other deployments never hear us, and a role without the key cannot name the channel. */
 export const pgBusChannel = (codec: Pick<BusCodec, 'channelTag'>): string => `citas_live_bus_${codec.channelTag}`
 
-/** A refused message is logged at most this often (with the counts since), so a flood cannot flood the log. */
+/** A flood of refused messages must not flood the log: one line per interval, with the counts. */
 const DROP_LOG_INTERVAL_MS = 60_000
 
 export function createBus (opts: BusOptions) {
-  const { kind, log } = opts
+  const { kind, log, name, heartbeatMs, deadlineMs } = opts
   if (kind === 'redis' && opts.redisUrl === undefined) throw new Error('the redis bus needs redisUrl')
-  if (kind !== 'memory' && opts.secret === undefined) {
-    throw new Error(`the ${kind} bus signs its messages: pass busSecret (or auth.secret) of at least 16 characters, the same on every instance`)
-  }
-  // The memory bus sends nothing; its codec, under a key of its own, is never used.
+  if (kind !== 'memory' && opts.secret === undefined) throw new Error(`the ${kind} bus signs its messages: pass busSecret (or auth.secret) of at least 16 characters, the same on every instance`)
+  // The memory bus sends nothing: its codec's random key is never used.
   const codec = createBusCodec(kind === 'memory' ? randomUUID() + randomUUID() : opts.secret as string)
   const channel = pgBusChannel(codec)
   const dropped = Object.fromEntries(BUS_DROP_REASONS.map((reason) => [reason, 0])) as Record<BusDropReason, number>
@@ -55,8 +44,7 @@ export function createBus (opts: BusOptions) {
   let droppedSinceLog = 0
 
   function receive (payload: string): void {
-    // Its own messages come back on the postgres bus: not even checked.
-    if (codec.isOwn(payload)) return
+    if (codec.isOwn(payload)) return // PostgreSQL echoes our own NOTIFYs: skipped before the MAC
     const decoded = codec.decode(payload)
     if (decoded.ok) {
       opts.onMessage(decoded.message)
@@ -75,11 +63,7 @@ export function createBus (opts: BusOptions) {
   const redis = kind !== 'redis'
     ? undefined
     : createRedisBus({
-      url: opts.redisUrl as string,
-      channel: `citas-live:stats:${codec.channelTag}`,
-      name: opts.name,
-      heartbeatMs: opts.heartbeatMs,
-      deadlineMs: opts.deadlineMs,
+      url: opts.redisUrl as string, channel: `citas-live:stats:${codec.channelTag}`, name, heartbeatMs, deadlineMs,
       onMessage: receive,
       // The first subscription too: Redis may have come up long after this instance started.
       ...(opts.onSubscribed !== undefined ? { onSubscribed: opts.onSubscribed } : {}),
@@ -94,11 +78,10 @@ export function createBus (opts: BusOptions) {
 
   return {
     kind,
-    /** The channel the session LISTENs on (the postgres bus). */
+    /** The channel the session LISTENs on, and what it hears there (the postgres bus). */
     channel,
-    /** A payload heard on the bus (the session's notifications). */
     receive,
-    /** Sends a message to the other instances, keeping a notify's stats it could not send; undefined for one process. */
+    /** Sends to the other instances, keeping a notify's stats it could not send; undefined for one process. */
     publish: outbox?.publish,
     dropped: dropped as Readonly<Record<BusDropReason, number>>,
     /** Whether messages flow both ways (the postgres bus: whether the session is up). */

