@@ -167,6 +167,14 @@ t.test('every shell example runs against the demo and shows what it prints', asy
   const env = { CITAS_LIVE: base, TOKEN: demo.userToken, SERVICE_TOKEN: demo.serviceToken, METRICS_TOKEN: metricsToken }
   t.ok(demo.userToken !== '' && demo.serviceToken !== '', 'the banner printed both tokens')
 
+  // The README's sample of the banner: the same lines, in the same order, as the demo prints.
+  const readme = await readFile(join(projectRoot, 'README.md'), 'utf8')
+  const labels = (text: string): string[] => [...text.matchAll(/^ {2}([A-Za-z][A-Za-z ]*):/gm)].map(m => m[1] as string)
+  const sample = /```text\n(citas-live demo is running[\s\S]*?)```/.exec(readme)?.[1] ?? ''
+  const printed = demo.p.output().slice(demo.p.output().indexOf('citas-live demo is running'))
+  t.ok(labels(sample).includes('SSE') && labels(sample).includes('psql'), 'the README has a sample of the banner')
+  t.same(labels(sample), labels(printed.slice(0, printed.indexOf('  psql:') + 7)), 'the README shows the banner\'s lines')
+
   for (const block of blocks) {
     const where = `${block.file}:${block.line}`
     const { code, stdout, stderr } = await run(block, env)
