@@ -2,7 +2,7 @@
  * The citas-live WebSocket protocol, defined once: message types, the channel names, error codes,
  * close codes with their reasons and what a client does after each, and the shape of the figures.
  *
- * The server, the client SDK (`citas-live/client`), the AsyncAPI document's test and the README
+ * The server, the client SDK (`citas-live/client`), the AsyncAPI document's test and docs/protocol.md
  * follow this module. It imports nothing and holds no server code, so the browser bundle of the
  * client can import it whole: keep it that way (test/client/bundle.test.ts checks).
  * The names on the wire are Spanish (`estadisticas`, `citas_hoy`, ...) and stay so.

@@ -12,7 +12,7 @@ import type { Access } from '../services/live/hub.js'
 const ClaimName = (def: string, description: string) => Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: def, description })
 
 export const AuthOptions = Type.Object({
-  secret: Type.Optional(Type.String({ minLength: 16, description: 'HS256 secret (at least 16 characters) shared with the REST API that signs the tokens.' })),
+  secret: Type.Optional(Type.String({ minLength: 16, description: 'HS256 secret shared with the REST API that signs the tokens.' })),
   claims: Type.Object({
     negocioId: ClaimName('negocio_id', 'Claim holding one negocio_id (string).'),
     negocios: ClaimName('negocios', 'Claim holding several negocio_ids (string array).'),

@@ -151,11 +151,10 @@ async function createDatabase (): Promise<{ url: string, drop: () => Promise<voi
   }
 }
 
-/** The first TypeScript example of the README's section on embedding. */
-function embeddingExample (readme: string): string {
-  const section = readme.slice(readme.indexOf('## Embedding'))
-  const code = /```ts\n([\s\S]*?)```/.exec(section)?.[1]
-  if (code === undefined) throw new Error('no TypeScript example in the README\'s embedding section')
+/** The first TypeScript example of docs/embedding.md. */
+function embeddingExample (doc: string): string {
+  const code = /```ts\n([\s\S]*?)```/.exec(doc)?.[1]
+  if (code === undefined) throw new Error('no TypeScript example in docs/embedding.md')
   return code
 }
 
@@ -377,9 +376,9 @@ t.test('the Docker image and the npm package, reproduced in clean folders', asyn
     }))
     return await exec('node', [join(consumer, 'node_modules/typescript/bin/tsc'), '-p', consumer], { cwd: consumer }).then(r => r.stdout, (err: { stdout: string }) => err.stdout)
   }
-  // The README's embedding example, as written there.
-  await writeFile(join(consumer, 'embed.ts'), embeddingExample(await readFile(join(root, 'README.md'), 'utf8')))
-  t.equal(await tsc('embed.ts'), '', 'the README\'s embedding example compiles with strict on and every .d.ts checked, the package\'s included')
+  // The embedding example of docs/embedding.md, as written there.
+  await writeFile(join(consumer, 'embed.ts'), embeddingExample(await readFile(join(root, 'docs/embedding.md'), 'utf8')))
+  t.equal(await tsc('embed.ts'), '', 'the embedding example of docs/embedding.md compiles with strict on and every .d.ts checked, the package\'s included')
 
   // A host app as people write them, with its own JWT, pool and WebSocket plugins.
   await install(`@fastify/jwt@${range('@fastify/jwt')}`, `@fastify/postgres@${range('@fastify/postgres')}`, `@fastify/websocket@${range('@fastify/websocket')}`)

@@ -82,7 +82,7 @@ t.test('400 names the bad field', async (t) => {
   const notJson = await notify('{"negocio_id":')
   t.equal(notJson.statusCode, 400)
   t.match(notJson.json(), { code: 'bad_request' })
-  // The README's example, word for word.
+  // docs/notify.md's example, word for word.
   t.same((await notify({ negocio_id: 'n1', action: 'exploded' })).json(),
     { statusCode: 400, code: 'bad_request', error: 'Bad Request', message: 'body/action must be equal to one of the allowed values' })
 })

@@ -4,16 +4,17 @@ import {
   CLIENT_MESSAGE_TYPES, CLOSE, CLOSE_ACTIONS, ERROR_CODES, SERVER_MESSAGE_TYPES, TOKEN_CLOSE_CODES, type CloseAction, type CloseCode
 } from '../../protocol.js'
 
-// The README's protocol section against the protocol module (protocol.ts).
+// docs/protocol.md and docs/client.md against the protocol module (protocol.ts).
 
-const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8')
+const protocolDoc = await readFile(new URL('../../docs/protocol.md', import.meta.url), 'utf8')
+const clientDoc = await readFile(new URL('../../docs/client.md', import.meta.url), 'utf8')
 
-/** The text of a `### title` section, up to the next heading. */
+/** The text of a `## title` section of docs/protocol.md, up to the next heading. */
 function section (title: string): string {
-  const start = readme.indexOf(`\n### ${title}\n`)
-  if (start === -1) throw new Error(`README has no section ${title}`)
-  const end = readme.slice(start + 1).search(/\n#{2,3} /)
-  return readme.slice(start, end === -1 ? undefined : start + 1 + end)
+  const start = protocolDoc.indexOf(`\n## ${title}\n`)
+  if (start === -1) throw new Error(`docs/protocol.md has no section ${title}`)
+  const end = protocolDoc.slice(start + 1).search(/\n#{2,3} /)
+  return protocolDoc.slice(start, end === -1 ? undefined : start + 1 + end)
 }
 
 const sorted = (values: Iterable<string | number>): string[] => [...values].map(String).sort()
@@ -52,6 +53,6 @@ t.test('every message type is shown, each in its direction', async (t) => {
   for (const type of fromServer) t.ok((CLIENT_MESSAGE_TYPES as readonly string[]).includes(type) || (SERVER_MESSAGE_TYPES as readonly string[]).includes(type), `${type} is in the module`)
 })
 
-t.test('the SDK section states the SDK\'s token close codes as the module has them', async (t) => {
-  t.match(readme, new RegExp(`^\\| \`authCloseCodes\` \\| \`\\[${TOKEN_CLOSE_CODES.join(', ')}\\]\` \\|`, 'm'))
+t.test('the SDK page states the SDK\'s token close codes as the module has them', async (t) => {
+  t.match(clientDoc, new RegExp(`^\\| \`authCloseCodes\` \\| \`\\[${TOKEN_CLOSE_CODES.join(', ')}\\]\` \\|`, 'm'))
 })

@@ -1,0 +1,192 @@
+// `npm run docs:config`: writes docs/configuration.md from the option schemas, so the reference of
+// every setting cannot drift from what the code reads and checks. test/docs/configuration.test.ts
+// renders it again and fails when the committed file differs.
+//
+// - The environment: EnvSchema in config.ts. A process variable has its own description there; a
+//   plugin variable (PLUGIN_ENV) is read with its plugin option's schema, so it gets that option's
+//   description, default and bounds.
+// - The app plugin's options, for an app that embeds citas-live: AppOwnOptions (app.ts) and each
+//   plugin's exported TypeBox schema.
+import { writeFileSync } from 'node:fs'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import type { TObject, TSchema } from '@sinclair/typebox'
+import { EnvSchema, PLUGIN_ENV, SCHEMAS } from '../config.js'
+import { DbMonitorOptions } from '../plugins/db-monitor.js'
+import { optionSchema } from '../plugins/options.js'
+
+export const OUTPUT = fileURLToPath(new URL('../docs/configuration.md', import.meta.url))
+
+/** The option schemas in the order an embedder meets them, by their key in AppOptions. */
+const PARTS: Array<[string, TObject]> = [
+  ['app', SCHEMAS.app], ['db', SCHEMAS.db], ['auth', SCHEMAS.auth], ['stats', SCHEMAS.stats], ['hub', SCHEMAS.hub],
+  ['live', SCHEMAS.live], ['limits', SCHEMAS.limits], ['expiry', SCHEMAS.expiry], ['dbMonitor', DbMonitorOptions],
+  ['metrics', SCHEMAS.metrics]
+]
+
+/** What a part is for, one line under its heading. */
+const PART_TITLES: Record<string, string> = {
+  app: 'The app plugin\'s own options (top level of `AppOptions`)',
+  db: '`db`: the database pool',
+  auth: '`auth`: tokens and who may watch what',
+  stats: '`stats`: the stats query',
+  hub: '`hub`: connections and what they are sent',
+  live: '`live`: freshness, the bus between instances, change capture',
+  limits: '`limits`: origins, connection and message limits, the notify rate',
+  expiry: '`expiry`: tokens that expire on open connections',
+  dbMonitor: '`dbMonitor`: database outages and readiness',
+  metrics: '`metrics`: Prometheus metrics (`false`: not even collected)'
+}
+
+/** A markdown table cell: no line breaks, no column separators. */
+function cell (text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ').replace(/\|/g, '\\|').trim()
+}
+
+function sentence (text: string): string {
+  const trimmed = text.trim()
+  return trimmed === '' || /[.!?)]$/.test(trimmed) ? trimmed : `${trimmed}.`
+}
+
+const num = (n: unknown): string => String(n)
+
+/** The values a schema accepts, as a short sentence (empty when the type says it all). */
+export function constraints (schema: TSchema, asEnv: boolean): string {
+  const literals = (schema.anyOf as TSchema[] | undefined)?.map(s => s.const as unknown)
+  if (literals !== undefined && literals.every(v => typeof v === 'string')) {
+    return `One of ${literals.map(v => `\`${String(v)}\``).join(', ')}.`
+  }
+  if (schema.anyOf !== undefined) {
+    // live.session: a URL or an object of connection settings.
+    const text = (schema.anyOf as TSchema[]).find(s => s.type === 'string')
+    return text === undefined ? '' : `${constraints(text, asEnv).replace(/\.$/, '')}, or an object of settings.`
+  }
+  const parts: string[] = []
+  if (schema.type === 'integer' || schema.type === 'number') {
+    const kind = schema.type === 'integer' ? 'An integer' : 'A number'
+    const low = schema.minimum !== undefined ? `${num(schema.minimum)}` : undefined
+    const high = schema.maximum !== undefined ? `${num(schema.maximum)}` : undefined
+    if (low !== undefined && high !== undefined) parts.push(`${kind} from ${low} to ${high}`)
+    else if (low !== undefined) parts.push(`${kind}, at least ${low}`)
+    else if (schema.exclusiveMinimum !== undefined) parts.push(`${kind} above ${num(schema.exclusiveMinimum)}${high !== undefined ? `, at most ${high}` : ''}`)
+    else parts.push(kind)
+  } else if (schema.type === 'string') {
+    if (schema.format === 'iana-time-zone') parts.push('An IANA time zone (like `Europe/Madrid`)')
+    if (schema.pattern !== undefined) parts.push(`Matches \`${String(schema.pattern)}\``)
+    if (typeof schema.minLength === 'number' && schema.minLength > 1) parts.push(`At least ${schema.minLength} characters`)
+    if (typeof schema.maxLength === 'number') parts.push(`At most ${schema.maxLength} characters`)
+  } else if (schema.type === 'array') {
+    parts.push(asEnv ? 'A comma list' : 'A list of strings')
+  }
+  return parts.length === 0 ? '' : `${parts.join('; ')}.`
+}
+
+/** A default as an environment variable shows it. */
+function envDefault (schema: TSchema): string {
+  return schema.default === undefined ? 'unset' : `\`${String(schema.default)}\``
+}
+
+/** A default as a JavaScript option shows it. */
+function optionDefault (schema: TSchema): string {
+  if (schema.default === undefined) return 'unset'
+  return `\`${JSON.stringify(schema.default)}\``
+}
+
+/** The name of an option as an embedder writes it in AppOptions. */
+function optionName (part: string, path: string): string {
+  return part === 'app' ? path : `${part}.${path}`
+}
+
+/** Environment variable(s) that set an option, by its AppOptions name. */
+function variablesByOption (): Map<string, string[]> {
+  const map = new Map<string, string[]>()
+  for (const [name, [part, path]] of Object.entries(PLUGIN_ENV)) {
+    const key = optionName(part, path)
+    map.set(key, [...(map.get(key) ?? []), name])
+  }
+  return map
+}
+
+function envRows (): string[] {
+  const rows: string[] = []
+  for (const [name, schema] of Object.entries(EnvSchema.properties) as Array<[string, TSchema]>) {
+    const mapped = (PLUGIN_ENV as Record<string, readonly [string, string] | undefined>)[name]
+    // A plugin variable: the option's description; the environment's own schema for the values.
+    const option = mapped === undefined ? undefined : optionSchema(SCHEMAS[mapped[0] as keyof typeof SCHEMAS], mapped[1])
+    const description = String((option ?? schema).description ?? '')
+    const values = option?.type === 'boolean' ? 'One of `on`, `off`.' : constraints(option?.type === 'array' ? option : schema, true)
+    const sets = mapped === undefined ? '' : `Sets \`${optionName(mapped[0], mapped[1])}\`.`
+    const meaning = [sentence(description), values, sets].filter(s => s !== '').join(' ')
+    rows.push(`| \`${name}\` | ${envDefault(schema)} | ${cell(meaning)} |`)
+  }
+  return rows
+}
+
+/** One row per option; nested objects (auth.claims) are flattened to dotted names. */
+function optionRows (part: string, schema: TObject, byOption: Map<string, string[]>, prefix = ''): string[] {
+  const rows: string[] = []
+  for (const [key, option] of Object.entries(schema.properties) as Array<[string, TSchema]>) {
+    const path = `${prefix}${key}`
+    if (option.type === 'object' && option.properties !== undefined && Object.keys(option.properties as object).length > 0) {
+      rows.push(...optionRows(part, option as TObject, byOption, `${path}.`))
+      continue
+    }
+    const meaning = [sentence(String(option.description ?? '')), constraints(option, false)].filter(s => s !== '').join(' ')
+    const variables = byOption.get(optionName(part, path))?.map(v => `\`${v}\``).join(', ') ?? ''
+    rows.push(`| \`${path}\` | ${optionDefault(option)} | ${cell(meaning)} | ${variables} |`)
+  }
+  return rows
+}
+
+/** docs/configuration.md, as `npm run docs:config` writes it. */
+export function renderConfiguration (): string {
+  const byOption = variablesByOption()
+  const lines = [
+    '# Configuration',
+    '',
+    '<!-- Generated by `npm run docs:config` (scripts/config-doc.ts) from the option schemas in config.ts,',
+    '     app.ts and plugins/. Do not edit: change a schema\'s description and run it again. -->',
+    '',
+    'The server (`npm start`, `server.ts`) reads its settings from the environment and nowhere else. Every',
+    'variable is checked at start: a bad value stops the process with one line naming it',
+    '(`citas-live: invalid PORT: ...`). An empty value counts as unset. Besides each variable\'s own',
+    'bounds: `JWT_SECRET` is required when `DATABASE_URL` is set, `BUS=redis` needs `REDIS_URL`,',
+    '`ALLOWED_ORIGINS` holds http(s) origins such as `https://app.example.com`, and',
+    '`NOTIFY_TRUSTED_NETWORKS` and `TRUST_PROXY` hold addresses or CIDRs.',
+    '',
+    'Most deployments set a handful of these (the README has a short table); limits, what is logged and',
+    'how to rotate `JWT_SECRET` are in [SECURITY.md](../SECURITY.md).',
+    '',
+    '- [Environment variables](#environment-variables)',
+    '- [Options of the app plugin](#options-of-the-app-plugin), for an app that embeds citas-live',
+    '',
+    '## Environment variables',
+    '',
+    'A variable that "sets" an option passes its value to that option of the app plugin (below), which',
+    'holds its default and bounds.',
+    '',
+    '| Variable | Default | Meaning |',
+    '| --- | --- | --- |',
+    ...envRows(),
+    '',
+    '## Options of the app plugin',
+    '',
+    'An app that registers citas-live itself ([embedding.md](embedding.md)) passes these instead of',
+    'environment variables; `server.ts` builds them from the variables above. It also sets',
+    '`db.connectionString` from `DATABASE_URL`, `auth.secret` from `JWT_SECRET`, `live.bus` from `BUS`,',
+    '`limits.trustedProxies` from `TRUST_PROXY` and `hub.closeTimeoutMs` to half of `SHUTDOWN_GRACE_MS`.',
+    'Each plugin checks its options at boot: an unknown or out-of-range one stops the registration with',
+    'one line naming it. Options that are not plain data (`db.pool`, `auth.verify`, a `live.session`',
+    'object, `dashboard`, `openapi`, `decorator`) are described in [embedding.md](embedding.md).',
+    ''
+  ]
+  for (const [part, schema] of PARTS) {
+    lines.push(`### ${PART_TITLES[part] ?? part}`, '', '| Option | Default | Meaning | Variable |', '| --- | --- | --- | --- |')
+    lines.push(...optionRows(part, schema, byOption), '')
+  }
+  return lines.join('\n')
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  writeFileSync(OUTPUT, renderConfiguration())
+  process.stdout.write(`wrote ${OUTPUT}\n`)
+}
