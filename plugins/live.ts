@@ -6,7 +6,7 @@ import { createLiveStats } from '../services/live/live-stats.js'
 import { createPgSession, type PgSession } from '../services/bus/pg-session.js'
 import { poolSettings } from '../services/adapters/pg-pool.js'
 import { createBus, type BusKind } from '../services/bus/bus.js'
-import { MAX_CHANGED_IDS, type BusDropReason } from '../services/bus/codec.js'
+import type { BusDropReason } from '../services/bus/codec.js'
 import { createChangeCapture, type CaptureRole } from '../services/bus/change-capture.js'
 import { Type, type Static } from '@sinclair/typebox'
 import { citasOf, provide } from './namespace.js'
@@ -21,15 +21,14 @@ export const LiveOptions = Type.Object({
   }),
   redisUrl: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'redis:// URL of the redis bus.' })),
   changeCapture: Type.Boolean({ default: true, description: 'Read the change table the citas trigger fills (db/migrations/004), so writes made without /notify/cita reach dashboards. Off, the table is still drained (and ignored).' }),
-  capturePollMs: Int(5, 50, { maximum: 60_000, description: 'How often the capture leader drains the change table, in ms.' }),
-  captureGraceMs: Int(0, 25, { maximum: 5000, description: 'A captured change is recomputed this much later (ms), so the REST API\'s notify for the same commit, arriving meanwhile, shares the query.' }),
+  capturePollMs: Int(5, 10, { maximum: 60_000, description: 'How often the capture leader drains the change table, in ms: the most a captured change waits before it is computed.' }),
   captureStallMs: Int(1000, 15_000, { maximum: 15_000, description: 'Change capture counts as stopped when no instance completed a drain of the change table for this long (ms): /ready says degraded, and one warning is logged.' }),
   session: Type.Optional(Type.Union([Type.String({ pattern: '^postgres(ql)?://' }), Type.Object({}, { additionalProperties: true })], {
     description: 'Connection settings (or a postgres:// URL) of the dedicated session: LISTEN and the capture leader\'s lock need a real session, which a transaction-mode pooler cannot give. Default: the pool\'s own settings.'
   })),
   heartbeatMs: Int(100, 5000, { maximum: 60_000, description: 'The session and the Redis connections run a query at least this often when quiet, in ms.' }),
   deadlineMs: Int(100, 5000, { maximum: 60_000, description: 'A session or Redis query without an answer within this (ms) drops the connection, which is then replaced.' }),
-  coalesceMs: Int(0, 100, { maximum: 60_000, description: 'Least gap in ms between two recomputes of one negocio during a burst.' }),
+  coalesceMs: Int(0, 0, { maximum: 60_000, description: 'Least gap in ms between two recomputes of one negocio during a burst. Whatever it is, one negocio\'s recomputes take at most a quarter of the time: a negocio written non-stop gets its latest figures, not one query per write.' }),
   resyncConcurrency: Int(1, 4, { maximum: 64, description: 'Recomputes running at once when every channel is recomputed (after an outage, a bus reconnect, a new capture leader).' }),
   reconcileSeconds: Type.Number({ minimum: 0, maximum: 86_400, default: 0, description: 'Recompute every channel with subscribers this often (seconds) and push what changed; 0 = off.' }),
   instanceId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'This instance\'s name on the bus. Default: a random UUID.' })),
@@ -112,16 +111,6 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
    */
   let reconnectResync: Promise<void> = Promise.resolve()
 
-  /** Hands drained changes to this instance and, in messages of at most MAX_CHANGED_IDS, to the others. */
-  async function onChanges (ids: string[]): Promise<void> {
-    if (!changeCapture) return
-    live.changed(ids)
-    if (bus.publish === undefined) return
-    for (let i = 0; i < ids.length; i += MAX_CHANGED_IDS) {
-      await bus.publish({ origin, changed: ids.slice(i, i + MAX_CHANGED_IDS) })
-    }
-  }
-
   const baseConnection: pg.ClientConfig = options.session === undefined
     // Same settings as the pool (host, credentials, TLS), but a session of its own: the ones
     // citas-live built its pool from, else read from the host's pool (stops the boot if it cannot).
@@ -159,7 +148,8 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   const capture = createChangeCapture({
     session,
     instance: origin,
-    onChanges,
+    // Drained changes go to live-stats, which computes what some instance shows and publishes the rest.
+    onChanges: async (ids) => { if (changeCapture) await live.captured(ids) },
     pollMs: changeCapture ? opts.capturePollMs : 1000,
     // A leader whose session answered nothing for two deadlines is gone (its own deadline would have replaced it).
     leaseMs: 2 * opts.deadlineMs,
@@ -185,7 +175,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     ...(changeCapture ? { barrier: async () => await capture.poll() } : {}),
     coalesceMs: opts.coalesceMs,
     resyncConcurrency: opts.resyncConcurrency,
-    captureGraceMs: opts.captureGraceMs,
+    leads: () => capture.role === 'leader',
     onError: (err, context) => log.warn({ err }, context)
   })
 

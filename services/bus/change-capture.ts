@@ -61,6 +61,9 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   let compactions = 0
   let starAt = Number.NEGATIVE_INFINITY
   let compactDue = false
+  /** When the last drain renewed the lease (0: the next one does), and how often one does. */
+  let renewedAt = 0
+  const renewMs = Math.min(250, leaseMs / 4)
   /** Callers of sessionUp() waiting for its first leadership attempt. */
   let afterAttempt: Array<(role: CaptureRole) => void> = []
   /** The error code of a poll that keeps failing with the session up, until one succeeds. */
@@ -73,6 +76,7 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   function setRole (next: CaptureRole): void {
     if (next === role) return
     role = next
+    renewedAt = 0
     opts.onRole?.(next)
   }
 
@@ -173,14 +177,27 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
     setRole('follower')
   }
 
-  /** Drains a batch and renews the lease in one statement; at most MAX_IDS + 1 ids, so the bytes read stay bounded. */
+  /**
+   * Drains a batch; at most MAX_IDS + 1 ids, so the bytes read stay bounded. Every renewMs it also
+   * renews the lease and records the drain (what followers read): between those, an idle poll
+   * writes nothing, a prepared DELETE of no rows.
+   */
   async function drainBatch (): Promise<DrainRow> {
+    if (Date.now() - renewedAt < renewMs) {
+      const { rows } = await session.query<DrainRow>(`
+        WITH d AS (DELETE FROM citas_live_cambios WHERE ctid = ANY (ARRAY(SELECT ctid FROM citas_live_cambios LIMIT $1)) RETURNING negocio_id)
+        SELECT (SELECT count(*) FROM d)::int AS rows, ARRAY(SELECT DISTINCT negocio_id FROM d LIMIT $2) AS ids,
+          CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_relation_size('citas_live_cambios') ELSE 0 END::text AS bytes, true AS leader`,
+      [batch, MAX_IDS + 1], 'citas_live_drain')
+      return rows[0] as DrainRow
+    }
+    renewedAt = Date.now()
     const { rows } = await session.query<DrainRow>(`
       WITH d AS (DELETE FROM citas_live_cambios WHERE ctid = ANY (ARRAY(SELECT ctid FROM citas_live_cambios LIMIT $1)) RETURNING negocio_id),
       lease AS (UPDATE citas_live_capture_leader SET drained_at = clock_timestamp(), lease_until = clock_timestamp() + make_interval(secs => $4::float8 / 1000)
         WHERE instance = $3 AND pid = pg_backend_pid() RETURNING 1)
       SELECT (SELECT count(*) FROM d)::int AS rows, ARRAY(SELECT DISTINCT negocio_id FROM d LIMIT $2) AS ids,
-        pg_relation_size('citas_live_cambios')::text AS bytes, EXISTS (SELECT 1 FROM lease) AS leader`, [batch, MAX_IDS + 1, instance, leaseMs])
+        pg_relation_size('citas_live_cambios')::text AS bytes, EXISTS (SELECT 1 FROM lease) AS leader`, [batch, MAX_IDS + 1, instance, leaseMs], 'citas_live_drain_renew')
     return rows[0] as DrainRow
   }
 

@@ -7,22 +7,27 @@ import { NEGOCIO_ID_PATTERN } from '../live/messages.js'
 const Figure = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 const Origin = Type.String({ minLength: 1, maxLength: 128 })
 
-/** Most negocio ids one change message names (a NOTIFY payload must stay under 8,000 bytes). */
+/** Most negocio ids one change or interest message names (a NOTIFY payload must stay under 8,000 bytes). */
 export const MAX_CHANGED_IDS = 50
+/** Most snapshots one message carries (about 270 bytes each at most). */
+export const MAX_SNAPSHOTS = 25
 
 /** A bus message, field by field: nothing else may ride along. */
 const exact = { additionalProperties: false }
 const NegocioId = Type.String({ pattern: NEGOCIO_ID_PATTERN })
+const Ref = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+const Snapshot = Type.Object({
+  stats: Type.Object({ negocio_id: NegocioId, citas_hoy: Figure, total_citas: Figure, citas_completadas: Figure, citas_canceladas: Figure, timestamp: Figure }, exact),
+  dayEndsAt: Figure,
+  version: Figure
+}, exact)
+const Ids = Type.Array(NegocioId, { minItems: 1, maxItems: MAX_CHANGED_IDS })
 const checkMessage = TypeCompiler.Compile(Type.Union([
-  Type.Object({
-    origin: Origin,
-    snapshot: Type.Object({
-      stats: Type.Object({ negocio_id: NegocioId, citas_hoy: Figure, total_citas: Figure, citas_completadas: Figure, citas_canceladas: Figure, timestamp: Figure }, exact),
-      dayEndsAt: Figure,
-      version: Figure
-    }, exact)
-  }, exact),
-  Type.Object({ origin: Origin, changed: Type.Array(Type.Union([NegocioId, Type.Literal('*')]), { minItems: 1, maxItems: MAX_CHANGED_IDS }) }, exact)
+  Type.Object({ origin: Origin, snapshots: Type.Array(Snapshot, { minItems: 1, maxItems: MAX_SNAPSHOTS }) }, exact),
+  Type.Object({ origin: Origin, changed: Type.Array(Type.Union([NegocioId, Type.Literal('*')]), { minItems: 1, maxItems: MAX_CHANGED_IDS }) }, exact),
+  Type.Object({ origin: Origin, interest: Ids }, exact),
+  Type.Object({ origin: Origin, notify: NegocioId, ref: Ref }, exact),
+  Type.Object({ origin: Origin, answer: Type.Object({ to: Origin, ref: Ref }, exact), snapshot: Type.Optional(Snapshot) }, exact)
 ]))
 
 export type BusDropReason = 'unsigned' | 'bad_signature' | 'malformed' | 'implausible' | 'replayed' | 'stale'
@@ -49,7 +54,7 @@ const HEADER_RE = /^[A-Za-z0-9_-]{16}\.(\d{1,16})\.(\d{1,16})\./
 export function createBusCodec (secret: string, opts: { now?: () => number } = {}) {
   if (secret.length < 16) throw new Error('the bus secret must be at least 16 characters')
   const now = opts.now ?? Date.now
-  const key = createHmac('sha256', secret).update('citas-live bus v1').digest()
+  const key = createHmac('sha256', secret).update('citas-live bus v2').digest()
   const mac = (body: string): string => createHmac('sha256', key).update(body).digest('base64url')
   const boot = randomBytes(12).toString('base64url')
   let seq = 0
@@ -101,10 +106,11 @@ export function createBusCodec (secret: string, opts: { now?: () => number } = {
         return { ok: false, reason: 'malformed' }
       }
       if (!checkMessage.Check(message)) return { ok: false, reason: 'malformed' }
-      if (!('snapshot' in message)) return { ok: true, message }
-      const { stats, version } = message.snapshot
-      const consistent = stats.citas_hoy <= stats.total_citas && stats.citas_completadas + stats.citas_canceladas <= stats.total_citas
-      if (!consistent || version / 1000 > now() + MAX_AHEAD_MS) return { ok: false, reason: 'implausible' }
+      const snapshots = 'snapshots' in message ? message.snapshots : 'snapshot' in message && message.snapshot !== undefined ? [message.snapshot] : []
+      for (const { stats, version } of snapshots) {
+        const consistent = stats.citas_hoy <= stats.total_citas && stats.citas_completadas + stats.citas_canceladas <= stats.total_citas
+        if (!consistent || version / 1000 > now() + MAX_AHEAD_MS) return { ok: false, reason: 'implausible' }
+      }
       return { ok: true, message }
     }
   }

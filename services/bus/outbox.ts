@@ -1,18 +1,21 @@
 import type { BusMessage } from '../live/live-stats.js'
+import type { Snapshot } from '../live/stats.js'
+import { MAX_SNAPSHOTS } from './codec.js'
 
-type SnapshotMessage = Extract<BusMessage, { snapshot: unknown }>
-
-/** A notify's stats must reach the other instances even if the bus was down: the newest per negocio waits here. */
+/** Computed stats must reach the other instances even if the bus was down: the newest per negocio waits here. */
 export function createBusOutbox (send: (message: BusMessage) => Promise<void>, opts: { retryMs?: number, onError?: (err: unknown) => void } = {}) {
   const retryMs = opts.retryMs ?? 1000
-  const kept = new Map<string, SnapshotMessage>()
+  const kept = new Map<string, Snapshot>()
+  let origin = ''
   let timer: NodeJS.Timeout | undefined
   let closed = false
 
-  function keep (message: SnapshotMessage): void {
-    const id = message.snapshot.stats.negocio_id
-    const prev = kept.get(id)
-    if (prev === undefined || prev.snapshot.version <= message.snapshot.version) kept.set(id, message)
+  function keep (from: string, snapshots: readonly Snapshot[]): void {
+    origin = from
+    for (const snapshot of snapshots) {
+      const prev = kept.get(snapshot.stats.negocio_id)
+      if (prev === undefined || prev.version <= snapshot.version) kept.set(snapshot.stats.negocio_id, snapshot)
+    }
     if (closed || timer !== undefined) return
     timer = setTimeout(() => {
       timer = undefined
@@ -22,25 +25,26 @@ export function createBusOutbox (send: (message: BusMessage) => Promise<void>, o
 
   /** Sends what is kept: when the bus is back, and every `retryMs` while something is kept. */
   async function flush (): Promise<void> {
-    const batch = [...kept.values()]
+    const all = [...kept.values()]
     kept.clear()
-    for (const message of batch) {
+    for (let i = 0; i < all.length; i += MAX_SNAPSHOTS) {
+      const snapshots = all.slice(i, i + MAX_SNAPSHOTS)
       try {
-        await send(message)
+        await send({ origin, snapshots })
       } catch (err) {
-        keep(message)
+        keep(origin, snapshots)
         opts.onError?.(err)
       }
     }
   }
 
   return {
-    /** Rejects when the send fails; a snapshot is then kept and sent again later. */
+    /** Rejects when the send fails; snapshots are then kept and sent again later. */
     async publish (message: BusMessage): Promise<void> {
       try {
         await send(message)
       } catch (err) {
-        if ('snapshot' in message) keep(message)
+        if ('snapshots' in message) keep(message.origin, message.snapshots)
         throw err
       }
     },

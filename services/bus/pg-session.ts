@@ -120,13 +120,14 @@ export function createPgSession (opts: PgSessionOptions) {
 
   // One at a time, in call order: pg's own queue goes in pg 9, and a deadline counted from the send
   // does not take a query stuck behind a slow one for a dead connection.
-  async function query<R extends Record<string, unknown> = Record<string, unknown>> (text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  async function query<R extends Record<string, unknown> = Record<string, unknown>> (text: string, values?: unknown[], name?: string): Promise<pg.QueryResult<R>> {
     const c = client
     if (!connected || c === undefined) throw new SessionDownError()
     const run = queue.then(async () => {
       // Lost while this one waited: its successor gets only new queries.
       if (!connected || client !== c) throw new SessionDownError()
-      return await withDeadline(c.query<R>(text, values))
+      // A name makes it a prepared statement: parsed and planned once per session.
+      return await withDeadline(c.query<R>(name === undefined ? { text, values } : { name, text, values }))
     })
     queue = run.then(() => {}, () => {})
     return await run

@@ -18,13 +18,16 @@ interface Slot<O, V> {
   /** The run queued behind `current` (or waiting out the gap), shared by every request made meanwhile. */
   next: { result: Deferred<V>, options: O } | null
   lastStart: number
-  /** The queued run waits out a requestAfter() delay (not the gap), so it may be started early. */
-  delayed?: NodeJS.Timeout
 }
 
 export interface CoalescerOptions<O> {
   /** Least time between two starts for one key, in ms; only a run queued behind another waits it out. */
   minGapMs?: number
+  /**
+   * Share of the time one key's runs may take while requests keep coming (0..1]: after a run of d ms,
+   * the next waits d * (1 / share - 1) ms at least. Default 1 (no wait).
+   */
+  maxBusyShare?: number
   merge: (a: O, b: O) => O
   now?: () => number
 }
@@ -34,6 +37,7 @@ export interface CoalescerOptions<O> {
 export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V>, opts: CoalescerOptions<O>) {
   const slots = new Map<K, Slot<O, V>>()
   const minGapMs = opts.minGapMs ?? 0
+  const idleFactor = 1 / (opts.maxBusyShare ?? 1) - 1
   const now = opts.now ?? Date.now
   let runs = 0
   let waiting = 0
@@ -62,7 +66,8 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
         slots.delete(key)
         return
       }
-      const wait = slot.lastStart + minGapMs - now()
+      const ran = now() - slot.lastStart
+      const wait = Math.max(minGapMs - ran, ran * idleFactor)
       if (wait <= 0) startNext(key, slot)
       else setTimeout(() => { startNext(key, slot) }, wait)
     }
@@ -75,32 +80,10 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     start(key, slot, next.options, next.result)
   }
 
-  /** Like request(), but a run it starts waits `delayMs` first, for a notify of the same commit to share it. */
-  function requestAfter (key: K, options: O, delayMs: number): Promise<V> {
-    if (delayMs <= 0 || slots.has(key)) return request(key, options)
-    const slot: Slot<O, V> = { current: null, next: { result: deferred<V>(), options }, lastStart: 0 }
-    slots.set(key, slot)
-    slot.delayed = setTimeout(() => {
-      slot.delayed = undefined
-      startNext(key, slot)
-    }, delayMs)
-    return track(slot.next?.result.promise as Promise<V>)
-  }
-
-  /** The result of a run of `key` started at or after `since`; a queued run only delayed by requestAfter() starts now. */
+  /** The result of a run of `key` started at or after `since`. */
   function joinSince (key: K, options: O, since: number): Promise<V> {
     const slot = slots.get(key)
     if (slot?.current != null && slot.lastStart >= since) return track(slot.current.promise)
-    if (slot?.next != null) {
-      slot.next.options = opts.merge(slot.next.options, options)
-      const queued = slot.next.result.promise
-      if (slot.delayed !== undefined && slot.current === null) {
-        clearTimeout(slot.delayed)
-        slot.delayed = undefined
-        startNext(key, slot)
-      }
-      return track(queued)
-    }
     return request(key, options)
   }
 
@@ -128,7 +111,7 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
   }
 
   return {
-    request, join, requestAfter, joinSince,
+    request, join, joinSince,
     get runs () { return runs },
     get waiting () { return waiting },
     /** Keys with a run in flight or queued. */

@@ -2,11 +2,21 @@ import { createCoalescer } from './coalescer.js'
 import { Prepared, type Connection, type Hub } from './hub.js'
 import { channelFor, goneMessage, negocioOf, statsMessage } from './messages.js'
 import { isAppError, type ErrorCode } from '../http/errors.js'
+import { MAX_CHANGED_IDS, MAX_SNAPSHOTS } from '../bus/codec.js'
 import { forEachLimited } from './db-monitor.js'
-import type { Snapshot, Stats, StatsService } from './stats.js'
+import { MAX_BATCH, type Snapshot, type Stats, type StatsService } from './stats.js'
 
-/** What one instance tells the others: stats it computed for a notify, or changed negocio ids ('*' = any). */
-export type BusMessage = { origin: string, snapshot: Snapshot } | { origin: string, changed: string[] }
+/**
+ * What instances tell each other: stats one computed; negocio ids that changed without anyone known
+ * to show them ('*' = any); the negocios one shows; a notify a follower hands to the capture leader,
+ * and the leader's answer (no snapshot: it failed, compute it yourself).
+ */
+export type BusMessage =
+  | { origin: string, snapshots: Snapshot[] }
+  | { origin: string, changed: string[] }
+  | { origin: string, interest: string[] }
+  | { origin: string, notify: string, ref: number }
+  | { origin: string, answer: { to: string, ref: number }, snapshot?: Snapshot }
 
 /** `none`: there are no other instances (memory bus). */
 export type BusOutcome = 'sent' | 'unreachable' | 'none'
@@ -43,13 +53,15 @@ export interface LiveStatsOptions {
   origin: string
   /** Absent for a single process. */
   broadcast?: (message: BusMessage) => Promise<void>
+  /** Whether this instance drains the change table: it then computes for every instance, and answers their notifies. */
+  leads?: () => boolean
   /** Drains the change table first, so a commit both captured and notified costs one query. */
   barrier?: () => Promise<CaptureBarrier>
-  /** Least gap between two recomputes of one negocio, in ms. Default 100. */
+  /** Least gap between two recomputes of one negocio, in ms. Default 0. */
   coalesceMs?: number
   resyncConcurrency?: number
-  /** A captured change is recomputed this much later (ms), for the same commit's notify to share it. Default 0. */
-  captureGraceMs?: number
+  /** A follower's notify computes here when the leader has not answered within this, in ms. Default 1000. */
+  forwardTimeoutMs?: number
   /** For errors nobody awaits (background recomputes, bus publishes). */
   onError?: (err: unknown, context: string) => void
 }
@@ -57,6 +69,8 @@ export interface LiveStatsOptions {
 interface Entry {
   snapshot: Snapshot
   message: Prepared
+  /** Sockets this snapshot was written to (0 when its figures were already there). */
+  pushedTo: number
 }
 
 const sameFigures = (a: Stats, b: Stats): boolean =>
@@ -66,6 +80,10 @@ const sameFigures = (a: Stats, b: Stats): boolean =>
 const MAX_TIMER_MS = 2 ** 31 - 1
 /** Change capture's '*' starts a resync at most this often; one that comes sooner waits. */
 const STAR_RESYNC_INTERVAL_MS = 5000
+/** Every instance tells the negocios it shows this often; the others forget them after three times as long. */
+export const INTEREST_REFRESH_MS = 10_000
+/** One negocio's recomputes take at most this share of the time, however fast its citas change. */
+const MAX_BUSY_SHARE = 0.25
 
 const isNotFound = (err: unknown): boolean => isAppError(err) && err.code === 'not_found'
 
@@ -74,9 +92,9 @@ export function createLiveStats (opts: LiveStatsOptions) {
   const { stats, hub, origin } = opts
   const onError = opts.onError ?? (() => {})
   const cache = new Map<string, Entry>()
-  const captureGraceMs = opts.captureGraceMs ?? 0
   const coalescer = createCoalescer<string, RefreshOptions, RefreshResult>(run, {
-    minGapMs: opts.coalesceMs ?? 100,
+    minGapMs: opts.coalesceMs ?? 0,
+    maxBusyShare: MAX_BUSY_SHARE,
     merge: (a, b) => ({ broadcast: a.broadcast || b.broadcast }),
     now: () => Date.now()
   })
@@ -88,6 +106,39 @@ export function createLiveStats (opts: LiveStatsOptions) {
   let starResyncAt = Number.NEGATIVE_INFINITY
   let starTimer: NodeJS.Timeout | undefined
   let starResyncs = 0
+  /** Negocios other instances show, until when (ms). */
+  const remote = new Map<string, number>()
+  const announcing = new Set<string>()
+  let outgoing: Array<{ snapshot: Snapshot, sent: (outcome: BusOutcome) => void }> = []
+  const forwarded = new Map<number, (snapshot: Snapshot | undefined) => void>()
+  let refs = 0
+  let forwards = 0
+  const interestTimer = opts.broadcast === undefined
+    ? undefined
+    : setInterval(() => {
+      const at = Date.now()
+      for (const [id, until] of remote) if (until <= at) remote.delete(id)
+      announce([...hub.channelNames()].map(negocioOf).filter((id): id is string => id !== null))
+    }, INTEREST_REFRESH_MS).unref()
+
+  const shown = (negocioId: string): boolean => hub.subscriberCount(channelFor(negocioId)) > 0
+  /** Whether any instance shows the negocio, as far as this one knows. */
+  const watched = (negocioId: string): boolean => shown(negocioId) || (remote.get(negocioId) ?? 0) > Date.now()
+
+  /** Tells the other instances these negocios are shown here (batched per turn of the event loop). */
+  function announce (ids: readonly string[]): void {
+    if (opts.broadcast === undefined || ids.length === 0) return
+    if (announcing.size === 0) {
+      setImmediate(() => {
+        const all = [...announcing]
+        announcing.clear()
+        for (let i = 0; i < all.length; i += MAX_CHANGED_IDS) {
+          opts.broadcast?.({ origin, interest: all.slice(i, i + MAX_CHANGED_IDS) }).catch((err: unknown) => { onError(err, 'bus publish failed') })
+        }
+      })
+    }
+    for (const id of ids) announcing.add(id)
+  }
 
   hub.onEmpty((channel) => {
     const negocioId = negocioOf(channel)
@@ -98,14 +149,16 @@ export function createLiveStats (opts: LiveStatsOptions) {
   function store (negocioId: string, snapshot: Snapshot): { entry: Entry, published: boolean, delivered: number } {
     const channel = channelFor(negocioId)
     const prev = cache.get(negocioId)
-    if (prev !== undefined && prev.snapshot.version > snapshot.version) return { entry: prev, published: false, delivered: 0 }
+    // An equal version is the same computation, heard twice (its figures, then a notify's answer).
+    if (prev !== undefined && prev.snapshot.version >= snapshot.version) return { entry: prev, published: false, delivered: 0 }
     const same = prev !== undefined && sameFigures(prev.snapshot.stats, snapshot.stats)
     // Same figures: keep the message subscribers have (its timestamp too).
-    const entry = { snapshot, message: same ? (prev as Entry).message : new Prepared(statsMessage(snapshot.stats)) }
+    const entry: Entry = { snapshot, message: same ? (prev as Entry).message : new Prepared(statsMessage(snapshot.stats)), pushedTo: 0 }
     cache.set(negocioId, entry)
     armMidnight(snapshot.dayEndsAt)
     if (same) return { entry, published: false, delivered: 0 }
-    return { entry, published: true, delivered: hub.publish(channel, entry.message) }
+    entry.pushedTo = hub.publish(channel, entry.message)
+    return { entry, published: true, delivered: entry.pushedTo }
   }
 
   async function run (negocioId: string, options: RefreshOptions): Promise<RefreshResult> {
@@ -124,21 +177,34 @@ export function createLiveStats (opts: LiveStatsOptions) {
     return { stats: snapshot.stats, delivered, message: stored?.entry.message, published, broadcast: options.broadcast, bus, snapshot }
   }
 
-  /** Tells the other instances a snapshot; never rejects. */
-  async function publish (snapshot: Snapshot): Promise<BusOutcome> {
-    if (opts.broadcast === undefined) return 'none'
-    try {
-      await opts.broadcast({ origin, snapshot })
-      return 'sent'
-    } catch (err) {
-      onError(err, 'bus publish failed')
-      return 'unreachable'
-    }
+  /** Tells the other instances a snapshot, with the others of this turn of the event loop; never rejects. */
+  function publish (snapshot: Snapshot): Promise<BusOutcome> {
+    const broadcast = opts.broadcast
+    if (broadcast === undefined) return Promise.resolve('none')
+    return new Promise((resolve) => {
+      if (outgoing.length === 0) {
+        setImmediate(() => {
+          const all = outgoing
+          outgoing = []
+          for (let i = 0; i < all.length; i += MAX_SNAPSHOTS) {
+            const part = all.slice(i, i + MAX_SNAPSHOTS)
+            broadcast({ origin, snapshots: part.map(p => p.snapshot) }).then(() => {
+              for (const p of part) p.sent('sent')
+            }, (err: unknown) => {
+              onError(err, 'bus publish failed')
+              for (const p of part) p.sent('unreachable')
+            })
+          }
+        })
+      }
+      outgoing.push({ snapshot, sent: resolve })
+    })
   }
 
   /** Sends a new subscriber its channel's stats; `onFailure` gets the client's error while it still follows the channel. */
   function sendCurrent (conn: Connection, channel: string, onFailure: (code: ErrorCode, message: string) => void): void {
     const negocioId = negocioOf(channel) as string
+    if (hub.subscriberCount(channel) === 1) announce([negocioId])
     const entry = cache.get(negocioId)
     if (entry !== undefined && entry.snapshot.dayEndsAt > stats.now().getTime()) {
       conn.send(entry.message)
@@ -159,9 +225,23 @@ export function createLiveStats (opts: LiveStatsOptions) {
     })
   }
 
-  // Stats from a recompute started after the call arrived. Leading capture drains first and the notify shares
-  // the recompute that caused, so a captured and notified commit costs one query.
+  /**
+   * Stats from a recompute started after the call arrived. The capture leader drains the change table
+   * first and the notify shares the recompute that caused, so a captured and notified commit costs
+   * one query; a follower hands the notify to the leader, and computes it itself only when no answer comes.
+   */
   async function notify (negocioId: string): Promise<RefreshResult> {
+    if (opts.leads !== undefined && !opts.leads() && opts.broadcast !== undefined) {
+      const snapshot = await forward(negocioId, opts.broadcast)
+      if (snapshot !== undefined) {
+        forwards++
+        const stored = shown(negocioId) ? store(negocioId, snapshot) : undefined
+        // Its figures may have come first, with the leader's others: what they were written to counts.
+        const delivered = stored === undefined ? 0 : stored.entry.snapshot.version === snapshot.version ? stored.entry.pushedTo : 0
+        return { stats: snapshot.stats, delivered, message: stored?.entry.message, published: delivered > 0, broadcast: true, bus: 'sent', snapshot }
+      }
+      return await coalescer.request(negocioId, { broadcast: true })
+    }
     const arrivedAt = Date.now()
     // Capture that cannot drain now (its session is down) leaves the notify to recompute itself.
     const barrier = await opts.barrier?.().catch((err: unknown) => { onError(err, 'change capture could not drain for a notify') })
@@ -172,23 +252,74 @@ export function createLiveStats (opts: LiveStatsOptions) {
     return { ...result, bus: bus === 'sent' && !barrier.delivered ? 'unreachable' : bus }
   }
 
-  function deliver (message: BusMessage): void {
-    if (message.origin === origin) return
-    if ('changed' in message) changed(message.changed)
-    else if (hub.subscriberCount(channelFor(message.snapshot.stats.negocio_id)) > 0) store(message.snapshot.stats.negocio_id, message.snapshot)
+  /** Asks the leader to compute a notified negocio; undefined when it did not answer in time, or failed. */
+  function forward (negocioId: string, broadcast: (message: BusMessage) => Promise<void>): Promise<Snapshot | undefined> {
+    const ref = ++refs
+    return new Promise((resolve) => {
+      const settle = (snapshot: Snapshot | undefined): void => {
+        clearTimeout(timer)
+        forwarded.delete(ref)
+        resolve(snapshot)
+      }
+      const timer = setTimeout(() => { settle(undefined) }, opts.forwardTimeoutMs ?? 1000)
+      forwarded.set(ref, settle)
+      broadcast({ origin, notify: negocioId, ref }).catch(() => { settle(undefined) })
+    })
   }
 
-  function background (negocioId: string, context: string, delayMs = 0): void {
-    coalescer.requestAfter(negocioId, { broadcast: false }, delayMs).catch((err: unknown) => {
+  /** The leader's part of a follower's notify. */
+  function answer (to: string, ref: number, negocioId: string): void {
+    const send = (snapshot?: Snapshot): void => {
+      opts.broadcast?.({ origin, answer: { to, ref }, ...(snapshot !== undefined ? { snapshot } : {}) }).catch((err: unknown) => { onError(err, 'bus publish failed') })
+    }
+    notify(negocioId).then((result) => { send(result.snapshot) }, () => { send() })
+  }
+
+  function deliver (message: BusMessage): void {
+    if (message.origin === origin) return
+    if ('snapshots' in message) {
+      for (const snapshot of message.snapshots) if (shown(snapshot.stats.negocio_id)) store(snapshot.stats.negocio_id, snapshot)
+    } else if ('changed' in message) {
+      // Nobody was known to show these: the ones shown here are recomputed here, and announced.
+      const mine = message.changed.filter(id => id === '*' || shown(id))
+      for (const id of mine) {
+        if (id === '*') starResync()
+        else background(id, 'change capture recompute failed')
+      }
+      announce(mine.filter(id => id !== '*'))
+    } else if ('interest' in message) {
+      const until = Date.now() + 3 * INTEREST_REFRESH_MS
+      for (const id of message.interest) remote.set(id, until)
+    } else if ('notify' in message) {
+      if (opts.leads?.() === true) answer(message.origin, message.ref, message.notify)
+    } else if (message.answer.to === origin) {
+      forwarded.get(message.answer.ref)?.(message.snapshot)
+    }
+  }
+
+  function background (negocioId: string, context: string, broadcast = false): void {
+    coalescer.request(negocioId, { broadcast }).catch((err: unknown) => {
       if (!isNotFound(err)) onError(err, `${context} (${negocioId})`)
     })
   }
 
-  /** Negocios change capture saw change ('*': any), recomputed `captureGraceMs` later for the commit's notify to share. */
-  function changed (negocioIds: Iterable<string>): void {
+  /**
+   * What the capture leader drained: negocios some instance shows are computed here (batched: one
+   * statement for the poll) and their figures published; the rest go out as ids, for an instance
+   * showing one this one did not know of. Rejects when those ids could not be sent.
+   */
+  async function captured (negocioIds: readonly string[]): Promise<void> {
+    const others: string[] = []
     for (const negocioId of negocioIds) {
+      if (negocioId !== '*' && watched(negocioId)) {
+        background(negocioId, 'change capture recompute failed', true)
+        continue
+      }
       if (negocioId === '*') starResync()
-      else if (hub.subscriberCount(channelFor(negocioId)) > 0) background(negocioId, 'change capture recompute failed', captureGraceMs)
+      others.push(negocioId)
+    }
+    for (let i = 0; i < others.length && opts.broadcast !== undefined; i += MAX_CHANGED_IDS) {
+      await opts.broadcast({ origin, changed: others.slice(i, i + MAX_CHANGED_IDS) })
     }
   }
 
@@ -213,7 +344,8 @@ export function createLiveStats (opts: LiveStatsOptions) {
     const startedAt = Date.now()
     const negocios = [...hub.channelNames()].map(negocioOf).filter((id): id is string => id !== null)
     let failed = 0
-    const done = forEachLimited(negocios, opts.resyncConcurrency ?? 4, async (negocioId) => {
+    // Requests made together share a statement: resyncConcurrency statements at a time.
+    const done = forEachLimited(negocios, (opts.resyncConcurrency ?? 4) * MAX_BATCH, async (negocioId) => {
       await coalescer.request(negocioId, { broadcast: false })
     }, (err, negocioId) => {
       if (isNotFound(err)) return
@@ -263,16 +395,20 @@ export function createLiveStats (opts: LiveStatsOptions) {
     closed = true
     if (midnightTimer !== undefined) clearTimeout(midnightTimer)
     if (starTimer !== undefined) clearTimeout(starTimer)
+    clearInterval(interestTimer)
+    for (const settle of forwarded.values()) settle(undefined)
   }
 
   return {
-    sendCurrent, notify, deliver, changed, resyncAll, resyncSince, close,
+    sendCurrent, notify, deliver, captured, resyncAll, resyncSince, close,
     get cacheSize () { return cache.size },
     /** Recompute runs started (each is one stats query). */
     get runs () { return coalescer.runs },
     get starResyncs () { return starResyncs },
     /** Times the day-boundary timer fired (whether or not a day had ended). */
     get midnightChecks () { return midnightChecks },
+    /** Notifies another instance (the capture leader) computed for this one. */
+    get forwards () { return forwards },
     get waiting () { return coalescer.waiting }
   }
 }

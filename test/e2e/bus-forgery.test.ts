@@ -20,14 +20,14 @@ function forgedMessages (): string[] {
   })
   const ours = createBusCodec(BUS_SECRET) // what only a holder of the secret could sign
   return [
-    JSON.stringify({ origin: 'forger', snapshot: snapshot() }), // unsigned, the old format
-    createBusCodec('another-secret-0123456789abcdef').encode({ origin: 'forger', snapshot: snapshot() }), // wrong key
+    JSON.stringify({ origin: 'forger', snapshots: [snapshot()] }), // unsigned, the old format
+    createBusCodec('another-secret-0123456789abcdef').encode({ origin: 'forger', snapshots: [snapshot()] }), // wrong key
     `${'A'.repeat(43)}.{"origin":"forger"}`, // a made-up MAC
-    ours.encode({ origin: 'forger', snapshot: snapshot({ extra: 1 }, 1) } as never), // unknown field: malformed
-    ours.encode({ origin: 'forger', snapshot: snapshot({}, 1e18) }), // version 1e18, past any integer the clock reaches: malformed
-    ours.encode({ origin: 'forger', snapshot: snapshot({ total_citas: -1 }, 1) }), // a negative figure: malformed
-    ours.encode({ origin: 'forger', snapshot: snapshot({}, 5e15) }), // a version from the year 2128: implausible
-    ours.encode({ origin: 'forger', snapshot: snapshot({ total_citas: 1, citas_completadas: 5 }, 1) }) // more completed than total: implausible
+    ours.encode({ origin: 'forger', snapshots: [snapshot({ extra: 1 }, 1)] } as never), // unknown field: malformed
+    ours.encode({ origin: 'forger', snapshots: [snapshot({}, 1e18)] }), // version 1e18, past any integer the clock reaches: malformed
+    ours.encode({ origin: 'forger', snapshots: [snapshot({ total_citas: -1 }, 1)] }), // a negative figure: malformed
+    ours.encode({ origin: 'forger', snapshots: [snapshot({}, 5e15)] }), // a version from the year 2128: implausible
+    ours.encode({ origin: 'forger', snapshots: [snapshot({ total_citas: 1, citas_completadas: 5 }, 1)] }) // more completed than total: implausible
   ]
 }
 

@@ -225,7 +225,7 @@ t.test('the outbox keeps the newest unsent snapshot per negocio and sends it whe
   t.teardown(() => outbox.close())
   const snap = (version: number, total: number): BusMessage => ({
     origin: 'a',
-    snapshot: { stats: { negocio_id: 'n1', citas_hoy: 0, total_citas: total, citas_completadas: 0, citas_canceladas: 0, timestamp: 1 }, dayEndsAt: 1, version }
+    snapshots: [{ stats: { negocio_id: 'n1', citas_hoy: 0, total_citas: total, citas_completadas: 0, citas_canceladas: 0, timestamp: 1 }, dayEndsAt: 1, version }]
   })
   await t.rejects(outbox.publish(snap(2, 2)))
   await t.rejects(outbox.publish(snap(1, 1)), 'an older one is refused too...')

@@ -13,11 +13,11 @@ import { NO_REDIS, redisUrl } from '../fixtures/own-servers.js'
 
 const snapshot = (negocioId: string, totalCitas: number): BusMessage => ({
   origin: 'publisher',
-  snapshot: {
+  snapshots: [{
     stats: { negocio_id: negocioId, citas_hoy: 0, total_citas: totalCitas, citas_completadas: 0, citas_canceladas: 0, timestamp: Math.floor(Date.now() / 1000) },
     dayEndsAt: Date.now() + 3_600_000,
     version: Date.now() * 1000
-  }
+  }]
 })
 
 t.test('what an instance kept while Redis was unreachable reaches the others once Redis is back, however long it was away', { skip: NO_REDIS }, async (t) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createStatsService, STATS_SQL } from '../../services/live/stats.js'
+import { createStatsService, SOLO_CITAS, STATS_SQL } from '../../services/live/stats.js'
 import { addCita, addNegocio, testDatabase, waitFor } from '../helper.js'
 
 t.test('figures equal the rows in the database', async (t) => {
@@ -27,6 +27,32 @@ t.test('figures equal the rows in the database', async (t) => {
     negocio_id: 'other', citas_hoy: 1, total_citas: 1, citas_completadas: 1, citas_canceladas: 0, timestamp: 1779278400
   })
   t.equal(stats.queryCount, 2)
+})
+
+t.test('negocios asked for together share one statement; an unknown one among them is not_found alone', async (t) => {
+  const { pool } = await testDatabase(t)
+  const stats = createStatsService(pool)
+  for (const id of ['a', 'b', 'c']) await addNegocio(pool, id)
+  await addCita(pool, 'a', new Date(), 'atendida')
+  await addCita(pool, 'b', new Date(), 'cancelada')
+  await addCita(pool, 'b', new Date())
+  const asked = ['a', 'b', 'c', 'ghost', 'a'].map(async id => await stats.compute(id).then(s => s.total_citas, (err: Error) => err.message))
+  t.same(await Promise.all(asked), [1, 2, 0, 'negocio ghost does not exist', 1])
+  t.equal(stats.queryCount, 1, 'one statement')
+  await Promise.all(Array.from({ length: 250 }, async () => await stats.compute('a')))
+  t.equal(stats.queryCount, 2, 'one negocio asked 250 times at once: once')
+})
+
+t.test('a negocio with many citas is computed in a statement of its own', async (t) => {
+  const { pool } = await testDatabase(t)
+  const stats = createStatsService(pool)
+  await addNegocio(pool, 'big')
+  await addNegocio(pool, 'small')
+  await pool.query("INSERT INTO citas (negocio_id, fecha_hora) SELECT 'big', now() FROM generate_series(1, $1::int)", [SOLO_CITAS])
+  t.same(await Promise.all([stats.compute('big'), stats.compute('small')]).then(r => r.map(s => s.total_citas)), [SOLO_CITAS, 0])
+  t.equal(stats.queryCount, 1, 'together while its size is unknown')
+  await Promise.all([stats.compute('big'), stats.compute('small')])
+  t.equal(stats.queryCount, 3, 'apart once it is known')
 })
 
 t.test('a business with no citas has zeros; an unknown one is not_found', async (t) => {
@@ -85,7 +111,7 @@ t.test('an unreachable database is unavailable, not a crash', async (t) => {
   await t.rejects(createStatsService(pool).compute('x'), { code: 'unavailable', statusCode: 503 })
 })
 
-t.test('the stats query is an index-only scan', async (t) => {
+t.test('the stats query is an index-only scan per negocio', async (t) => {
   const { pool } = await testDatabase(t)
   // 100 businesses with 500 citas each: one business is 1% of the table.
   await pool.query("INSERT INTO negocios (id, nombre) SELECT 'n' || g, 'N' || g FROM generate_series(1, 100) g")
@@ -99,7 +125,7 @@ t.test('the stats query is an index-only scan', async (t) => {
     const { rows: [rel] } = await pool.query("SELECT relpages, relallvisible FROM pg_class WHERE oid = 'citas'::regclass")
     return rel.relpages > 0 && rel.relallvisible === rel.relpages
   })
-  const { rows } = await pool.query(`EXPLAIN ${STATS_SQL}`, ['n42', 'UTC', new Date().toISOString()])
+  const { rows } = await pool.query(`EXPLAIN ${STATS_SQL}`, [['n42', 'n7'], 'UTC', new Date().toISOString()])
   const plan = rows.map(r => r['QUERY PLAN']).join('\n')
   t.match(plan, /Index Only Scan using citas_stats_idx on citas/)
   t.notMatch(plan, /Seq Scan on citas/)
