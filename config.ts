@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { createNetworkMatcher, normalizeOrigin } from './services/http/limits.js'
@@ -57,6 +58,7 @@ export const PLUGIN_ENV = {
   WS_MAX_SUBSCRIPTIONS: ['limits', 'maxSubscriptions'],
   WS_MAX_CONNECTIONS_PER_USER: ['limits', 'maxConnectionsPerUser'],
   WS_MAX_CONNECTIONS_PER_IP: ['limits', 'maxConnectionsPerIp'],
+  MAX_CONNECTIONS: ['limits', 'maxConnections'],
   WS_MESSAGE_RATE: ['limits', 'messageRate'],
   WS_MESSAGE_BURST: ['limits', 'messageBurst'],
   WS_MAX_BUFFERED_BYTES: ['hub', 'maxBufferedBytes'],
@@ -110,6 +112,11 @@ export const EnvSchema = Type.Object({
     minLength: 16,
     description: 'HS256 secret shared with the REST API that signs the tokens. Required when DATABASE_URL is set. Unset in the demo: a random one kept in EMBEDDED_PG_DIR/jwt-secret (delete the file to rotate it).'
   })),
+  WORKERS: Type.Union([Type.Literal('auto'), Type.Integer({ minimum: 1, maximum: 256 })], {
+    default: 1,
+    errorMessage: 'a number of processes from 1 to 256, or auto',
+    description: 'Processes serving the port, each an instance on the bus (one of them the capture leader): a worker that dies is restarted, SIGTERM closes them all. auto: one per core. Needs BUS postgres or redis when above 1.'
+  }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info', description: 'Level of the JSON log on standard output.' }),
   BUS: Type.Union(['auto', 'postgres', 'redis', 'memory'].map(l => Type.Literal(l)), {
     default: 'auto',
@@ -153,6 +160,7 @@ export const EnvSchema = Type.Object({
 type PluginEnv = { -readonly [K in keyof typeof PLUGIN_ENV]?: string | number }
 /** The validated environment: typed for the process's own variables, loosely for the plugins'. */
 export type Env = Static<typeof EnvSchema> & PluginEnv & {
+  WORKERS: number | 'auto'
   PORT: number
   HOST: string
   LOG_LEVEL: string
@@ -175,9 +183,8 @@ export class ConfigError extends Error {
   }
 }
 
-const numberKeys = new Set(Object.entries(EnvSchema.properties)
-  .filter(([, schema]) => (schema as { type?: string }).type === 'integer' || (schema as { type?: string }).type === 'number')
-  .map(([key]) => key))
+const isNumeric = (schema: TSchema): boolean => schema.type === 'integer' || schema.type === 'number' || (schema.anyOf as TSchema[] | undefined)?.some(isNumeric) === true
+const numberKeys = new Set(Object.entries(EnvSchema.properties).filter(([, schema]) => isNumeric(schema as TSchema)).map(([key]) => key))
 
 /**
  * Validates process.env (or any record) against EnvSchema. Empty strings count as unset.
@@ -196,6 +203,9 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
     const name = first.path.replace(/^\//, '') || 'environment'
     const shown = name in raw ? ` (got ${JSON.stringify(redactValue(name, raw[name]))})` : ''
     throw new ConfigError(`invalid ${name}: ${describe(first.schema, first.message)}${shown}`)
+  }
+  if (workerCount(env) > 1 && busKind(env) === 'memory') {
+    throw new ConfigError('invalid WORKERS: several workers share stats on a bus: BUS=memory is one process (use postgres or redis)')
   }
   if (env.BUS === 'redis' && env.REDIS_URL === undefined) {
     throw new ConfigError('invalid REDIS_URL: required when BUS=redis')
@@ -271,6 +281,11 @@ function redactValue (name: string, value: unknown): unknown {
 }
 
 /** The bus an environment asks for: BUS, or with BUS=auto Redis when REDIS_URL is set, else PostgreSQL. */
+/** WORKERS as a number of processes (auto: one per core). */
+export function workerCount (env: Pick<Env, 'WORKERS'>): number {
+  return env.WORKERS === 'auto' ? availableParallelism() : env.WORKERS
+}
+
 export function busKind (env: Env): 'postgres' | 'redis' | 'memory' {
   if (env.BUS !== 'auto') return env.BUS as 'postgres' | 'redis' | 'memory'
   return env.REDIS_URL !== undefined ? 'redis' : 'postgres'

@@ -4,7 +4,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { Int, resolveOptions } from './options.js'
 import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
 import { AppError } from '../services/http/errors.js'
-import { clientAddress, createConnectionCounter, createNetworkMatcher, createOriginCheck } from '../services/http/limits.js'
+import { clientAddress, connectionCapacity, openFiles, createConnectionCounter, createNetworkMatcher, createOriginCheck } from '../services/http/limits.js'
 import type { FastifyRequest } from 'fastify'
 import { takeToken, type BucketState } from '../services/transports/token-bucket.js'
 import { citasOf, provide } from './namespace.js'
@@ -14,6 +14,7 @@ export const LimitsOptions = Type.Object({
   maxSubscriptions: Int(1, 100, { description: 'Subscriptions one connection may hold.' }),
   maxConnectionsPerUser: Int(0, 20, { description: 'Open connections per token `sub`; 0 turns it off.' }),
   maxConnectionsPerIp: Int(0, 0, { description: 'Open connections per client IP; 0 turns it off.' }),
+  maxConnections: Int(0, 0, { description: 'Open connections (WebSocket and SSE) this process takes; more get 503 with Retry-After. 0: what the open-files limit leaves after 512 files kept for the database, the bus and requests in flight.' }),
   messageRate: Type.Number({ exclusiveMinimum: 0, maximum: 1e6, default: 10, description: 'Client messages per second per connection (token bucket refill).' }),
   messageBurst: Int(1, 20, { description: 'Token bucket size: messages a connection may send at once.' }),
   maxRefusedMessages: Int(1, 50, { description: 'Messages over the rate in a row that close the connection with 1008.' }),
@@ -56,6 +57,10 @@ function createLimits (options: LimitsPluginOptions) {
     maxRefusedMessages: opts.maxRefusedMessages,
     perUser: createConnectionCounter(opts.maxConnectionsPerUser),
     perIp: createConnectionCounter(opts.maxConnectionsPerIp),
+    /** Connections this process takes (maxConnections, else from the open-files limit). */
+    capacity: connectionCapacity(opts.maxConnections, openFiles()),
+    /** Handshakes refused, by the limit that refused them. */
+    refused: { capacity: 0, user: 0, ip: 0 },
     /** A full message bucket holds this many tokens (see takeMessage). */
     messageBurst,
     /** Takes one of a connection's message tokens now; false when it is over messageRate. */
@@ -68,6 +73,9 @@ function createLimits (options: LimitsPluginOptions) {
 /** The abuse limits of /ws and /notify/cita, as one object the routes read. */
 async function limitsPlugin (fastify: FastifyInstance, opts: LimitsPluginOptions) {
   const limits = createLimits(opts)
+  if (opts.maxConnections !== undefined && opts.maxConnections > limits.capacity) {
+    fastify.log.warn({ maxConnections: opts.maxConnections, capacity: limits.capacity }, 'maxConnections is more than the open-files limit leaves: raise the limit (ulimit -n), or clients past it would starve the database connections')
+  }
   if (!limits.restrictsOrigins) {
     fastify.log.warn('allowed origins are not set: WebSocket handshakes from any Origin are accepted (set ALLOWED_ORIGINS)')
   }

@@ -13,10 +13,13 @@ export const MetricsOptions = Type.Object({
   host: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address of that port.' }),
   processMetrics: Type.Boolean({ default: true, description: 'Collect Node\'s process metrics too (CPU, memory, event loop lag).' })
 })
-export type MetricsPluginOptions = Partial<Static<typeof MetricsOptions>>
+export type MetricsPluginOptions = Partial<Static<typeof MetricsOptions>> & {
+  /** What GET /metrics answers instead of this registry's text (server.ts: every worker's, added up). */
+  scrape?: () => Promise<string>
+}
 
 async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOptions) {
-  const opts = resolveOptions('metrics', MetricsOptions, options)
+  const opts = resolveOptions('metrics', MetricsOptions, options, ['scrape'])
   const { hub, live, stats } = citasOf(fastify)
   const register = new Registry()
   if (opts.processMetrics) collectDefaultMetrics({ register, prefix: 'citas_live_' })
@@ -50,7 +53,9 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
   }
   counterFrom('citas_live_messages_sent_total', 'Messages written to sockets', () => hub.counters.sent)
   counterFrom('citas_live_bus_reconnects_total', 'Bus and LISTEN connections re-established after a loss', () => live.busReconnects)
-  counterFrom('citas_live_stats_recomputes_total', 'Stats recomputes started (each is one query)', () => live.runs)
+  counterFrom('citas_live_stats_recomputes_total', 'Stats recomputes of one negocio started', () => live.runs)
+  counterFrom('citas_live_stats_queries_total', 'Stats statements sent (one computes every negocio asked for at once)', () => stats.queryCount)
+  counterFrom('citas_live_notifies_forwarded_total', 'Notifies the capture leader computed for this instance', () => live.forwards)
   counterFrom('citas_live_change_capture_changes_total', 'Negocio ids drained from the change table by this instance (summed over polls)', () => live.captureChanges)
   counterFrom('citas_live_change_capture_polls_total', 'Polls of the change table by this instance while it led (a leader whose count stops rising is stuck)', () => live.capturePolls)
   counterFrom('citas_live_change_capture_compactions_total', 'Times this instance emptied the change table with TRUNCATE, so deleted rows do not pile up for a vacuum', () => live.captureCompactions)
@@ -58,15 +63,16 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
     name: 'citas_live_change_capture_last_drain_age_seconds',
     help: 'How long ago any instance last completed a drain of the change table (as this instance knows it); above CHANGE_CAPTURE_STALL_MS capture counts as stalled',
     registers: [register],
+    aggregator: 'min',
     collect () {
       const age = live.status().changeCapture.lastDrainAgeMs
       if (age !== null) this.set(age / 1000)
     }
   })
-  new Gauge({ name: 'citas_live_bus_up', help: '1 while the bus between instances carries messages both ways, 0 while it is down or being replaced', registers: [register], collect () { this.set(live.status().bus.up ? 1 : 0) } })
+  new Gauge({ name: 'citas_live_bus_up', help: '1 while the bus between instances carries messages both ways, 0 while it is down or being replaced (WORKERS: 1 only while it is up for every worker)', registers: [register], aggregator: 'min', collect () { this.set(live.status().bus.up ? 1 : 0) } })
   new Gauge({
     name: 'citas_live_change_capture_info',
-    help: 'Change capture mode (table or off) and this instance\'s role (leader drains the change table, follower, down): 1 for the current pair',
+    help: 'Change capture mode (table or off) and this instance\'s role (leader drains the change table, follower, down): 1 for the current pair (WORKERS: the workers in each)',
     labelNames: ['mode', 'role'],
     registers: [register],
     collect () {
@@ -90,6 +96,7 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
     })
   }
   countersFrom('citas_live_messages_dropped_total', 'Messages not written to a socket, by reason', () => hub.counters.dropped)
+  countersFrom('citas_live_connections_refused_total', 'WebSocket and SSE handshakes refused by a connection limit, by reason (capacity: the process is full, 503; user, ip: 429)', () => citasOf(fastify).limits.refused)
   countersFrom('citas_live_bus_messages_dropped_total', 'Bus messages refused (forged or corrupt), by reason', () => live.busDropped)
 
   const queryDuration = new Histogram({
@@ -109,6 +116,7 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
     registers: [register]
   })
   provide(fastify, 'metrics', register)
+  provide(fastify, 'scrapeMetrics', options.scrape ?? (async () => await register.metrics()))
   // The notify route tells each answered call (its action is 'invalid' unless the body passed validation).
   provide(fastify, 'observeNotify', (action, status, seconds) => {
     notifies.inc({ action, status: String(status) })

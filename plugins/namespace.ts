@@ -23,6 +23,8 @@ export interface CitasLive {
   hub: Hub
   /** This registration's Prometheus registry (never the global one). */
   metrics: Registry
+  /** What GET /metrics answers: this registry's text, or the whole cluster's (WORKERS). */
+  scrapeMetrics: () => Promise<string>
   /** Counts an answered /notify/cita call (absent with metrics off). */
   observeNotify?: (action: string, status: number, seconds: number) => void
 }

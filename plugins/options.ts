@@ -37,6 +37,7 @@ export function resolveOptions<T extends TObject> (plugin: string, schema: T, op
 /** TypeBox's message, made plain for the formats and patterns people meet most. */
 export function describe (schema: TSchema, message: string): string {
   if (schema.format === 'iana-time-zone') return 'not an IANA time zone (like Europe/Madrid)'
+  if (schema.errorMessage !== undefined) return String(schema.errorMessage)
   return message
 }
 

@@ -24,11 +24,19 @@ export interface HandshakeOptions {
 
 /** Origin (403), token (401) and limits (429) before a connection exists; callbacks, as promises cost every connect. */
 export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions) {
-  const { auth: citasAuth, limits } = citasOf(fastify)
+  const { auth: citasAuth, limits, hub } = citasOf(fastify)
   const { what, protocolToken, onAccepted } = opts
   const tokenSources = { query: true, protocol: protocolToken }
 
   function checkOrigin (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    if (hub.connectionCount >= limits.capacity && request.method === 'GET') {
+      limits.refused.capacity++
+      request.log.info({ capacity: limits.capacity }, `${what} refused: this process is full`)
+      // Spread over 5-15 s, so a crowd refused together does not come back together.
+      reply.header('retry-after', String(5 + Math.floor(Math.random() * 11))).header('connection', 'close')
+      replyError(readableByOrigin(request, reply), 503, 'unavailable', 'this server is full: retry later')
+      return
+    }
     if (limits.isOriginAllowed(request.headers.origin)) {
       done()
       return
@@ -70,6 +78,7 @@ export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions
   }
 
   function refuseFull (request: FastifyRequest, reply: FastifyReply, which: 'user' | 'IP address'): void {
+    limits.refused[which === 'user' ? 'user' : 'ip']++
     request.log.info({ limit: which }, `${what} refused: too many connections`)
     replyError(readableByOrigin(request, reply), 429, 'limit', `too many connections for this ${which}`)
   }

@@ -21,8 +21,8 @@ async function metricsRoutes (fastify: FastifyInstance, opts: MetricsRouteOption
     if (!header.startsWith('Bearer ') || !sameSecret(header.slice(7), opts.token)) {
       return await replyError(reply, 401, 'unauthorized', 'metrics need the metrics token')
     }
-    const { metrics } = citasOf(fastify)
-    return await reply.type(metrics.contentType).send(await metrics.metrics())
+    const { metrics, scrapeMetrics } = citasOf(fastify)
+    return await reply.type(metrics.contentType).send(await scrapeMetrics())
   })
 }
 

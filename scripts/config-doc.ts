@@ -55,6 +55,7 @@ export function constraints (schema: TSchema, asEnv: boolean): string {
   if (literals !== undefined && literals.every(v => typeof v === 'string')) {
     return `One of ${literals.map(v => `\`${String(v)}\``).join(', ')}.`
   }
+  if (typeof schema.errorMessage === 'string') return `${schema.errorMessage.charAt(0).toUpperCase()}${schema.errorMessage.slice(1)}.`
   if (schema.anyOf !== undefined) {
     // live.session: a URL or an object of connection settings.
     const text = (schema.anyOf as TSchema[]).find(s => s.type === 'string')

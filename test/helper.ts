@@ -553,9 +553,12 @@ export function childRuntime (): { execArgv: string[], env: Record<string, strin
 }
 
 /** Runs server.ts as `npm start` would (from the sources, so no build is needed), with only `env`. */
-export function runServer (env: Record<string, string>): ServerProcess {
+export function runServer (env: Record<string, string>, opts: { nofile?: number } = {}): ServerProcess {
   const runtime = childRuntime()
-  const child = spawn(process.execPath, [...runtime.execArgv, 'server.ts'], {
+  const node = [process.execPath, ...runtime.execArgv, 'server.ts']
+  // With `nofile`, under that open-files limit (soft and hard), as a deployment's ulimit -n sets it.
+  const [command, ...args] = opts.nofile === undefined ? node : ['prlimit', `--nofile=${opts.nofile}:${opts.nofile}`, ...node]
+  const child = spawn(command as string, args, {
     cwd: projectRoot,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...runtime.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe']

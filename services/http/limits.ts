@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs'
 import { BlockList, isIP } from 'node:net'
 import type { Access } from '../live/hub.js'
 
@@ -96,4 +97,28 @@ export function createNetworkMatcher (networks: readonly string[]): (address: st
     const family = isIP(plain)
     return family !== 0 && list.check(plain, family === 6 ? 'ipv6' : 'ipv4')
   }
+}
+
+/** Files kept free for what a process needs besides its clients: the database pool, the session, Redis, requests in flight. */
+export const FILES_RESERVED = 512
+
+/** The process's open-files limit (soft) and how many it has open; undefined where /proc does not tell (not Linux). */
+export function openFiles (): { limit: number, open: number } | undefined {
+  try {
+    const limit = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1]
+    if (limit === undefined) return undefined
+    return { limit: Number(limit), open: readdirSync('/proc/self/fd').length }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * How many clients (WebSocket and SSE) this process takes: `max` when set, else what the open-files
+ * limit leaves after the files open now and FILES_RESERVED. A client past it gets a 503: a process
+ * that ran out of files could no longer reach its database, and would fail the clients it has.
+ */
+export function connectionCapacity (max: number, files: { limit: number, open: number } | undefined): number {
+  const fromFiles = files === undefined ? Number.POSITIVE_INFINITY : Math.max(0, files.limit - files.open - FILES_RESERVED)
+  return max > 0 ? Math.min(max, fromFiles) : fromFiles
 }
