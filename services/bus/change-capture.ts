@@ -63,6 +63,7 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   let compactDue = false
   /** When the last drain renewed the lease (0: the next one does), and how often one does. */
   let renewedAt = 0
+  let idleMs = pollMs
   const renewMs = Math.min(250, leaseMs / 4)
   /** Callers of sessionUp() waiting for its first leadership attempt. */
   let afterAttempt: Array<(role: CaptureRole) => void> = []
@@ -125,7 +126,9 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
       poll().then((outcome) => {
         working()
         checkStall()
-        arm(outcome.delivered ? pollMs : Math.max(pollMs, 1000))
+        // Idle, the interval doubles up to 4 pollMs (a quarter of the idle load); a change brings it back.
+        idleMs = outcome.ids.size > 0 ? pollMs : Math.min(idleMs * 2, 4 * pollMs)
+        arm(outcome.delivered ? idleMs : Math.max(pollMs, 1000))
       }, (err: unknown) => {
         failed(err)
         checkStall()
