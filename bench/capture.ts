@@ -205,7 +205,7 @@ const CAPTURE_NEGOCIOS = 100
 interface StatsData { citas_hoy: number, total_citas: number, citas_completadas: number, citas_canceladas: number }
 
 /** Each negocio's figures counted in SQL now, independently of the server's query (null zona_horaria: UTC days). */
-async function countsBySql (db: pg.Pool, negocios: string[]): Promise<Map<string, StatsData>> {
+export async function countsBySql (db: pg.Pool, negocios: string[]): Promise<Map<string, StatsData>> {
   const { rows } = await db.query<StatsData & { negocio_id: string }>(`
     SELECT negocio_id,
            count(*) FILTER (WHERE fecha_hora >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'

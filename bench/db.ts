@@ -91,7 +91,7 @@ export async function dropBenchDatabase (adminUrl: string, name: string): Promis
 
 /** The stats query's own cost, without any server: its plan and its time from a client on loopback. */
 export async function statsQueryReport (pool: pg.Pool, negocios: number, runs: number): Promise<{ plan: string, times: ReturnType<typeof percentiles> & { mean: number }, rowsPerNegocio: number }> {
-  const args = (i: number): unknown[] => [negocioId(i % negocios), 'UTC', new Date().toISOString()]
+  const args = (i: number): unknown[] => [[negocioId(i % negocios)], 'UTC', new Date().toISOString()]
   const explain = await pool.query(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${STATS_SQL}`, args(0))
   const plan = explain.rows.map((r: Record<string, string>) => r['QUERY PLAN']).join('\n')
   const { rows } = await pool.query('SELECT count(*)::int AS n FROM citas WHERE negocio_id = $1', [negocioId(0)])

@@ -13,6 +13,7 @@ import { createBenchDatabase, dropBenchDatabase, statsQueryReport } from './db.j
 import { CPU, Server, type ServerKind } from './lib.js'
 import { captureScenarios } from './capture.js'
 import { captureTrustScenarios } from './capture-trust.js'
+import { scaleOutScenarios } from './scale-out.js'
 import { roundCount, scenarios, type Context, type Metric, type Scenario, type ServerScenario } from './scenarios.js'
 
 const env = process.env
@@ -184,6 +185,7 @@ try {
     db,
     userToken: (sub: string, negocios: string[]) => signer({ sub, negocios }),
     serviceToken: signer({ sub: 'bench', role: 'service' }),
+    secret,
     ...(heapSnapshotDir !== undefined ? { heapSnapshotDir } : {}),
     print,
     adminUrl,
@@ -193,7 +195,7 @@ try {
   if (cpuProfDir !== undefined) mkdirSync(cpuProfDir, { recursive: true })
   if (perfDir !== undefined) mkdirSync(perfDir, { recursive: true })
 
-  const all: Scenario[] = [...scenarios, ...captureScenarios, ...captureTrustScenarios]
+  const all: Scenario[] = [...scenarios, ...captureScenarios, ...captureTrustScenarios, ...scaleOutScenarios]
   for (const scenario of all) {
     if (only !== undefined && !only.includes(scenario.name)) continue
     // Only the servers of BENCH_SERVERS it means something for (the baseline has no database side).

@@ -26,6 +26,8 @@ export interface Context {
   db: pg.Pool
   userToken: (sub: string, negocios: string[]) => string
   serviceToken: string
+  /** The JWT secret the servers under test share (for servers a scenario starts itself). */
+  secret: string
   heapSnapshotDir?: string
   /** Adds a line to the report (a scenario's per-round figures, printed above its table). */
   print: (line?: string) => void
