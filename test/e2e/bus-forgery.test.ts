@@ -36,6 +36,8 @@ async function twoInstances (t: Test, live: Record<string, unknown>) {
   await addNegocio(db.pool, 'n1')
   const a = await build(t, { database: db, live: { changeCapture: false, busSecret: BUS_SECRET, ...live, instanceId: 'a' } })
   const b = await build(t, { database: db, live: { changeCapture: false, busSecret: BUS_SECRET, ...live, instanceId: 'b' } })
+  // A Redis subscription is made in the background: what is published before it exists is never seen.
+  await waitFor(() => a.app.citasLive.live.status().bus.up && b.app.citasLive.live.status().bus.up)
   const { http } = await listen(a.app)
   const { ws } = await listen(b.app)
   const client = await Client.open(`${ws}/ws?token=${sign({ sub: 'u1', negocio_id: 'n1' })}`, t)
