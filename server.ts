@@ -237,7 +237,7 @@ if (cluster.isWorker) {
   }
   if (demo !== undefined && pool !== undefined) {
     // Writes citas directly, like another service would: the change-capture trigger pushes them.
-    if (env.DEMO_ACTIVITY === 'on') activity = startDemoActivity(pool, demo.negocios, { onError: (err) => log.warn({ err }, 'demo activity failed') })
+    if (env.DEMO_ACTIVITY === 'on') activity = startDemoActivity(pool, demo.negocios, (err) => log.warn({ err }, 'demo activity failed'))
     printBanner(demo.embedded, address, secret, demo.negocios)
   }
 }
