@@ -132,14 +132,7 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
     clearTimeout(cut)
     await demo.closed()
   })
-  if (inCluster) {
-    let asked = false
-    onPrimaryShutdown(() => {
-      if (asked) return
-      asked = true
-      grace.close()
-    })
-  }
+  if (inCluster) onPrimaryShutdown(grace.close)
 
   await fastify.ready()
   if (inCluster) scrape = workerMetrics(fastify.citasLive.metrics)
