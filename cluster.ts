@@ -4,15 +4,10 @@
  * or SIGINT closes them all within the grace period, and /metrics adds up every worker's figures.
  */
 import cluster, { type Worker } from 'node:cluster'
-import { createServer, type Server } from 'node:http'
+import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { Logger } from 'pino'
 import { AggregatorRegistry, type Registry } from 'prom-client'
-
-interface Log {
-  info: (obj: object, msg: string) => void
-  warn: (obj: object, msg: string) => void
-  error: (obj: object, msg: string) => void
-}
 
 export interface PrimaryOptions {
   workers: number
@@ -22,7 +17,7 @@ export interface PrimaryOptions {
   graceMs: number
   /** METRICS_PORT: served here, for the whole cluster. */
   metrics?: { port: number, host: string }
-  log: Log
+  log: Pick<Logger, 'info' | 'error'>
 }
 
 const METRICS = 'citas-live:metrics'
@@ -68,29 +63,26 @@ export function runPrimary (opts: PrimaryOptions) {
     setTimeout(() => { if (!stopping) fork() }, delay).unref()
   })
 
-  let metricsServer: Server | undefined
-  if (opts.metrics !== undefined) {
-    metricsServer = createServer((req, res) => {
-      if (req.method !== 'GET' || req.url !== '/metrics') {
-        res.writeHead(404).end()
-        return
-      }
-      aggregator.clusterMetrics().then((text) => {
-        res.writeHead(200, { 'content-type': aggregator.contentType }).end(text)
-      }, (err: unknown) => {
-        log.error({ err }, 'metrics scrape failed')
-        res.writeHead(500).end()
-      })
-    }).listen(opts.metrics.port, opts.metrics.host)
-  }
+  const metricsServer = opts.metrics && createServer((req, res) => {
+    if (req.method !== 'GET' || req.url !== '/metrics') {
+      res.writeHead(404).end()
+      return
+    }
+    aggregator.clusterMetrics().then((text) => {
+      res.writeHead(200, { 'content-type': aggregator.contentType }).end(text)
+    }, (err: unknown) => {
+      log.error({ err }, 'metrics scrape failed')
+      res.writeHead(500).end()
+    })
+  }).listen(opts.metrics.port, opts.metrics.host)
 
   /** Asks every worker to close (as SIGTERM would), and kills those still running after the grace period. */
   function stop (signal: string): Promise<void> {
     if (!stopping) {
       stopping = true
-      log.info({ signal, workers: Object.keys(cluster.workers ?? {}).length }, 'shutting down the workers')
-      metricsServer?.close()
       const workers = Object.values(cluster.workers ?? {}) as Worker[]
+      log.info({ signal, workers: workers.length }, 'shutting down the workers')
+      metricsServer?.close()
       if (workers.length === 0) resolveStopped()
       for (const worker of workers) if (worker.isConnected()) worker.send({ type: SHUTDOWN })
       setTimeout(() => {
@@ -127,8 +119,14 @@ export function workerMetrics (register: Registry): () => Promise<string> {
   })
 }
 
-/** In a worker: `close` when the primary asks, or when the primary is gone. */
+/** In a worker: `close`, once, when the primary asks or when the primary is gone. */
 export function onPrimaryShutdown (close: () => void): void {
-  process.on('message', (message: { type?: string }) => { if (message?.type === SHUTDOWN) close() })
-  process.once('disconnect', close)
+  let asked = false
+  const closeOnce = (): void => {
+    if (asked) return
+    asked = true
+    close()
+  }
+  process.on('message', (message: { type?: string }) => { if (message?.type === SHUTDOWN) closeOnce() })
+  process.once('disconnect', closeOnce)
 }

@@ -48,17 +48,12 @@ const workers = workerCount(env)
 /** The embedded demo database (DATABASE_URL unset): started, migrated and seeded, with its JWT secret. */
 async function startDemoDatabase (): Promise<{ embedded: EmbeddedPostgres, secret: string, negocios: string[] }> {
   log.info({ dir: env.EMBEDDED_PG_DIR, port: env.EMBEDDED_PG_PORT }, 'DATABASE_URL is not set: starting the embedded PostgreSQL demo')
-  let embedded: EmbeddedPostgres
-  try {
-    embedded = await startEmbeddedPostgres({
-      dir: env.EMBEDDED_PG_DIR,
-      port: env.EMBEDDED_PG_PORT,
-      onLog: (line) => log.debug({ postgres: line }, 'embedded postgres'),
-      onRecover: (message) => log.warn(message)
-    })
-  } catch (err) {
-    fail((err as Error).message)
-  }
+  const embedded = await startEmbeddedPostgres({
+    dir: env.EMBEDDED_PG_DIR,
+    port: env.EMBEDDED_PG_PORT,
+    onLog: (line) => log.debug({ postgres: line }, 'embedded postgres'),
+    onRecover: (message) => log.warn(message)
+  }).catch((err: unknown) => fail((err as Error).message))
   const pool = new pg.Pool({ connectionString: embedded.connectionString, max: 1 })
   try {
     const { applied } = await migrate(pool)
@@ -126,20 +121,12 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
     else log.info({ signal }, 'shutting down')
     demo.closing()
     // Requests still arriving (a slow upload) would hold close() past the grace: cut them near its end.
-    const cut = setTimeout(() => fastify.server.closeAllConnections(), Math.floor(env.SHUTDOWN_GRACE_MS * 0.8))
-    cut.unref()
+    const cut = setTimeout(() => fastify.server.closeAllConnections(), Math.floor(env.SHUTDOWN_GRACE_MS * 0.8)).unref()
     await fastify.close()
     clearTimeout(cut)
     await demo.closed()
   })
-  if (inCluster) {
-    let asked = false
-    onPrimaryShutdown(() => {
-      if (asked) return
-      asked = true
-      grace.close()
-    })
-  }
+  if (inCluster) onPrimaryShutdown(grace.close)
 
   await fastify.ready()
   if (inCluster) scrape = workerMetrics(fastify.citasLive.metrics)
@@ -147,18 +134,15 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
   // it takes no connection at all, so its database pool and bus always have files to open.
   const capacity = fastify.citasLive.limits.capacity
   if (Number.isFinite(capacity)) fastify.server.maxConnections = capacity + REQUEST_HEADROOM
-  try {
-    await fastify.citasLive.pool.query('SELECT negocio_id, fecha_hora, estado FROM citas LIMIT 0')
-  } catch (err) {
+  await fastify.citasLive.pool.query('SELECT negocio_id, fecha_hora, estado FROM citas LIMIT 0').catch((err: unknown) => {
     log.warn({ err }, 'cannot read the citas table yet: is the database up and migrated (npm run db:migrate)?')
-  }
+  })
   try {
     await fastify.listen({ port: env.PORT, host: env.HOST })
   } catch (err) {
     await fastify.close()
     await demo.closed()
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'EADDRINUSE') {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       const holder = await portHolder(env.PORT)
       fail(`port ${env.PORT} on ${env.HOST} is in use${holder !== undefined ? ` by ${holder}` : ''}: stop it, or set PORT to another port (0: any free port)`)
     }
@@ -237,7 +221,7 @@ if (cluster.isWorker) {
   }
   if (demo !== undefined && pool !== undefined) {
     // Writes citas directly, like another service would: the change-capture trigger pushes them.
-    if (env.DEMO_ACTIVITY === 'on') activity = startDemoActivity(pool, demo.negocios, { onError: (err) => log.warn({ err }, 'demo activity failed') })
+    if (env.DEMO_ACTIVITY === 'on') activity = startDemoActivity(pool, demo.negocios, (err) => log.warn({ err }, 'demo activity failed'))
     printBanner(demo.embedded, address, secret, demo.negocios)
   }
 }

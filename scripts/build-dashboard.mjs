@@ -17,14 +17,12 @@ async function inputsHash () {
   const { version } = JSON.parse(await readFile(join(root, 'node_modules', 'esbuild', 'package.json'), 'utf8'))
   hash.update(`esbuild ${version}\n`)
   hash.update(await readFile(fileURLToPath(import.meta.url)))
-  for (const folder of ['dashboard', 'client']) {
-    for (const name of (await readdir(join(root, folder))).sort()) {
-      hash.update(`${folder}/${name}\n`)
-      hash.update(await readFile(join(root, folder, name)))
-    }
+  const files = []
+  for (const folder of ['dashboard', 'client']) files.push(...(await readdir(join(root, folder))).sort().map(name => `${folder}/${name}`))
+  for (const file of [...files, 'protocol.ts']) {
+    hash.update(`${file}\n`)
+    hash.update(await readFile(join(root, file)))
   }
-  hash.update('protocol.ts\n')
-  hash.update(await readFile(join(root, 'protocol.ts')))
   return hash.digest('hex')
 }
 

@@ -1,12 +1,7 @@
 // `npm run docs:config`: writes docs/configuration.md from the option schemas, so the reference of
 // every setting cannot drift from what the code reads and checks. test/docs/configuration.test.ts
-// renders it again and fails when the committed file differs.
-//
-// - The environment: EnvSchema in config.ts. A process variable has its own description there; a
-//   plugin variable (PLUGIN_ENV) is read with its plugin option's schema, so it gets that option's
-//   description, default and bounds.
-// - The app plugin's options, for an app that embeds citas-live: AppOwnOptions (app.ts) and each
-//   plugin's exported TypeBox schema.
+// renders it again and fails when the committed file differs. A plugin variable (PLUGIN_ENV) is read
+// with its plugin option's schema, so it gets that option's description, default and bounds.
 import { writeFileSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { TObject, TSchema } from '@sinclair/typebox'
@@ -16,26 +11,19 @@ import { optionSchema } from '../plugins/options.js'
 
 export const OUTPUT = fileURLToPath(new URL('../docs/configuration.md', import.meta.url))
 
-/** The option schemas in the order an embedder meets them, by their key in AppOptions. */
-const PARTS: Array<[string, TObject]> = [
-  ['app', SCHEMAS.app], ['db', SCHEMAS.db], ['auth', SCHEMAS.auth], ['stats', SCHEMAS.stats], ['hub', SCHEMAS.hub],
-  ['live', SCHEMAS.live], ['limits', SCHEMAS.limits], ['expiry', SCHEMAS.expiry], ['dbMonitor', DbMonitorOptions],
-  ['metrics', SCHEMAS.metrics]
+/** The option schemas in the order an embedder meets them: key in AppOptions, schema, what it is for. */
+const PARTS: Array<[string, TObject, string]> = [
+  ['app', SCHEMAS.app, 'The app plugin\'s own options (top level of `AppOptions`)'],
+  ['db', SCHEMAS.db, '`db`: the database pool'],
+  ['auth', SCHEMAS.auth, '`auth`: tokens and who may watch what'],
+  ['stats', SCHEMAS.stats, '`stats`: the stats query'],
+  ['hub', SCHEMAS.hub, '`hub`: connections and what they are sent'],
+  ['live', SCHEMAS.live, '`live`: freshness, the bus between instances, change capture'],
+  ['limits', SCHEMAS.limits, '`limits`: origins, connection and message limits, the notify rate'],
+  ['expiry', SCHEMAS.expiry, '`expiry`: tokens that expire on open connections'],
+  ['dbMonitor', DbMonitorOptions, '`dbMonitor`: database outages and readiness'],
+  ['metrics', SCHEMAS.metrics, '`metrics`: Prometheus metrics (`false`: not even collected)']
 ]
-
-/** What a part is for, one line under its heading. */
-const PART_TITLES: Record<string, string> = {
-  app: 'The app plugin\'s own options (top level of `AppOptions`)',
-  db: '`db`: the database pool',
-  auth: '`auth`: tokens and who may watch what',
-  stats: '`stats`: the stats query',
-  hub: '`hub`: connections and what they are sent',
-  live: '`live`: freshness, the bus between instances, change capture',
-  limits: '`limits`: origins, connection and message limits, the notify rate',
-  expiry: '`expiry`: tokens that expire on open connections',
-  dbMonitor: '`dbMonitor`: database outages and readiness',
-  metrics: '`metrics`: Prometheus metrics (`false`: not even collected)'
-}
 
 /** A markdown table cell: no line breaks, no column separators. */
 function cell (text: string): string {
@@ -46,8 +34,6 @@ function sentence (text: string): string {
   const trimmed = text.trim()
   return trimmed === '' || /[.!?)]$/.test(trimmed) ? trimmed : `${trimmed}.`
 }
-
-const num = (n: unknown): string => String(n)
 
 /** The values a schema accepts, as a short sentence (empty when the type says it all). */
 export function constraints (schema: TSchema, asEnv: boolean): string {
@@ -64,11 +50,10 @@ export function constraints (schema: TSchema, asEnv: boolean): string {
   const parts: string[] = []
   if (schema.type === 'integer' || schema.type === 'number') {
     const kind = schema.type === 'integer' ? 'An integer' : 'A number'
-    const low = schema.minimum !== undefined ? `${num(schema.minimum)}` : undefined
-    const high = schema.maximum !== undefined ? `${num(schema.maximum)}` : undefined
+    const { minimum: low, maximum: high } = schema
     if (low !== undefined && high !== undefined) parts.push(`${kind} from ${low} to ${high}`)
     else if (low !== undefined) parts.push(`${kind}, at least ${low}`)
-    else if (schema.exclusiveMinimum !== undefined) parts.push(`${kind} above ${num(schema.exclusiveMinimum)}${high !== undefined ? `, at most ${high}` : ''}`)
+    else if (schema.exclusiveMinimum !== undefined) parts.push(`${kind} above ${schema.exclusiveMinimum}${high !== undefined ? `, at most ${high}` : ''}`)
     else parts.push(kind)
   } else if (schema.type === 'string') {
     if (schema.format === 'iana-time-zone') parts.push('An IANA time zone (like `Europe/Madrid`)')
@@ -81,30 +66,15 @@ export function constraints (schema: TSchema, asEnv: boolean): string {
   return parts.length === 0 ? '' : `${parts.join('; ')}.`
 }
 
-/** A default as an environment variable shows it. */
-function envDefault (schema: TSchema): string {
-  return schema.default === undefined ? 'unset' : `\`${String(schema.default)}\``
-}
-
-/** A default as a JavaScript option shows it. */
-function optionDefault (schema: TSchema): string {
+/** A default as an environment variable (`asEnv`) or a JavaScript option shows it. */
+function defaultCell (schema: TSchema, asEnv: boolean): string {
   if (schema.default === undefined) return 'unset'
-  return `\`${JSON.stringify(schema.default)}\``
+  return `\`${asEnv ? String(schema.default) : JSON.stringify(schema.default)}\``
 }
 
 /** The name of an option as an embedder writes it in AppOptions. */
 function optionName (part: string, path: string): string {
   return part === 'app' ? path : `${part}.${path}`
-}
-
-/** Environment variable(s) that set an option, by its AppOptions name. */
-function variablesByOption (): Map<string, string[]> {
-  const map = new Map<string, string[]>()
-  for (const [name, [part, path]] of Object.entries(PLUGIN_ENV)) {
-    const key = optionName(part, path)
-    map.set(key, [...(map.get(key) ?? []), name])
-  }
-  return map
 }
 
 function envRows (): string[] {
@@ -117,30 +87,29 @@ function envRows (): string[] {
     const values = option?.type === 'boolean' ? 'One of `on`, `off`.' : constraints(option?.type === 'array' ? option : schema, true)
     const sets = mapped === undefined ? '' : `Sets \`${optionName(mapped[0], mapped[1])}\`.`
     const meaning = [sentence(description), values, sets].filter(s => s !== '').join(' ')
-    rows.push(`| \`${name}\` | ${envDefault(schema)} | ${cell(meaning)} |`)
+    rows.push(`| \`${name}\` | ${defaultCell(schema, true)} | ${cell(meaning)} |`)
   }
   return rows
 }
 
 /** One row per option; nested objects (auth.claims) are flattened to dotted names. */
-function optionRows (part: string, schema: TObject, byOption: Map<string, string[]>, prefix = ''): string[] {
+function optionRows (part: string, schema: TObject, prefix = ''): string[] {
   const rows: string[] = []
   for (const [key, option] of Object.entries(schema.properties) as Array<[string, TSchema]>) {
     const path = `${prefix}${key}`
     if (option.type === 'object' && option.properties !== undefined && Object.keys(option.properties as object).length > 0) {
-      rows.push(...optionRows(part, option as TObject, byOption, `${path}.`))
+      rows.push(...optionRows(part, option as TObject, `${path}.`))
       continue
     }
     const meaning = [sentence(String(option.description ?? '')), constraints(option, false)].filter(s => s !== '').join(' ')
-    const variables = byOption.get(optionName(part, path))?.map(v => `\`${v}\``).join(', ') ?? ''
-    rows.push(`| \`${path}\` | ${optionDefault(option)} | ${cell(meaning)} | ${variables} |`)
+    const variables = Object.entries(PLUGIN_ENV).filter(([, set]) => set[0] === part && set[1] === path).map(([name]) => `\`${name}\``).join(', ')
+    rows.push(`| \`${path}\` | ${defaultCell(option, false)} | ${cell(meaning)} | ${variables} |`)
   }
   return rows
 }
 
 /** docs/configuration.md, as `npm run docs:config` writes it. */
 export function renderConfiguration (): string {
-  const byOption = variablesByOption()
   const lines = [
     '# Configuration',
     '',
@@ -180,9 +149,9 @@ export function renderConfiguration (): string {
     'object, `dashboard`, `openapi`, `decorator`) are described in [embedding.md](embedding.md).',
     ''
   ]
-  for (const [part, schema] of PARTS) {
-    lines.push(`### ${PART_TITLES[part] ?? part}`, '', '| Option | Default | Meaning | Variable |', '| --- | --- | --- | --- |')
-    lines.push(...optionRows(part, schema, byOption), '')
+  for (const [part, schema, title] of PARTS) {
+    lines.push(`### ${title}`, '', '| Option | Default | Meaning | Variable |', '| --- | --- | --- | --- |')
+    lines.push(...optionRows(part, schema), '')
   }
   return lines.join('\n')
 }

@@ -36,7 +36,7 @@ async function startRedis (): Promise<void> {
   }
   for (let attempt = 1; ; attempt++) {
     const port = await freePort()
-    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'ignore'] })
     let out = ''
     const ready = await new Promise<boolean>((resolve) => {
       child.stdout.on('data', (d: Buffer) => {
@@ -48,7 +48,6 @@ async function startRedis (): Promise<void> {
     if (ready) {
       child.stdout.removeAllListeners('data')
       child.stdout.resume()
-      child.stderr.resume()
       stops.push(() => { child.kill('SIGKILL') })
       env.TEST_REDIS_URL = `redis://127.0.0.1:${port}`
       say(`Redis: redis-server on 127.0.0.1:${port}, for this run (set TEST_REDIS_URL to use another)`)

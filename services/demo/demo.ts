@@ -39,9 +39,8 @@ export async function seedDemo (pool: Pool): Promise<string[]> {
   return ids
 }
 
-/** A change every `everyMs` on average, written straight to the database as another service would: change capture pushes it. */
-export function startDemoActivity (pool: Pool, negocios: readonly string[], opts: { everyMs?: number, onError?: (err: unknown) => void } = {}) {
-  const everyMs = opts.everyMs ?? 3000
+/** A change every 3 s on average, written straight to the database as another service would: change capture pushes it. */
+export function startDemoActivity (pool: Pool, negocios: readonly string[], onError: (err: unknown) => void) {
   let timer: NodeJS.Timeout | undefined
   let stopped = false
   const statements = [
@@ -53,11 +52,11 @@ export function startDemoActivity (pool: Pool, negocios: readonly string[], opts
     if (stopped || negocios.length === 0) return
     const negocio = negocios[Math.floor(Math.random() * negocios.length)] as string
     const sql = statements[Math.floor(Math.random() * statements.length)] as string
-    pool.query(sql, [negocio]).catch((err: unknown) => opts.onError?.(err)).finally(schedule)
+    pool.query(sql, [negocio]).catch(onError).finally(schedule)
   }
   const schedule = (): void => {
     if (stopped) return
-    timer = setTimeout(tick, everyMs * (0.5 + Math.random())).unref()
+    timer = setTimeout(tick, 3000 * (0.5 + Math.random())).unref()
   }
   schedule()
   return {

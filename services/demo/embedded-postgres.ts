@@ -6,6 +6,7 @@ import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
 import { arch, platform } from 'node:os'
 import { join, resolve } from 'node:path'
+import { createInterface } from 'node:readline'
 import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 import pg from 'pg'
@@ -121,14 +122,12 @@ async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, 
     throw err
   }
   await admin.end().catch(() => {})
-  let stopped = false
+  let stopping: Promise<void> | undefined
   return {
     connectionString: `${base}/${DATABASE}`, dir, port,
     async stop () {
-      if (stopped) return
-      stopped = true
-      await stopServer()
-      await releaseLock()
+      stopping ??= stopServer().then(releaseLock)
+      await stopping
     }
   }
 }
@@ -171,33 +170,25 @@ async function launch (postgres: string, dataDir: string, port: number, user: { 
     detached: true
   })
   const recent: string[] = []
-  let buffered = ''
-  const onData = (chunk: Buffer): void => {
-    buffered += chunk.toString()
-    const lines = buffered.split('\n')
-    buffered = lines.pop() ?? ''
-    for (const line of lines) {
+  let ready = (): void => {}
+  for (const stream of [child.stdout, child.stderr]) {
+    createInterface({ input: stream }).on('line', (line) => {
       recent.push(line)
       if (recent.length > 20) recent.shift()
       log(line)
-    }
+      if (line.includes(READY)) ready()
+    })
   }
-  child.stdout?.on('data', onData)
-  child.stderr?.on('data', onData)
   await new Promise<void>((resolve, reject) => {
-    const onLine = (): void => {
-      if (recent.some(line => line.includes(READY))) {
-        child.off('exit', onEarlyExit)
-        child.stderr?.off('data', onLine)
-        resolve()
-      }
-    }
     const onEarlyExit = (): void => {
-      const output = [...recent, buffered].join(' ').replace(/\s+/g, ' ').trim()
+      const output = recent.join(' ').replace(/\s+/g, ' ').trim()
       if (ADDRESS_IN_USE.test(output)) reject(new AddressInUse(output))
       else reject(new Error(`embedded PostgreSQL stopped while starting: ${output.slice(-500)}`))
     }
-    child.stderr?.on('data', onLine)
+    ready = () => {
+      child.off('exit', onEarlyExit)
+      resolve()
+    }
     child.once('exit', onEarlyExit)
     child.once('error', reject)
   })

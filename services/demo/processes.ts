@@ -14,9 +14,8 @@ export function isAlive (pid: number): boolean {
 /** The fields of /proc/<pid>/stat after the command name: [state, ppid, ...]. */
 async function statFields (pid: number): Promise<string[] | undefined> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined)
-  if (stat === undefined) return undefined
   // The command name may itself contain spaces or parentheses.
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return stat?.slice(stat.lastIndexOf(')') + 2).split(' ')
 }
 
 /** When the process started (clock ticks since boot): with the pid, it names one process for good. */
