@@ -10,7 +10,7 @@ import {
 } from '../services/live/messages.js'
 import { CLOSE } from '../protocol.js'
 import { citasOf } from '../plugins/namespace.js'
-import { decorateHandshake, handshakeHooks } from './handshake.js'
+import { handshakeHooks } from './handshake.js'
 import { checkSocket } from '../services/adapters/ws.js'
 import { releaseUpgrade } from '../services/adapters/fastify-websocket.js'
 import { wsDocs } from './schemas.js'
@@ -41,7 +41,6 @@ async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
   const { hub, live, auth: citasAuth, limits } = citasOf(fastify)
   const { log } = fastify
   const { maxPayload } = opts
-  decorateHandshake(fastify)
   fastify.decorateRequest('citasUpgradeResponse', null)
 
   const { checkOrigin, authenticate, preflight } = handshakeHooks(fastify, {
