@@ -26,21 +26,16 @@ declare module 'fastify' {
 /** Largest `refresh` frame: an accepted token can be as long as Node's header limit (16 KiB). */
 export const MAX_REFRESH_FRAME = 16 * 1024 + 512
 
-export interface WsRoutesOptions {
-  /** Largest client frame in bytes, `refresh` frames excepted (up to MAX_REFRESH_FRAME). */
-  maxPayload: number
-}
-
 /** The socket's connection, so every socket shares one set of listeners instead of closures. */
 const kConn = Symbol('citas-live connection')
 
 type LiveSocket = WebSocket & { [kConn]: WsConnection }
 const connOf = (socket: WebSocket): WsConnection => (socket as LiveSocket)[kConn]
 
-async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
+/** `maxPayload`: the largest client frame in bytes, `refresh` frames excepted (up to MAX_REFRESH_FRAME). */
+async function wsRoutes (fastify: FastifyInstance, { maxPayload }: { maxPayload: number }) {
   const { hub, live, auth: citasAuth, limits } = citasOf(fastify)
   const { log } = fastify
-  const { maxPayload } = opts
   fastify.decorateRequest('citasUpgradeResponse', null)
 
   const { checkOrigin, authenticate, preflight } = handshakeHooks(fastify, {
