@@ -46,8 +46,7 @@ function isErrorLike (value: unknown): value is ErrorLike {
 // (cancel key, connection settings), is logged as its class name.
 function serializeError (err: Error): SerializedError {
   // Typed for errors, but anything can be logged under `err`: other values get the data-only rule.
-  if (!isErrorLike(err)) return dataOnly(err, 0, new WeakSet()) as SerializedError
-  return errorFields(err, 0, new WeakSet())
+  return dataOnly(err, 0, new WeakSet()) as SerializedError
 }
 
 interface SerializedError { type: string, message: string, stack: string, [key: string]: unknown }
