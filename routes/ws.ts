@@ -108,19 +108,12 @@ async function wsRoutes (fastify: FastifyInstance, { maxPayload }: { maxPayload:
       return
     }
     const msg = parsed.message
-    switch (msg.type) {
-      case 'ping':
-        conn.send(pongMessage(msg.id))
-        return
-      case 'subscribe':
-        subscribe(conn, msg)
-        return
-      case 'unsubscribe':
-        hub.unsubscribe(conn, msg.channel)
-        conn.send(replyMessage('unsubscribed', msg.channel, msg.id))
-        return
-      case 'refresh':
-        refresh(conn, msg)
+    if (msg.type === 'ping') conn.send(pongMessage(msg.id))
+    else if (msg.type === 'subscribe') subscribe(conn, msg)
+    else if (msg.type === 'refresh') refresh(conn, msg)
+    else if (msg.type === 'unsubscribe') {
+      hub.unsubscribe(conn, msg.channel)
+      conn.send(replyMessage('unsubscribed', msg.channel, msg.id))
     }
   }
 
