@@ -46,8 +46,7 @@ async function wsRoutes (fastify: FastifyInstance, { maxPayload }: { maxPayload:
 
   function subscribe (conn: WsConnection, msg: ClientMessage & { type: 'subscribe' }): void {
     const { channel, id } = msg
-    const negocioId = negocioOf(channel) as string
-    if (!canWatch(conn.access, negocioId)) {
+    if (!canWatch(conn.access, negocioOf(channel) as string)) {
       conn.send(errorMessage('forbidden', `your token does not allow ${channel}`, id))
       return
     }
