@@ -14,18 +14,13 @@ export interface DashboardOptions {
 }
 
 /** dist/routes/dashboard.js finds dist/public beside it; routes/dashboard.ts (run from source) finds it under dist/. */
-function builtDashboard (): string | null {
-  for (const candidate of ['../public', '../dist/public']) {
-    const dir = fileURLToPath(new URL(candidate, import.meta.url))
-    if (existsSync(join(dir, 'index.html'))) return dir
-  }
-  return null
-}
+const BUILT = ['../public', '../dist/public'].map(dir => fileURLToPath(new URL(dir, import.meta.url)))
+const hasIndex = (dir: string): boolean => existsSync(join(dir, 'index.html'))
 
 /** The dashboard at `/` (under the app's prefix): static files built by `npm run build`. */
 async function dashboardRoutes (fastify: FastifyInstance, opts: DashboardOptions) {
-  const root = opts.root ?? builtDashboard()
-  if (root === null || !existsSync(join(root, 'index.html'))) {
+  const root = opts.root ?? BUILT.find(hasIndex) ?? null
+  if (root === null || !hasIndex(root)) {
     fastify.log.warn({ root }, 'dashboard is not built (npm run build): it is not served')
     return
   }

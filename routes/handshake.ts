@@ -25,6 +25,11 @@ export interface HandshakeOptions {
 /** Origin (403), token (401) and limits (429) before a connection exists; callbacks, as promises cost every connect. */
 export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions) {
   const { auth: citasAuth, limits, hub } = citasOf(fastify)
+  // Once per scope, which may register both /ws and /sse.
+  if (!fastify.hasRequestDecorator('citasAccess')) {
+    fastify.decorateRequest('citasAccess', null)
+    fastify.decorateRequest('citasUserKey', null)
+  }
   const { what, protocolToken, onAccepted } = opts
   const tokenSources = { query: true, protocol: protocolToken }
 
@@ -95,12 +100,4 @@ export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions
   }
 
   return { checkOrigin, readableByOrigin, authenticate, refuseFull, preflight }
-}
-
-/** Once per scope that registers such routes. */
-export function decorateHandshake (fastify: FastifyInstance): void {
-  if (!fastify.hasRequestDecorator('citasAccess')) {
-    fastify.decorateRequest('citasAccess', null)
-    fastify.decorateRequest('citasUserKey', null)
-  }
 }

@@ -4,10 +4,6 @@ import type { FastifyInstance } from 'fastify'
 import { timingSafeEqual } from 'node:crypto'
 import { citasOf } from '../plugins/namespace.js'
 
-export interface MetricsRouteOptions {
-  token: string
-}
-
 function sameSecret (given: string, expected: string): boolean {
   const a = Buffer.from(given)
   const b = Buffer.from(expected)
@@ -15,7 +11,7 @@ function sameSecret (given: string, expected: string): boolean {
 }
 
 /** GET /metrics on the public port, for scrapers holding METRICS_TOKEN. */
-async function metricsRoutes (fastify: FastifyInstance, opts: MetricsRouteOptions) {
+async function metricsRoutes (fastify: FastifyInstance, opts: { token: string }) {
   fastify.get('/metrics', async (request, reply) => {
     const header = request.headers.authorization ?? ''
     if (!header.startsWith('Bearer ') || !sameSecret(header.slice(7), opts.token)) {

@@ -34,12 +34,7 @@ export const NotifyReply = Type.Object({
 }, { description: 'Recomputed and pushed to the subscribers of estadisticas:<negocio_id>' })
 export type NotifyReply = Static<typeof NotifyReply>
 
-export const ErrorReply = Type.Object({
-  statusCode: Type.Integer(),
-  code: Type.String(),
-  error: Type.String(),
-  message: Type.String()
-})
+export const ErrorReply = Type.Object({ statusCode: Type.Integer(), code: Type.String(), error: Type.String(), message: Type.String() })
 
 export const HealthReply = Type.Object({ status: Type.Literal('ok') }, { description: 'The process runs' })
 

@@ -4,7 +4,7 @@ import { canWatch, type Access } from '../services/live/hub.js'
 import { channelErrorMessage, negocioOf } from '../services/live/messages.js'
 import { SseConnection, resumeVersions } from '../services/transports/sse.js'
 import { citasOf } from '../plugins/namespace.js'
-import { decorateHandshake, handshakeHooks } from './handshake.js'
+import { handshakeHooks } from './handshake.js'
 import { sseDocs } from './schemas.js'
 import { lazyChildLogger } from '../services/http/logging.js'
 import { replyError } from '../services/http/errors.js'
@@ -18,7 +18,6 @@ export interface SseRoutesOptions {
 /** GET /sse?channels=estadisticas:a,...: the live stats as Server-Sent Events, where proxies break WebSocket upgrades. */
 async function sseRoutes (fastify: FastifyInstance, opts: SseRoutesOptions) {
   const { hub, live, limits } = citasOf(fastify)
-  decorateHandshake(fastify)
   const { checkOrigin, readableByOrigin, authenticate, refuseFull, preflight } = handshakeHooks(fastify, { what: 'event stream', protocolToken: false })
 
   /** The channels asked for, once each, in order; null once a refusal was sent. */

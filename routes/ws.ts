@@ -10,7 +10,7 @@ import {
 } from '../services/live/messages.js'
 import { CLOSE } from '../protocol.js'
 import { citasOf } from '../plugins/namespace.js'
-import { decorateHandshake, handshakeHooks } from './handshake.js'
+import { handshakeHooks } from './handshake.js'
 import { checkSocket } from '../services/adapters/ws.js'
 import { releaseUpgrade } from '../services/adapters/fastify-websocket.js'
 import { wsDocs } from './schemas.js'
@@ -26,22 +26,16 @@ declare module 'fastify' {
 /** Largest `refresh` frame: an accepted token can be as long as Node's header limit (16 KiB). */
 export const MAX_REFRESH_FRAME = 16 * 1024 + 512
 
-export interface WsRoutesOptions {
-  /** Largest client frame in bytes, `refresh` frames excepted (up to MAX_REFRESH_FRAME). */
-  maxPayload: number
-}
-
 /** The socket's connection, so every socket shares one set of listeners instead of closures. */
 const kConn = Symbol('citas-live connection')
 
 type LiveSocket = WebSocket & { [kConn]: WsConnection }
 const connOf = (socket: WebSocket): WsConnection => (socket as LiveSocket)[kConn]
 
-async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
+/** `maxPayload`: the largest client frame in bytes, `refresh` frames excepted (up to MAX_REFRESH_FRAME). */
+async function wsRoutes (fastify: FastifyInstance, { maxPayload }: { maxPayload: number }) {
   const { hub, live, auth: citasAuth, limits } = citasOf(fastify)
   const { log } = fastify
-  const { maxPayload } = opts
-  decorateHandshake(fastify)
   fastify.decorateRequest('citasUpgradeResponse', null)
 
   const { checkOrigin, authenticate, preflight } = handshakeHooks(fastify, {
@@ -52,8 +46,7 @@ async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
 
   function subscribe (conn: WsConnection, msg: ClientMessage & { type: 'subscribe' }): void {
     const { channel, id } = msg
-    const negocioId = negocioOf(channel) as string
-    if (!canWatch(conn.access, negocioId)) {
+    if (!canWatch(conn.access, negocioOf(channel) as string)) {
       conn.send(errorMessage('forbidden', `your token does not allow ${channel}`, id))
       return
     }
@@ -114,19 +107,12 @@ async function wsRoutes (fastify: FastifyInstance, opts: WsRoutesOptions) {
       return
     }
     const msg = parsed.message
-    switch (msg.type) {
-      case 'ping':
-        conn.send(pongMessage(msg.id))
-        return
-      case 'subscribe':
-        subscribe(conn, msg)
-        return
-      case 'unsubscribe':
-        hub.unsubscribe(conn, msg.channel)
-        conn.send(replyMessage('unsubscribed', msg.channel, msg.id))
-        return
-      case 'refresh':
-        refresh(conn, msg)
+    if (msg.type === 'ping') conn.send(pongMessage(msg.id))
+    else if (msg.type === 'subscribe') subscribe(conn, msg)
+    else if (msg.type === 'refresh') refresh(conn, msg)
+    else if (msg.type === 'unsubscribe') {
+      hub.unsubscribe(conn, msg.channel)
+      conn.send(replyMessage('unsubscribed', msg.channel, msg.id))
     }
   }
 

@@ -22,7 +22,6 @@ export function createConnectionCounter (max: number) {
       if (n <= 0) counts.delete(key)
       else counts.set(key, n)
     },
-    get max () { return max },
     /** False when the limit is 0: callers need not even compute the key. */
     enabled: max > 0,
     count: (key: string): number => counts.get(key) ?? 0
@@ -31,14 +30,12 @@ export function createConnectionCounter (max: number) {
 
 /** An allow-list entry or Origin header as URL#origin; null for anything not an http(s) origin. */
 export function normalizeOrigin (value: string): string | null {
-  let url: URL
   try {
-    url = new URL(value)
+    const { protocol, origin } = new URL(value)
+    return protocol === 'http:' || protocol === 'https:' ? origin : null
   } catch {
     return null
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') return null
-  return url.origin
 }
 
 /** Against cross-site WebSocket hijacking. No Origin header is allowed: browsers always send it, and a token is still needed. */

@@ -46,8 +46,7 @@ function isErrorLike (value: unknown): value is ErrorLike {
 // (cancel key, connection settings), is logged as its class name.
 function serializeError (err: Error): SerializedError {
   // Typed for errors, but anything can be logged under `err`: other values get the data-only rule.
-  if (!isErrorLike(err)) return dataOnly(err, 0, new WeakSet()) as SerializedError
-  return errorFields(err, 0, new WeakSet())
+  return dataOnly(err, 0, new WeakSet()) as SerializedError
 }
 
 interface SerializedError { type: string, message: string, stack: string, [key: string]: unknown }
@@ -100,13 +99,13 @@ function dataOnly (value: unknown, depth: number, seen: WeakSet<object>): unknow
 type Bindings = Parameters<FastifyBaseLogger['child']>[0]
 type ChildLoggerOptions = NonNullable<Parameters<FastifyBaseLogger['child']>[1]>
 type LevelMethod = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
-type Levelled = FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }
+type Levelled = FastifyBaseLogger & { isLevelEnabled: (level: string) => boolean }
 
 /** A request logger made only when it logs at an enabled level: pino's child costs each /ws or /sse connect microseconds. */
 export function lazyChildLogger (this: unknown, logger: FastifyBaseLogger, bindings: Bindings, opts: ChildLoggerOptions): FastifyBaseLogger {
-  const parent = logger as Levelled
+  const parent = logger as Partial<Levelled>
   if (typeof parent.isLevelEnabled !== 'function' || opts.level !== undefined) return logger.child(bindings, opts)
-  return new LazyChild(parent, bindings, opts) as unknown as FastifyBaseLogger
+  return new LazyChild(logger as Levelled, bindings, opts) as unknown as FastifyBaseLogger
 }
 
 class LazyChild {
@@ -114,7 +113,7 @@ class LazyChild {
   constructor (private readonly parent: Levelled, private readonly bindings: Bindings, private readonly opts: ChildLoggerOptions) {}
   private real (): FastifyBaseLogger { return (this.made ??= this.parent.child(this.bindings, this.opts)) }
   private log (level: LevelMethod, args: unknown[]): void {
-    if (this.made === undefined && !(this.parent.isLevelEnabled as (level: string) => boolean)(level)) return
+    if (this.made === undefined && !this.parent.isLevelEnabled(level)) return
     ;(this.real()[level] as (...a: unknown[]) => void)(...args)
   }
 
@@ -128,5 +127,5 @@ class LazyChild {
   fatal (...args: unknown[]): void { this.log('fatal', args) }
   silent (): void {}
   child (bindings: Bindings, opts?: ChildLoggerOptions): FastifyBaseLogger { return this.real().child(bindings, opts) }
-  isLevelEnabled (level: string): boolean { return (this.made as Levelled | undefined)?.isLevelEnabled?.(level) ?? (this.parent.isLevelEnabled as (level: string) => boolean)(level) }
+  isLevelEnabled (level: string): boolean { return (this.made as Partial<Levelled> | undefined)?.isLevelEnabled?.(level) ?? this.parent.isLevelEnabled(level) }
 }

@@ -9,8 +9,7 @@ import { Connection, type Access, type Prepared } from '../live/hub.js'
 
 const CONNECTING = 0
 const OPEN = 1
-const CLOSING = 2
-const CLOSED = 3
+const CLOSED = 2
 
 /** 11 base64url characters: 66 bits of a SHA-256. */
 const VERSION_LENGTH = 11
@@ -124,7 +123,7 @@ export class SseConnection extends Connection {
 
   close (code: number, reason: string): void {
     if (this.state !== OPEN) return
-    this.state = CLOSING
+    this.state = CLOSED
     // A restart sends every stream away at once: spread their reconnects over a few seconds.
     const retry = code === CLOSE.restart.code ? `retry: ${this.retryMs + randomInt(0, 4 * this.retryMs + 1)}\n` : ''
     this.socket.end(`${retry}event: close\ndata: ${JSON.stringify({ code, reason })}\n\n`)
