@@ -24,7 +24,8 @@ import { registerWebsocket } from './plugins/websocket.js'
 import { Int, resolveOptions } from './plugins/options.js'
 import { Type, type Static } from '@sinclair/typebox'
 
-export interface AppOptions {
+/** The app plugin's options: its own (AppOwnOptions, described there) and each plugin's. */
+export interface AppOptions extends Partial<Static<typeof AppOwnOptions>> {
   db: DbPluginOptions
   auth: AuthPluginOptions
   stats?: StatsPluginOptions
@@ -41,14 +42,6 @@ export interface AppOptions {
   expiry?: ExpiryPluginOptions
   /** Probing the database after a failure and recomputing subscribed channels when it is back. */
   dbMonitor?: DbMonitorPluginOptions
-  /** Largest client frame in bytes; larger ones close the socket with 1009. Default 4096. */
-  maxPayload?: Static<typeof AppOwnOptions>['maxPayload']
-  /** An SSE stream gets a comment line this often (ms), so proxies keep an idle one open. Default 15000. */
-  sseHeartbeatMs?: number
-  /** Reconnection delay (ms) an SSE stream tells EventSource (`retry:`). Default 2000. */
-  sseRetryMs?: number
-  /** Path prefix of the routes (/ws, /sse, /notify/cita, /health, /ready, the dashboard at /), e.g. `/live`. */
-  prefix?: string
   /** The live dashboard at `/` (under `prefix`). `false` when embedded in an app that serves `/` itself. */
   dashboard?: DashboardOptions | false
   /**
@@ -91,20 +84,18 @@ const PLUGIN_OPTIONS = ['db', 'auth', 'stats', 'hub', 'live', 'metrics', 'limits
 async function app (fastify: FastifyInstance, { options: opts, handle }: { options: AppOptions, handle: CitasLive }) {
   const own = resolveOptions('app', AppOwnOptions, opts, PLUGIN_OPTIONS)
   fastify.decorate(kCitasLive, handle)
-  const wsPath = `${own.prefix}/ws`
   await registerWebsocket(fastify, {
     // A refresh frame may carry a token as long as the handshake accepts; routes/ws.ts holds
     // every other frame to maxPayload itself.
     maxPayload: Math.max(own.maxPayload, MAX_REFRESH_FRAME),
-    paths: () => [wsPath]
+    paths: () => [`${own.prefix}/ws`]
   })
   await fastify.register(dbPlugin, opts.db)
   await fastify.register(authPlugin, opts.auth)
   await fastify.register(statsPlugin, opts.stats ?? {})
   await fastify.register(hubPlugin, opts.hub ?? {})
   // The bus is signed with a key derived from the JWT secret unless it has one of its own.
-  const busSecret = opts.live?.busSecret ?? opts.auth.secret
-  await fastify.register(livePlugin, { ...opts.live, ...(busSecret !== undefined ? { busSecret } : {}) })
+  await fastify.register(livePlugin, { ...opts.live, busSecret: opts.live?.busSecret ?? opts.auth.secret })
   if (opts.metrics !== false) await fastify.register(metricsPlugin, opts.metrics ?? {})
   await fastify.register(limitsPlugin, opts.limits ?? {})
   await fastify.register(expiryPlugin, opts.expiry ?? {})

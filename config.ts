@@ -96,12 +96,8 @@ function envSchemaOf (option: TSchema): TSchema {
 const pluginEnv = Object.fromEntries(Object.entries(PLUGIN_ENV).map(([name, [part, path]]) =>
   [name, envSchemaOf(optionSchema(SCHEMAS[part], path))]))
 
-/**
- * Every environment variable the server reads. Nothing else in the code base touches process.env:
- * server.ts turns the validated result into plain options for app.ts (optionsFromEnv). The variables
- * of the process itself are here; those of a plugin option come from the plugin's own schema.
- */
-export const EnvSchema = Type.Object({
+/** The variables of the process itself (those of a plugin option come from the plugin's own schema). */
+const ProcessEnv = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, description: 'HTTP and WebSocket port. 0: any free port.' }),
   HOST: Type.String({ minLength: 1, default: '0.0.0.0', description: 'Address to listen on.' }),
   DATABASE_URL: Type.Optional(Type.String({
@@ -118,7 +114,7 @@ export const EnvSchema = Type.Object({
     description: 'Processes serving the port, each an instance on the bus (one of them the capture leader): a worker that dies is restarted, SIGTERM closes them all. auto: one per core. Needs BUS postgres or redis when above 1.'
   }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info', description: 'Level of the JSON log on standard output.' }),
-  BUS: Type.Union(['auto', 'postgres', 'redis', 'memory'].map(l => Type.Literal(l)), {
+  BUS: Type.Union((['auto', 'postgres', 'redis', 'memory'] as const).map(l => Type.Literal(l)), {
     default: 'auto',
     description: 'How instances share stats: postgres (LISTEN/NOTIFY on the database), redis (pub/sub on REDIS_URL), memory (one process). auto: redis when REDIS_URL is set, else postgres.'
   }),
@@ -153,34 +149,21 @@ export const EnvSchema = Type.Object({
     maximum: 1_048_576,
     default: 16_384,
     description: 'Largest HTTP request body in bytes (413 past it), on routes without a limit of their own: /notify/cita has its own, 16 KiB, and no other route takes a body.'
-  }),
-  ...pluginEnv
+  })
 })
 
+/**
+ * Every environment variable the server reads. Nothing else in the code base touches process.env:
+ * server.ts turns the validated result into plain options for app.ts (optionsFromEnv).
+ */
+export const EnvSchema = Type.Object({ ...ProcessEnv.properties, ...pluginEnv })
+
 type PluginEnv = { -readonly [K in keyof typeof PLUGIN_ENV]?: string | number }
-/** The validated environment: typed for the process's own variables, loosely for the plugins'. */
-export type Env = Static<typeof EnvSchema> & PluginEnv & {
-  WORKERS: number | 'auto'
-  PORT: number
-  HOST: string
-  LOG_LEVEL: string
-  BUS: 'auto' | 'postgres' | 'redis' | 'memory'
-  DEMO_ACTIVITY: 'on' | 'off'
-  EMBEDDED_PG_PORT: number
-  EMBEDDED_PG_DIR: string
-  SHUTDOWN_GRACE_MS: number
-  HTTP_REQUEST_TIMEOUT_MS: number
-  HTTP_KEEP_ALIVE_TIMEOUT_MS: number
-  HTTP_BODY_LIMIT: number
-  JWT_CLAIM_ROLE: string
-  JWT_SERVICE_ROLE: string
-}
+/** The validated environment: typed for the process's own variables, loosely for the plugins' (two have defaults). */
+export type Env = Static<typeof ProcessEnv> & PluginEnv & { JWT_CLAIM_ROLE: string, JWT_SERVICE_ROLE: string }
 
 export class ConfigError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'ConfigError'
-  }
+  override name = 'ConfigError'
 }
 
 const isNumeric = (schema: TSchema): boolean => schema.type === 'integer' || schema.type === 'number' || (schema.anyOf as TSchema[] | undefined)?.some(isNumeric) === true
@@ -204,12 +187,8 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
     const shown = name in raw ? ` (got ${JSON.stringify(redactValue(name, raw[name]))})` : ''
     throw new ConfigError(`invalid ${name}: ${describe(first.schema, first.message)}${shown}`)
   }
-  if (workerCount(env) > 1 && busKind(env) === 'memory') {
-    throw new ConfigError('invalid WORKERS: several workers share stats on a bus: BUS=memory is one process (use postgres or redis)')
-  }
-  if (env.BUS === 'redis' && env.REDIS_URL === undefined) {
-    throw new ConfigError('invalid REDIS_URL: required when BUS=redis')
-  }
+  if (workerCount(env) > 1 && busKind(env) === 'memory') throw new ConfigError('invalid WORKERS: several workers share stats on a bus: BUS=memory is one process (use postgres or redis)')
+  if (env.BUS === 'redis' && env.REDIS_URL === undefined) throw new ConfigError('invalid REDIS_URL: required when BUS=redis')
   if (env.NOTIFY_TRUSTED_NETWORKS !== undefined) {
     try {
       createNetworkMatcher(commaList(String(env.NOTIFY_TRUSTED_NETWORKS)))
@@ -233,14 +212,9 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
       throw new ConfigError(`invalid TRUST_PROXY: ${(err as Error).message} (true, false, or a comma list of proxy addresses or CIDRs)`)
     }
   }
-  if (env.ALLOWED_ORIGINS !== undefined) {
-    for (const origin of commaList(String(env.ALLOWED_ORIGINS))) {
-      if (normalizeOrigin(origin) === null) {
-        throw new ConfigError(`invalid ALLOWED_ORIGINS: ${JSON.stringify(origin)} is not an http(s) origin like https://app.example.com`)
-      }
-    }
-  }
-  return env as Env
+  const badOrigin = commaList(String(env.ALLOWED_ORIGINS ?? '')).find(origin => normalizeOrigin(origin) === null)
+  if (badOrigin !== undefined) throw new ConfigError(`invalid ALLOWED_ORIGINS: ${JSON.stringify(badOrigin)} is not an http(s) origin like https://app.example.com`)
+  return env
 }
 
 /**
@@ -280,13 +254,13 @@ function redactValue (name: string, value: unknown): unknown {
   return value
 }
 
-/** The bus an environment asks for: BUS, or with BUS=auto Redis when REDIS_URL is set, else PostgreSQL. */
 /** WORKERS as a number of processes (auto: one per core). */
 export function workerCount (env: Pick<Env, 'WORKERS'>): number {
   return env.WORKERS === 'auto' ? availableParallelism() : env.WORKERS
 }
 
+/** The bus an environment asks for: BUS, or with BUS=auto Redis when REDIS_URL is set, else PostgreSQL. */
 export function busKind (env: Env): 'postgres' | 'redis' | 'memory' {
-  if (env.BUS !== 'auto') return env.BUS as 'postgres' | 'redis' | 'memory'
+  if (env.BUS !== 'auto') return env.BUS
   return env.REDIS_URL !== undefined ? 'redis' : 'postgres'
 }

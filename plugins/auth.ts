@@ -3,7 +3,7 @@ import { createVerifier } from 'fast-jwt'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { provide } from './namespace.js'
-import { resolveOptions } from './options.js'
+import { fromOption, resolveOptions } from './options.js'
 import { AppError } from '../services/http/errors.js'
 import { isNegocioId } from '../services/live/messages.js'
 import { createNetworkMatcher } from '../services/http/limits.js'
@@ -26,10 +26,9 @@ export const AuthOptions = Type.Object({
   })
 })
 type AuthSchemaOptions = Static<typeof AuthOptions>
-export type ClaimNames = Partial<AuthSchemaOptions['claims']>
 
 export type AuthPluginOptions = Partial<Omit<AuthSchemaOptions, 'claims'>> & {
-  claims?: ClaimNames
+  claims?: Partial<AuthSchemaOptions['claims']>
   /** Instead of `secret`: returns a token's claims or throws, e.g. `(token) => app.jwt.verify(token)` (fast-jwt error codes pick the message). */
   verify?: (token: string) => unknown
 }
@@ -67,9 +66,7 @@ function createAuth (verifyToken: (token: string) => unknown, opts: AuthSchemaOp
       const code = (err as { code?: string }).code ?? ''
       throw new AppError('unauthorized', jwtMessages[code] ?? 'invalid token', { cause: err })
     }
-    if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
-      throw new AppError('unauthorized', 'malformed token')
-    }
+    if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw new AppError('unauthorized', 'malformed token')
     return payload as Claims
   }
 
@@ -77,13 +74,8 @@ function createAuth (verifyToken: (token: string) => unknown, opts: AuthSchemaOp
 
   /** Which negocios a verified token may watch. Ill-typed claims grant nothing. */
   function accessOf (claims: Claims): Access {
-    const ids: string[] = []
-    const one = claims[names.negocioId]
-    if (isNegocioId(one)) ids.push(one)
     const many = claims[names.negocios]
-    if (Array.isArray(many)) {
-      for (const id of many) if (isNegocioId(id) && !ids.includes(id)) ids.push(id)
-    }
+    const ids = [...new Set([claims[names.negocioId], ...(Array.isArray(many) ? many as unknown[] : [])].filter(isNegocioId))]
     return {
       sub: typeof claims.sub === 'string' && claims.sub !== '' ? claims.sub : undefined,
       all: adminRole !== undefined && claims[names.role] === adminRole,
@@ -92,25 +84,14 @@ function createAuth (verifyToken: (token: string) => unknown, opts: AuthSchemaOp
     }
   }
 
-  function isService (claims: Claims): boolean {
-    return claims[names.role] === serviceRole
-  }
-
-  let trusted: (address: string | undefined) => boolean
-  try {
-    trusted = createNetworkMatcher(opts.notifyTrustedNetworks)
-  } catch (err) {
-    throw new Error(`citas-live auth plugin: invalid option notifyTrustedNetworks: ${(err as Error).message}`)
-  }
-
   return {
     verify,
     accessOf,
-    isService,
+    isService: (claims: Claims): boolean => claims[names.role] === serviceRole,
     claimNames: names,
     serviceRole,
     /** Whether a /notify/cita call from this address may come without a token (notifyTrustedNetworks). */
-    isTrustedNotifier: trusted
+    isTrustedNotifier: fromOption('auth', 'notifyTrustedNetworks', () => createNetworkMatcher(opts.notifyTrustedNetworks))
   }
 }
 
@@ -121,19 +102,11 @@ export function tokenFromRequest (request: FastifyRequest, { query = true, proto
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header)
     return m?.[1] ?? ''
   }
-  if (query) {
-    const q = (request.query as Record<string, unknown> | undefined)?.token
-    if (typeof q === 'string') return q
-  }
-  if (protocol) {
-    const offered = request.headers['sec-websocket-protocol']
-    if (typeof offered === 'string') {
-      const parts = offered.split(',').map(s => s.trim())
-      const at = parts.findIndex(p => p.toLowerCase() === 'bearer')
-      if (at !== -1 && parts[at + 1] !== undefined) return parts[at + 1]
-    }
-  }
-  return undefined
+  const q = query ? (request.query as Record<string, unknown> | undefined)?.token : undefined
+  if (typeof q === 'string') return q
+  const offered = protocol ? (request.headers['sec-websocket-protocol'] ?? '').split(',').map(s => s.trim()) : []
+  const at = offered.findIndex(p => p.toLowerCase() === 'bearer')
+  return at === -1 ? undefined : offered[at + 1]
 }
 
 /** How many distinct negocio sets accessOf shares at most. */
@@ -201,16 +174,9 @@ export function cachedVerifier (verify: (token: string) => unknown, size = VERIF
 /** Token verification of its own (fast-jwt, what @fastify/jwt wraps): it decorates nothing, so a host's JWT plugin is never in its way. */
 async function authPlugin (fastify: FastifyInstance, options: AuthPluginOptions) {
   const opts = resolveOptions('auth', AuthOptions, options, ['verify'])
-  let verify: (token: string) => unknown
-  if (opts.secret !== undefined && options.verify !== undefined) {
-    throw new Error('citas-live auth plugin: pass `secret` or `verify`, not both')
-  } else if (opts.secret !== undefined) {
-    verify = cachedVerifier(createVerifier({ key: opts.secret, algorithms: ['HS256'] }))
-  } else if (options.verify !== undefined) {
-    verify = options.verify
-  } else {
-    throw new Error('citas-live auth plugin: pass `secret` (the HS256 secret the REST API signs tokens with) or `verify`')
-  }
+  if (opts.secret !== undefined && options.verify !== undefined) throw new Error('citas-live auth plugin: pass `secret` or `verify`, not both')
+  const verify = opts.secret !== undefined ? cachedVerifier(createVerifier({ key: opts.secret, algorithms: ['HS256'] })) : options.verify
+  if (verify === undefined) throw new Error('citas-live auth plugin: pass `secret` (the HS256 secret the REST API signs tokens with) or `verify`')
   provide(fastify, 'auth', createAuth(verify, opts))
 }
 

@@ -14,10 +14,7 @@ export const DbMonitorOptions = Type.Object({
 export type DbMonitorPluginOptions = Partial<Static<typeof DbMonitorOptions>>
 
 export type DbMonitor = ReturnType<typeof createDbMonitor> & {
-  /**
-   * Whether the database answers, for GET /ready: cached for `readinessRefreshMs`, answered within
-   * about 100 ms even when the database hangs, and not ready while a failure is being probed.
-   */
+  /** Whether the database answers, for GET /ready (createReadiness); not ready while a failure is being probed. */
   readiness: () => Promise<Readiness>
 }
 
@@ -31,21 +28,15 @@ declare module './namespace.js' {
  */
 async function dbMonitorPlugin (fastify: FastifyInstance, options: DbMonitorPluginOptions) {
   const opts = resolveOptions('db monitor', DbMonitorOptions, options)
-  const { probeIntervalMs, readinessRefreshMs, readinessHangMs } = opts
-  const { pool: citasPool, stats, hub, live } = citasOf(fastify)
+  const { pool, stats, hub, live } = citasOf(fastify)
   const { log } = fastify
-
+  const selectOne = async () => await pool.query('SELECT 1')
   const monitor = createDbMonitor({
-    probe: async () => await citasPool.query('SELECT 1'),
-    probeIntervalMs,
+    probe: selectOne,
+    probeIntervalMs: opts.probeIntervalMs,
     onError: (err) => log.error({ err }, 'database recovery listener failed')
   })
-
-  const probe = createReadiness({
-    probe: async () => await citasPool.query('SELECT 1'),
-    refreshMs: readinessRefreshMs,
-    hangAfterMs: readinessHangMs
-  })
+  const probe = createReadiness({ probe: selectOne, refreshMs: opts.readinessRefreshMs, hangAfterMs: opts.readinessHangMs })
   let lastReady = true
   async function readiness (): Promise<Readiness> {
     const state: Readiness = monitor.isUp ? await probe.check() : { ready: false, reason: 'unreachable' }
@@ -79,8 +70,4 @@ async function dbMonitorPlugin (fastify: FastifyInstance, options: DbMonitorPlug
   fastify.addHook('onClose', async () => { monitor.stop() })
 }
 
-export default fp(dbMonitorPlugin, {
-  fastify: '5.x',
-  name: 'citas-db-monitor',
-  dependencies: ['citas-db', 'citas-stats', 'citas-hub', 'citas-live-stats']
-})
+export default fp(dbMonitorPlugin, { fastify: '5.x', name: 'citas-db-monitor', dependencies: ['citas-db', 'citas-stats', 'citas-hub', 'citas-live-stats'] })

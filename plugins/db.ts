@@ -19,19 +19,13 @@ export type DbPluginOptions = Partial<Static<typeof DbOptions>> & {
 
 async function dbPlugin (fastify: FastifyInstance, options: DbPluginOptions) {
   const opts = resolveOptions('db', DbOptions, options, ['pool'])
-  if (options.pool !== undefined) {
-    provide(fastify, 'pool', options.pool)
+  const shared = options.pool ?? (opts.connectionString === undefined && fastify.hasDecorator('pg') ? fastify.pg.pool : undefined)
+  if (shared !== undefined) {
+    provide(fastify, 'pool', shared)
     provide(fastify, 'poolConfig', undefined)
     return
   }
-  if (opts.connectionString === undefined) {
-    if (fastify.hasDecorator('pg')) {
-      provide(fastify, 'pool', fastify.pg.pool)
-      provide(fastify, 'poolConfig', undefined)
-      return
-    }
-    throw new Error('citas-live db plugin: pass `connectionString` or `pool`, or register @fastify/postgres first')
-  }
+  if (opts.connectionString === undefined) throw new Error('citas-live db plugin: pass `connectionString` or `pool`, or register @fastify/postgres first')
   // A pool of its own, not @fastify/postgres: that one decorates `pg`, which a host app with its own
   // @fastify/postgres already has (and a second citas-live registration would too).
   const config: pg.PoolConfig = {

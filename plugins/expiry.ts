@@ -21,8 +21,7 @@ async function expiryPlugin (fastify: FastifyInstance, options: ExpiryPluginOpti
     } catch (err) {
       fastify.log.error({ err }, 'token expiry sweep failed')
     }
-  }, sweepMs)
-  timer.unref()
+  }, sweepMs).unref()
   fastify.addHook('preClose', async () => { clearInterval(timer) })
   fastify.addHook('onClose', async () => { clearInterval(timer) })
 }

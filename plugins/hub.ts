@@ -19,18 +19,14 @@ async function hubPlugin (fastify: FastifyInstance, options: HubPluginOptions) {
   const hub = createHub({ maxBufferedBytes, stallTimeoutMs })
   provide(fastify, 'hub', hub)
 
-  const timer = setInterval(() => { hub.sweep(conn => conn.transport === 'websocket') }, heartbeatMs)
-  timer.unref()
+  const timer = setInterval(() => { hub.sweep(conn => conn.transport === 'websocket') }, heartbeatMs).unref()
   let cutTimer: ReturnType<typeof setTimeout> | undefined
 
   fastify.addHook('preClose', async () => {
     clearInterval(timer)
     hub.closeAll(CLOSE.restart.code, CLOSE.restart.reason)
     // A peer that never answers the close frame must not hold the shutdown up: one timer for all.
-    if (hub.connectionCount > 0) {
-      cutTimer = setTimeout(hub.terminateAll, closeTimeoutMs)
-      cutTimer.unref()
-    }
+    if (hub.connectionCount > 0) cutTimer = setTimeout(hub.terminateAll, closeTimeoutMs).unref()
   })
   fastify.addHook('onClose', async () => {
     clearInterval(timer)

@@ -1,11 +1,10 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import { Int, resolveOptions } from './options.js'
+import { fromOption, Int, resolveOptions } from './options.js'
 import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
 import { AppError } from '../services/http/errors.js'
 import { clientAddress, connectionCapacity, openFiles, createConnectionCounter, createNetworkMatcher, createOriginCheck } from '../services/http/limits.js'
-import type { FastifyRequest } from 'fastify'
 import { takeToken, type BucketState } from '../services/transports/token-bucket.js'
 import { citasOf, provide } from './namespace.js'
 
@@ -35,18 +34,8 @@ declare module './namespace.js' {
 
 function createLimits (options: LimitsPluginOptions) {
   const opts = resolveOptions('limits', LimitsOptions, options)
-  let isOriginAllowed: (origin: string | undefined) => boolean
-  try {
-    isOriginAllowed = createOriginCheck(opts.allowedOrigins)
-  } catch (err) {
-    throw new Error(`citas-live limits plugin: invalid option allowedOrigins: ${(err as Error).message}`)
-  }
-  let isProxy: (address: string | undefined) => boolean
-  try {
-    isProxy = createNetworkMatcher(opts.trustedProxies)
-  } catch (err) {
-    throw new Error(`citas-live limits plugin: invalid option trustedProxies: ${(err as Error).message}`)
-  }
+  const isOriginAllowed = fromOption('limits', 'allowedOrigins', () => createOriginCheck(opts.allowedOrigins))
+  const isProxy = fromOption('limits', 'trustedProxies', () => createNetworkMatcher(opts.trustedProxies))
   const { messageRate, messageBurst } = opts
   return {
     /** Where a request comes from, for the per-IP limits and the trusted networks (see services/limits.ts clientAddress). */
@@ -76,9 +65,7 @@ async function limitsPlugin (fastify: FastifyInstance, opts: LimitsPluginOptions
   if (opts.maxConnections !== undefined && opts.maxConnections > limits.capacity) {
     fastify.log.warn({ maxConnections: opts.maxConnections, capacity: limits.capacity }, 'maxConnections is more than the open-files limit leaves: raise the limit (ulimit -n), or clients past it would starve the database connections')
   }
-  if (!limits.restrictsOrigins) {
-    fastify.log.warn('allowed origins are not set: WebSocket handshakes from any Origin are accepted (set ALLOWED_ORIGINS)')
-  }
+  if (!limits.restrictsOrigins) fastify.log.warn('allowed origins are not set: WebSocket handshakes from any Origin are accepted (set ALLOWED_ORIGINS)')
   provide(fastify, 'limits', limits)
 }
 

@@ -12,8 +12,6 @@ import { Type, type Static } from '@sinclair/typebox'
 import { citasOf, provide } from './namespace.js'
 import { Int, resolveOptions } from './options.js'
 
-export type { BusKind }
-
 export const LiveOptions = Type.Object({
   bus: Type.Union([Type.Literal('postgres'), Type.Literal('redis'), Type.Literal('memory')], {
     default: 'postgres',
@@ -91,8 +89,8 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
   try {
     bus = createBus({
       kind: opts.bus,
-      ...(opts.busSecret !== undefined ? { secret: opts.busSecret } : {}),
-      ...(opts.redisUrl !== undefined ? { redisUrl: opts.redisUrl } : {}),
+      secret: opts.busSecret,
+      redisUrl: opts.redisUrl,
       name: origin,
       ...timing,
       notify: async (channel, payload) => await pool.query('SELECT pg_notify($1, $2)', [channel, payload]),
@@ -171,8 +169,8 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     stats: ns.stats,
     hub: ns.hub,
     origin,
-    ...(bus.publish !== undefined ? { broadcast: bus.publish } : {}),
-    ...(changeCapture ? { barrier: async () => await capture.poll() } : {}),
+    broadcast: bus.publish,
+    barrier: changeCapture ? async () => await capture.poll() : undefined,
     coalesceMs: opts.coalesceMs,
     resyncConcurrency: opts.resyncConcurrency,
     leads: () => capture.role === 'leader',
@@ -215,21 +213,14 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
 
   let reconcileTimer: NodeJS.Timeout | undefined
   fastify.addHook('onReady', async () => {
-    log.info(changeCapture
-      ? { changeCapture: 'table', pollMs: opts.capturePollMs }
-      : { changeCapture: 'off' },
-    changeCapture
-      ? 'change capture: on, from the change table the citas trigger fills (no NOTIFY on the write path); one instance at a time drains it'
-      : 'change capture: off (CHANGE_CAPTURE=off): direct SQL writes reach dashboards only through /notify/cita')
+    if (changeCapture) log.info({ changeCapture: 'table', pollMs: opts.capturePollMs }, 'change capture: on, from the change table the citas trigger fills (no NOTIFY on the write path); one instance at a time drains it')
+    else log.info({ changeCapture: 'off' }, 'change capture: off (CHANGE_CAPTURE=off): direct SQL writes reach dashboards only through /notify/cita')
     await session.start()
     bus.start()
-    if (reconcileSeconds > 0) {
-      reconcileTimer = setInterval(() => { live.resyncAll().catch(() => {}) }, reconcileSeconds * 1000)
-      reconcileTimer.unref()
-    }
+    if (reconcileSeconds > 0) reconcileTimer = setInterval(() => { live.resyncAll().catch(() => {}) }, reconcileSeconds * 1000).unref()
   })
   fastify.addHook('onClose', async () => {
-    if (reconcileTimer !== undefined) clearInterval(reconcileTimer)
+    clearInterval(reconcileTimer)
     live.close()
     capture.close()
     await session.close()

@@ -1,7 +1,8 @@
 /* eslint-disable no-new -- prom-client metrics register themselves in the registry they are made with */
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { createServer, type Server } from 'node:http'
+import { once } from 'node:events'
+import { createServer } from 'node:http'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { Type, type Static } from '@sinclair/typebox'
 import { citasOf, provide } from './namespace.js'
@@ -123,30 +124,26 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
     if (status === 200) notifyDuration.observe(seconds)
   })
 
-  let server: Server | undefined
-  if (opts.port !== undefined) {
-    server = createServer((req, res) => {
-      if (req.method !== 'GET' || req.url !== '/metrics') {
-        res.writeHead(404).end()
-        return
-      }
-      register.metrics().then((text) => {
-        res.writeHead(200, { 'content-type': register.contentType }).end(text)
-      }, (err: unknown) => {
-        fastify.log.error({ err }, 'metrics scrape failed')
-        res.writeHead(500).end()
-      })
+  if (opts.port === undefined) return
+  const server = createServer((req, res) => {
+    if (req.method !== 'GET' || req.url !== '/metrics') {
+      res.writeHead(404).end()
+      return
+    }
+    register.metrics().then((text) => {
+      res.writeHead(200, { 'content-type': register.contentType }).end(text)
+    }, (err: unknown) => {
+      fastify.log.error({ err }, 'metrics scrape failed')
+      res.writeHead(500).end()
     })
-    const s = server
-    fastify.addHook('onReady', async () => {
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject)
-        s.listen(opts.port, opts.host, () => { s.off('error', reject); resolve() })
-      })
-    })
-  }
+  })
+  fastify.addHook('onReady', async () => {
+    server.listen(opts.port, opts.host)
+    // Rejects on an 'error' (a port in use) before 'listening'.
+    await once(server, 'listening')
+  })
   fastify.addHook('onClose', async () => {
-    if (server?.listening === true) await new Promise(resolve => server?.close(resolve))
+    if (server.listening) await new Promise(resolve => server.close(resolve))
   })
 }
 

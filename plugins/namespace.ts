@@ -14,10 +14,7 @@ import type { StatsService } from '../services/live/stats.js'
 export interface CitasLive {
   /** The pool citas-live queries through (its own, the host's, or @fastify/postgres's). */
   pool: Pool
-  /**
-   * The settings citas-live built its own pool from (the dedicated database session copies them);
-   * undefined for a pool the host app passed.
-   */
+  /** The settings citas-live built its own pool from (the database session copies them); undefined for a host's pool. */
   poolConfig: PoolConfig | undefined
   stats: StatsService
   hub: Hub

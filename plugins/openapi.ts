@@ -23,13 +23,10 @@ function packageVersion (): string {
 }
 
 /**
- * The OpenAPI document of the HTTP routes at `<prefix>/documentation/json` (Swagger UI at
- * `<prefix>/documentation` with `ui`), from their TypeBox schemas. Registered before the routes:
- * @fastify/swagger collects them as they are added. A host that registered @fastify/swagger itself
- * gets citas-live's routes in its own document.
+ * The OpenAPI document of the HTTP routes at `<prefix>/documentation/json` (Swagger UI at `<prefix>/documentation`
+ * with `ui`), from their TypeBox schemas; a host that registered @fastify/swagger itself gets them in its own.
  */
 async function openApiPlugin (fastify: FastifyInstance, opts: OpenApiOptions & { prefix: string }) {
-  const { prefix } = opts
   if (!fastify.hasDecorator('swagger')) {
     await fastify.register(fastifySwagger, {
       openapi: {
@@ -53,7 +50,7 @@ async function openApiPlugin (fastify: FastifyInstance, opts: OpenApiOptions & {
       })
     })
   }
-  const routePrefix = `${prefix}/documentation`
+  const routePrefix = `${opts.prefix}/documentation`
   if (opts.ui === true) {
     const ui = await import('@fastify/swagger-ui').catch((err: unknown) => {
       throw new Error('citas-live: openapi.ui needs the @fastify/swagger-ui package (npm install @fastify/swagger-ui)', { cause: err })

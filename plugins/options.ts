@@ -6,8 +6,8 @@ import { isValidTimeZone } from '../services/live/stats.js'
 if (!FormatRegistry.Has('iana-time-zone')) FormatRegistry.Set('iana-time-zone', isValidTimeZone)
 
 /** An integer option: bounds and default in one place. */
-export const Int = (min: number, def?: number, extra: { maximum?: number, description?: string } = {}) =>
-  Type.Integer({ minimum: min, ...(def !== undefined ? { default: def } : {}), ...extra })
+export const Int = (min: number, def: number, extra: { maximum?: number, description?: string } = {}) =>
+  Type.Integer({ minimum: min, default: def, ...extra })
 
 /**
  * The options a plugin was given, with its schema's defaults filled in and every value checked
@@ -32,6 +32,15 @@ export function resolveOptions<T extends TObject> (plugin: string, schema: T, op
     throw new Error(`citas-live ${plugin} plugin: invalid option ${name}: ${describe(first.schema, first.message)}`)
   }
   return value as Static<T>
+}
+
+/** What `make` builds from an option its schema cannot check fully; its error, like resolveOptions', names the plugin and the option. */
+export function fromOption<T> (plugin: string, option: string, make: () => T): T {
+  try {
+    return make()
+  } catch (err) {
+    throw new Error(`citas-live ${plugin} plugin: invalid option ${option}: ${(err as Error).message}`)
+  }
 }
 
 /** TypeBox's message, made plain for the formats and patterns people meet most. */

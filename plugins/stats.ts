@@ -15,7 +15,7 @@ export type StatsPluginOptions = Partial<Static<typeof StatsOptions>> & {
 
 async function statsPlugin (fastify: FastifyInstance, options: StatsPluginOptions) {
   const { timezone } = resolveOptions('stats', StatsOptions, options, ['now'])
-  provide(fastify, 'stats', createStatsService(citasOf(fastify).pool, { timezone, ...(options.now !== undefined ? { now: options.now } : {}) }))
+  provide(fastify, 'stats', createStatsService(citasOf(fastify).pool, { timezone, now: options.now }))
 }
 
 export default fp(statsPlugin, { fastify: '5.x', name: 'citas-stats', dependencies: ['citas-db'] })

@@ -17,42 +17,33 @@ export interface CitasWebsocketOptions {
 type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void
 
 /** One forwarder per HTTP server to the first registration's @fastify/websocket: each routes every upgrade through the whole app, so two would route it twice. */
-const relays = new WeakMap<Server, { relay: EventEmitter, forward: UpgradeListener }>()
-
-/** Browsers cannot set headers: they offer the token as `Sec-WebSocket-Protocol: bearer, <token>`. */
-const selectBearer = (protocols: Set<string>): string | false => (protocols.has('bearer') ? 'bearer' : false)
+const relays = new WeakMap<Server, UpgradeListener>()
 
 /**
  * WebSocket support whatever the host did. Without a @fastify/websocket above: one of our own, fed by a
  * relay that is detached at ready if the host registers its own later. With the host's (registered
  * first): its server carries our sockets too, its maxPayload must allow ours, and our paths answer
- * the `bearer` subprotocol whatever its handleProtocols chose ('host' is returned).
+ * the `bearer` subprotocol whatever its handleProtocols chose.
  */
-export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWebsocketOptions): Promise<'own' | 'host'> {
+export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWebsocketOptions): Promise<void> {
   if (fastify.hasDecorator('websocketServer')) {
     // Its clients are the host's too: citas-live's own are closed by the hub (1012) on close.
     adaptHostServer(fastify.websocketServer, opts, fastify.log)
-    return 'host'
+    return
   }
   const server = fastify.server
-  let entry = relays.get(server)
-  let listenOn: EventEmitter
-  if (entry === undefined) {
-    const relay = new EventEmitter()
-    const forward: UpgradeListener = (req, socket, head) => { relay.emit('upgrade', req, socket, head) }
+  // A later registration's relay hears nothing: the first one's instance already routes every upgrade, to these routes too.
+  const listenOn = new EventEmitter()
+  const forward: UpgradeListener = relays.get(server) ?? ((req, socket, head) => { listenOn.emit('upgrade', req, socket, head) })
+  if (!relays.has(server)) {
     server.on('upgrade', forward)
-    entry = { relay, forward }
-    relays.set(server, entry)
-    listenOn = relay
-  } else {
-    // Another citas-live registration's instance already routes every upgrade, to these routes too.
-    listenOn = new EventEmitter()
+    relays.set(server, forward)
   }
-  const { forward } = entry
   await fastify.register(fastifyWebsocket, {
     options: {
       maxPayload: opts.maxPayload,
-      handleProtocols: selectBearer,
+      // Browsers cannot set headers: they offer the token as `Sec-WebSocket-Protocol: bearer, <token>`.
+      handleProtocols: (protocols: Set<string>) => (protocols.has('bearer') ? 'bearer' : false),
       // The hub holds (and closes) every socket: ws's own set would be a second entry per socket.
       clientTracking: false,
       // The relay: @fastify/websocket listens to 'upgrade' on whatever it is given.
@@ -80,30 +71,21 @@ export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWe
     server.off('upgrade', forward)
     relays.delete(server)
   })
-  return 'own'
 }
 
-type HandshakeHeadersListener = (headers: string[], req: IncomingMessage) => void
-
 /** A host's server serves our paths as ours would: its maxPayload at least ours, and `bearer` answered on our paths (ws's public 'headers' event). */
-export function adaptHostServer (wss: WebSocketServer, opts: Pick<CitasWebsocketOptions, 'maxPayload' | 'paths'>, log?: FastifyBaseLogger): void {
+export function adaptHostServer (wss: WebSocketServer, opts: CitasWebsocketOptions, log?: FastifyBaseLogger): void {
   const hostMax = serverMaxPayload(wss, log)
   if (hostMax !== undefined && hostMax !== 0 && hostMax < opts.maxPayload) {
     throw new Error(`citas-live: the host's @fastify/websocket accepts frames up to ${hostMax} bytes, but citas-live's /ws must accept ${opts.maxPayload} (a refresh carries a whole token): raise the host's options.maxPayload, or register citas-live first`)
   }
-  const onHeaders: HandshakeHeadersListener = (headers, req) => {
+  wss.on('headers', (headers, req) => {
     const path = (req.url ?? '').split('?', 1)[0] as string
     if (!opts.paths().includes(path)) return
-    const offered = offeredProtocols(req.headers['sec-websocket-protocol'])
-    if (!offered.has('bearer')) return
+    const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim())
+    if (!offered.includes('bearer')) return
     const at = headers.findIndex((h) => h.toLowerCase().startsWith('sec-websocket-protocol:'))
     if (at === -1) headers.push('Sec-WebSocket-Protocol: bearer')
     else headers[at] = 'Sec-WebSocket-Protocol: bearer'
-  }
-  wss.on('headers', onHeaders)
-}
-
-/** The subprotocols a handshake offers (`Sec-WebSocket-Protocol: a, b`). */
-function offeredProtocols (header: string | undefined): Set<string> {
-  return new Set((header ?? '').split(',').map((p) => p.trim()).filter((p) => p !== ''))
+  })
 }
