@@ -104,11 +104,7 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
   }
 
   /** The run in flight even if it started before this call, else the next: for a current value, not a fresh one. */
-  function join (key: K, options: O): Promise<V> {
-    const slot = slots.get(key)
-    if (slot?.current != null) return track(slot.current.promise)
-    return request(key, options)
-  }
+  const join = (key: K, options: O): Promise<V> => joinSince(key, options, Number.NEGATIVE_INFINITY)
 
   return {
     request, join, joinSince,
