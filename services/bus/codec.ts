@@ -30,8 +30,8 @@ const checkMessage = TypeCompiler.Compile(Type.Union([
   Type.Object({ origin: Origin, answer: Type.Object({ to: Origin, ref: Ref }, exact), snapshot: Type.Optional(Snapshot) }, exact)
 ]))
 
-export type BusDropReason = 'unsigned' | 'bad_signature' | 'malformed' | 'implausible' | 'replayed' | 'stale'
-export const BUS_DROP_REASONS: readonly BusDropReason[] = ['unsigned', 'bad_signature', 'malformed', 'implausible', 'replayed', 'stale']
+export const BUS_DROP_REASONS = ['unsigned', 'bad_signature', 'malformed', 'implausible', 'replayed', 'stale'] as const
+export type BusDropReason = typeof BUS_DROP_REASONS[number]
 type Decoded = { ok: true, message: BusMessage } | { ok: false, reason: BusDropReason }
 
 /** A version (the database's clock, µs) this far ahead would make every genuine update look older. */
