@@ -101,10 +101,9 @@ export function createReadiness (opts: ReadinessOptions) {
   function refresh (): Promise<void> {
     if (inFlight !== undefined) return inFlight.done
     const since = Date.now()
-    const done = opts.probe().then(
-      () => { last = { ok: true, at: Date.now() } },
-      () => { last = { ok: false, at: Date.now() } }
-    ).finally(() => { inFlight = undefined })
+    const done = opts.probe().then(() => true, () => false)
+      .then((ok) => { last = { ok, at: Date.now() } })
+      .finally(() => { inFlight = undefined })
     inFlight = { since, done }
     return done
   }
