@@ -95,11 +95,8 @@ export function createHub (opts: HubOptions = {}) {
   /** Returns false when the connection already followed the channel. */
   function subscribe (conn: Connection, name: string): boolean {
     if (conn.channels.has(name)) return false
-    let subscribers = channels.get(name)
-    if (subscribers === undefined) {
-      subscribers = new Set()
-      channels.set(name, subscribers)
-    }
+    const subscribers = channels.get(name) ?? new Set<Connection>()
+    channels.set(name, subscribers)
     subscribers.add(conn)
     conn.channels.add(name)
     subscriptions++
