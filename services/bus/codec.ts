@@ -62,13 +62,9 @@ export function createBusCodec (secret: string, opts: { now?: () => number } = {
 
   /** Whether this sender's message `n` is new; records it. */
   function firstSeen (sender: string, n: number): boolean {
-    let w = senders.get(sender)
-    if (w === undefined) {
-      if (senders.size >= MAX_SENDERS) senders.delete(senders.keys().next().value as string)
-      w = { top: 0, seen: new Set() }
-    } else {
-      senders.delete(sender) // re-inserted below: the map's order is the order senders were last heard
-    }
+    const w = senders.get(sender) ?? { top: 0, seen: new Set<number>() }
+    // Re-inserted: the map's order is the order senders were last heard. A new one may evict the oldest.
+    if (!senders.delete(sender) && senders.size >= MAX_SENDERS) senders.delete(senders.keys().next().value as string)
     senders.set(sender, w)
     if (n <= w.top - SEQ_WINDOW || w.seen.has(n)) return false
     w.seen.add(n)
