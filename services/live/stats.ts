@@ -129,9 +129,7 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
     })
   }
 
-  async function compute (negocioId: string): Promise<Stats> {
-    return (await computeSnapshot(negocioId)).stats
-  }
+  const compute = async (negocioId: string): Promise<Stats> => (await computeSnapshot(negocioId)).stats
 
   return {
     compute, computeSnapshot, now,
