@@ -94,5 +94,3 @@ export function createBus (opts: BusOptions) {
     }
   }
 }
-
-export type Bus = ReturnType<typeof createBus>

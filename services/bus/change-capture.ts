@@ -66,12 +66,11 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   let idleMs = pollMs
   const renewMs = Math.min(250, leaseMs / 4)
   /** Callers of sessionUp() waiting for its first leadership attempt. */
-  let afterAttempt: Array<(role: CaptureRole) => void> = []
+  const afterAttempt: Array<(role: CaptureRole) => void> = []
   /** The error code of a poll that keeps failing with the session up, until one succeeds. */
   let failing: unknown
-  const startedAt = Date.now()
-  /** On this instance's clock, when the last drain completed (its own, or one read in the lease). */
-  let drainedAt: number | undefined
+  /** On this instance's clock, when the last drain completed (its own, or one read in the lease); at first, the start. */
+  let drainedAt = Date.now()
   let stalled = false
 
   function setRole (next: CaptureRole): void {
@@ -82,12 +81,10 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   }
 
   function settleAttempt (result: CaptureRole): void {
-    const waiting = afterAttempt
-    afterAttempt = []
-    for (const resolve of waiting) resolve(result)
+    for (const resolve of afterAttempt.splice(0)) resolve(result)
   }
 
-  const drainAge = (): number => Date.now() - (drainedAt ?? startedAt)
+  const drainAge = (): number => Date.now() - drainedAt
 
   function checkStall (): void {
     const age = drainAge()
@@ -121,7 +118,6 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   }
 
   function tick (): void {
-    timer = undefined
     if (role === 'leader') {
       poll().then((outcome) => {
         working()
@@ -132,12 +128,9 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
       }, (err: unknown) => {
         failed(err)
         checkStall()
-        if ((err as { code?: unknown }).code !== LOCKED || !session.connected) {
-          arm(session.connected ? Math.max(pollMs, takeoverMs) : pollMs)
-          return
-        }
         // Locked: keep the lease (another leader would meet the same lock) and try again.
-        renew().catch(failed).finally(() => { arm(pollMs) })
+        if ((err as { code?: unknown }).code === LOCKED && session.connected) renew().catch(failed).finally(() => { arm(pollMs) })
+        else arm(session.connected ? Math.max(pollMs, takeoverMs) : pollMs)
       })
     } else if (role === 'follower') {
       tryLead().then(working, failed).finally(() => {
@@ -294,7 +287,6 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
     /** The session was lost, and with it this instance's claim to the lease. */
     sessionDown (): void {
       clearTimeout(timer)
-      timer = undefined
       settleAttempt('down')
       setRole('down')
     },

@@ -30,8 +30,8 @@ const checkMessage = TypeCompiler.Compile(Type.Union([
   Type.Object({ origin: Origin, answer: Type.Object({ to: Origin, ref: Ref }, exact), snapshot: Type.Optional(Snapshot) }, exact)
 ]))
 
-export type BusDropReason = 'unsigned' | 'bad_signature' | 'malformed' | 'implausible' | 'replayed' | 'stale'
-export const BUS_DROP_REASONS: readonly BusDropReason[] = ['unsigned', 'bad_signature', 'malformed', 'implausible', 'replayed', 'stale']
+export const BUS_DROP_REASONS = ['unsigned', 'bad_signature', 'malformed', 'implausible', 'replayed', 'stale'] as const
+export type BusDropReason = typeof BUS_DROP_REASONS[number]
 type Decoded = { ok: true, message: BusMessage } | { ok: false, reason: BusDropReason }
 
 /** A version (the database's clock, µs) this far ahead would make every genuine update look older. */
@@ -62,13 +62,9 @@ export function createBusCodec (secret: string, opts: { now?: () => number } = {
 
   /** Whether this sender's message `n` is new; records it. */
   function firstSeen (sender: string, n: number): boolean {
-    let w = senders.get(sender)
-    if (w === undefined) {
-      if (senders.size >= MAX_SENDERS) senders.delete(senders.keys().next().value as string)
-      w = { top: 0, seen: new Set() }
-    } else {
-      senders.delete(sender) // re-inserted below: the map's order is the order senders were last heard
-    }
+    const w = senders.get(sender) ?? { top: 0, seen: new Set<number>() }
+    // Re-inserted: the map's order is the order senders were last heard. A new one may evict the oldest.
+    if (!senders.delete(sender) && senders.size >= MAX_SENDERS) senders.delete(senders.keys().next().value as string)
     senders.set(sender, w)
     if (n <= w.top - SEQ_WINDOW || w.seen.has(n)) return false
     w.seen.add(n)

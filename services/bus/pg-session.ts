@@ -10,10 +10,9 @@ export interface PgSessionOptions {
   /** After every (re)connect, once the LISTENs are in place. */
   onConnect?: (first: boolean) => void
   onLost?: (err: unknown) => void
-  /** A query (`heartbeat`, else `SELECT 1`) runs at least every heartbeatMs; one unanswered within deadlineMs destroys the socket. */
+  /** A query runs at least every heartbeatMs (`SELECT 1` when quiet); one unanswered within deadlineMs destroys the socket. */
   heartbeatMs?: number
   deadlineMs?: number
-  heartbeat?: () => Promise<unknown>
 }
 
 export class SessionDownError extends Error {
@@ -103,9 +102,7 @@ export function createPgSession (opts: PgSessionOptions) {
     attempt = 0
     const first = connects++ === 0
     heartbeatTimer = setInterval(() => {
-      if (!connected || client !== c || Date.now() - lastAnswer < heartbeatMs) return
-      const beat = opts.heartbeat ?? (() => query('SELECT 1'))
-      beat().catch(() => {})
+      if (connected && client === c && Date.now() - lastAnswer >= heartbeatMs) query('SELECT 1').catch(() => {})
     }, Math.max(10, Math.floor(heartbeatMs / 2))).unref()
     opts.onConnect?.(first)
   }

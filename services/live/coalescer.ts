@@ -53,12 +53,8 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
     slot.current = result
     slot.lastStart = now()
     runs++
-    let promise: Promise<V>
-    try {
-      promise = run(key, options)
-    } catch (err) {
-      promise = Promise.reject(err)
-    }
+    // A run that throws at once rejects like one that fails later.
+    const promise = new Promise<V>((resolve) => { resolve(run(key, options)) })
     // Settle the slot before the waiters resume, so a request they make next finds it idle.
     const settle = (): void => {
       slot.current = null
@@ -104,11 +100,7 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
   }
 
   /** The run in flight even if it started before this call, else the next: for a current value, not a fresh one. */
-  function join (key: K, options: O): Promise<V> {
-    const slot = slots.get(key)
-    if (slot?.current != null) return track(slot.current.promise)
-    return request(key, options)
-  }
+  const join = (key: K, options: O): Promise<V> => joinSince(key, options, Number.NEGATIVE_INFINITY)
 
   return {
     request, join, joinSince,

@@ -17,38 +17,27 @@ export function createDbMonitor (opts: DbMonitorOptions) {
   let stopped = false
   let outages = 0
 
+  /** Calls each listener at once; its throw and its promise's rejection both go to onError. */
   function run (listeners: Iterable<(arg?: unknown) => unknown>, arg?: unknown): void {
-    for (const fn of listeners) {
-      try {
-        const r = fn(arg)
-        if (r instanceof Promise) r.catch((err: unknown) => opts.onError?.(err))
-      } catch (err) {
-        opts.onError?.(err)
-      }
-    }
+    for (const fn of listeners) new Promise((resolve) => { resolve(fn(arg)) }).catch((err: unknown) => opts.onError?.(err))
   }
 
   function schedule (): void {
     if (stopped || timer !== undefined) return
-    timer = setTimeout(probeOnce, probeIntervalMs)
-    timer.unref()
+    timer = setTimeout(probeOnce, probeIntervalMs).unref()
   }
 
   async function probeOnce (): Promise<void> {
     timer = undefined
     if (stopped || up || probing) return
     probing = true
-    try {
-      await opts.probe()
-    } catch {
-      probing = false
-      schedule()
-      return
-    }
+    const answered = await opts.probe().then(() => true, () => false)
     probing = false
-    if (stopped || up) return
-    up = true
-    run(upListeners)
+    if (!answered) schedule()
+    else if (!stopped && !up) {
+      up = true
+      run(upListeners)
+    }
   }
 
   return {
@@ -66,7 +55,7 @@ export function createDbMonitor (opts: DbMonitorOptions) {
     get outageCount () { return outages },
     stop (): void {
       stopped = true
-      if (timer !== undefined) clearTimeout(timer)
+      clearTimeout(timer)
       timer = undefined
     }
   }
@@ -112,10 +101,9 @@ export function createReadiness (opts: ReadinessOptions) {
   function refresh (): Promise<void> {
     if (inFlight !== undefined) return inFlight.done
     const since = Date.now()
-    const done = opts.probe().then(
-      () => { last = { ok: true, at: Date.now() } },
-      () => { last = { ok: false, at: Date.now() } }
-    ).finally(() => { inFlight = undefined })
+    const done = opts.probe().then(() => true, () => false)
+      .then((ok) => { last = { ok, at: Date.now() } })
+      .finally(() => { inFlight = undefined })
     inFlight = { since, done }
     return done
   }

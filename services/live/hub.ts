@@ -60,16 +60,15 @@ export interface HubOptions {
   maxBufferedBytes?: number
   /** A peer over the bound for this long is closed with 1013. Default 30000. */
   stallTimeoutMs?: number
-  flushIntervalMs?: number
   now?: () => number
 }
 
 const STALLED_CLOSE_GRACE_MS = 2000
+const FLUSH_INTERVAL_MS = 100
 
 export function createHub (opts: HubOptions = {}) {
   const maxBuffered = opts.maxBufferedBytes ?? 65_536
   const stallTimeoutMs = opts.stallTimeoutMs ?? 30_000
-  const flushIntervalMs = opts.flushIntervalMs ?? 100
   const now = opts.now ?? Date.now
   const connections = new Set<Connection>()
   const channels = new Map<string, Set<Connection>>()
@@ -96,11 +95,8 @@ export function createHub (opts: HubOptions = {}) {
   /** Returns false when the connection already followed the channel. */
   function subscribe (conn: Connection, name: string): boolean {
     if (conn.channels.has(name)) return false
-    let subscribers = channels.get(name)
-    if (subscribers === undefined) {
-      subscribers = new Set()
-      channels.set(name, subscribers)
-    }
+    const subscribers = channels.get(name) ?? new Set<Connection>()
+    channels.set(name, subscribers)
     subscribers.add(conn)
     conn.channels.add(name)
     subscriptions++
@@ -126,19 +122,14 @@ export function createHub (opts: HubOptions = {}) {
   }
 
   /** Sends a last message to every subscriber and drops them from the channel (its negocio is gone). */
-  function dropChannel (name: string, text: string): number {
+  function dropChannel (name: string, text: string): void {
     const subscribers = channels.get(name)
-    if (subscribers === undefined) return 0
+    if (subscribers === undefined) return
     const message = new Prepared(text)
-    let sent = 0
     for (const conn of [...subscribers]) {
       unsubscribe(conn, name)
-      if (conn.open) {
-        conn.send(message)
-        sent++
-      }
+      if (conn.open) conn.send(message)
     }
-    return sent
   }
 
   /** Returns how many got it or will on drain; a slow peer keeps only each channel's newest (stats are state). */
@@ -162,8 +153,7 @@ export function createHub (opts: HubOptions = {}) {
       conn.pending = new Map()
       conn.slowSince = now()
       slow.add(conn)
-      flushTimer ??= setInterval(flush, flushIntervalMs)
-      flushTimer.unref()
+      flushTimer ??= setInterval(flush, FLUSH_INTERVAL_MS).unref()
     }
     if (conn.pending.has(name)) counters.dropped.superseded++
     conn.pending.set(name, message)
@@ -190,10 +180,7 @@ export function createHub (opts: HubOptions = {}) {
       conn.pending = null
       slow.delete(conn)
     }
-    if (slow.size === 0 && flushTimer !== undefined) {
-      clearInterval(flushTimer)
-      flushTimer = undefined
-    }
+    if (slow.size === 0) stop()
   }
 
   /** One heartbeat round for the connections `which` picks (one timer for all, none per socket). */
@@ -211,7 +198,7 @@ export function createHub (opts: HubOptions = {}) {
   }
 
   function stop (): void {
-    if (flushTimer !== undefined) clearInterval(flushTimer)
+    clearInterval(flushTimer)
     flushTimer = undefined
   }
 

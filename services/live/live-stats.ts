@@ -109,7 +109,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
   /** Negocios other instances show, until when (ms). */
   const remote = new Map<string, number>()
   const announcing = new Set<string>()
-  let outgoing: Array<{ snapshot: Snapshot, sent: (outcome: BusOutcome) => void }> = []
+  const outgoing: Array<{ snapshot: Snapshot, sent: (outcome: BusOutcome) => void }> = []
   const forwarded = new Map<number, (snapshot: Snapshot | undefined) => void>()
   let refs = 0
   let forwards = 0
@@ -184,10 +184,8 @@ export function createLiveStats (opts: LiveStatsOptions) {
     return new Promise((resolve) => {
       if (outgoing.length === 0) {
         setImmediate(() => {
-          const all = outgoing
-          outgoing = []
-          for (let i = 0; i < all.length; i += MAX_SNAPSHOTS) {
-            const part = all.slice(i, i + MAX_SNAPSHOTS)
+          while (outgoing.length > 0) {
+            const part = outgoing.splice(0, MAX_SNAPSHOTS)
             broadcast({ origin, snapshots: part.map(p => p.snapshot) }).then(() => {
               for (const p of part) p.sent('sent')
             }, (err: unknown) => {
@@ -237,7 +235,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
         forwards++
         const stored = shown(negocioId) ? store(negocioId, snapshot) : undefined
         // Its figures may have come first, with the leader's others: what they were written to counts.
-        const delivered = stored === undefined ? 0 : stored.entry.snapshot.version === snapshot.version ? stored.entry.pushedTo : 0
+        const delivered = stored?.entry.snapshot.version === snapshot.version ? stored.entry.pushedTo : 0
         return { stats: snapshot.stats, delivered, message: stored?.entry.message, published: delivered > 0, broadcast: true, bus: 'sent', snapshot }
       }
       return await coalescer.request(negocioId, { broadcast: true })
@@ -311,12 +309,9 @@ export function createLiveStats (opts: LiveStatsOptions) {
   async function captured (negocioIds: readonly string[]): Promise<void> {
     const others: string[] = []
     for (const negocioId of negocioIds) {
-      if (negocioId !== '*' && watched(negocioId)) {
-        background(negocioId, 'change capture recompute failed', true)
-        continue
-      }
       if (negocioId === '*') starResync()
-      others.push(negocioId)
+      if (negocioId !== '*' && watched(negocioId)) background(negocioId, 'change capture recompute failed', true)
+      else others.push(negocioId)
     }
     for (let i = 0; i < others.length && opts.broadcast !== undefined; i += MAX_CHANGED_IDS) {
       await opts.broadcast({ origin, changed: others.slice(i, i + MAX_CHANGED_IDS) })
@@ -332,12 +327,8 @@ export function createLiveStats (opts: LiveStatsOptions) {
       starResyncs++
       resyncAll().catch(() => {})
     }
-    if (wait <= 0) {
-      go()
-      return
-    }
-    starTimer = setTimeout(go, wait)
-    starTimer.unref()
+    if (wait > 0) starTimer = setTimeout(go, wait).unref()
+    else go()
   }
 
   function resyncAll (): Promise<void> {
@@ -374,8 +365,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
     if (midnightTimer !== undefined) clearTimeout(midnightTimer)
     midnightAt = at
     const delay = Math.min(Math.max(at - stats.now().getTime(), 0), MAX_TIMER_MS)
-    midnightTimer = setTimeout(onMidnight, delay)
-    midnightTimer.unref()
+    midnightTimer = setTimeout(onMidnight, delay).unref()
   }
 
   function onMidnight (): void {

@@ -48,18 +48,15 @@ export function parseClientMessage (raw: string): ParseResult {
   } catch {
     return { ok: false, code: 'bad_request', message: 'message is not valid JSON' }
   }
-  if (!isPlainObject(value)) {
-    return { ok: false, code: 'bad_request', message: 'message must be a JSON object' }
-  }
+  if (!isPlainObject(value)) return { ok: false, code: 'bad_request', message: 'message must be a JSON object' }
   const id = Object.hasOwn(value, 'id') ? readId(value.id) : undefined
-  const fail = (code: ErrorCode, message: string): ParseResult =>
-    id === undefined ? { ok: false, code, message } : { ok: false, code, message, id }
+  const withId = <T extends object>(m: T): T & { id?: MessageId } => (id === undefined ? m : { ...m, id })
+  const fail = (code: ErrorCode, message: string): ParseResult => ({ ok: false, ...withId({ code, message }) })
   if (Object.hasOwn(value, 'id') && id === undefined) {
     return fail('bad_request', `id must be a string of at most ${MAX_ID_LENGTH} characters or a finite number`)
   }
   const type = value.type
   if (typeof type !== 'string') return fail('bad_request', 'type must be a string')
-  const withId = <T extends object>(m: T): T & { id?: MessageId } => (id === undefined ? m : { ...m, id })
   switch (type) {
     case 'ping':
       return { ok: true, message: withId({ type: 'ping' as const }) }
@@ -86,6 +83,7 @@ export function parseClientMessage (raw: string): ParseResult {
   }
 }
 
+// An `id: undefined` is left out by JSON.stringify: the frame has no id then.
 const serialize = (frame: ServerFrame): string => JSON.stringify(frame)
 
 export function statsMessage (stats: Stats): string {
@@ -101,8 +99,7 @@ export function replyMessage (type: 'subscribed' | 'unsubscribed', channel: stri
 
 /** The new token's expiry (unix seconds), null when it has none. */
 export function refreshedMessage (expiresAt: number | undefined, id?: MessageId): string {
-  const data = { expires_at: expiresAt ?? null }
-  return serialize(id === undefined ? { type: 'refreshed', data } : { type: 'refreshed', id, data })
+  return serialize({ type: 'refreshed', id, data: { expires_at: expiresAt ?? null } })
 }
 
 export function tokenExpiringMessage (expiresAt: number): string {
@@ -122,11 +119,9 @@ export function goneMessage (channel: string): string {
 }
 
 export function pongMessage (id?: MessageId): string {
-  return serialize(id === undefined ? { type: 'pong' } : { type: 'pong', id })
+  return serialize({ type: 'pong', id })
 }
 
 export function errorMessage (code: ErrorCode, message: string, id?: MessageId): string {
-  return serialize(id === undefined
-    ? { type: 'error', data: { code, message } }
-    : { type: 'error', id, data: { code, message } })
+  return serialize({ type: 'error', id, data: { code, message } })
 }

@@ -103,12 +103,8 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
         else solo.delete(id)
         const snapshot: Snapshot = {
           stats: {
-            negocio_id: row.negocio_id,
-            citas_hoy: row.citas_hoy,
-            total_citas: row.total_citas,
-            citas_completadas: row.citas_completadas,
-            citas_canceladas: row.citas_canceladas,
-            timestamp: Math.floor(at.getTime() / 1000)
+            negocio_id: row.negocio_id, citas_hoy: row.citas_hoy, total_citas: row.total_citas,
+            citas_completadas: row.citas_completadas, citas_canceladas: row.citas_canceladas, timestamp: Math.floor(at.getTime() / 1000)
           },
           dayEndsAt: row.day_ends_at?.getTime() ?? Number.POSITIVE_INFINITY,
           version: Number(row.version)
@@ -133,9 +129,7 @@ export function createStatsService (db: Queryable, opts: StatsServiceOptions = {
     })
   }
 
-  async function compute (negocioId: string): Promise<Stats> {
-    return (await computeSnapshot(negocioId)).stats
-  }
+  const compute = async (negocioId: string): Promise<Stats> => (await computeSnapshot(negocioId)).stats
 
   return {
     compute, computeSnapshot, now,
