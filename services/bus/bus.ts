@@ -4,8 +4,7 @@
  * change-capture.ts drains the table the citas triggers fill, on the same session.
  */
 import { randomUUID } from 'node:crypto'
-import type { BusMessage } from '../live/live-stats.js'
-import { BUS_DROP_REASONS, createBusCodec, type BusCodec, type BusDropReason } from './codec.js'
+import { BUS_DROP_REASONS, createBusCodec, type BusCodec, type BusDropReason, type BusMessage } from './codec.js'
 import { createBusOutbox } from './outbox.js'
 import { createRedisBus } from './redis-bus.js'
 

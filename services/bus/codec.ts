@@ -1,8 +1,20 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { Type } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import type { BusMessage } from '../live/live-stats.js'
+import type { Snapshot } from '../live/stats.js'
 import { NEGOCIO_ID_PATTERN } from '../live/messages.js'
+
+/**
+ * What instances tell each other: stats one computed; negocio ids that changed without anyone known
+ * to show them ('*' = any); the negocios one shows; a notify a follower hands to the capture leader,
+ * and the leader's answer (no snapshot: it failed, compute it yourself).
+ */
+export type BusMessage =
+  | { origin: string, snapshots: Snapshot[] }
+  | { origin: string, changed: string[] }
+  | { origin: string, interest: string[] }
+  | { origin: string, notify: string, ref: number }
+  | { origin: string, answer: { to: string, ref: number }, snapshot?: Snapshot }
 
 const Figure = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 const Origin = Type.String({ minLength: 1, maxLength: 128 })

@@ -1,6 +1,5 @@
-import type { BusMessage } from '../live/live-stats.js'
+import { MAX_SNAPSHOTS, type BusMessage } from './codec.js'
 import type { Snapshot } from '../live/stats.js'
-import { MAX_SNAPSHOTS } from './codec.js'
 
 /** Computed stats must reach the other instances even if the bus was down: the newest per negocio waits here. */
 export function createBusOutbox (send: (message: BusMessage) => Promise<void>, opts: { retryMs?: number, onError?: (err: unknown) => void } = {}) {

@@ -2,21 +2,9 @@ import { createCoalescer } from './coalescer.js'
 import { Prepared, type Connection, type Hub } from './hub.js'
 import { channelFor, goneMessage, negocioOf, statsMessage } from './messages.js'
 import { isAppError, type ErrorCode } from '../http/errors.js'
-import { MAX_CHANGED_IDS, MAX_SNAPSHOTS } from '../bus/codec.js'
+import { MAX_CHANGED_IDS, MAX_SNAPSHOTS, type BusMessage } from '../bus/codec.js'
 import { forEachLimited } from './db-monitor.js'
 import { MAX_BATCH, type Snapshot, type Stats, type StatsService } from './stats.js'
-
-/**
- * What instances tell each other: stats one computed; negocio ids that changed without anyone known
- * to show them ('*' = any); the negocios one shows; a notify a follower hands to the capture leader,
- * and the leader's answer (no snapshot: it failed, compute it yourself).
- */
-export type BusMessage =
-  | { origin: string, snapshots: Snapshot[] }
-  | { origin: string, changed: string[] }
-  | { origin: string, interest: string[] }
-  | { origin: string, notify: string, ref: number }
-  | { origin: string, answer: { to: string, ref: number }, snapshot?: Snapshot }
 
 /** `none`: there are no other instances (memory bus). */
 export type BusOutcome = 'sent' | 'unreachable' | 'none'

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { createPgSession } from '../../services/bus/pg-session.js'
 import { createChangeCapture, type CaptureRole } from '../../services/bus/change-capture.js'
 import { createBusOutbox } from '../../services/bus/outbox.js'
-import type { BusMessage } from '../../services/live/live-stats.js'
+import type { BusMessage } from '../../services/bus/codec.js'
 import { addNegocio, testDatabase, waitFor } from '../helper.js'
 
 type CaptureOptions = Partial<Omit<Parameters<typeof createChangeCapture>[0], 'session' | 'onChanges'>>
