@@ -18,14 +18,17 @@ interface Slot<O, V> {
   /** The run queued behind `current` (or waiting out the gap), shared by every request made meanwhile. */
   next: { result: Deferred<V>, options: O } | null
   lastStart: number
+  /** Runs in a row that ended with a request queued behind them: above one, the key is busy. */
+  streak: number
 }
 
 export interface CoalescerOptions<O> {
   /** Least time between two starts for one key, in ms; only a run queued behind another waits it out. */
   minGapMs?: number
   /**
-   * Share of the time one key's runs may take while requests keep coming (0..1]: after a run of d ms,
-   * the next waits d * (1 / share - 1) ms at least. Default 1 (no wait).
+   * Share of the time one key's runs may take while requests keep coming (0..1]: once two runs in a
+   * row had requests queued behind them, the next waits d * (1 / share - 1) ms at least after a run
+   * of d ms. A request that only once overlaps a run is not held back. Default 1 (no wait).
    */
   maxBusyShare?: number
   merge: (a: O, b: O) => O
@@ -62,8 +65,9 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
         slots.delete(key)
         return
       }
+      slot.streak++
       const ran = now() - slot.lastStart
-      const wait = Math.max(minGapMs - ran, ran * idleFactor)
+      const wait = Math.max(minGapMs - ran, slot.streak > 1 ? ran * idleFactor : 0)
       if (wait <= 0) startNext(key, slot)
       else setTimeout(() => { startNext(key, slot) }, wait)
     }
@@ -87,7 +91,7 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
   function request (key: K, options: O): Promise<V> {
     const slot = slots.get(key)
     if (slot === undefined) {
-      const fresh: Slot<O, V> = { current: null, next: null, lastStart: 0 }
+      const fresh: Slot<O, V> = { current: null, next: null, lastStart: 0, streak: 0 }
       slots.set(key, fresh)
       const result = deferred<V>()
       start(key, fresh, options, result)

@@ -102,3 +102,32 @@ t.test('join shares the run in flight instead of queueing one', async (t) => {
   await h.c.join('k', { tag: [] })
   t.equal(h.c.runs, 2, 'with nothing in flight, join starts a run')
 })
+
+t.test('maxBusyShare holds back a key whose requests keep overlapping its runs, not one that overlaps once', async (t) => {
+  // The clock says every run took 1 s, so a busy key would wait 3 s before its next run.
+  let clock = 0
+  const starts: number[] = []
+  const c = createCoalescer<string, object, number>(async () => {
+    starts.push(Date.now())
+    await tick(5)
+    clock += 1000
+    return starts.length
+  }, { maxBusyShare: 0.25, merge: (a) => a, now: () => clock })
+  const first = c.request('k', {})
+  const overlapping = c.request('k', {})
+  await first
+  t.equal(await overlapping, 2, 'a request that overlapped one run gets the next run')
+  t.ok((starts[1] ?? 0) - (starts[0] ?? 0) < 2000, 'and it was not held back for 3 s')
+  await tick(10)
+  t.equal(c.busy, 0, 'the key went idle')
+
+  // Now a request queued behind every run: from the second in a row on, the wait applies.
+  const a = c.request('k', {})
+  const b = c.request('k', {})
+  await a
+  const d = c.request('k', {}) // queued behind b's run: b's run is the second in a row with one queued
+  await b
+  const waitedFrom = Date.now()
+  t.equal(await d, 5)
+  t.ok(Date.now() - waitedFrom >= 2900, `the busy key waited out three times its run (${Date.now() - waitedFrom} ms)`)
+})
