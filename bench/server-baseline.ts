@@ -37,7 +37,7 @@ const TEXT = { binary: false }
 
 async function stats (negocioId: string): Promise<Buffer | null> {
   queries++
-  const { rows } = await pool.query(STATS_SQL, [negocioId, 'UTC', new Date().toISOString()])
+  const { rows } = await pool.query(STATS_SQL, [[negocioId], 'UTC', new Date().toISOString()])
   const row = rows[0]
   if (row === undefined || row.negocio_id === null) return null
   const message = Buffer.from(JSON.stringify({
