@@ -118,8 +118,7 @@ t.test('maxBusyShare holds back a key whose requests keep overlapping its runs, 
   await first
   t.equal(await overlapping, 2, 'a request that overlapped one run gets the next run')
   t.ok((starts[1] ?? 0) - (starts[0] ?? 0) < 2000, 'and it was not held back for 3 s')
-  await tick(10)
-  t.equal(c.busy, 0, 'the key went idle')
+  t.equal(c.busy, 0, 'the key went idle (a slot settles before its waiters resume)')
 
   // Now a request queued behind every run: from the second in a row on, the wait applies.
   const a = c.request('k', {})
