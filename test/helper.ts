@@ -552,6 +552,16 @@ export function childRuntime (): { execArgv: string[], env: Record<string, strin
   return { execArgv: tapLoader, env }
 }
 
+/** The port a server process announces in its log, or 0 if it exited (or stayed silent 30 s) first. */
+export async function listeningPort (p: ServerProcess): Promise<number> {
+  let port = 0
+  await waitFor(() => {
+    port = Number(/Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(p.output())?.[1] ?? 0)
+    return port !== 0 || p.child.exitCode !== null
+  }, 30_000).catch(() => {})
+  return port
+}
+
 /** Runs server.ts as `npm start` would (from the sources, so no build is needed), with only `env`. */
 export function runServer (env: Record<string, string>, opts: { nofile?: number } = {}): ServerProcess {
   const runtime = childRuntime()

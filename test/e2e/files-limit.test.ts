@@ -1,6 +1,6 @@
 import t from 'tap'
 import { WebSocket } from 'ws'
-import { addCita, addNegocio, runServer, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+import { addCita, addNegocio, listeningPort, runServer, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
 import { FILES_RESERVED } from '../../services/http/limits.js'
 
 // A process offered more clients than its open-files limit allows keeps files for its database
@@ -15,11 +15,7 @@ t.test(`offered ${OFFERED} clients under a limit of ${NOFILE} files, it refuses 
   await addNegocio(db.pool, 'n1')
   const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', METRICS_TOKEN, WS_MAX_CONNECTIONS_PER_USER: '0' }, { nofile: NOFILE })
   t.teardown(() => { p.child.kill('SIGKILL') })
-  let port = 0
-  await waitFor(() => {
-    port = Number(/Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(p.output())?.[1] ?? 0)
-    return port !== 0 || p.child.exitCode !== null
-  }, 30_000)
+  const port = await listeningPort(p)
   if (port === 0) throw new Error(`the server did not start:\n${p.output()}`)
 
   const token = sign({ sub: 'u', negocio_id: 'n1' })

@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import { Writable } from 'node:stream'
 import citasLive from '../../app.js'
 import { requestForLog, scrubbingStream } from '../../services/http/redact.js'
-import { handshake, JWT_SHAPE, runServer, SECRET, serviceToken, sign, testDatabase, waitFor } from '../helper.js'
+import { handshake, JWT_SHAPE, listeningPort, runServer, SECRET, serviceToken, sign, testDatabase } from '../helper.js'
 
 /** Requests a token holder might send to the wrong place or in an odd spelling; `routed`: a citas-live route answers it. */
 function tokenRequests (prefix: string, token: string): Array<{ method: string, url: string, headers?: Record<string, string>, routed: boolean }> {
@@ -64,11 +64,7 @@ t.test('the server process: no request, whatever its path, method or spelling, l
   const db = await testDatabase(t)
   const p = runServer({ DATABASE_URL: db.url, JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'trace' })
   t.teardown(() => { p.child.kill('SIGKILL') })
-  let port = 0
-  await waitFor(() => {
-    port = Number(/Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(p.output())?.[1] ?? 0)
-    return port !== 0 || p.child.exitCode !== null
-  }, 30_000)
+  const port = await listeningPort(p)
   t.not(port, 0, 'listening')
   const token = sign({ sub: 'u1', negocio_id: 'n1' })
   for (const r of tokenRequests('', token)) {
