@@ -4,10 +4,10 @@
  * or SIGINT closes them all within the grace period, and /metrics adds up every worker's figures.
  */
 import cluster, { type Worker } from 'node:cluster'
-import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import { AggregatorRegistry, type Registry } from 'prom-client'
+import { createMetricsServer } from './plugins/metrics.js'
 
 export interface PrimaryOptions {
   workers: number
@@ -63,18 +63,7 @@ export function runPrimary (opts: PrimaryOptions) {
     setTimeout(() => { if (!stopping) fork() }, delay).unref()
   })
 
-  const metricsServer = opts.metrics && createServer((req, res) => {
-    if (req.method !== 'GET' || req.url !== '/metrics') {
-      res.writeHead(404).end()
-      return
-    }
-    aggregator.clusterMetrics().then((text) => {
-      res.writeHead(200, { 'content-type': aggregator.contentType }).end(text)
-    }, (err: unknown) => {
-      log.error({ err }, 'metrics scrape failed')
-      res.writeHead(500).end()
-    })
-  }).listen(opts.metrics.port, opts.metrics.host)
+  const metricsServer = opts.metrics && createMetricsServer(() => aggregator.clusterMetrics(), aggregator.contentType, log).listen(opts.metrics.port, opts.metrics.host)
 
   /** Asks every worker to close (as SIGTERM would), and kills those still running after the grace period. */
   function stop (signal: string): Promise<void> {

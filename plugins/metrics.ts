@@ -2,11 +2,27 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { once } from 'node:events'
-import { createServer } from 'node:http'
+import { createServer, type Server } from 'node:http'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { Type, type Static } from '@sinclair/typebox'
 import { citasOf, provide } from './namespace.js'
 import { resolveOptions } from './options.js'
+
+/** A bare HTTP server answering GET /metrics with `scrape()`'s text (its own port, outside Fastify's routes). */
+export function createMetricsServer (scrape: () => Promise<string>, contentType: string, log: { error: (obj: object, msg: string) => void }): Server {
+  return createServer((req, res) => {
+    if (req.method !== 'GET' || req.url !== '/metrics') {
+      res.writeHead(404).end()
+      return
+    }
+    scrape().then((text) => {
+      res.writeHead(200, { 'content-type': contentType }).end(text)
+    }, (err: unknown) => {
+      log.error({ err }, 'metrics scrape failed')
+      res.writeHead(500).end()
+    })
+  })
+}
 
 export const MetricsOptions = Type.Object({
   token: Type.Optional(Type.String({ minLength: 16, description: 'Serve GET /metrics on the app\'s own port (under its prefix), only to `Authorization: Bearer <token>`.' })),
@@ -125,18 +141,7 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
   })
 
   if (opts.port === undefined) return
-  const server = createServer((req, res) => {
-    if (req.method !== 'GET' || req.url !== '/metrics') {
-      res.writeHead(404).end()
-      return
-    }
-    register.metrics().then((text) => {
-      res.writeHead(200, { 'content-type': register.contentType }).end(text)
-    }, (err: unknown) => {
-      fastify.log.error({ err }, 'metrics scrape failed')
-      res.writeHead(500).end()
-    })
-  })
+  const server = createMetricsServer(() => register.metrics(), register.contentType, fastify.log)
   fastify.addHook('onReady', async () => {
     server.listen(opts.port, opts.host)
     // Rejects on an 'error' (a port in use) before 'listening'.
