@@ -109,6 +109,7 @@ t.test('the dedicated session copies the settings of citas-live\'s own pool, or 
   await waitFor(() => own.citasLive.live.status().bus.up)
 
   const hostPool = new pg.Pool({ connectionString: db.url, max: 2 })
+  hostPool.on('error', () => {}) // ended, it may still be closing when the database is dropped
   t.teardown(async () => await hostPool.end())
   const host = Fastify({ logger: false })
   t.teardown(() => host.close())
