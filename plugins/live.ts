@@ -62,6 +62,7 @@ export type Live = ReturnType<typeof createLiveStats> & {
   readonly capturePolls: number
   /** Times this instance emptied the change table with TRUNCATE (while it led). */
   readonly captureCompactions: number
+  readonly captureVacuums: number
   status: () => LiveStatus
   /** One resync for a database outage that began at `downSince`, however many parts noticed it; resolves whether it ran. */
   resyncAfterOutage: (downSince: number) => Promise<boolean>
@@ -207,6 +208,7 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     captureChanges: { get: () => capture.changes, enumerable: true },
     capturePolls: { get: () => capture.polls, enumerable: true },
     captureCompactions: { get: () => capture.compactions, enumerable: true },
+    captureVacuums: { get: () => capture.vacuums, enumerable: true },
     status: { value: status, enumerable: true },
     resyncAfterOutage: { value: resyncAfterOutage, enumerable: true }
   }) as Live)

@@ -75,7 +75,8 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
   counterFrom('citas_live_notifies_forwarded_total', 'Notifies the capture leader computed for this instance', () => live.forwards)
   counterFrom('citas_live_change_capture_changes_total', 'Negocio ids drained from the change table by this instance (summed over polls)', () => live.captureChanges)
   counterFrom('citas_live_change_capture_polls_total', 'Polls of the change table by this instance while it led (a leader whose count stops rising is stuck)', () => live.capturePolls)
-  counterFrom('citas_live_change_capture_compactions_total', 'Times this instance emptied the change table with TRUNCATE, so deleted rows do not pile up for a vacuum', () => live.captureCompactions)
+  counterFrom('citas_live_change_capture_vacuums_total', 'Times this instance vacuumed the change table, so the space of drained rows is reused whatever autovacuum does', () => live.captureVacuums)
+  counterFrom('citas_live_change_capture_compactions_total', 'Times this instance emptied the change table with TRUNCATE after a burst left its file large', () => live.captureCompactions)
   new Gauge({
     name: 'citas_live_change_capture_last_drain_age_seconds',
     help: 'How long ago any instance last completed a drain of the change table (as this instance knows it); above CHANGE_CAPTURE_STALL_MS capture counts as stalled',

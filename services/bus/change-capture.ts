@@ -21,10 +21,15 @@ export interface ChangeCaptureOptions {
   leaseMs?: number
   /** Capture counts as stopped when no drain completed for this long. */
   stallMs?: number
-  /** Rows per statement; '*' handed on at most every resyncIntervalMs; TRUNCATE once the table's file passes compactBytes. */
+  /**
+   * Rows per statement; '*' handed on at most every resyncIntervalMs; a VACUUM every vacuumRows
+   * rows deleted; a TRUNCATE once the table's file passes compactBytes, tried at most every compactRetryMs.
+   */
   batch?: number
   resyncIntervalMs?: number
+  vacuumRows?: number
   compactBytes?: number
+  compactRetryMs?: number
 }
 
 /** More distinct ids than this in one poll are handed on as '*'. */
@@ -48,7 +53,7 @@ const LOCKED = '55P03'
  */
 export function createChangeCapture (opts: ChangeCaptureOptions) {
   const { session, instance, pollMs = 50, takeoverMs = 1000, leaseMs = 10_000, batch = 10_000, stallMs = 15_000 } = opts
-  const { resyncIntervalMs = 5000, compactBytes = 512 * 1024, onError = () => {} } = opts
+  const { resyncIntervalMs = 5000, vacuumRows = 5000, compactBytes = 512 * 1024, compactRetryMs = 10_000, onError = () => {} } = opts
   let role: CaptureRole = 'down'
   let timer: NodeJS.Timeout | undefined
   let closed = false
@@ -59,6 +64,9 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   let changes = 0
   let polls = 0
   let compactions = 0
+  let vacuums = 0
+  let deletedSinceVacuum = 0
+  let compactTriedAt = Number.NEGATIVE_INFINITY
   let starAt = Number.NEGATIVE_INFINITY
   let compactDue = false
   /** When the last drain renewed the lease (0: the next one does), and how often one does. */
@@ -197,8 +205,23 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
     return rows[0] as DrainRow
   }
 
-  /** Reads then TRUNCATEs the table, so deleted rows stop piling up for vacuum; undefined when the lock was not had in time. */
+  /**
+   * Makes the deleted rows' space reusable, so the table stays a few pages whatever autovacuum does.
+   * It waits for no lock (another vacuum at work: skipped) and never shrinks the file, which would
+   * take a lock writers queue behind: what a burst left is for compact().
+   */
+  async function vacuum (): Promise<void> {
+    deletedSinceVacuum = 0
+    await session.query('VACUUM (SKIP_LOCKED, TRUNCATE false) citas_live_cambios')
+    vacuums++
+  }
+
+  /**
+   * Reads then TRUNCATEs the table, once a burst left its file large; undefined when the lock was not
+   * had in time. Writers queue behind the lock while it waits, so it is tried at most every compactRetryMs.
+   */
   async function compact (): Promise<DrainRow | undefined> {
+    compactTriedAt = Date.now()
     try {
       const results = await session.query(`
         BEGIN;
@@ -210,6 +233,7 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
         UPDATE citas_live_capture_leader SET drained_at = clock_timestamp() WHERE pid = pg_backend_pid();
         COMMIT;`) as unknown as Array<{ rows: DrainRow[] }>
       compactions++
+      deletedSinceVacuum = 0
       return results.find(r => r.rows?.[0]?.ids !== undefined)?.rows[0]
     } catch (err) {
       await session.query('ROLLBACK').catch(() => {})
@@ -221,9 +245,11 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
   async function drainOnce (): Promise<PollOutcome> {
     const ids = new Set<string>()
     let compacted: DrainRow | undefined
-    if (compactDue) {
+    if (compactDue && Date.now() - compactTriedAt >= compactRetryMs) {
       compactDue = false
       compacted = await compact()
+    } else if (deletedSinceVacuum >= vacuumRows) {
+      await vacuum()
     }
     for (let round = 0; round < 100; round++) {
       const row = compacted ?? await drainBatch()
@@ -233,6 +259,7 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
       }
       if (row.ids.length > MAX_IDS) ids.add('*')
       else for (const id of row.ids) if (id === '*' || isNegocioId(id)) ids.add(id)
+      deletedSinceVacuum += row.rows
       if (Number(row.bytes) > compactBytes) compactDue = true
       if (compacted !== undefined || row.rows < batch) break
     }
@@ -302,6 +329,7 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
     /** Distinct negocio ids drained, summed over polls. */
     get changes () { return changes },
     get polls () { return polls },
-    get compactions () { return compactions }
+    get compactions () { return compactions },
+    get vacuums () { return vacuums }
   }
 }

@@ -177,9 +177,10 @@ t.test('a change table grown past the bound is emptied with TRUNCATE, its change
   t.same(handed.slice(1), [['a'], ['b']], 'every change handed on, the one read before the TRUNCATE too')
 })
 
-t.test('a compaction that cannot have the lock at once gives up, and the drain goes on as usual', async (t) => {
+t.test('a compaction that cannot have the lock at once gives up, the drain goes on as usual, and it is not tried again soon', async (t) => {
   const handed: string[][] = []
-  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) }, { compactBytes: 8192, batch: 100 })
+  // Writers queue behind the lock while a compaction waits for it: a retry at every poll would stall them over and over.
+  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) }, { compactBytes: 8192, batch: 100, compactRetryMs: 60_000 })
   await capture.poll()
   await addNegocio(db.pool, 'a')
   await insertCitas(db.pool, ['a'], 2000)
@@ -197,6 +198,26 @@ t.test('a compaction that cannot have the lock at once gives up, and the drain g
   await writer.query('COMMIT')
   await capture.poll()
   t.same(handed.at(-1), ['a'], 'and the writer\'s, once committed')
+  t.equal(capture.compactions, 0, 'the file is still large, but the next try waits for compactRetryMs')
+})
+
+t.test('the leader vacuums the change table every vacuumRows drained: the file stays as small as one round of changes', async (t) => {
+  const handed: string[][] = []
+  // No compaction: only the vacuum keeps the file small.
+  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) }, { vacuumRows: 300, batch: 1000, compactBytes: 2 ** 40 })
+  await capture.poll()
+  await addNegocio(db.pool, 'a')
+  const size = async (): Promise<number> => Number((await db.pool.query("SELECT pg_relation_size('citas_live_cambios') AS n")).rows[0].n)
+  const sizes: number[] = []
+  for (let round = 0; round < 10; round++) {
+    await insertCitas(db.pool, ['a'], 300)
+    await capture.poll() // drains the round; the next poll vacuums first
+    sizes.push(await size())
+  }
+  t.ok(capture.vacuums >= 9, `vacuumed after each round (${capture.vacuums})`)
+  t.ok((sizes.at(-1) as number) <= 2 * (sizes[0] as number), `the file did not grow with the rounds: ${sizes.join(', ')} bytes`)
+  t.equal(handed.length, 11, 'every round handed on')
+  t.same(handed.slice(1), Array.from({ length: 10 }, () => ['a']))
 })
 
 t.test('a drain that cannot complete (the table is locked) is told as a stall after stallMs, and its end once it drains again', async (t) => {
