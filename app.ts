@@ -120,25 +120,15 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
 /**
  * onSend hook: an error answered before the request body was read (a 401 to an anonymous upload,
  * a 413) ends the connection, so a body trickling in cannot hold it open after the answer.
+ * server.ts adds it to the whole server too, 404s included.
  */
-const closeUnreadRequests: onSendHookHandler = (request, reply, payload, done) => {
+export const closeUnreadRequests: onSendHookHandler = (request, reply, payload, done) => {
   if (reply.statusCode >= 400 && !request.raw.complete) reply.header('connection', 'close')
   done(null, payload)
 }
-const kClosesUnread = Symbol('citas-live closes unread requests')
-
-/**
- * Adds that hook to `fastify` and everything registered in it (server.ts: the whole server, 404s
- * included); the routes below then do not add it a second time.
- */
-export function closeUnreadRequestsIn (fastify: FastifyInstance): void {
-  fastify.addHook('onSend', closeUnreadRequests)
-  ;(fastify as FastifyInstance & { [kClosesUnread]?: true })[kClosesUnread] = true
-}
 
 async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined, maxPayload: number, sse: SseRoutesOptions }) {
-  // Child instances inherit the mark through their prototype: set on the server, it is set here.
-  if ((fastify as FastifyInstance & { [kClosesUnread]?: true })[kClosesUnread] !== true) closeUnreadRequestsIn(fastify)
+  fastify.addHook('onSend', closeUnreadRequests)
   if (fastify.prefix !== '') {
     // Fastify's own 404 logs and echoes the raw URL, `?token=` included (a typo of /ws is enough).
     fastify.setNotFoundHandler((request, reply) => {
@@ -152,10 +142,11 @@ async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOpt
       if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
       return replyError(reply, err.statusCode, err.code, err.message)
     }
-    if (err.validation !== undefined) return replyError(reply, 400, 'bad_request', err.message)
-    const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500
-    if (status === 500) request.log.error({ err }, 'request failed')
-    return replyError(reply, status, status === 500 ? 'internal' : 'bad_request', status === 500 ? 'internal error' : err.message)
+    // Validation errors among them (400).
+    const status = err.statusCode ?? 500
+    if (status >= 400 && status < 500) return replyError(reply, status, 'bad_request', err.message)
+    request.log.error({ err }, 'request failed')
+    return replyError(reply, 500, 'internal', 'internal error')
   })
 
   await fastify.register(healthRoutes)

@@ -6,7 +6,7 @@ import pg from 'pg'
 import { pino } from 'pino'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import app, { closeUnreadRequestsIn } from './app.js'
+import app, { closeUnreadRequests } from './app.js'
 import type { CitasLive } from './plugins/namespace.js'
 import { busKind, commaList, ConfigError, loadEnv, optionsFromEnv, trustProxy, workerCount, type Env } from './config.js'
 import { onPrimaryShutdown, runPrimary, workerMetrics } from './cluster.js'
@@ -88,7 +88,7 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
     }
   })
   // Refused requests end their connection instead of reading a body still coming (404s included).
-  closeUnreadRequestsIn(fastify)
+  fastify.addHook('onSend', closeUnreadRequests)
   const fromEnv = optionsFromEnv(env)
   const inCluster = cluster.isWorker
   let scrape = async (): Promise<string> => ''
