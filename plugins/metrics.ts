@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { once } from 'node:events'
 import { createServer, type Server } from 'node:http'
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type GaugeConfiguration } from 'prom-client'
 import { Type, type Static } from '@sinclair/typebox'
 import { citasOf, provide } from './namespace.js'
 import { resolveOptions } from './options.js'
@@ -42,29 +42,30 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
   if (opts.processMetrics) collectDefaultMetrics({ register, prefix: 'citas_live_' })
 
   // Figures the hub and the live-stats service already keep: read them at scrape time.
-  new Gauge({
-    name: 'citas_live_connections',
-    help: 'Open connections, by transport (websocket, sse)',
-    labelNames: ['transport'],
-    registers: [register],
-    collect () {
-      let sse = 0
-      for (const conn of hub.connections) if (conn.transport === 'sse') sse++
-      this.set({ transport: 'websocket' }, hub.connectionCount - sse)
-      this.set({ transport: 'sse' }, sse)
-    }
-  })
-  new Gauge({ name: 'citas_live_subscriptions', help: 'Channel subscriptions over all connections', registers: [register], collect () { this.set(hub.subscriptionCount) } })
-  new Gauge({ name: 'citas_live_channels', help: 'Channels with at least one local subscriber', registers: [register], collect () { this.set(hub.channelCount) } })
-  new Gauge({ name: 'citas_live_snapshots', help: 'Negocios whose stats are cached', registers: [register], collect () { this.set(live.cacheSize) } })
-  const counterFrom = (name: string, help: string, read: () => number): void => {
-    let last = 0
+  const gaugeOf = (name: string, help: string, collect: (this: Gauge) => void, more: Partial<GaugeConfiguration<string>> = {}): void => {
+    new Gauge({ name, help, registers: [register], collect, ...more })
+  }
+  gaugeOf('citas_live_connections', 'Open connections, by transport (websocket, sse)', function () {
+    let sse = 0
+    for (const conn of hub.connections) if (conn.transport === 'sse') sse++
+    this.set({ transport: 'websocket' }, hub.connectionCount - sse)
+    this.set({ transport: 'sse' }, sse)
+  }, { labelNames: ['transport'] })
+  gaugeOf('citas_live_subscriptions', 'Channel subscriptions over all connections', function () { this.set(hub.subscriptionCount) })
+  gaugeOf('citas_live_channels', 'Channels with at least one local subscriber', function () { this.set(hub.channelCount) })
+  gaugeOf('citas_live_snapshots', 'Negocios whose stats are cached', function () { this.set(live.cacheSize) })
+  /** A counter that follows a running total, or a record of them by reason (labelled). */
+  const counterFrom = (name: string, help: string, read: () => number | Readonly<Record<string, number>>, labelled = false): void => {
+    const seen = new Map<string, number>()
     new Counter({
-      name, help, registers: [register],
+      name, help, labelNames: labelled ? ['reason'] : [], registers: [register],
       collect () {
         const now = read()
-        if (now > last) this.inc(now - last)
-        last = now
+        for (const [reason, count] of Object.entries(typeof now === 'number' ? { '': now } : now)) {
+          const prev = seen.get(reason) ?? 0
+          if (count > prev) this.inc(labelled ? { reason } : {}, count - prev)
+          seen.set(reason, count)
+        }
       }
     })
   }
@@ -77,45 +78,19 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
   counterFrom('citas_live_change_capture_polls_total', 'Polls of the change table by this instance while it led (a leader whose count stops rising is stuck)', () => live.capturePolls)
   counterFrom('citas_live_change_capture_vacuums_total', 'Times this instance vacuumed the change table, so the space of drained rows is reused whatever autovacuum does', () => live.captureVacuums)
   counterFrom('citas_live_change_capture_compactions_total', 'Times this instance emptied the change table with TRUNCATE after a burst left its file large', () => live.captureCompactions)
-  new Gauge({
-    name: 'citas_live_change_capture_last_drain_age_seconds',
-    help: 'How long ago any instance last completed a drain of the change table (as this instance knows it); above CHANGE_CAPTURE_STALL_MS capture counts as stalled',
-    registers: [register],
-    aggregator: 'min',
-    collect () {
-      const age = live.status().changeCapture.lastDrainAgeMs
-      if (age !== null) this.set(age / 1000)
-    }
-  })
-  new Gauge({ name: 'citas_live_bus_up', help: '1 while the bus between instances carries messages both ways, 0 while it is down or being replaced (WORKERS: 1 only while it is up for every worker)', registers: [register], aggregator: 'min', collect () { this.set(live.status().bus.up ? 1 : 0) } })
-  new Gauge({
-    name: 'citas_live_change_capture_info',
-    help: 'Change capture mode (table or off) and this instance\'s role (leader drains the change table, follower, down): 1 for the current pair (WORKERS: the workers in each)',
-    labelNames: ['mode', 'role'],
-    registers: [register],
-    collect () {
-      this.reset()
-      const { mode, role } = live.status().changeCapture
-      this.set({ mode, role }, 1)
-    }
-  })
-  /** A labelled counter that follows a record of running totals (reason -> count). */
-  const countersFrom = (name: string, help: string, read: () => Readonly<Record<string, number>>): void => {
-    const seen = new Map<string, number>()
-    new Counter({
-      name, help, labelNames: ['reason'], registers: [register],
-      collect () {
-        for (const [reason, count] of Object.entries(read())) {
-          const prev = seen.get(reason) ?? 0
-          if (count > prev) this.inc({ reason }, count - prev)
-          seen.set(reason, count)
-        }
-      }
-    })
-  }
-  countersFrom('citas_live_messages_dropped_total', 'Messages not written to a socket, by reason', () => hub.counters.dropped)
-  countersFrom('citas_live_connections_refused_total', 'WebSocket and SSE handshakes refused by a connection limit, by reason (capacity: the process is full, 503; user, ip: 429)', () => citasOf(fastify).limits.refused)
-  countersFrom('citas_live_bus_messages_dropped_total', 'Bus messages refused (forged or corrupt), by reason', () => live.busDropped)
+  counterFrom('citas_live_messages_dropped_total', 'Messages not written to a socket, by reason', () => hub.counters.dropped, true)
+  counterFrom('citas_live_connections_refused_total', 'WebSocket and SSE handshakes refused by a connection limit, by reason (capacity: the process is full, 503; user, ip: 429)', () => citasOf(fastify).limits.refused, true)
+  counterFrom('citas_live_bus_messages_dropped_total', 'Bus messages refused (forged or corrupt), by reason', () => live.busDropped, true)
+  gaugeOf('citas_live_change_capture_last_drain_age_seconds', 'How long ago any instance last completed a drain of the change table (as this instance knows it); above CHANGE_CAPTURE_STALL_MS capture counts as stalled', function () {
+    const age = live.status().changeCapture.lastDrainAgeMs
+    if (age !== null) this.set(age / 1000)
+  }, { aggregator: 'min' })
+  gaugeOf('citas_live_bus_up', '1 while the bus between instances carries messages both ways, 0 while it is down or being replaced (WORKERS: 1 only while it is up for every worker)', function () { this.set(live.status().bus.up ? 1 : 0) }, { aggregator: 'min' })
+  gaugeOf('citas_live_change_capture_info', 'Change capture mode (table or off) and this instance\'s role (leader drains the change table, follower, down): 1 for the current pair (WORKERS: the workers in each)', function () {
+    this.reset()
+    const { mode, role } = live.status().changeCapture
+    this.set({ mode, role }, 1)
+  }, { labelNames: ['mode', 'role'] })
 
   const queryDuration = new Histogram({
     name: 'citas_live_stats_query_duration_seconds',
