@@ -73,23 +73,19 @@ export const PLUGIN_ENV = {
   DB_CONNECTION_TIMEOUT_MS: ['db', 'connectionTimeoutMs']
 } as const satisfies Record<string, readonly [Part, string]>
 
+const OnOff = (opts: object) => Type.Union([Type.Literal('on'), Type.Literal('off')], opts)
+
 /**
  * How an option's schema reads in the environment: booleans as on/off, lists as comma lists, a
  * connection as a URL; everything else as it is (integers are parsed first). Same default.
  */
 function envSchemaOf (option: TSchema): TSchema {
   const def = option.default as unknown
-  let schema: TSchema
-  if (option.type === 'boolean') {
-    schema = Type.Union([Type.Literal('on'), Type.Literal('off')], def === undefined ? {} : { default: def === true ? 'on' : 'off' })
-  } else if (option.type === 'array') {
-    // A comma list; unset stands for the option's default (an empty list reads as unset).
-    return Type.Optional(Type.String({ minLength: 1 }))
-  } else if (option.anyOf !== undefined) {
-    schema = (option.anyOf as TSchema[]).find(s => s.type === 'string') as TSchema
-  } else {
-    schema = option
-  }
+  // A comma list; unset stands for the option's default (an empty list reads as unset).
+  if (option.type === 'array') return Type.Optional(Type.String({ minLength: 1 }))
+  const schema = option.type === 'boolean'
+    ? OnOff(def === undefined ? {} : { default: def === true ? 'on' : 'off' })
+    : (option.anyOf as TSchema[] | undefined)?.find(s => s.type === 'string') ?? option
   return def === undefined ? Type.Optional(schema) : schema
 }
 
@@ -118,7 +114,7 @@ const ProcessEnv = Type.Object({
     default: 'auto',
     description: 'How instances share stats: postgres (LISTEN/NOTIFY on the database), redis (pub/sub on REDIS_URL), memory (one process). auto: redis when REDIS_URL is set, else postgres.'
   }),
-  DEMO_ACTIVITY: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on', description: 'In the embedded demo only: create, attend and cancel citas every few seconds, so the dashboard moves.' }),
+  DEMO_ACTIVITY: OnOff({ default: 'on', description: 'In the embedded demo only: create, attend and cancel citas every few seconds, so the dashboard moves.' }),
   EMBEDDED_PG_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 54329, description: 'Port of the embedded demo PostgreSQL (loopback only). 0: a free port picked at each start.' }),
   EMBEDDED_PG_DIR: Type.String({
     minLength: 1,
@@ -189,29 +185,19 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
   }
   if (workerCount(env) > 1 && busKind(env) === 'memory') throw new ConfigError('invalid WORKERS: several workers share stats on a bus: BUS=memory is one process (use postgres or redis)')
   if (env.BUS === 'redis' && env.REDIS_URL === undefined) throw new ConfigError('invalid REDIS_URL: required when BUS=redis')
-  if (env.NOTIFY_TRUSTED_NETWORKS !== undefined) {
-    try {
-      createNetworkMatcher(commaList(String(env.NOTIFY_TRUSTED_NETWORKS)))
-    } catch (err) {
-      throw new ConfigError(`invalid NOTIFY_TRUSTED_NETWORKS: ${(err as Error).message}`)
-    }
+  const checkNetworks = (name: string, value: string | number | undefined, hint = ''): void => {
+    try { createNetworkMatcher(commaList(String(value ?? ''))) } catch (err) { throw new ConfigError(`invalid ${name}: ${(err as Error).message}${hint}`) }
   }
+  checkNetworks('NOTIFY_TRUSTED_NETWORKS', env.NOTIFY_TRUSTED_NETWORKS)
   const proxies = trustProxy(env.TRUST_PROXY)
-  if (proxies === true) {
-    // Any X-Forwarded-For would be believed: a client could claim any address.
-    const trusting = env.NOTIFY_TRUSTED_NETWORKS !== undefined
-      ? 'NOTIFY_TRUSTED_NETWORKS'
-      : Number(env.WS_MAX_CONNECTIONS_PER_IP ?? 0) > 0 ? 'WS_MAX_CONNECTIONS_PER_IP' : undefined
-    if (trusting !== undefined) {
-      throw new ConfigError(`invalid TRUST_PROXY: "true" believes any X-Forwarded-For, so a client could claim an address ${trusting} trusts or count under another's: list your proxies instead (TRUST_PROXY=10.0.0.5,10.0.0.6 or a CIDR such as 10.0.0.0/24)`)
-    }
-  } else if (proxies !== false) {
-    try {
-      createNetworkMatcher(commaList(proxies))
-    } catch (err) {
-      throw new ConfigError(`invalid TRUST_PROXY: ${(err as Error).message} (true, false, or a comma list of proxy addresses or CIDRs)`)
-    }
+  // "true": any X-Forwarded-For would be believed, so a client could claim any address.
+  const trusting = proxies !== true
+    ? undefined
+    : env.NOTIFY_TRUSTED_NETWORKS !== undefined ? 'NOTIFY_TRUSTED_NETWORKS' : Number(env.WS_MAX_CONNECTIONS_PER_IP ?? 0) > 0 ? 'WS_MAX_CONNECTIONS_PER_IP' : undefined
+  if (trusting !== undefined) {
+    throw new ConfigError(`invalid TRUST_PROXY: "true" believes any X-Forwarded-For, so a client could claim an address ${trusting} trusts or count under another's: list your proxies instead (TRUST_PROXY=10.0.0.5,10.0.0.6 or a CIDR such as 10.0.0.0/24)`)
   }
+  if (typeof proxies === 'string') checkNetworks('TRUST_PROXY', proxies, ' (true, false, or a comma list of proxy addresses or CIDRs)')
   const badOrigin = commaList(String(env.ALLOWED_ORIGINS ?? '')).find(origin => normalizeOrigin(origin) === null)
   if (badOrigin !== undefined) throw new ConfigError(`invalid ALLOWED_ORIGINS: ${JSON.stringify(badOrigin)} is not an http(s) origin like https://app.example.com`)
   return env
