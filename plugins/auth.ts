@@ -88,7 +88,6 @@ function createAuth (verifyToken: (token: string) => unknown, opts: AuthSchemaOp
     verify,
     accessOf,
     isService: (claims: Claims): boolean => claims[names.role] === serviceRole,
-    claimNames: names,
     serviceRole,
     /** Whether a /notify/cita call from this address may come without a token (notifyTrustedNetworks). */
     isTrustedNotifier: fromOption('auth', 'notifyTrustedNetworks', () => createNetworkMatcher(opts.notifyTrustedNetworks))

@@ -32,16 +32,13 @@ declare module './namespace.js' {
   interface CitasLive { limits: Limits }
 }
 
-function createLimits (options: LimitsPluginOptions) {
-  const opts = resolveOptions('limits', LimitsOptions, options)
-  const isOriginAllowed = fromOption('limits', 'allowedOrigins', () => createOriginCheck(opts.allowedOrigins))
+function createLimits (opts: Static<typeof LimitsOptions>) {
   const isProxy = fromOption('limits', 'trustedProxies', () => createNetworkMatcher(opts.trustedProxies))
   const { messageRate, messageBurst } = opts
   return {
     /** Where a request comes from, for the per-IP limits and the trusted networks (see services/limits.ts clientAddress). */
     clientAddress: (request: FastifyRequest): string => clientAddress(request.raw.socket?.remoteAddress, request.headers['x-forwarded-for'], isProxy),
-    isOriginAllowed,
-    restrictsOrigins: opts.allowedOrigins !== undefined,
+    isOriginAllowed: fromOption('limits', 'allowedOrigins', () => createOriginCheck(opts.allowedOrigins)),
     maxSubscriptions: opts.maxSubscriptions,
     maxRefusedMessages: opts.maxRefusedMessages,
     perUser: createConnectionCounter(opts.maxConnectionsPerUser),
@@ -60,12 +57,13 @@ function createLimits (options: LimitsPluginOptions) {
 }
 
 /** The abuse limits of /ws and /notify/cita, as one object the routes read. */
-async function limitsPlugin (fastify: FastifyInstance, opts: LimitsPluginOptions) {
+async function limitsPlugin (fastify: FastifyInstance, options: LimitsPluginOptions) {
+  const opts = resolveOptions('limits', LimitsOptions, options)
   const limits = createLimits(opts)
-  if (opts.maxConnections !== undefined && opts.maxConnections > limits.capacity) {
+  if (opts.maxConnections > limits.capacity) {
     fastify.log.warn({ maxConnections: opts.maxConnections, capacity: limits.capacity }, 'maxConnections is more than the open-files limit leaves: raise the limit (ulimit -n), or clients past it would starve the database connections')
   }
-  if (!limits.restrictsOrigins) fastify.log.warn('allowed origins are not set: WebSocket handshakes from any Origin are accepted (set ALLOWED_ORIGINS)')
+  if (opts.allowedOrigins === undefined) fastify.log.warn('allowed origins are not set: WebSocket handshakes from any Origin are accepted (set ALLOWED_ORIGINS)')
   provide(fastify, 'limits', limits)
 }
 
