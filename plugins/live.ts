@@ -5,9 +5,9 @@ import { randomUUID } from 'node:crypto'
 import { createLiveStats } from '../services/live/live-stats.js'
 import { createPgSession, type PgSession } from '../services/bus/pg-session.js'
 import { poolSettings } from '../services/adapters/pg-pool.js'
-import { createBus, type BusKind } from '../services/bus/bus.js'
+import { createBus } from '../services/bus/bus.js'
 import type { BusDropReason } from '../services/bus/codec.js'
-import { createChangeCapture, type CaptureRole } from '../services/bus/change-capture.js'
+import { createChangeCapture } from '../services/bus/change-capture.js'
 import { Type, type Static } from '@sinclair/typebox'
 import { citasOf, provide } from './namespace.js'
 import { Int, resolveOptions } from './options.js'
@@ -36,43 +36,13 @@ export type LivePluginOptions = Partial<Omit<Static<typeof LiveOptions>, 'sessio
   session?: pg.ClientConfig | string
 }
 
-/** What /ready and the metrics show of the bus and of change capture. */
-export interface LiveStatus {
-  bus: { kind: BusKind, up: boolean }
-  changeCapture: {
-    /** `failing`: the change table cannot be read (not migrated, no privilege); logged when it starts and ends. */
-    mode: 'table' | 'failing' | 'off'
-    role: CaptureRole
-    /** No instance completed a drain for longer than captureStallMs; logged when it starts and ends. */
-    stalled: boolean
-    /** How long ago the last drain completed, in ms (null with capture off). */
-    lastDrainAgeMs: number | null
-  }
-}
-
-export type Live = ReturnType<typeof createLiveStats> & {
-  readonly bus: BusKind
-  /** Times the bus connection was lost and re-established. */
-  readonly busReconnects: number
-  /** Bus messages refused (unsigned, bad signature, malformed, implausible, replayed, stale), by reason. */
-  readonly busDropped: Readonly<Record<BusDropReason, number>>
-  /** Distinct negocio ids change capture drained (on this instance, while it led). */
-  readonly captureChanges: number
-  /** Polls of the change table this instance completed (while it led); the first hands on '*'. */
-  readonly capturePolls: number
-  /** Times this instance emptied the change table with TRUNCATE (while it led). */
-  readonly captureCompactions: number
-  readonly captureVacuums: number
-  status: () => LiveStatus
-  /** One resync for a database outage that began at `downSince`, however many parts noticed it; resolves whether it ran. */
-  resyncAfterOutage: (downSince: number) => Promise<boolean>
-}
+export type Live = ReturnType<typeof createLive>
 
 declare module './namespace.js' {
   interface CitasLive { live: Live }
 }
 
-async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions) {
+function createLive (fastify: FastifyInstance, options: LivePluginOptions) {
   const opts = resolveOptions('live', LiveOptions, options)
   const { changeCapture, reconcileSeconds } = opts
   const log = fastify.log
@@ -190,28 +160,33 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     return await live.resyncSince(downSince)
   }
 
-  const status = (): LiveStatus => ({
+  /** What /ready and the metrics show of the bus and of change capture. */
+  const status = () => ({
     bus: { kind: busKind, up: bus.up(session.connected) },
     changeCapture: {
-      mode: !changeCapture ? 'off' : capture.failing ? 'failing' : 'table',
+      /** `failing`: the change table cannot be read (not migrated, no privilege); logged when it starts and ends. */
+      mode: (!changeCapture ? 'off' : capture.failing ? 'failing' : 'table') as 'table' | 'failing' | 'off',
       role: capture.role,
+      /** No instance completed a drain for longer than captureStallMs; logged when it starts and ends. */
       stalled: changeCapture && capture.stalled,
+      /** How long ago the last drain completed, in ms (null with capture off). */
       lastDrainAgeMs: changeCapture ? Math.round(capture.drainAgeMs) : null
     }
   })
-
-  // defineProperties, not Object.assign: the getters must stay getters.
-  provide(fastify, 'live', Object.defineProperties(live, {
-    bus: { value: busKind, enumerable: true },
-    busReconnects: { get: () => session.reconnects + bus.reconnects, enumerable: true },
-    busDropped: { value: bus.dropped, enumerable: true },
-    captureChanges: { get: () => capture.changes, enumerable: true },
-    capturePolls: { get: () => capture.polls, enumerable: true },
-    captureCompactions: { get: () => capture.compactions, enumerable: true },
-    captureVacuums: { get: () => capture.vacuums, enumerable: true },
-    status: { value: status, enumerable: true },
-    resyncAfterOutage: { value: resyncAfterOutage, enumerable: true }
-  }) as Live)
+  const more = {
+    bus: busKind,
+    /** Times the bus connection was lost and re-established. */
+    get busReconnects () { return session.reconnects + bus.reconnects },
+    /** Bus messages refused (unsigned, bad signature, malformed, implausible, replayed, stale), by reason. */
+    busDropped: bus.dropped as Readonly<Record<BusDropReason, number>>,
+    /** Distinct negocio ids, polls, TRUNCATEs and VACUUMs of the change table on this instance, while it led. */
+    get captureChanges () { return capture.changes },
+    get capturePolls () { return capture.polls },
+    get captureCompactions () { return capture.compactions },
+    get captureVacuums () { return capture.vacuums },
+    status,
+    resyncAfterOutage
+  }
 
   let reconcileTimer: NodeJS.Timeout | undefined
   fastify.addHook('onReady', async () => {
@@ -228,6 +203,12 @@ async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions)
     await session.close()
     await bus.close()
   })
+  // The getters must stay getters, so not Object.assign.
+  return Object.defineProperties(live, Object.getOwnPropertyDescriptors(more)) as typeof live & typeof more
+}
+
+async function livePlugin (fastify: FastifyInstance, options: LivePluginOptions) {
+  provide(fastify, 'live', createLive(fastify, options))
 }
 
 export default fp(livePlugin, { fastify: '5.x', name: 'citas-live-stats', dependencies: ['citas-db', 'citas-stats', 'citas-hub'] })
