@@ -3,8 +3,7 @@
  * keeps them: node:cluster shares the port among them, a worker that dies is forked again, SIGTERM
  * or SIGINT closes them all within the grace period, and /metrics adds up every worker's figures.
  */
-import cluster, { type Worker } from 'node:cluster'
-import type { AddressInfo } from 'node:net'
+import cluster, { type Address, type Worker } from 'node:cluster'
 import type { Logger } from 'pino'
 import { AggregatorRegistry, type Registry } from 'prom-client'
 import { createMetricsServer } from './plugins/metrics.js'
@@ -32,8 +31,9 @@ export function runPrimary (opts: PrimaryOptions) {
   const crashes: number[] = []
   let stopping = false
   let listeningCount = 0
-  let resolveListening!: (address: AddressInfo) => void
-  const listening = new Promise<AddressInfo>((resolve) => { resolveListening = resolve })
+  const listening = new Promise<Address>((resolve) => {
+    cluster.on('listening', (_worker, address) => { if (++listeningCount === opts.workers) resolve(address) })
+  })
   let resolveStopped!: () => void
   const stopped = new Promise<void>((resolve) => { resolveStopped = resolve })
 
@@ -44,9 +44,6 @@ export function runPrimary (opts: PrimaryOptions) {
       aggregator.clusterMetrics().then((text) => { worker.send({ type: METRICS, id: message.id, text }) }, (err: unknown) => {
         worker.send({ type: METRICS, id: message.id, error: (err as Error).message })
       })
-    })
-    worker.once('listening', (address: AddressInfo) => {
-      if (++listeningCount === opts.workers) resolveListening(address)
     })
   }
 

@@ -152,7 +152,7 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
 }
 
 /** The demo's welcome: what to open, paste and run. */
-function printBanner (embedded: EmbeddedPostgres, address: AddressInfo, secret: string, negocios: string[]): void {
+function printBanner (embedded: EmbeddedPostgres, address: { port: number }, secret: string, negocios: string[]): void {
   const host = env.HOST === '0.0.0.0' || env.HOST === '::' ? 'localhost' : env.HOST
   const base = `${host}:${address.port}`
   const sign = createSigner({ key: secret, algorithm: 'HS256', expiresIn: 24 * 3600_000 })
@@ -194,7 +194,7 @@ if (cluster.isWorker) {
       await demo?.embedded.stop()
     }
   }
-  let address: AddressInfo
+  let address: { port: number }
   let pool: pg.Pool | undefined
   if (workers > 1) {
     const metrics = optionsFromEnv(env).metrics as { port?: number, host?: string }
