@@ -8,9 +8,8 @@ export interface AdapterLog {
   warn: (obj: object, msg: string) => void
 }
 
-export type AdapterName = 'ws-send' | 'upgrade-release' | 'ws-server-options' | 'pg-pool-settings'
-
-export const ADAPTERS: readonly AdapterName[] = ['ws-send', 'upgrade-release', 'ws-server-options', 'pg-pool-settings']
+export const ADAPTERS = ['ws-send', 'upgrade-release', 'ws-server-options', 'pg-pool-settings'] as const
+export type AdapterName = typeof ADAPTERS[number]
 
 const forced = new Set<AdapterName>()
 const states: Array<{ name: AdapterName, isPublic: boolean, logged: boolean, reason: string }> = []

@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs'
 import { mkdir, open, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
-import { createServer } from 'node:net'
+import { createServer, type AddressInfo } from 'node:net'
+import { once } from 'node:events'
 import { arch, platform } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -48,14 +49,9 @@ export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Pro
   const pkg = await loadEmbeddedPostgres()
   const dir = resolve(opts.dir)
   const recover = opts.onRecover ?? (() => {})
-  let releaseLock: () => Promise<void>
-  try {
-    await moveOldLayout(dir, recover)
-    await mkdir(dir, { recursive: true })
-    releaseLock = await lock(join(dir, 'lock'))
-  } catch (err) {
-    throw unwritable(opts.dir, err)
-  }
+  const releaseLock = await moveOldLayout(dir, recover)
+    .then(async () => { await mkdir(dir, { recursive: true }); return await lock(join(dir, 'lock')) })
+    .catch((err: unknown) => { throw unwritable(opts.dir, err) })
   try {
     return await start(pkg, dir, opts, recover, releaseLock)
   } catch (err) {
@@ -236,22 +232,18 @@ async function until (cond: () => Promise<boolean>, ms: number): Promise<boolean
 
 /** A loopback port free now (another process may still take it first: callers retry). */
 export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const probe = createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address()
-      probe.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
-    })
-  })
+  const probe = createServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  const { port } = probe.address() as AddressInfo
+  await new Promise(resolve => probe.close(resolve))
+  return port
 }
 
 async function isFree (port: number): Promise<boolean> {
-  return await new Promise((resolve) => {
-    const probe = createServer()
-    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code !== 'EADDRINUSE'))
-    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)))
-  })
+  const probe = createServer().listen(port, '127.0.0.1')
+  const free = await once(probe, 'listening').then(() => true, (err: NodeJS.ErrnoException) => err.code !== 'EADDRINUSE')
+  await new Promise(resolve => probe.close(resolve))
+  return free
 }
 
 async function portTaken (port: number): Promise<Error> {
