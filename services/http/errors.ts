@@ -11,14 +11,12 @@ const httpStatus: Record<ErrorCode, number> = {
 
 /** An error whose code and message are safe to show to the client. */
 export class AppError extends Error {
-  readonly code: ErrorCode
+  override name = 'AppError'
   readonly statusCode: number
 
-  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, statusCode?: number }) {
+  constructor (readonly code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options)
-    this.name = 'AppError'
-    this.code = code
-    this.statusCode = options?.statusCode ?? httpStatus[code]
+    this.statusCode = httpStatus[code]
   }
 }
 

@@ -5,26 +5,23 @@ import type { Access } from '../live/hub.js'
 /** Per-key connection counts (per user, per IP). A limit of 0 turns the count off. */
 export function createConnectionCounter (max: number) {
   const counts = new Map<string, number>()
+  const count = (key: string): number => counts.get(key) ?? 0
   return {
-    full (key: string): boolean {
-      return max > 0 && (counts.get(key) ?? 0) >= max
-    },
+    /** False when the limit is 0: callers need not even compute the key. */
+    enabled: max > 0,
+    count,
+    full: (key: string): boolean => max > 0 && count(key) >= max,
     acquire (key: string): boolean {
-      if (max === 0) return true
-      const n = counts.get(key) ?? 0
-      if (n >= max) return false
-      counts.set(key, n + 1)
+      if (max > 0 && count(key) >= max) return false
+      if (max > 0) counts.set(key, count(key) + 1)
       return true
     },
     release (key: string): void {
       if (max === 0) return
-      const n = (counts.get(key) ?? 0) - 1
+      const n = count(key) - 1
       if (n <= 0) counts.delete(key)
       else counts.set(key, n)
-    },
-    /** False when the limit is 0: callers need not even compute the key. */
-    enabled: max > 0,
-    count: (key: string): number => counts.get(key) ?? 0
+    }
   }
 }
 
@@ -41,17 +38,12 @@ export function normalizeOrigin (value: string): string | null {
 /** Against cross-site WebSocket hijacking. No Origin header is allowed: browsers always send it, and a token is still needed. */
 export function createOriginCheck (allowed: readonly string[] | undefined): (origin: string | undefined) => boolean {
   if (allowed === undefined) return () => true
-  const set = new Set<string>()
-  for (const entry of allowed) {
+  const set = new Set(allowed.map((entry) => {
     const origin = normalizeOrigin(entry)
     if (origin === null) throw new Error(`not an http(s) origin: ${JSON.stringify(entry)}`)
-    set.add(origin)
-  }
-  return (origin) => {
-    if (origin === undefined) return true
-    const normalized = normalizeOrigin(origin)
-    return normalized !== null && set.has(normalized)
-  }
+    return origin
+  }))
+  return (origin) => origin === undefined || set.has(normalizeOrigin(origin) ?? '')
 }
 
 /** The per-user limit's key: `sub`, else the exact rights granted, so leaving `sub` out does not escape the limit. */
