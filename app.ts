@@ -13,7 +13,7 @@ import dbMonitorPlugin, { type DbMonitorPluginOptions } from './plugins/db-monit
 import wsRoutes, { MAX_REFRESH_FRAME } from './routes/ws.js'
 import openApiPlugin, { type OpenApiOptions } from './plugins/openapi.js'
 import notifyRoutes from './routes/notify.js'
-import sseRoutes, { type SseRoutesOptions } from './routes/sse.js'
+import sseRoutes from './routes/sse.js'
 import healthRoutes from './routes/health.js'
 import dashboardRoutes, { type DashboardOptions } from './routes/dashboard.js'
 import { isAppError, replyError } from './services/http/errors.js'
@@ -105,12 +105,36 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
   if (opts.openapi !== undefined && opts.openapi !== false) {
     await fastify.register(openApiPlugin, { ...(opts.openapi === true ? {} : opts.openapi), prefix: own.prefix })
   }
-  await fastify.register(routes, {
+  const metricsToken = opts.metrics === false ? undefined : opts.metrics?.token
+  await fastify.register(async (routes) => {
+    routes.addHook('onSend', closeUnreadRequests)
+    if (routes.prefix !== '') {
+      // Fastify's own 404 logs and echoes the raw URL, `?token=` included (a typo of /ws is enough).
+      routes.setNotFoundHandler((request, reply) => {
+        const url = redactUrl(request.url)
+        request.log.info({ method: request.method, url }, 'route not found')
+        return replyError(reply, 404, 'not_found', `Route ${request.method}:${url} not found`)
+      })
+    }
+    routes.setErrorHandler((err: FastifyError, request, reply) => {
+      if (isAppError(err)) {
+        if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
+        return replyError(reply, err.statusCode, err.code, err.message)
+      }
+      // Validation errors among them (400).
+      const status = err.statusCode ?? 500
+      if (status >= 400 && status < 500) return replyError(reply, status, 'bad_request', err.message)
+      request.log.error({ err }, 'request failed')
+      return replyError(reply, 500, 'internal', 'internal error')
+    })
+    await routes.register(healthRoutes)
+    await routes.register(wsRoutes, { maxPayload: own.maxPayload })
+    await routes.register(sseRoutes, { heartbeatMs: own.sseHeartbeatMs, retryMs: own.sseRetryMs })
+    await routes.register(notifyRoutes)
+    if (metricsToken !== undefined) await routes.register(metricsRoutes, { token: metricsToken })
+    if (opts.dashboard !== false) await routes.register(dashboardRoutes, opts.dashboard ?? {})
+  }, {
     prefix: own.prefix,
-    dashboard: opts.dashboard ?? {},
-    metricsToken: opts.metrics === false ? undefined : opts.metrics?.token,
-    maxPayload: own.maxPayload,
-    sse: { heartbeatMs: own.sseHeartbeatMs, retryMs: own.sseRetryMs },
     // Request lines of these routes never carry a token, whatever logger the host app has. (The
     // register types want serializers to return strings; pino, like route-level ones, takes any value.)
     logSerializers: { req: requestForLog as unknown as (value: unknown) => string }
@@ -125,36 +149,6 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
 export const closeUnreadRequests: onSendHookHandler = (request, reply, payload, done) => {
   if (reply.statusCode >= 400 && !request.raw.complete) reply.header('connection', 'close')
   done(null, payload)
-}
-
-async function routes (fastify: FastifyInstance, opts: { dashboard: DashboardOptions | false, metricsToken?: string | undefined, maxPayload: number, sse: SseRoutesOptions }) {
-  fastify.addHook('onSend', closeUnreadRequests)
-  if (fastify.prefix !== '') {
-    // Fastify's own 404 logs and echoes the raw URL, `?token=` included (a typo of /ws is enough).
-    fastify.setNotFoundHandler((request, reply) => {
-      const url = redactUrl(request.url)
-      request.log.info({ method: request.method, url }, 'route not found')
-      return replyError(reply, 404, 'not_found', `Route ${request.method}:${url} not found`)
-    })
-  }
-  fastify.setErrorHandler((err: FastifyError, request, reply) => {
-    if (isAppError(err)) {
-      if (err.statusCode >= 500) request.log.error({ err: err.cause ?? err }, err.message)
-      return replyError(reply, err.statusCode, err.code, err.message)
-    }
-    // Validation errors among them (400).
-    const status = err.statusCode ?? 500
-    if (status >= 400 && status < 500) return replyError(reply, status, 'bad_request', err.message)
-    request.log.error({ err }, 'request failed')
-    return replyError(reply, 500, 'internal', 'internal error')
-  })
-
-  await fastify.register(healthRoutes)
-  await fastify.register(wsRoutes, { maxPayload: opts.maxPayload })
-  await fastify.register(sseRoutes, opts.sse)
-  await fastify.register(notifyRoutes)
-  if (opts.metricsToken !== undefined) await fastify.register(metricsRoutes, { token: opts.metricsToken })
-  if (opts.dashboard !== false) await fastify.register(dashboardRoutes, opts.dashboard)
 }
 
 export default fp(citasLive, { fastify: '5.x', name: 'citas-live' })

@@ -9,14 +9,8 @@ import { sseDocs } from './schemas.js'
 import { lazyChildLogger } from '../services/http/logging.js'
 import { replyError } from '../services/http/errors.js'
 
-export interface SseRoutesOptions {
-  heartbeatMs: number
-  /** EventSource's `retry:`, in ms; a restart spreads reconnects over up to 5× this. */
-  retryMs: number
-}
-
 /** GET /sse?channels=estadisticas:a,...: the live stats as Server-Sent Events, where proxies break WebSocket upgrades. */
-async function sseRoutes (fastify: FastifyInstance, opts: SseRoutesOptions) {
+async function sseRoutes (fastify: FastifyInstance, opts: { heartbeatMs: number, retryMs: number }) {
   const { hub, live, limits } = citasOf(fastify)
   const { checkOrigin, readableByOrigin, authenticate, refuseFull, preflight } = handshakeHooks(fastify, { what: 'event stream', protocolToken: false })
 
@@ -42,8 +36,7 @@ async function sseRoutes (fastify: FastifyInstance, opts: SseRoutesOptions) {
     return channels
   }
 
-  const heartbeat = setInterval(() => { hub.sweep(conn => conn.transport === 'sse') }, opts.heartbeatMs)
-  heartbeat.unref()
+  const heartbeat = setInterval(() => { hub.sweep(conn => conn.transport === 'sse') }, opts.heartbeatMs).unref()
   fastify.addHook('onClose', async () => { clearInterval(heartbeat) })
 
   fastify.options('/sse', { onRequest: checkOrigin, schema: { hide: true } }, preflight('authorization, last-event-id'))
