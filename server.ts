@@ -197,12 +197,11 @@ if (cluster.isWorker) {
   let address: { port: number }
   let pool: pg.Pool | undefined
   if (workers > 1) {
-    const metrics = optionsFromEnv(env).metrics as { port?: number, host?: string }
     const primary = runPrimary({
       workers,
       env: { DATABASE_URL: databaseUrl, JWT_SECRET: secret },
       graceMs: env.SHUTDOWN_GRACE_MS,
-      ...(metrics.port !== undefined ? { metrics: { port: metrics.port, host: metrics.host ?? '127.0.0.1' } } : {}),
+      metrics: env.METRICS_PORT === undefined ? undefined : { port: Number(env.METRICS_PORT), host: String(env.METRICS_HOST) },
       log
     })
     for (const signal of ['SIGTERM', 'SIGINT'] as const) {

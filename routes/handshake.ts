@@ -14,23 +14,19 @@ declare module 'fastify' {
   }
 }
 
-export interface HandshakeOptions {
-  /** What the log lines call a refused request. */
-  what: string
-  /** Whether `Sec-WebSocket-Protocol: bearer, <token>` carries a token. */
-  protocolToken: boolean
-  onAccepted?: (request: FastifyRequest, reply: FastifyReply) => void
-}
-
-/** Origin (403), token (401) and limits (429) before a connection exists; callbacks, as promises cost every connect. */
-export function handshakeHooks (fastify: FastifyInstance, opts: HandshakeOptions) {
+/**
+ * Origin (403), token (401) and limits (429) before a connection exists; callbacks, as promises cost every connect.
+ * `what` names a refused request in the log; with `protocolToken`, `Sec-WebSocket-Protocol: bearer, <token>` carries a token.
+ */
+export function handshakeHooks (fastify: FastifyInstance, { what, protocolToken, onAccepted }: {
+  what: string, protocolToken: boolean, onAccepted?: (request: FastifyRequest, reply: FastifyReply) => void
+}) {
   const { auth: citasAuth, limits, hub } = citasOf(fastify)
   // Once per scope, which may register both /ws and /sse.
   if (!fastify.hasRequestDecorator('citasAccess')) {
     fastify.decorateRequest('citasAccess', null)
     fastify.decorateRequest('citasUserKey', null)
   }
-  const { what, protocolToken, onAccepted } = opts
   const tokenSources = { query: true, protocol: protocolToken }
 
   function checkOrigin (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {

@@ -72,11 +72,6 @@ function defaultCell (schema: TSchema, asEnv: boolean): string {
   return `\`${asEnv ? String(schema.default) : JSON.stringify(schema.default)}\``
 }
 
-/** The name of an option as an embedder writes it in AppOptions. */
-function optionName (part: string, path: string): string {
-  return part === 'app' ? path : `${part}.${path}`
-}
-
 function envRows (): string[] {
   const rows: string[] = []
   for (const [name, schema] of Object.entries(EnvSchema.properties) as Array<[string, TSchema]>) {
@@ -85,7 +80,8 @@ function envRows (): string[] {
     const option = mapped === undefined ? undefined : optionSchema(SCHEMAS[mapped[0] as keyof typeof SCHEMAS], mapped[1])
     const description = String((option ?? schema).description ?? '')
     const values = option?.type === 'boolean' ? 'One of `on`, `off`.' : constraints(option?.type === 'array' ? option : schema, true)
-    const sets = mapped === undefined ? '' : `Sets \`${optionName(mapped[0], mapped[1])}\`.`
+    // The option as an embedder writes it in AppOptions.
+    const sets = mapped === undefined ? '' : `Sets \`${mapped[0] === 'app' ? '' : `${mapped[0]}.`}${mapped[1]}\`.`
     const meaning = [sentence(description), values, sets].filter(s => s !== '').join(' ')
     rows.push(`| \`${name}\` | ${defaultCell(schema, true)} | ${cell(meaning)} |`)
   }
