@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { createNetworkMatcher, normalizeOrigin } from './services/http/limits.js'
+import { createNetworkMatcher, createOriginCheck } from './services/http/limits.js'
 import { AppOwnOptions, type AppOptions } from './app.js'
 import { AuthOptions } from './plugins/auth.js'
 import { DbOptions } from './plugins/db.js'
@@ -185,10 +185,11 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
   }
   if (workerCount(env) > 1 && busKind(env) === 'memory') throw new ConfigError('invalid WORKERS: several workers share stats on a bus: BUS=memory is one process (use postgres or redis)')
   if (env.BUS === 'redis' && env.REDIS_URL === undefined) throw new ConfigError('invalid REDIS_URL: required when BUS=redis')
-  const checkNetworks = (name: string, value: string | number | undefined, hint = ''): void => {
-    try { createNetworkMatcher(commaList(String(value ?? ''))) } catch (err) { throw new ConfigError(`invalid ${name}: ${(err as Error).message}${hint}`) }
+  // What the plugins will build from these variables, built once here so a bad one stops the start with its name.
+  const check = (name: keyof Env, make: (list: string[]) => unknown, hint = ''): void => {
+    try { make(commaList(String(env[name] ?? ''))) } catch (err) { throw new ConfigError(`invalid ${name}: ${(err as Error).message}${hint}`) }
   }
-  checkNetworks('NOTIFY_TRUSTED_NETWORKS', env.NOTIFY_TRUSTED_NETWORKS)
+  check('NOTIFY_TRUSTED_NETWORKS', createNetworkMatcher)
   const proxies = trustProxy(env.TRUST_PROXY)
   // "true": any X-Forwarded-For would be believed, so a client could claim any address.
   const trusting = proxies !== true
@@ -197,9 +198,8 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
   if (trusting !== undefined) {
     throw new ConfigError(`invalid TRUST_PROXY: "true" believes any X-Forwarded-For, so a client could claim an address ${trusting} trusts or count under another's: list your proxies instead (TRUST_PROXY=10.0.0.5,10.0.0.6 or a CIDR such as 10.0.0.0/24)`)
   }
-  if (typeof proxies === 'string') checkNetworks('TRUST_PROXY', proxies, ' (true, false, or a comma list of proxy addresses or CIDRs)')
-  const badOrigin = commaList(String(env.ALLOWED_ORIGINS ?? '')).find(origin => normalizeOrigin(origin) === null)
-  if (badOrigin !== undefined) throw new ConfigError(`invalid ALLOWED_ORIGINS: ${JSON.stringify(badOrigin)} is not an http(s) origin like https://app.example.com`)
+  if (typeof proxies === 'string') check('TRUST_PROXY', createNetworkMatcher, ' (true, false, or a comma list of proxy addresses or CIDRs)')
+  check('ALLOWED_ORIGINS', createOriginCheck)
   return env
 }
 

@@ -26,7 +26,7 @@ export function createConnectionCounter (max: number) {
 }
 
 /** An allow-list entry or Origin header as URL#origin; null for anything not an http(s) origin. */
-export function normalizeOrigin (value: string): string | null {
+function normalizeOrigin (value: string): string | null {
   try {
     const { protocol, origin } = new URL(value)
     return protocol === 'http:' || protocol === 'https:' ? origin : null
@@ -40,7 +40,7 @@ export function createOriginCheck (allowed: readonly string[] | undefined): (ori
   if (allowed === undefined) return () => true
   const set = new Set(allowed.map((entry) => {
     const origin = normalizeOrigin(entry)
-    if (origin === null) throw new Error(`not an http(s) origin: ${JSON.stringify(entry)}`)
+    if (origin === null) throw new Error(`${JSON.stringify(entry)} is not an http(s) origin like https://app.example.com`)
     return origin
   }))
   return (origin) => origin === undefined || set.has(normalizeOrigin(origin) ?? '')
