@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import fastifySwagger from '@fastify/swagger'
-import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { SECURITY_SCHEMES } from '../routes/schemas.js'
 
 export interface OpenApiOptions {
@@ -11,16 +11,8 @@ export interface OpenApiOptions {
   version?: string
 }
 
-/** The version in citas-live's package.json, beside the sources or the compiled output. */
-function packageVersion (): string {
-  for (const rel of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string, version?: string }
-      if (pkg.name === 'citas-live' && typeof pkg.version === 'string') return pkg.version
-    } catch {}
-  }
-  return '0.0.0'
-}
+/** The version in citas-live's package.json (the package imports itself by name, from the sources or dist/). */
+const packageVersion = (): string => (createRequire(import.meta.url)('citas-live/package.json') as { version: string }).version
 
 /**
  * The OpenAPI document of the HTTP routes at `<prefix>/documentation/json` (Swagger UI at `<prefix>/documentation`
