@@ -56,12 +56,8 @@ async function sseRoutes (fastify: FastifyInstance, opts: { heartbeatMs: number,
       return
     }
 
-    const lastEventId = request.headers['last-event-id']
-    const conn = hub.add(new SseConnection(request.raw.socket, access, {
-      channels,
-      resume: resumeVersions(typeof lastEventId === 'string' ? lastEventId : undefined, limits.maxSubscriptions),
-      retryMs: opts.retryMs
-    }))
+    const resume = resumeVersions(request.headers['last-event-id'], limits.maxSubscriptions)
+    const conn = hub.add(new SseConnection(request.raw.socket, access, channels, resume, opts.retryMs))
     reply.hijack()
     const release = (): void => {
       hub.remove(conn)

@@ -23,27 +23,17 @@ function statsVersion (stats: Stats): string {
 }
 
 /** The channel versions a `Last-Event-ID` names (at most `max`); an id this server could not have sent names none. */
-export function resumeVersions (lastEventId: string | undefined, max: number): Set<string> | null {
-  if (lastEventId === undefined || lastEventId === '') return null
+export function resumeVersions (lastEventId: string | string[] | undefined, max: number): Set<string> | null {
+  if (typeof lastEventId !== 'string' || lastEventId === '') return null
   const parts = lastEventId.split('.', max + 1)
   if (parts.length > max || !parts.every(p => VERSION_RE.test(p))) return null
   return new Set(parts)
 }
 
-/** One message as an event, shared by every stream writing it. */
-interface Converted {
-  type: ServerFrame['type']
-  channel: string | undefined
-  version: string | undefined
-  /** The `data:` line and the blank line that ends the event. */
-  tail: string
-  /** The event as a single-channel stream writes it. */
-  whole: Buffer
-}
-
 const EVENT = Symbol('sse event')
 
-function convert (payload: string): Converted {
+/** One message as an event, shared by every stream writing it: `tail` is its `data:` line and the blank line that ends it, `whole` the event as a single-channel stream writes it. */
+function convert (payload: string) {
   const frame = JSON.parse(payload) as ServerFrame
   const data = 'data' in frame ? JSON.stringify(frame.data) : '{}'
   const tail = `data: ${data}\n\n`
@@ -52,34 +42,24 @@ function convert (payload: string): Converted {
   return { type: 'stats', channel: CHANNEL_PREFIX + frame.data.negocio_id, version, tail, whole: Buffer.from(`event: stats\nid: ${version}\n${tail}`) }
 }
 
-export interface SseStreamOptions {
-  channels: readonly string[]
-  /** Versions from Last-Event-ID: a channel's first stats event is skipped when its version is among them. */
-  resume: Set<string> | null
-  retryMs: number
-}
-
 /** A comment line, which EventSource ignores and proxies see as traffic (a stream has no pong). */
 const HEARTBEAT = Buffer.from(':\n\n')
 
 export class SseConnection extends Connection {
   readonly transport = 'sse' as const
   private state = CONNECTING
-  private readonly channelList: readonly string[]
   /** The version of each channel the client has; undefined before its first stats. */
   private readonly versions: Array<string | undefined>
-  private resume: Set<string> | null
   /** Channels that had their first stats. */
   private seen = 0
-  private readonly retryMs: number
 
-  /** `socket`: that of a request whose reply the route hijacked. */
-  constructor (private readonly socket: Socket, access: Access, opts: SseStreamOptions) {
+  /**
+   * `socket`: that of a request whose reply the route hijacked. `resume`: the versions from
+   * Last-Event-ID; a channel's first stats event is skipped when its version is among them.
+   */
+  constructor (private readonly socket: Socket, access: Access, private readonly channelList: readonly string[], private resume: Set<string> | null, private readonly retryMs: number) {
     super(access)
-    this.channelList = opts.channels
-    this.versions = new Array<string | undefined>(opts.channels.length)
-    this.resume = opts.resume
-    this.retryMs = opts.retryMs
+    this.versions = new Array<string | undefined>(channelList.length)
     socket.once('close', () => { this.state = CLOSED })
   }
 
