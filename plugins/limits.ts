@@ -2,11 +2,9 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { fromOption, Int, resolveOptions } from './options.js'
-import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
-import { AppError } from '../services/http/errors.js'
 import { clientAddress, connectionCapacity, openFiles, createConnectionCounter, createNetworkMatcher, createOriginCheck } from '../services/http/limits.js'
 import { takeToken, type BucketState } from '../services/transports/token-bucket.js'
-import { citasOf, provide } from './namespace.js'
+import { provide } from './namespace.js'
 
 export const LimitsOptions = Type.Object({
   allowedOrigins: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'Origins allowed to open /ws from a browser (https://app.example.com). Unset: any origin (a warning is logged).' })),
@@ -68,30 +66,3 @@ async function limitsPlugin (fastify: FastifyInstance, options: LimitsPluginOpti
 }
 
 export default fp(limitsPlugin, { fastify: '5.x', name: 'citas-limits' })
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** Who called /notify/cita (the service token's `sub`), set once the token is verified. */
-    citasCaller: string | null
-  }
-}
-
-/**
- * Registers @fastify/rate-limit in the calling scope (no global limit) and returns the route
- * `config.rateLimit` for /notify/cita: per caller (token `sub`, else IP), counted after
- * authentication so anonymous calls cannot use up a service's budget. Null when turned off.
- */
-export async function registerNotifyRateLimit (fastify: FastifyInstance): Promise<RateLimitOptions | null> {
-  const { limits } = citasOf(fastify)
-  if (!fastify.hasRequestDecorator('citasCaller')) fastify.decorateRequest('citasCaller', null)
-  if (limits.notifyMax === 0) return null
-  await fastify.register(rateLimit, { global: false })
-  return {
-    max: limits.notifyMax,
-    timeWindow: limits.notifyWindowMs,
-    hook: 'preHandler',
-    keyGenerator: (request) => request.citasCaller !== null ? `sub:${request.citasCaller}` : `ip:${limits.clientAddress(request)}`,
-    errorResponseBuilder: (_request, context) =>
-      new AppError('rate_limited', `rate limit exceeded, retry in ${context.after}`)
-  }
-}

@@ -3,15 +3,35 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { tokenFromRequest } from '../plugins/auth.js'
 import { citasOf } from '../plugins/namespace.js'
-import { registerNotifyRateLimit } from '../plugins/limits.js'
+import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
 import { AppError } from '../services/http/errors.js'
 import { ErrorReply, NOTIFY_ACTIONS, NotifyBody, NotifyReply, notifyDocs } from './schemas.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who called /notify/cita (the service token's `sub`), set once the token is verified. */
+    citasCaller: string | null
+  }
+}
 
 /** POST /notify/cita: the REST API says a negocio's citas changed; recompute, push, then reply. */
 async function notifyRoutes (fastify: FastifyInstance) {
   const ns = citasOf(fastify)
   const { live, auth: citasAuth, limits } = ns
-  const rateLimit = await registerNotifyRateLimit(fastify)
+  fastify.decorateRequest('citasCaller', null)
+  const config: { rateLimit?: RateLimitOptions } = {}
+  if (limits.notifyMax > 0) {
+    // In this scope only (no global limit): per caller (token `sub`, else IP), counted after
+    // authentication so anonymous calls cannot use up a service's budget.
+    await fastify.register(rateLimit, { global: false })
+    config.rateLimit = {
+      max: limits.notifyMax,
+      timeWindow: limits.notifyWindowMs,
+      hook: 'preHandler',
+      keyGenerator: (request) => request.citasCaller !== null ? `sub:${request.citasCaller}` : `ip:${limits.clientAddress(request)}`,
+      errorResponseBuilder: (_request, context) => new AppError('rate_limited', `rate limit exceeded, retry in ${context.after}`)
+    }
+  }
 
   async function requireService (request: FastifyRequest, _reply: FastifyReply) {
     const token = tokenFromRequest(request, { query: false, protocol: false })
@@ -37,7 +57,7 @@ async function notifyRoutes (fastify: FastifyInstance) {
       done()
     },
     bodyLimit: 16 * 1024,
-    config: rateLimit === null ? {} : { rateLimit },
+    config,
     schema: {
       ...notifyDocs,
       body: NotifyBody,
