@@ -1,3 +1,5 @@
+import type { FastifyRequest } from 'fastify'
+
 // Tokens out of logs, two layers: `token` query parameters cut from URLs, and JWTs scrubbed from every line.
 
 /** A JWT in compact form: base64url header starting `{"` (eyJ), payload and signature. */
@@ -33,15 +35,7 @@ export function scrubbingStream (destination: { write: (line: string) => unknown
   return { write (line: string) { destination.write(redactTokens(line)) } }
 }
 
-interface RequestLike {
-  method: string
-  url: string
-  hostname?: string
-  ip?: string
-  socket?: { remotePort?: number } | null
-}
-
 /** The `req` log serializer: Fastify's default fields, the URL redacted. */
-export function requestForLog (req: RequestLike): Record<string, unknown> {
+export function requestForLog (req: Pick<FastifyRequest, 'method' | 'url' | 'hostname' | 'ip' | 'socket'>): Record<string, unknown> {
   return { method: req.method, url: redactUrl(req.url), host: req.hostname, remoteAddress: req.ip, remotePort: req.socket?.remotePort }
 }
