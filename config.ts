@@ -11,7 +11,7 @@ import { LimitsOptions } from './plugins/limits.js'
 import { LiveOptions } from './plugins/live.js'
 import { MetricsOptions } from './plugins/metrics.js'
 import { StatsOptions } from './plugins/stats.js'
-import { describe, optionSchema } from './plugins/options.js'
+import { describe, Int, optionSchema } from './plugins/options.js'
 
 /** The option schemas of the app plugin and of each plugin, by their key in AppOptions ('app': the app's own). */
 export const SCHEMAS = {
@@ -94,58 +94,25 @@ const pluginEnv = Object.fromEntries(Object.entries(PLUGIN_ENV).map(([name, [par
 
 /** The variables of the process itself (those of a plugin option come from the plugin's own schema). */
 const ProcessEnv = Type.Object({
-  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, description: 'HTTP and WebSocket port. 0: any free port.' }),
+  PORT: Int(0, 8080, { maximum: 65535, description: 'HTTP and WebSocket port. 0: any free port.' }),
   HOST: Type.String({ minLength: 1, default: '0.0.0.0', description: 'Address to listen on.' }),
-  DATABASE_URL: Type.Optional(Type.String({
-    pattern: '^postgres(ql)?://',
-    description: 'postgres:// URL of the database. Unset: the embedded demo database (EMBEDDED_PG_PORT, EMBEDDED_PG_DIR).'
-  })),
-  JWT_SECRET: Type.Optional(Type.String({
-    minLength: 16,
-    description: 'HS256 secret shared with the REST API that signs the tokens. Required when DATABASE_URL is set. Unset in the demo: a random one kept in EMBEDDED_PG_DIR/jwt-secret (delete the file to rotate it).'
-  })),
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'postgres:// URL of the database. Unset: the embedded demo database (EMBEDDED_PG_PORT, EMBEDDED_PG_DIR).' })),
+  JWT_SECRET: Type.Optional(Type.String({ minLength: 16, description: 'HS256 secret shared with the REST API that signs the tokens. Required when DATABASE_URL is set. Unset in the demo: a random one kept in EMBEDDED_PG_DIR/jwt-secret (delete the file to rotate it).' })),
   WORKERS: Type.Union([Type.Literal('auto'), Type.Integer({ minimum: 1, maximum: 256 })], {
     default: 1,
     errorMessage: 'a number of processes from 1 to 256, or auto',
     description: 'Processes serving the port, each an instance on the bus (one of them the capture leader): a worker that dies is restarted, SIGTERM closes them all. auto: one per core. Needs BUS postgres or redis when above 1.'
   }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info', description: 'Level of the JSON log on standard output.' }),
-  BUS: Type.Union((['auto', 'postgres', 'redis', 'memory'] as const).map(l => Type.Literal(l)), {
-    default: 'auto',
-    description: 'How instances share stats: postgres (LISTEN/NOTIFY on the database), redis (pub/sub on REDIS_URL), memory (one process). auto: redis when REDIS_URL is set, else postgres.'
-  }),
+  BUS: Type.Union((['auto', 'postgres', 'redis', 'memory'] as const).map(l => Type.Literal(l)), { default: 'auto', description: 'How instances share stats: postgres (LISTEN/NOTIFY on the database), redis (pub/sub on REDIS_URL), memory (one process). auto: redis when REDIS_URL is set, else postgres.' }),
   DEMO_ACTIVITY: OnOff({ default: 'on', description: 'In the embedded demo only: create, attend and cancel citas every few seconds, so the dashboard moves.' }),
-  EMBEDDED_PG_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 54329, description: 'Port of the embedded demo PostgreSQL (loopback only). 0: a free port picked at each start.' }),
-  EMBEDDED_PG_DIR: Type.String({
-    minLength: 1,
-    default: '.data/postgres',
-    description: 'Folder of the embedded demo: PostgreSQL\'s data in data/, and beside it its password, the demo\'s JWT secret and a lock file.'
-  }),
-  TRUST_PROXY: Type.Optional(Type.String({
-    minLength: 1,
-    description: 'A comma list of your proxies\' addresses or CIDRs: a request from one of them comes from the rightmost X-Forwarded-For address not added by one of them (per-IP limits, NOTIFY_TRUSTED_NETWORKS, logs). true believes any X-Forwarded-For, and is refused together with NOTIFY_TRUSTED_NETWORKS or WS_MAX_CONNECTIONS_PER_IP.'
-  })),
-  SHUTDOWN_GRACE_MS: Type.Integer({
-    minimum: 100,
-    default: 10_000,
-    description: 'On SIGTERM or SIGINT: time to close sockets (1012) and finish requests before the process exits anyway, in ms. HTTP requests still arriving at 80 % of it are cut, so it exits 0.'
-  }),
-  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({
-    minimum: 100,
-    default: 10_000,
-    description: 'A whole HTTP request (headers and body) must arrive within this (ms), else the connection is closed (checked every second). WebSockets are not affected once upgraded.'
-  }),
-  HTTP_KEEP_ALIVE_TIMEOUT_MS: Type.Integer({
-    minimum: 100,
-    default: 72_000,
-    description: 'An idle keep-alive connection is closed after this (ms). Keep it above your load balancer\'s idle timeout (60 s on most).'
-  }),
-  HTTP_BODY_LIMIT: Type.Integer({
-    minimum: 1024,
-    maximum: 1_048_576,
-    default: 16_384,
-    description: 'Largest HTTP request body in bytes (413 past it), on routes without a limit of their own: /notify/cita has its own, 16 KiB, and no other route takes a body.'
-  })
+  EMBEDDED_PG_PORT: Int(0, 54329, { maximum: 65535, description: 'Port of the embedded demo PostgreSQL (loopback only). 0: a free port picked at each start.' }),
+  EMBEDDED_PG_DIR: Type.String({ minLength: 1, default: '.data/postgres', description: 'Folder of the embedded demo: PostgreSQL\'s data in data/, and beside it its password, the demo\'s JWT secret and a lock file.' }),
+  TRUST_PROXY: Type.Optional(Type.String({ minLength: 1, description: 'A comma list of your proxies\' addresses or CIDRs: a request from one of them comes from the rightmost X-Forwarded-For address not added by one of them (per-IP limits, NOTIFY_TRUSTED_NETWORKS, logs). true believes any X-Forwarded-For, and is refused together with NOTIFY_TRUSTED_NETWORKS or WS_MAX_CONNECTIONS_PER_IP.' })),
+  SHUTDOWN_GRACE_MS: Int(100, 10_000, { description: 'On SIGTERM or SIGINT: time to close sockets (1012) and finish requests before the process exits anyway, in ms. HTTP requests still arriving at 80 % of it are cut, so it exits 0.' }),
+  HTTP_REQUEST_TIMEOUT_MS: Int(100, 10_000, { description: 'A whole HTTP request (headers and body) must arrive within this (ms), else the connection is closed (checked every second). WebSockets are not affected once upgraded.' }),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: Int(100, 72_000, { description: 'An idle keep-alive connection is closed after this (ms). Keep it above your load balancer\'s idle timeout (60 s on most).' }),
+  HTTP_BODY_LIMIT: Int(1024, 16_384, { maximum: 1_048_576, description: 'Largest HTTP request body in bytes (413 past it), on routes without a limit of their own: /notify/cita has its own, 16 KiB, and no other route takes a body.' })
 })
 
 /**
