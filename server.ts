@@ -91,7 +91,6 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
   fastify.addHook('onSend', closeUnreadRequests)
   const fromEnv = optionsFromEnv(env)
   const inCluster = cluster.isWorker
-  let scrape = async (): Promise<string> => ''
   await fastify.register(app, {
     ...fromEnv,
     decorator: 'citasLive',
@@ -104,7 +103,7 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
     // per-IP limits and NOTIFY_TRUSTED_NETWORKS (loadEnv refuses "true" with either).
     limits: { ...fromEnv.limits, trustedProxies: typeof trustProxy(env.TRUST_PROXY) === 'string' ? commaList(String(env.TRUST_PROXY)) : [] },
     // Exposed only with a token or a port of their own; in a worker, the primary serves the port and adds every worker up.
-    metrics: inCluster ? { ...fromEnv.metrics, port: undefined, scrape: async () => await scrape() } : fromEnv.metrics,
+    metrics: inCluster ? { ...fromEnv.metrics, port: undefined, scrape: workerMetrics } : fromEnv.metrics,
     openapi: true
   })
 
@@ -129,7 +128,6 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
   if (inCluster) onPrimaryShutdown(grace.close)
 
   await fastify.ready()
-  if (inCluster) scrape = workerMetrics(fastify.citasLive.metrics)
   // Past its capacity a process refuses clients with a 503; past that and the requests in flight,
   // it takes no connection at all, so its database pool and bus always have files to open.
   const capacity = fastify.citasLive.limits.capacity

@@ -31,8 +31,8 @@ export const MetricsOptions = Type.Object({
   processMetrics: Type.Boolean({ default: true, description: 'Collect Node\'s process metrics too (CPU, memory, event loop lag).' })
 })
 export type MetricsPluginOptions = Partial<Static<typeof MetricsOptions>> & {
-  /** What GET /metrics answers instead of this registry's text (server.ts: every worker's, added up). */
-  scrape?: () => Promise<string>
+  /** Given this registry, what GET /metrics answers instead of its text (server.ts: every worker's, added up). */
+  scrape?: (register: Registry) => () => Promise<string>
 }
 
 async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOptions) {
@@ -109,7 +109,7 @@ async function metricsPlugin (fastify: FastifyInstance, options: MetricsPluginOp
     registers: [register]
   })
   provide(fastify, 'metrics', register)
-  provide(fastify, 'scrapeMetrics', options.scrape ?? (async () => await register.metrics()))
+  provide(fastify, 'scrapeMetrics', options.scrape?.(register) ?? (async () => await register.metrics()))
   // The notify route tells each answered call (its action is 'invalid' unless the body passed validation).
   provide(fastify, 'observeNotify', (action, status, seconds) => {
     notifies.inc({ action, status: String(status) })
