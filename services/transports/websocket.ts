@@ -13,22 +13,20 @@ export class WsConnection extends Connection implements BucketState {
   readonly transport = 'websocket' as const
   /** Cleared by each heartbeat, set again by the peer's pong. */
   alive = true
-  tokens: number
-  last: number
+  last = Date.now()
   refused = 0
 
   constructor (
     readonly socket: WebSocket,
     access: Access,
-    burst: number,
+    /** The message bucket starts full: the burst. */
+    public tokens: number,
     readonly ip: string,
     /** Null when the per-user limit is off or did not count this socket. */
     readonly userKey: string | null,
     readonly ipCounted: boolean
   ) {
     super(access)
-    this.tokens = burst
-    this.last = Date.now()
   }
 
   get open (): boolean { return this.socket.readyState === OPEN }
