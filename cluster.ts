@@ -37,15 +37,13 @@ export function runPrimary (opts: PrimaryOptions) {
   let resolveStopped!: () => void
   const stopped = new Promise<void>((resolve) => { resolveStopped = resolve })
 
-  function fork (): void {
-    const worker = cluster.fork(opts.env)
-    worker.on('message', (message: { type?: string, id?: number }) => {
-      if (message?.type !== METRICS) return
-      aggregator.clusterMetrics().then((text) => { worker.send({ type: METRICS, id: message.id, text }) }, (err: unknown) => {
-        worker.send({ type: METRICS, id: message.id, error: (err as Error).message })
-      })
+  const fork = (): void => { cluster.fork(opts.env) }
+  cluster.on('message', (worker: Worker, message: { type?: string, id?: number }) => {
+    if (message?.type !== METRICS) return
+    aggregator.clusterMetrics().then((text) => { worker.send({ type: METRICS, id: message.id, text }) }, (err: unknown) => {
+      worker.send({ type: METRICS, id: message.id, error: (err as Error).message })
     })
-  }
+  })
 
   cluster.on('exit', (worker: Worker, code: number | null, signal: string | null) => {
     if (stopping) {
