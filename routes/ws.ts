@@ -135,7 +135,7 @@ async function wsRoutes (fastify: FastifyInstance, { maxPayload }: { maxPayload:
     const conn = connOf(this)
     hub.remove(conn)
     if (conn.userKey !== null) limits.perUser.release(conn.userKey)
-    if (conn.ipCounted) limits.perIp.release(conn.ip)
+    if (conn.ip !== null) limits.perIp.release(conn.ip)
   }
   function onSocketError (this: WebSocket, err: Error): void {
     log.warn({ err }, 'websocket error')
@@ -152,7 +152,7 @@ async function wsRoutes (fastify: FastifyInstance, { maxPayload }: { maxPayload:
     const key = request.citasUserKey
     const userCounted = key === null || limits.perUser.acquire(key)
     const ipCounted = userCounted && limits.perIp.acquire(ip)
-    const conn = hub.add(new WsConnection(socket, request.citasAccess as Access, limits.messageBurst, ip, userCounted ? key : null, ipCounted))
+    const conn = hub.add(new WsConnection(socket, request.citasAccess as Access, limits.messageBurst, userCounted ? key : null, ipCounted ? ip : null))
     ;(socket as LiveSocket)[kConn] = conn
     // Nothing of the upgrade request should outlive it (services/adapters/fastify-websocket.ts).
     releaseUpgrade(socket, request, request.citasUpgradeResponse, onSocketError, log)

@@ -21,10 +21,9 @@ export class WsConnection extends Connection implements BucketState {
     access: Access,
     /** The message bucket starts full: the burst. */
     public tokens: number,
-    readonly ip: string,
-    /** Null when the per-user limit is off or did not count this socket. */
+    /** The keys the per-user and per-IP limits counted this socket under: null where one did not. */
     readonly userKey: string | null,
-    readonly ipCounted: boolean
+    readonly ip: string | null
   ) {
     super(access)
   }

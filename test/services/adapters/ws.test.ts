@@ -47,7 +47,7 @@ async function until (cond: () => boolean, ms = 3000): Promise<void> {
 t.test('a hub broadcast reaches every subscriber as a text message with exactly the published text', async (t) => {
   const ps = await pairs(t, 5)
   const hub = createHub()
-  for (const p of ps) hub.subscribe(hub.add(new WsConnection(p.server, { all: true, negocios: new Set() }, 20, '', null, false)), 'estadisticas:n1')
+  for (const p of ps) hub.subscribe(hub.add(new WsConnection(p.server, { all: true, negocios: new Set() }, 20, null, null)), 'estadisticas:n1')
   // Each payload-length encoding of the frame header (7-bit, 16-bit, 64-bit), and multi-byte UTF-8.
   const messages = ['{"type":"stats"}', 'x'.repeat(126), 'ñ'.repeat(40_000), 'y'.repeat(70_000), '']
   for (const m of messages) t.equal(hub.publish('estadisticas:n1', m), 5)
@@ -191,7 +191,7 @@ t.test('ws-send forced onto its public path (what the benchmark compares with)',
   const log = recorder()
   for (const p of ps) t.equal(checkSocket(p.server, log), false)
   const hub = createHub()
-  for (const p of ps) hub.subscribe(hub.add(new WsConnection(p.server, { all: true, negocios: new Set() }, 20, '', null, false)), 'c')
+  for (const p of ps) hub.subscribe(hub.add(new WsConnection(p.server, { all: true, negocios: new Set() }, 20, null, null)), 'c')
   t.equal(hub.publish('c', 'x'.repeat(70_000)), 3)
   await until(() => ps.every((p) => p.received.length === 1))
   for (const p of ps) t.same(p.received, [{ text: 'x'.repeat(70_000), binary: false }])
