@@ -1,6 +1,7 @@
 // CI: the built server as `npm start` runs it (embedded demo, throw-away folder): subscribe, notify,
 // a captured change pushed, the dashboard, and 1012 on SIGTERM.
 import { spawn } from 'node:child_process'
+import { on } from 'node:events'
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -41,10 +42,8 @@ const service = /Bearer (\S+)' \\\n/.exec(out)[1]
 const negocio = /negocios: +([^,\s]+)/.exec(out)[1]
 
 const ws = new WebSocket(`ws://${base}/ws?token=${token}`)
-const messages = []
-const waiters = []
-ws.on('message', (m) => { const msg = JSON.parse(m); const w = waiters.shift(); w ? w(msg) : messages.push(msg) })
-const next = () => messages.length ? Promise.resolve(messages.shift()) : new Promise(resolve => waiters.push(resolve))
+const incoming = on(ws, 'message')
+const next = async () => JSON.parse((await incoming.next()).value[0])
 await new Promise((resolve, reject) => { ws.on('open', resolve); ws.on('error', reject) })
 ws.send(JSON.stringify({ type: 'subscribe', data: { channel: `estadisticas:${negocio}` } }))
 const subscribed = await next()
