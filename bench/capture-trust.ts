@@ -232,4 +232,63 @@ export const captureUnderAttack: StandaloneScenario = {
   }
 }
 
-export const captureTrustScenarios = [writeTaxOverTime, captureUnderAttack]
+/** What each part of the capture trigger costs a single-row INSERT: the variants of `trigger cost`. */
+const TRIGGER_VARIANTS: Array<{ name: string, sql: string }> = [
+  { name: 'no trigger', sql: '' },
+  // The least any row trigger in PL/pgSQL costs.
+  { name: 'empty PL/pgSQL trigger', sql: 'CREATE FUNCTION bench_empty() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; CREATE TRIGGER bench_empty BEFORE INSERT ON citas FOR EACH ROW EXECUTE FUNCTION bench_empty()' },
+  // The capture trigger running with the writer's rights (which would let any writer fill the table).
+  { name: 'capture, SECURITY INVOKER', sql: 'ALTER FUNCTION citas_live_capture() SECURITY INVOKER' },
+  { name: 'capture as migrated (SECURITY DEFINER)', sql: 'SELECT 1' }
+]
+
+/**
+ * The capture trigger's own cost, without any citas-live instance: the same pgbench load as *write
+ * tax over time* on databases that differ only in their INSERT trigger, in BENCH_TRIGGER_ROUNDS (4)
+ * rounds of BENCH_TRIGGER_SECONDS (20) each, the order reversed every round. The change table is
+ * emptied between rounds (nothing drains it here).
+ */
+export const triggerCost: StandaloneScenario = {
+  name: 'trigger cost',
+  standalone: true,
+  describe: () => `${WRITERS} pgbench writers (-j 2, -M prepared), one INSERT into citas per transaction, on databases that differ only in their trigger: ${TRIGGER_VARIANTS.map((v) => v.name).join('; ')}. ` +
+    `${env.BENCH_TRIGGER_ROUNDS ?? '4'} rounds of ${env.BENCH_TRIGGER_SECONDS ?? '20'} s per variant, order reversed each round, on a PostgreSQL of the bench's own (autovacuum off)`,
+  async run (ctx) {
+    const rounds = Number(env.BENCH_TRIGGER_ROUNDS ?? '4')
+    const seconds = Number(env.BENCH_TRIGGER_SECONDS ?? '20')
+    const root = mkdtempSync(path.join(os.tmpdir(), 'citas-live-bench-pg-'))
+    chmodSync(root, 0o755)
+    const pgServer = await startEmbeddedPostgres({ dir: path.join(root, 'pg'), port: 0, settings: { autovacuum: 'off', max_connections: '100' } })
+    try {
+      const admin = withDatabase(pgServer.connectionString, 'postgres')
+      const script = path.join(root, 'insert.sql')
+      writeFileSync(script, INSERT_SCRIPT)
+      const urls: string[] = []
+      for (const [i, variant] of TRIGGER_VARIANTS.entries()) {
+        const url = await createBenchDatabase(admin, `trigger_${i}`, NEGOCIOS, CITAS)
+        if (variant.name === 'no trigger' || variant.name.startsWith('empty')) await dropCitasTriggers(url)
+        if (variant.sql !== '') await one(url, variant.sql)
+        urls.push(url)
+      }
+      const tps: number[][] = TRIGGER_VARIANTS.map(() => [])
+      for (let round = 0; round < rounds; round++) {
+        const order = [...urls.keys()]
+        if (round % 2 === 1) order.reverse()
+        for (const i of order) {
+          tps[i]?.push(await pgbenchRound(urls[i] as string, script, seconds))
+          await one(urls[i] as string, 'TRUNCATE citas_live_cambios')
+        }
+      }
+      const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
+      const none = mean(tps[0] ?? [])
+      for (const [i, variant] of TRIGGER_VARIANTS.entries()) ctx.print(`- ${variant.name}: TPS per round ${(tps[i] ?? []).map(Math.round).join(', ')}`)
+      ctx.print()
+      return TRIGGER_VARIANTS.map((variant, i) => ({ name: `${variant.name}: TPS / no trigger`, unit: '', value: mean(tps[i] ?? []) / none, better: 'higher' as const }))
+    } finally {
+      await pgServer.stop()
+      rmSync(root, { recursive: true, force: true })
+    }
+  }
+}
+
+export const captureTrustScenarios = [writeTaxOverTime, triggerCost, captureUnderAttack]
