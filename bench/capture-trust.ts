@@ -39,11 +39,13 @@ async function pgbenchRound (url: string, script: string, seconds: number): Prom
   return tps
 }
 
+/** The first row of `sql` (of its last statement, when it has several). */
 async function one<T> (url: string, sql: string, values: unknown[] = []): Promise<T> {
   const c = new pg.Client({ connectionString: url })
   await c.connect()
   try {
-    return (await c.query(sql, values)).rows[0] as T
+    const result = (await c.query(sql, values)) as pg.QueryResult | pg.QueryResult[]
+    return (Array.isArray(result) ? result.at(-1) : result)?.rows[0] as T
   } finally {
     await c.end()
   }
