@@ -26,7 +26,7 @@ export const LiveOptions = Type.Object({
   })),
   heartbeatMs: Int(100, 5000, { maximum: 60_000, description: 'The session and the Redis connections run a query at least this often when quiet, in ms.' }),
   deadlineMs: Int(100, 5000, { maximum: 60_000, description: 'A session or Redis query without an answer within this (ms) drops the connection, which is then replaced.' }),
-  coalesceMs: Int(0, 0, { maximum: 60_000, description: 'Least gap in ms between two recomputes of one negocio during a burst. Whatever it is, one negocio\'s recomputes take at most a quarter of the time: a negocio written non-stop gets its latest figures, not one query per write.' }),
+  coalesceMs: Int(0, 100, { maximum: 60_000, description: 'Least gap in ms between two recomputes of one negocio once it changes twice within it: a negocio written non-stop gets its latest figures this often, not one query per write, and a single change is never held back. Whatever it is, one negocio\'s recomputes take at most a quarter of the time.' }),
   resyncConcurrency: Int(1, 4, { maximum: 64, description: 'Recomputes running at once when every channel is recomputed (after an outage, a bus reconnect, a new capture leader).' }),
   reconcileSeconds: Type.Number({ minimum: 0, maximum: 86_400, default: 0, description: 'Recompute every channel with subscribers this often (seconds) and push what changed; 0 = off.' }),
   instanceId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'This instance\'s name on the bus. Default: a random UUID.' })),

@@ -45,7 +45,7 @@ export interface LiveStatsOptions {
   leads?: () => boolean
   /** Drains the change table first, so a commit both captured and notified costs one query. */
   barrier?: () => Promise<CaptureBarrier>
-  /** Least gap between two recomputes of one negocio, in ms. Default 0. */
+  /** Least gap between two recomputes of one negocio that changes again within it, in ms. Default 0. */
   coalesceMs?: number
   resyncConcurrency?: number
   /** A follower's notify computes here when the leader has not answered within this, in ms. Default 1000. */
@@ -81,7 +81,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
   const onError = opts.onError ?? (() => {})
   const cache = new Map<string, Entry>()
   const coalescer = createCoalescer<string, RefreshOptions, RefreshResult>(run, {
-    minGapMs: opts.coalesceMs ?? 0,
+    gapMs: opts.coalesceMs ?? 0,
     maxBusyShare: MAX_BUSY_SHARE,
     merge: (a, b) => ({ broadcast: a.broadcast || b.broadcast }),
     now: () => Date.now()

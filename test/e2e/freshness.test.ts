@@ -174,6 +174,31 @@ t.test('change capture: a plain SQL write reaches dashboards with no notify', as
   t.same(await c.request({ type: 'ping' }), { type: 'pong' }, 'and pushes only those that changed (n2 had none)')
 })
 
+t.test('a negocio written non-stop: its subscribers get its latest figures once per gap, and the others are not held up', async (t) => {
+  const { app, db } = await build(t, { live: { coalesceMs: 200 } })
+  const { ws } = await listen(app)
+  await addNegocio(db.pool, 'n1')
+  await addNegocio(db.pool, 'n2')
+  const c = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2'] })}`, t)
+  await c.subscribe('n1')
+  await c.subscribe('n2')
+  const seen = c.received.length
+  const t0 = Date.now()
+  // Bounded: 150 single-row commits to n1, 10 ms apart or more, and one to n2 in the middle.
+  for (let i = 1; i <= 150; i++) {
+    await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora) VALUES ('n1', now())")
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    if (i === 75) await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora) VALUES ('n2', now())")
+  }
+  const elapsed = Date.now() - t0
+  await waitFor(() => c.received.at(-1)?.data?.negocio_id === 'n1' && c.received.at(-1)?.data?.total_citas === 150)
+  const n1 = c.received.slice(seen).filter((m) => m.data?.negocio_id === 'n1')
+  t.ok(n1.length <= Math.ceil(elapsed / 200) + 3, `${n1.length} messages for 150 commits in ${elapsed} ms: about one per 200 ms gap, not one per commit or per poll`)
+  t.match(n1.at(-1), { type: 'stats', data: { total_citas: 150 } }, 'the last carries the final figures')
+  t.ok(n1.every((m, i) => i === 0 || m.data.total_citas > (n1[i - 1]?.data.total_citas ?? 0)), 'each newer than the one before')
+  t.match(c.received.slice(seen).find((m) => m.data?.negocio_id === 'n2'), { data: { total_citas: 1 } }, 'the other negocio got its change')
+})
+
 t.test('the LISTEN connection is killed: it comes back, resyncs, and later changes still arrive', async (t) => {
   const { app, db } = await build(t)
   const { ws } = await listen(app)
