@@ -248,8 +248,6 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
     if (compactDue && Date.now() - compactTriedAt >= compactRetryMs) {
       compactDue = false
       compacted = await compact()
-    } else if (deletedSinceVacuum >= vacuumRows) {
-      await vacuum()
     }
     for (let round = 0; round < 100; round++) {
       const row = compacted ?? await drainBatch()
@@ -265,6 +263,8 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
     }
     drainedAt = Date.now()
     polls++
+    // Not awaited: what this drain found is handed on now; the next drain queues behind it on the session.
+    if (deletedSinceVacuum >= vacuumRows) vacuum().catch(failed)
     changes += ids.size
     for (const id of ids) pending.add(id)
     if (pending.size > MAX_IDS) {

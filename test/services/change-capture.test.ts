@@ -211,7 +211,7 @@ t.test('the leader vacuums the change table every vacuumRows drained: the file s
   const sizes: number[] = []
   for (let round = 0; round < 10; round++) {
     await insertCitas(db.pool, ['a'], 300)
-    await capture.poll() // drains the round; the next poll vacuums first
+    await capture.poll() // drains the round and starts a vacuum; the next drain waits for it
     sizes.push(await size())
   }
   t.ok(capture.vacuums >= 9, `vacuumed after each round (${capture.vacuums})`)
