@@ -58,7 +58,7 @@ t.test('the leader drains the table in batches, hands every id on once, and star
   await insertCitas(db.pool, ['a', 'b', 'c'], 9) // 27 rows: three batches
   const outcome = await capture.poll()
   t.same([...outcome.ids].sort(), ['a', 'b', 'c'])
-  t.same(outcome, { drained: true, ids: outcome.ids, delivered: true })
+  t.same(outcome, { drained: true, ids: outcome.ids, delivered: true, rows: 27 })
   t.same(handed.at(-1)?.sort(), ['a', 'b', 'c'])
   t.equal((await db.pool.query('SELECT count(*)::int AS n FROM citas_live_cambios')).rows[0].n, 0, 'the table is empty')
   t.equal(capture.changes, 3)
@@ -109,7 +109,7 @@ t.test('"*" is handed on at most once per interval, whatever writes it; named id
   await insertCitas(db.pool, ['a'], 1)
   await capture.poll()
   t.same(handed, [['*'], ['a']], 'the TRUNCATEs\' "*" waits for the interval; the change of a goes out')
-  t.same(await capture.poll(), { drained: true, ids: new Set(), delivered: true })
+  t.same(await capture.poll(), { drained: true, ids: new Set(), delivered: true, rows: 0 })
   t.equal(handed.length, 2, 'and nothing more until the interval is over')
 })
 
@@ -132,7 +132,7 @@ t.test('a follower does not drain; it leads once the leader\'s session ends', as
   })
   await session.start()
   await waitFor(() => second.role === 'follower')
-  t.same(await second.poll(), { drained: false, ids: new Set(), delivered: true })
+  t.same(await second.poll(), { drained: false, ids: new Set(), delivered: true, rows: 0 })
   t.match((await first.db.pool.query('SELECT instance FROM citas_live_capture_leader')).rows, [{ instance: 'first' }])
   // The leader's process dies: its session ends (here, abruptly: the backend is terminated), long
   // before its lease would run out.
@@ -156,7 +156,7 @@ t.test('a leader whose session stops answering loses its lease when it runs out'
   // The first never polls again (its timer is a minute away): its session lives on, silent.
   await waitFor(() => second.role === 'leader')
   t.match((await first.db.pool.query('SELECT instance FROM citas_live_capture_leader')).rows, [{ instance: 'second' }])
-  t.same(await first.capture.poll(), { drained: false, ids: new Set(), delivered: true }, 'the old leader learns it at its next poll and drains nothing')
+  t.same(await first.capture.poll(), { drained: false, ids: new Set(), delivered: true, rows: 0 }, 'the old leader learns it at its next poll and drains nothing')
   t.equal(first.capture.role, 'follower')
 })
 
@@ -218,6 +218,21 @@ t.test('the leader vacuums the change table every vacuumRows drained: the file s
   t.ok((sizes.at(-1) as number) <= 2 * (sizes[0] as number), `the file did not grow with the rounds: ${sizes.join(', ')} bytes`)
   t.equal(handed.length, 11, 'every round handed on')
   t.same(handed.slice(1), Array.from({ length: 10 }, () => ['a']))
+})
+
+t.test('a drain that read many rows (thousands of writes a second) makes the next poll wait longer', async (t) => {
+  const handed: string[][] = []
+  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) }, { pollMs: 200 })
+  await addNegocio(db.pool, 'a')
+  await waitFor(() => handed.length > 0) // the first drain after taking the lead hands on '*'
+  // Only changes of the test from here: a poll that finds them is counted, and so is the next.
+  await insertCitas(db.pool, ['a'], 100)
+  const found = handed.length
+  await waitFor(() => handed.length > found)
+  const busyAt = Date.now()
+  const polls = capture.polls
+  await waitFor(() => capture.polls > polls)
+  t.ok(Date.now() - busyAt >= 380, `the next poll came ${Date.now() - busyAt} ms after a drain of 100 rows (the poll interval is 200 ms)`)
 })
 
 t.test('a drain that cannot complete (the table is locked) is told as a stall after stallMs, and its end once it drains again', async (t) => {
