@@ -184,10 +184,12 @@ t.test('a negocio written non-stop: its subscribers get its latest figures once 
   await c.subscribe('n2')
   const seen = c.received.length
   const t0 = Date.now()
-  // Bounded: 150 single-row commits to n1, 10 ms apart or more, and one to n2 in the middle.
+  const drained = async (): Promise<boolean> => (await db.pool.query('SELECT count(*)::int AS n FROM citas_live_cambios')).rows[0].n === 0
+  // Bounded: 150 single-row commits to n1, each drained by a capture poll before the next (so every
+  // poll finds n1), and one to n2 in the middle.
   for (let i = 1; i <= 150; i++) {
     await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora) VALUES ('n1', now())")
-    await new Promise((resolve) => setTimeout(resolve, 10))
+    await waitFor(drained)
     if (i === 75) await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora) VALUES ('n2', now())")
   }
   const elapsed = Date.now() - t0
