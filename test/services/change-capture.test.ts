@@ -220,19 +220,19 @@ t.test('the leader vacuums the change table every vacuumRows drained: the file s
   t.same(handed.slice(1), Array.from({ length: 10 }, () => ['a']))
 })
 
-t.test('a drain that read many rows (thousands of writes a second) makes the next poll wait longer', async (t) => {
+t.test('drains that find 4,000 writes a second or more make the next poll wait longer', async (t) => {
   const handed: string[][] = []
-  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) }, { pollMs: 200 })
+  const { db, capture } = await captureOn(t, async (ids) => { handed.push(ids) }, { pollMs: 50 })
   await addNegocio(db.pool, 'a')
   await waitFor(() => handed.length > 0) // the first drain after taking the lead hands on '*'
-  // Only changes of the test from here: a poll that finds them is counted, and so is the next.
-  await insertCitas(db.pool, ['a'], 100)
+  // 2,000 rows at once: more than 4 a ms since the drain before, at most 4 polls (200 ms) ago.
+  await insertCitas(db.pool, ['a'], 2000)
   const found = handed.length
   await waitFor(() => handed.length > found)
   const busyAt = Date.now()
   const polls = capture.polls
   await waitFor(() => capture.polls > polls)
-  t.ok(Date.now() - busyAt >= 380, `the next poll came ${Date.now() - busyAt} ms after a drain of 100 rows (the poll interval is 200 ms)`)
+  t.ok(Date.now() - busyAt >= 95, `the next poll came ${Date.now() - busyAt} ms after a drain of 2,000 rows (the poll interval is 50 ms)`)
 })
 
 t.test('a drain that cannot complete (the table is locked) is told as a stall after stallMs, and its end once it drains again', async (t) => {
