@@ -105,6 +105,9 @@ for (const bus of ['postgres', 'redis'] as const) {
     // A bus key of its own: other test files' instances share the Redis.
     const live = { bus, ...(bus === 'redis' ? { redisUrl: await redisUrl(t) } : {}), changeCapture: false, busSecret: randomBytes(24).toString('hex') }
     const a = await build(t, { database: db, live: { ...live, instanceId: 'A' } })
+    // A leads (a follower hands its notifies to the leader): on a busy machine B's session could
+    // otherwise take the lease first.
+    await waitFor(() => a.app.citasLive.live.status().changeCapture.role === 'leader')
     const b = await build(t, { database: db, live: { ...live, instanceId: 'B' } })
     const urlA = await listen(a.app)
     const urlB = await listen(b.app)
