@@ -136,14 +136,20 @@ for (const bus of ['postgres', 'redis'] as const) {
   })
 }
 
-t.test('change capture: a plain SQL write reaches dashboards with no notify', async (t) => {
-  const { app, db } = await build(t)
+/** An app (built with `opts`) with businesses n1 and n2, and one client subscribed to both. */
+async function watchingTwo (t: Parameters<typeof build>[0], opts: Parameters<typeof build>[1] = {}) {
+  const { app, db } = await build(t, opts)
   const { ws } = await listen(app)
   await addNegocio(db.pool, 'n1')
   await addNegocio(db.pool, 'n2')
   const c = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2'] })}`, t)
   await c.subscribe('n1')
   await c.subscribe('n2')
+  return { app, db, c }
+}
+
+t.test('change capture: a plain SQL write reaches dashboards with no notify', async (t) => {
+  const { app, db, c } = await watchingTwo(t)
 
   await db.pool.query("INSERT INTO citas (negocio_id, fecha_hora, estado) VALUES ('n1', now(), 'pendiente')")
   t.match(await c.next(), { type: 'stats', data: { negocio_id: 'n1', total_citas: 1, citas_hoy: 1 } })
@@ -178,13 +184,7 @@ t.test('change capture: a plain SQL write reaches dashboards with no notify', as
 })
 
 t.test('a negocio written non-stop: its subscribers get its latest figures once per gap, and the others are not held up', async (t) => {
-  const { app, db } = await build(t, { live: { coalesceMs: 200 } })
-  const { ws } = await listen(app)
-  await addNegocio(db.pool, 'n1')
-  await addNegocio(db.pool, 'n2')
-  const c = await Client.open(`${ws}/ws?token=${sign({ negocios: ['n1', 'n2'] })}`, t)
-  await c.subscribe('n1')
-  await c.subscribe('n2')
+  const { db, c } = await watchingTwo(t, { live: { coalesceMs: 200 } })
   const seen = c.received.length
   const t0 = Date.now()
   const drained = async (): Promise<boolean> => (await db.pool.query('SELECT count(*)::int AS n FROM citas_live_cambios')).rows[0].n === 0
