@@ -65,7 +65,7 @@ export function createBus (opts: BusOptions) {
       url: opts.redisUrl as string, channel: `citas-live:stats:${codec.channelTag}`, name, heartbeatMs, deadlineMs,
       onMessage: receive,
       // The first subscription too: Redis may have come up long after this instance started.
-      ...(opts.onSubscribed !== undefined ? { onSubscribed: opts.onSubscribed } : {}),
+      onSubscribed: opts.onSubscribed,
       onDown: () => log.warn({}, 'redis bus connection lost; reconnecting'),
       onError: (err) => log.warn({ err }, 'redis bus error')
     })
@@ -84,7 +84,7 @@ export function createBus (opts: BusOptions) {
     publish: outbox?.publish,
     dropped: dropped as Readonly<Record<BusDropReason, number>>,
     /** Whether messages flow both ways (the postgres bus: whether the session is up). */
-    up: (sessionUp: boolean): boolean => kind === 'memory' ? true : redis !== undefined ? redis.up : sessionUp,
+    up: (sessionUp: boolean): boolean => kind === 'memory' || (redis?.up ?? sessionUp),
     get reconnects () { return redis?.reconnects ?? 0 },
     start (): void { redis?.start() },
     async close (): Promise<void> {

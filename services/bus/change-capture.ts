@@ -21,10 +21,7 @@ export interface ChangeCaptureOptions {
   leaseMs?: number
   /** Capture counts as stopped when no drain completed for this long. */
   stallMs?: number
-  /**
-   * Rows per statement; '*' handed on at most every resyncIntervalMs; a VACUUM every vacuumRows
-   * rows deleted; a TRUNCATE once the table's file passes compactBytes, tried at most every compactRetryMs.
-   */
+  /** Rows per drain; '*' once per resyncIntervalMs; VACUUM per vacuumRows deleted; TRUNCATE past compactBytes, compactRetryMs apart. */
   batch?: number
   resyncIntervalMs?: number
   vacuumRows?: number
@@ -37,8 +34,7 @@ const MAX_IDS = 500
 /** Writers wait behind a compaction's lock: it gives up quickly rather than stall them. */
 const COMPACT_LOCK_TIMEOUT_MS = 50
 
-/** `drained`: false when not the leader; `delivered`: every drained change, earlier ones too, reached the bus. */
-/** `rows`: rows the drain read (0 when this instance does not lead). */
+/** `drained`: false when not the leader; `delivered`: every drained change, earlier ones too, reached the bus; `rows`: rows read. */
 export interface PollOutcome { drained: boolean, ids: ReadonlySet<string>, delivered: boolean, rows: number }
 
 interface DrainRow extends Record<string, unknown> { rows: number, ids: string[], bytes: string, leader: boolean }
@@ -50,10 +46,7 @@ const LOCKED = '55P03'
 /** Rows written per ms (4,000 writes a second) from which drains come less often, and larger. */
 const BUSY_ROWS_PER_MS = 4
 
-/**
- * Change capture without NOTIFY on the write path: the lease holder drains the table the citas triggers
- * fill; a new leader starts with '*', since the old one may have drained changes it never delivered.
- */
+/** No NOTIFY on the write path: the lease holder drains the triggers' table; a new holder starts with '*' (undelivered drains). */
 export function createChangeCapture (opts: ChangeCaptureOptions) {
   const { session, instance, pollMs = 50, takeoverMs = 1000, leaseMs = 10_000, batch = 10_000, stallMs = 15_000 } = opts
   const { resyncIntervalMs = 5000, vacuumRows = 5000, compactBytes = 512 * 1024, compactRetryMs = 10_000, onError = () => {} } = opts
@@ -136,9 +129,7 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
       poll().then((outcome) => {
         working()
         checkStall()
-        // Idle, the interval doubles up to 4 pollMs (a quarter of the idle load); a change brings it
-        // back. From 4,000 writes a second, the same: fewer, larger drains cost the database less
-        // per write, for a few tens of ms more latency while the load lasts.
+        // Idle, or past 4,000 writes/s, it doubles up to 4 pollMs: a quarter of the idle load; larger drains cost less per write.
         idleMs = outcome.ids.size > 0 && writeRate < BUSY_ROWS_PER_MS ? pollMs : Math.min(idleMs * 2, 4 * pollMs)
         arm(outcome.delivered ? idleMs : Math.max(pollMs, 1000))
       }, (err: unknown) => {
@@ -189,11 +180,7 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
     setRole('follower')
   }
 
-  /**
-   * Drains a batch; at most MAX_IDS + 1 ids, so the bytes read stay bounded. Every renewMs it also
-   * renews the lease and records the drain (what followers read): between those, an idle poll
-   * writes nothing, a prepared DELETE of no rows.
-   */
+  /** Drains a batch (MAX_IDS + 1 ids at most); every renewMs it also renews the lease, else an idle poll writes nothing. */
   async function drainBatch (): Promise<DrainRow> {
     if (Date.now() - renewedAt < renewMs) {
       const { rows } = await session.query<DrainRow>(`
@@ -213,21 +200,14 @@ export function createChangeCapture (opts: ChangeCaptureOptions) {
     return rows[0] as DrainRow
   }
 
-  /**
-   * Makes the deleted rows' space reusable, so the table stays a few pages whatever autovacuum does.
-   * It waits for no lock (another vacuum at work: skipped) and never shrinks the file, which would
-   * take a lock writers queue behind: what a burst left is for compact().
-   */
+  /** Keeps the table a few pages whatever autovacuum does; never shrinks the file (writers would queue on its lock): compact() does. */
   async function vacuum (): Promise<void> {
     deletedSinceVacuum = 0
     await session.query('VACUUM (SKIP_LOCKED, TRUNCATE false) citas_live_cambios')
     vacuums++
   }
 
-  /**
-   * Reads then TRUNCATEs the table, once a burst left its file large; undefined when the lock was not
-   * had in time. Writers queue behind the lock while it waits, so it is tried at most every compactRetryMs.
-   */
+  /** Reads then TRUNCATEs a table a burst left large; undefined when the lock, which writers queue behind, was not had in time. */
   async function compact (): Promise<DrainRow | undefined> {
     compactTriedAt = Date.now()
     try {

@@ -4,11 +4,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { Snapshot } from '../live/stats.js'
 import { NEGOCIO_ID_PATTERN } from '../live/messages.js'
 
-/**
- * What instances tell each other: stats one computed; negocio ids that changed without anyone known
- * to show them ('*' = any); the negocios one shows; a notify a follower hands to the capture leader,
- * and the leader's answer (no snapshot: it failed, compute it yourself).
- */
+/** Stats; changed ids nobody is known to show ('*': any); negocios shown; a notify for the leader; its answer (no snapshot: failed). */
 export type BusMessage =
   | { origin: string, snapshots: Snapshot[] }
   | { origin: string, changed: string[] }
@@ -59,10 +55,7 @@ const MAC_LENGTH = 43
 const BOOT_LENGTH = 16
 const HEADER_RE = /^[A-Za-z0-9_-]{16}\.(\d{1,16})\.(\d{1,16})\./
 
-/**
- * `<mac>.<boot>.<seq>.<sent>.<json>`: whoever may NOTIFY or PUBLISH cannot forge figures, nor whoever may
- * LISTEN or SUBSCRIBE replay them; the header comes first, so a replay costs a MAC and no parsing.
- */
+/** `<mac>.<boot>.<seq>.<sent>.<json>`: who may send cannot forge, who may listen cannot replay (a replay costs a MAC, no parsing). */
 export function createBusCodec (secret: string, opts: { now?: () => number } = {}) {
   if (secret.length < 16) throw new Error('the bus secret must be at least 16 characters')
   const now = opts.now ?? Date.now

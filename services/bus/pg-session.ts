@@ -20,10 +20,7 @@ export class SessionDownError extends Error {
   constructor () { super('the database session is not connected') }
 }
 
-/**
- * One dedicated, self-reconnecting PostgreSQL connection. A NAT can drop it silently and the OS notices
- * hours later: hence the heartbeat, and a deadline on every query that destroys the socket.
- */
+/** A dedicated, self-reconnecting connection; a NAT may drop it unseen for hours: hence a heartbeat, and deadlines that cut the socket. */
 export function createPgSession (opts: PgSessionOptions) {
   const { heartbeatMs = 5000, deadlineMs = 5000 } = opts
   const deadlineMessage = `the database session did not answer within ${deadlineMs} ms`
@@ -115,8 +112,7 @@ export function createPgSession (opts: PgSessionOptions) {
     }, reconnectDelay(attempt++)).unref()
   }
 
-  // One at a time, in call order: pg's own queue goes in pg 9, and a deadline counted from the send
-  // does not take a query stuck behind a slow one for a dead connection.
+  // Our own queue: pg's goes in pg 9, and a deadline counted from the send does not mistake a queued query for a dead connection.
   async function query<R extends Record<string, unknown> = Record<string, unknown>> (text: string, values?: unknown[], name?: string): Promise<pg.QueryResult<R>> {
     const c = client
     if (!connected || c === undefined) throw new SessionDownError()

@@ -1,5 +1,4 @@
-// Full jitter under a doubling ceiling, kept low on purpose: an instance off the bus misses other
-// instances' changes, and one attempt per second costs a server nothing.
+// Full jitter under a doubling ceiling kept low: an instance off the bus misses changes, and one attempt a second costs nothing.
 export const RECONNECT_MIN_MS = 100
 export const RECONNECT_MAX_MS = 1000
 

@@ -1,10 +1,4 @@
-interface Deferred<V> {
-  promise: Promise<V>
-  resolve: (value: V) => void
-  reject: (err: unknown) => void
-}
-
-function deferred<V> (): Deferred<V> {
+function deferred<V> () {
   let resolve!: (value: V) => void
   let reject!: (err: unknown) => void
   const promise = new Promise<V>((_resolve, _reject) => { resolve = _resolve; reject = _reject })
@@ -12,6 +6,7 @@ function deferred<V> (): Deferred<V> {
   promise.catch(() => {})
   return { promise, resolve, reject }
 }
+type Deferred<V> = ReturnType<typeof deferred<V>>
 
 interface Slot<O, V> {
   current: Deferred<V> | null
@@ -27,24 +22,15 @@ interface Slot<O, V> {
 }
 
 export interface CoalescerOptions<O> {
-  /**
-   * Once two runs of a key start within this many ms of each other, the key is hot: its next runs
-   * start at least this far apart, each shared by every request made meanwhile. A request that
-   * comes after a gap this long, or the first that comes within it, is not held back. Default 0.
-   */
+  /** Once two runs of a key start within this many ms, its next runs start this far apart, shared by requests meanwhile. Default 0. */
   gapMs?: number
-  /**
-   * Share of the time one key's runs may take while requests keep coming (0..1]: once two runs in a
-   * row had requests queued behind them, the next waits d * (1 / share - 1) ms at least after a run
-   * of d ms. A request that only once overlaps a run is not held back. Default 1 (no wait).
-   */
+  /** Share (0..1] of the time a busy key's runs may take: after a run of d ms the next waits d * (1 / share - 1). Default 1. */
   maxBusyShare?: number
   merge: (a: O, b: O) => O
   now?: () => number
 }
 
-// Single-flight per key: requests made during a run share one more run after it, so each caller sees every
-// change made before it asked, and a burst costs ~duration / max(run, gapMs) + 2 runs.
+// Single-flight per key: requests during a run share the next, which sees every change before them; a burst ~d / max(run, gapMs) + 2 runs.
 export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V>, opts: CoalescerOptions<O>) {
   const slots = new Map<K, Slot<O, V>>()
   const gapMs = opts.gapMs ?? 0
@@ -106,28 +92,26 @@ export function createCoalescer<K, O, V> (run: (key: K, options: O) => Promise<V
 
   /** The result of a run of `key` that starts after this call. */
   function request (key: K, options: O): Promise<V> {
-    const slot = slots.get(key)
-    if (slot === undefined || (slot.cooling !== undefined && !slot.hot)) {
-      let fresh = slot
-      if (fresh === undefined) {
-        fresh = { current: null, next: null, lastStart: 0, streak: 0, hot: false, cooling: undefined }
-        slots.set(key, fresh)
-      } else {
-        // The second run within the gap starts at once; from now on the key waits it out.
-        clearTimeout(fresh.cooling)
-        fresh.cooling = undefined
-        fresh.hot = true
-      }
-      const result = deferred<V>()
-      start(key, fresh, options, result)
-      return track(result.promise)
+    let slot = slots.get(key)
+    if (slot !== undefined && (slot.cooling === undefined || slot.hot)) {
+      // A run is in flight or the queued one waits out the gap: share that one (its caller now keeps the gap's timer up).
+      slot.cooling?.ref()
+      if (slot.next === null) slot.next = { result: deferred<V>(), options }
+      else slot.next.options = opts.merge(slot.next.options, options)
+      return track(slot.next.result.promise)
     }
-    // A run is in flight or the queued one is waiting out the gap: share the queued one (a caller
-    // waits for it now, so the gap's timer keeps the process up).
-    slot.cooling?.ref()
-    if (slot.next === null) slot.next = { result: deferred<V>(), options }
-    else slot.next.options = opts.merge(slot.next.options, options)
-    return track(slot.next.result.promise)
+    if (slot === undefined) {
+      slot = { current: null, next: null, lastStart: 0, streak: 0, hot: false, cooling: undefined }
+      slots.set(key, slot)
+    } else {
+      // The second run within the gap starts at once; from now on the key waits it out.
+      clearTimeout(slot.cooling)
+      slot.cooling = undefined
+      slot.hot = true
+    }
+    const result = deferred<V>()
+    start(key, slot, options, result)
+    return track(result.promise)
   }
 
   /** The run in flight even if it started before this call, else the next: for a current value, not a fresh one. */

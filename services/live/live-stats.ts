@@ -211,11 +211,8 @@ export function createLiveStats (opts: LiveStatsOptions) {
     })
   }
 
-  /**
-   * Stats from a recompute started after the call arrived. The capture leader drains the change table
-   * first and the notify shares the recompute that caused, so a captured and notified commit costs
-   * one query; a follower hands the notify to the leader, and computes it itself only when no answer comes.
-   */
+  /** Stats from a recompute started after the call; the leader drains capture first, so a captured and notified commit costs one query. */
+  // A follower hands its notify to the leader, and computes it itself only when no answer comes.
   async function notify (negocioId: string): Promise<RefreshResult> {
     if (opts.leads !== undefined && !opts.leads() && opts.broadcast !== undefined) {
       const snapshot = await forward(negocioId, opts.broadcast)
@@ -289,11 +286,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
     })
   }
 
-  /**
-   * What the capture leader drained: negocios some instance shows are computed here (batched: one
-   * statement for the poll) and their figures published; the rest go out as ids, for an instance
-   * showing one this one did not know of. Rejects when those ids could not be sent.
-   */
+  /** The leader's drained ids: watched ones computed here (one statement) and published, the rest sent as ids; rejects if they were not. */
   async function captured (negocioIds: readonly string[]): Promise<void> {
     const others: string[] = []
     for (const negocioId of negocioIds) {
@@ -350,7 +343,7 @@ export function createLiveStats (opts: LiveStatsOptions) {
 
   function armMidnight (at: number): void {
     if (closed || at >= midnightAt) return
-    if (midnightTimer !== undefined) clearTimeout(midnightTimer)
+    clearTimeout(midnightTimer)
     midnightAt = at
     const delay = Math.min(Math.max(at - stats.now().getTime(), 0), MAX_TIMER_MS)
     midnightTimer = setTimeout(onMidnight, delay).unref()
@@ -371,8 +364,8 @@ export function createLiveStats (opts: LiveStatsOptions) {
 
   function close (): void {
     closed = true
-    if (midnightTimer !== undefined) clearTimeout(midnightTimer)
-    if (starTimer !== undefined) clearTimeout(starTimer)
+    clearTimeout(midnightTimer)
+    clearTimeout(starTimer)
     clearInterval(interestTimer)
     for (const settle of forwarded.values()) settle(undefined)
   }

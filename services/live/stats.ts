@@ -14,10 +14,7 @@ export interface StatsServiceOptions {
   now?: () => Date
 }
 
-/**
- * The figures of every negocio in $1 in one statement: an index-only scan of citas_stats_idx per
- * negocio. PostgreSQL computes "today" in the business's zone, so days of 23 or 25 hours are right.
- */
+/** Every negocio in $1 in one statement (index-only scans of citas_stats_idx); "today" in its zone, so 23- or 25-hour days are right. */
 export const STATS_SQL = `
 WITH dia AS (
   SELECT n.id,
@@ -58,10 +55,7 @@ export const SOLO_CITAS = 20_000
 
 type Waiter = { resolve: (snapshot: Snapshot) => void, reject: (err: unknown) => void }
 
-/**
- * Computes snapshots in batches: every negocio asked for in one turn of the event loop shares one
- * statement (a capture poll that drained 40 negocios costs one query, not 40), big ones aside.
- */
+/** Negocios asked for in one turn of the event loop share a statement (a poll that drained 40 costs one query), big ones aside. */
 export function createStatsService (db: Queryable, opts: StatsServiceOptions = {}) {
   const timezone = opts.timezone ?? 'UTC'
   const now = opts.now ?? (() => new Date())
