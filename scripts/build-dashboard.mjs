@@ -1,5 +1,4 @@
-// Bundles the dashboard into dist/public (or the folder given). Skipped when its inputs' hash is
-// unchanged, so `npm start` on a built tree starts at once; `--force` rebuilds anyway.
+// Bundles the dashboard into dist/public (or the folder given); skipped on an unchanged inputs hash, so a built `npm start` is quick.
 import { build } from 'esbuild'
 import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'

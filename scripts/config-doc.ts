@@ -1,7 +1,5 @@
-// `npm run docs:config`: writes docs/configuration.md from the option schemas, so the reference of
-// every setting cannot drift from what the code reads and checks. test/docs/configuration.test.ts
-// renders it again and fails when the committed file differs. A plugin variable (PLUGIN_ENV) is read
-// with its plugin option's schema, so it gets that option's description, default and bounds.
+// `npm run docs:config`: docs/configuration.md from the option schemas, so it cannot drift from what the code reads and checks
+// (test/docs/configuration.test.ts compares). A plugin variable (PLUGIN_ENV) shows its option's description, default and bounds.
 import { writeFileSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { TObject, TSchema } from '@sinclair/typebox'
@@ -73,8 +71,7 @@ function defaultCell (schema: TSchema, asEnv: boolean): string {
 }
 
 function envRows (): string[] {
-  const rows: string[] = []
-  for (const [name, schema] of Object.entries(EnvSchema.properties) as Array<[string, TSchema]>) {
+  return (Object.entries(EnvSchema.properties) as Array<[string, TSchema]>).map(([name, schema]) => {
     const mapped = (PLUGIN_ENV as Record<string, readonly [string, string] | undefined>)[name]
     // A plugin variable: the option's description; the environment's own schema for the values.
     const option = mapped === undefined ? undefined : optionSchema(SCHEMAS[mapped[0] as keyof typeof SCHEMAS], mapped[1])
@@ -83,25 +80,21 @@ function envRows (): string[] {
     // The option as an embedder writes it in AppOptions.
     const sets = mapped === undefined ? '' : `Sets \`${mapped[0] === 'app' ? '' : `${mapped[0]}.`}${mapped[1]}\`.`
     const meaning = [sentence(description), values, sets].filter(s => s !== '').join(' ')
-    rows.push(`| \`${name}\` | ${defaultCell(schema, true)} | ${cell(meaning)} |`)
-  }
-  return rows
+    return `| \`${name}\` | ${defaultCell(schema, true)} | ${cell(meaning)} |`
+  })
 }
 
 /** One row per option; nested objects (auth.claims) are flattened to dotted names. */
 function optionRows (part: string, schema: TObject, prefix = ''): string[] {
-  const rows: string[] = []
-  for (const [key, option] of Object.entries(schema.properties) as Array<[string, TSchema]>) {
+  return (Object.entries(schema.properties) as Array<[string, TSchema]>).flatMap(([key, option]) => {
     const path = `${prefix}${key}`
     if (option.type === 'object' && option.properties !== undefined && Object.keys(option.properties as object).length > 0) {
-      rows.push(...optionRows(part, option as TObject, `${path}.`))
-      continue
+      return optionRows(part, option as TObject, `${path}.`)
     }
     const meaning = [sentence(String(option.description ?? '')), constraints(option, false)].filter(s => s !== '').join(' ')
     const variables = Object.entries(PLUGIN_ENV).filter(([, set]) => set[0] === part && set[1] === path).map(([name]) => `\`${name}\``).join(', ')
-    rows.push(`| \`${path}\` | ${defaultCell(option, false)} | ${cell(meaning)} | ${variables} |`)
-  }
-  return rows
+    return [`| \`${path}\` | ${defaultCell(option, false)} | ${cell(meaning)} | ${variables} |`]
+  })
 }
 
 /** docs/configuration.md, as `npm run docs:config` writes it. */

@@ -1,5 +1,4 @@
-// `npm test [-- tap args]`: PostgreSQL (TEST_DATABASE_URL, else embedded) and Redis (TEST_REDIS_URL,
-// else redis-server if installed) started once for the whole run, so each test file need not; then tap.
+// `npm test [-- tap args]`: PostgreSQL and Redis (unless TEST_DATABASE_URL, TEST_REDIS_URL) started once per run, not per file; then tap.
 import { spawn, spawnSync } from 'node:child_process'
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { readFileSync, rmSync } from 'node:fs'

@@ -1,5 +1,4 @@
-// CI: the built server as `npm start` runs it (embedded demo, throw-away folder): subscribe, notify,
-// a captured change pushed, the dashboard, and 1012 on SIGTERM.
+// CI: the built server as `npm start` runs it (embedded demo): subscribe, notify, a captured change pushed, dashboard, 1012 on SIGTERM.
 import { spawn } from 'node:child_process'
 import { on } from 'node:events'
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises'
@@ -15,7 +14,7 @@ const child = spawn(process.execPath, ['dist/server.js'], {
 })
 let out = ''
 child.stdout.on('data', (d) => { out += d })
-const exited = new Promise(resolve => child.exitCode !== null ? resolve(child.exitCode) : child.on('exit', resolve))
+const exited = new Promise(resolve => child.on('exit', resolve))
 const fail = async (why) => {
   process.stderr.write(`smoke: FAILED: ${why}\n${out}\n`)
   // SIGTERM stops the embedded PostgreSQL too; after a SIGKILL it would outlive the server.

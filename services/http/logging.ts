@@ -42,10 +42,8 @@ function isErrorLike (value: unknown): value is ErrorLike {
     (typeof value === 'object' && value !== null && typeof (value as Error).message === 'string' && typeof (value as Error).stack === 'string')
 }
 
-// Properties hold data only: any other object, like the pg Client pg-pool attaches to idle connections' errors
-// (cancel key, connection settings), is logged as its class name.
+// Anything may come as `err`. Data only: other objects (like the pg Client, settings and all, on a pool error) log as their class.
 function serializeError (err: Error): SerializedError {
-  // Typed for errors, but anything can be logged under `err`: other values get the data-only rule.
   return dataOnly(err, 0, new WeakSet()) as SerializedError
 }
 

@@ -3,9 +3,8 @@ import type { Socket } from 'node:net'
 import { CHANNEL_PREFIX, CLOSE, type ServerFrame, type Stats } from '../../protocol.js'
 import { Connection, type Access, type Prepared } from '../live/hub.js'
 
-// WebSocket messages as events, written straight to the socket (`Connection: close`, no chunked framing) so a
-// broadcast shares one Buffer per single-channel stream. A `stats` id hashes each channel's figures, so any
-// instance can tell which channels a reconnecting client already has (`resumeVersions`).
+// WebSocket messages as events straight on the socket (`Connection: close`, unchunked): a broadcast shares one Buffer per
+// single-channel stream. A `stats` id hashes each channel's figures: any instance tells what a reconnecting client has.
 
 const CONNECTING = 0
 const OPEN = 1
@@ -53,10 +52,7 @@ export class SseConnection extends Connection {
   /** Channels that had their first stats. */
   private seen = 0
 
-  /**
-   * `socket`: that of a request whose reply the route hijacked. `resume`: the versions from
-   * Last-Event-ID; a channel's first stats event is skipped when its version is among them.
-   */
+  /** `socket`: a hijacked reply's. `resume`: Last-Event-ID's versions; a channel's first stats event is skipped when among them. */
   constructor (private readonly socket: Socket, access: Access, private readonly channelList: readonly string[], private resume: Set<string> | null, private readonly retryMs: number) {
     super(access)
     this.versions = new Array<string | undefined>(channelList.length)
@@ -96,9 +92,7 @@ export class SseConnection extends Connection {
       this.socket.write(event.whole)
       return
     }
-    let id = ''
-    for (const v of this.versions) if (v !== undefined) id = id === '' ? v : `${id}.${v}`
-    this.socket.write(`event: stats\nid: ${id}\n${event.tail}`)
+    this.socket.write(`event: stats\nid: ${this.versions.filter(v => v !== undefined).join('.')}\n${event.tail}`)
   }
 
   close (code: number, reason: string): void {
