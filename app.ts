@@ -24,17 +24,13 @@ import { registerWebsocket } from './plugins/websocket.js'
 import { Int, resolveOptions } from './plugins/options.js'
 import { Type, type Static } from '@sinclair/typebox'
 
-/** The app plugin's options: its own (AppOwnOptions, described there) and each plugin's. */
 export interface AppOptions extends Partial<Static<typeof AppOwnOptions>> {
   db: DbPluginOptions
   auth: AuthPluginOptions
   stats?: StatsPluginOptions
   hub?: HubPluginOptions
   live?: LivePluginOptions
-  /**
-   * Prometheus metrics. Collected always; exposed only with `token` (GET /metrics on this port,
-   * bearer token) and/or `port` (a port of its own). `false`: not even collected.
-   */
+  /** Prometheus metrics, exposed only with `token` (GET /metrics on this port) and/or `port`. `false`: not even collected. */
   metrics?: MetricsPluginOptions | false
   /** Origin allow-list, connection, subscription and message limits, /notify/cita rate. */
   limits?: LimitsPluginOptions
@@ -44,26 +40,11 @@ export interface AppOptions extends Partial<Static<typeof AppOwnOptions>> {
   dbMonitor?: DbMonitorPluginOptions
   /** The live dashboard at `/` (under `prefix`). `false` when embedded in an app that serves `/` itself. */
   dashboard?: DashboardOptions | false
-  /**
-   * Name of a decorator to add to the app that registers citas-live, holding this registration's
-   * pool, auth, stats, hub, live state, limits, db monitor and metrics registry (see CitasLive).
-   * Unset (the default): citas-live adds nothing to the host app.
-   */
-  decorator?: string
-  /**
-   * Serve the OpenAPI document of the HTTP routes at `<prefix>/documentation/json`. Off by default so
-   * an embedding app gets no extra routes; a host that registered @fastify/swagger itself gets the
-   * citas-live routes in its own document either way.
-   */
+  /** Serve the OpenAPI document at `<prefix>/documentation/json`; off: no extra routes (a host's own @fastify/swagger lists ours). */
   openapi?: boolean | OpenApiOptions
 }
 
-/**
- * The whole server as one plugin: register it on a bare Fastify instance (server.ts does) or
- * inside an existing app under a prefix, as many times as you like. It reads no environment and
- * installs no process hooks. Everything it registers lives in a scope of its own: the host app gets
- * no decorator, hook or plugin from it, except the one decorator it asks for with `decorator`.
- */
+/** The whole server as one plugin (server.ts, or a host app under a prefix): no env, no process hooks; the host gets only `decorator`. */
 async function citasLive (host: FastifyInstance, opts: AppOptions) {
   const handle = {} as CitasLive
   if (opts.decorator !== undefined) host.decorate(opts.decorator, handle)
@@ -71,7 +52,6 @@ async function citasLive (host: FastifyInstance, opts: AppOptions) {
   await host.register(app, { options: opts, handle })
 }
 
-/** The app plugin's own options (each plugin checks its own). */
 export const AppOwnOptions = Type.Object({
   maxPayload: Int(256, 4096, { maximum: 1_048_576, description: 'Largest client frame in bytes; larger ones close the socket with 1009.' }),
   sseHeartbeatMs: Int(100, 15_000, { maximum: 30_000, description: 'An SSE stream gets a comment line this often (ms), so proxies keep an idle one open.' }),
@@ -85,8 +65,7 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
   const own = resolveOptions('app', AppOwnOptions, opts, PLUGIN_OPTIONS)
   fastify.decorate(kCitasLive, handle)
   await registerWebsocket(fastify, {
-    // A refresh frame may carry a token as long as the handshake accepts; routes/ws.ts holds
-    // every other frame to maxPayload itself.
+    // A refresh frame may carry a token as long as the handshake accepts; routes/ws.ts holds others to maxPayload.
     maxPayload: Math.max(own.maxPayload, MAX_REFRESH_FRAME),
     paths: () => [`${own.prefix}/ws`]
   })
@@ -135,17 +114,12 @@ async function app (fastify: FastifyInstance, { options: opts, handle }: { optio
     if (opts.dashboard !== false) await routes.register(dashboardRoutes, opts.dashboard ?? {})
   }, {
     prefix: own.prefix,
-    // Request lines of these routes never carry a token, whatever logger the host app has. (The
-    // register types want serializers to return strings; pino, like route-level ones, takes any value.)
+    // No token in these routes' request lines, whatever the host's logger (pino takes any value, the types want a string).
     logSerializers: { req: requestForLog as unknown as (value: unknown) => string }
   })
 }
 
-/**
- * onSend hook: an error answered before the request body was read (a 401 to an anonymous upload,
- * a 413) ends the connection, so a body trickling in cannot hold it open after the answer.
- * server.ts adds it to the whole server too, 404s included.
- */
+/** An error answered before the body was read (401, 413) ends the connection, so a trickling body cannot hold it; server.ts adds it too. */
 export const closeUnreadRequests: onSendHookHandler = (request, reply, payload, done) => {
   if (reply.statusCode >= 400 && !request.raw.complete) reply.header('connection', 'close')
   done(null, payload)

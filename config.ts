@@ -27,11 +27,7 @@ export const SCHEMAS = {
 } satisfies Record<string, TObject>
 export type Part = keyof typeof SCHEMAS
 
-/**
- * Environment variables that set a plugin option: the plugin's schema holds the default, the bounds
- * and the description, and checks the value. Adding a setting: the option in its plugin, its name
- * here, then `npm run docs:config` (docs/configuration.md is generated from these schemas).
- */
+/** Variables that set a plugin option, which holds default, bounds and description: add one here, then `npm run docs:config`. */
 export const PLUGIN_ENV = {
   DATABASE_SESSION_URL: ['live', 'session'],
   STATS_TIMEZONE: ['stats', 'timezone'],
@@ -75,10 +71,7 @@ export const PLUGIN_ENV = {
 
 const OnOff = (opts: object) => Type.Union([Type.Literal('on'), Type.Literal('off')], opts)
 
-/**
- * How an option's schema reads in the environment: booleans as on/off, lists as comma lists, a
- * connection as a URL; everything else as it is (integers are parsed first). Same default.
- */
+/** An option's schema as the environment reads it: booleans as on/off, lists as comma lists, a connection as a URL; same default. */
 function envSchemaOf (option: TSchema): TSchema {
   const def = option.default as unknown
   // A comma list; unset stands for the option's default (an empty list reads as unset).
@@ -115,10 +108,7 @@ const ProcessEnv = Type.Object({
   HTTP_BODY_LIMIT: Int(1024, 16_384, { maximum: 1_048_576, description: 'Largest HTTP request body in bytes (413 past it), on routes without a limit of their own: /notify/cita has its own, 16 KiB, and no other route takes a body.' })
 })
 
-/**
- * Every environment variable the server reads. Nothing else in the code base touches process.env:
- * server.ts turns the validated result into plain options for app.ts (optionsFromEnv).
- */
+/** Every variable the server reads; nothing else touches process.env (server.ts turns the result into app options). */
 export const EnvSchema = Type.Object({ ...ProcessEnv.properties, ...pluginEnv })
 
 type PluginEnv = { -readonly [K in keyof typeof PLUGIN_ENV]?: string | number }
@@ -132,10 +122,7 @@ export class ConfigError extends Error {
 const isNumeric = (schema: TSchema): boolean => schema.type === 'integer' || schema.type === 'number' || (schema.anyOf as TSchema[] | undefined)?.some(isNumeric) === true
 const numberKeys = new Set(Object.entries(EnvSchema.properties).filter(([, schema]) => isNumeric(schema as TSchema)).map(([key]) => key))
 
-/**
- * Validates process.env (or any record) against EnvSchema. Empty strings count as unset.
- * Throws a ConfigError whose message is one line naming the first bad variable.
- */
+/** Validates process.env (empty strings count as unset); throws a ConfigError of one line naming the first bad variable. */
 export function loadEnv (source: Record<string, string | undefined>): Env {
   const raw: Record<string, unknown> = {}
   for (const key of Object.keys(EnvSchema.properties)) {
@@ -158,7 +145,6 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
   }
   check('NOTIFY_TRUSTED_NETWORKS', createNetworkMatcher)
   const proxies = trustProxy(env.TRUST_PROXY)
-  // "true": any X-Forwarded-For would be believed, so a client could claim any address.
   const trusting = proxies !== true
     ? undefined
     : env.NOTIFY_TRUSTED_NETWORKS !== undefined ? 'NOTIFY_TRUSTED_NETWORKS' : Number(env.WS_MAX_CONNECTIONS_PER_IP ?? 0) > 0 ? 'WS_MAX_CONNECTIONS_PER_IP' : undefined
@@ -170,10 +156,7 @@ export function loadEnv (source: Record<string, string | undefined>): Env {
   return env
 }
 
-/**
- * The plugin options the environment sets, as AppOptions parts: only the variables that are set or
- * have a default (the plugins fill in the rest the same way).
- */
+/** The AppOptions parts the environment sets: only variables set or with a default (the plugins fill in the rest alike). */
 export function optionsFromEnv (env: Env): Pick<AppOptions, 'maxPayload' | 'sseHeartbeatMs' | 'sseRetryMs'> & Record<Exclude<Part, 'app'>, Record<string, unknown>> {
   const parts: Record<Part, Record<string, unknown>> = { app: {}, db: {}, auth: {}, stats: {}, hub: {}, live: {}, limits: {}, expiry: {}, metrics: {} }
   for (const [name, [part, path]] of Object.entries(PLUGIN_ENV) as Array<[keyof typeof PLUGIN_ENV, readonly [Part, string]]>) {
@@ -190,7 +173,6 @@ export function optionsFromEnv (env: Env): Pick<AppOptions, 'maxPayload' | 'sseH
   return { ...(app as Pick<AppOptions, 'maxPayload' | 'sseHeartbeatMs' | 'sseRetryMs'>), ...plugins }
 }
 
-/** A comma list (ALLOWED_ORIGINS, NOTIFY_TRUSTED_NETWORKS): blanks ignored. */
 export function commaList (value: string): string[] {
   return value.split(',').map(s => s.trim()).filter(s => s !== '')
 }
@@ -207,12 +189,10 @@ function redactValue (name: string, value: unknown): unknown {
   return value
 }
 
-/** WORKERS as a number of processes (auto: one per core). */
 export function workerCount (env: Pick<Env, 'WORKERS'>): number {
   return env.WORKERS === 'auto' ? availableParallelism() : env.WORKERS
 }
 
-/** The bus an environment asks for: BUS, or with BUS=auto Redis when REDIS_URL is set, else PostgreSQL. */
 export function busKind (env: Env): 'postgres' | 'redis' | 'memory' {
   if (env.BUS !== 'auto') return env.BUS
   return env.REDIS_URL !== undefined ? 'redis' : 'postgres'

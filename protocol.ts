@@ -1,42 +1,30 @@
 /**
  * The citas-live WebSocket protocol, defined once: message types, the channel names, error codes,
  * close codes with their reasons and what a client does after each, and the shape of the figures.
- *
  * The server, the client SDK (`citas-live/client`), the AsyncAPI document's test and docs/protocol.md
  * follow this module. It imports nothing and holds no server code, so the browser bundle of the
- * client can import it whole: keep it that way (test/client/bundle.test.ts checks).
- * The names on the wire are Spanish (`estadisticas`, `citas_hoy`, ...) and stay so.
+ * client can import it whole (test/client/bundle.test.ts checks). Wire names stay Spanish (`citas_hoy`).
  */
 
-/** Channels are `estadisticas:<negocio_id>`. */
 export const CHANNEL_PREFIX = 'estadisticas:'
 
-/** negocio_id on the wire and in channel names: 1–64 of [A-Za-z0-9_-]. */
 export const NEGOCIO_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$'
 
 /** The optional correlation id a client may put on any message; echoed in the direct reply. */
 export type MessageId = string | number
 
-/** Longest string `id` the server accepts. */
 export const MAX_ID_LENGTH = 64
 
-/** What a client may send. */
 export const CLIENT_MESSAGE_TYPES = ['subscribe', 'unsubscribe', 'ping', 'refresh'] as const
 export type ClientMessageType = typeof CLIENT_MESSAGE_TYPES[number]
 
-/** What the server sends, as replies and as pushes. */
 export const SERVER_MESSAGE_TYPES = ['subscribed', 'unsubscribed', 'pong', 'stats', 'error', 'token_expiring', 'refreshed'] as const
 export type ServerMessageType = typeof SERVER_MESSAGE_TYPES[number]
 
-/**
- * The events of a Server-Sent Events stream (GET /sse). `stats`, `error` and `token_expiring` carry
- * the `data` of the WebSocket message of that type; `close` carries `{code, reason}` (CloseData)
- * right before the server ends the stream, with the codes and actions of CLOSE.
- */
+/** GET /sse events: `stats`, `error`, `token_expiring` carry the WebSocket message's `data`; `close` (CloseData) ends the stream. */
 export const SSE_EVENT_TYPES = ['stats', 'error', 'token_expiring', 'close'] as const
 export type SseEventType = typeof SSE_EVENT_TYPES[number]
 
-/** The `data` of an SSE `close` event. */
 export interface CloseData {
   code: number
   reason: string
@@ -67,25 +55,19 @@ export const ERROR_CODES = [
 ] as const
 export type ErrorCode = typeof ERROR_CODES[number]
 
-/** Client → server messages, as they travel. */
 export type ClientFrame =
   | { type: 'subscribe', id?: MessageId, data: { channel: string } }
   | { type: 'unsubscribe', id?: MessageId, data: { channel: string } }
   | { type: 'ping', id?: MessageId }
   | { type: 'refresh', id?: MessageId, data: { token: string } }
 
-/**
- * The `data` of an `error`. `channel` is set when the server ends a subscription on its own: a
- * `refresh` whose token no longer allows it (`forbidden`), or a business deleted while watched
- * (`not_found`). Errors that answer a message carry that message's `id` instead.
- */
+/** `channel`: a subscription the server ended (`forbidden`: refreshed token, `not_found`: negocio deleted); replies carry `id` instead. */
 export interface ErrorData {
   code: ErrorCode
   message: string
   channel?: string
 }
 
-/** Server → client messages, as they travel. */
 export type ServerFrame =
   | { type: 'subscribed', id?: MessageId, data: { channel: string } }
   | { type: 'unsubscribed', id?: MessageId, data: { channel: string } }
@@ -96,23 +78,16 @@ export type ServerFrame =
   /** expires_at: the new token's expiry in unix seconds, null for a token without `exp`. */
   | { type: 'refreshed', id?: MessageId, data: { expires_at: number | null } }
 
-/**
- * Every close the server makes, with the code and the reason it sends. The first two come from the
- * WebSocket layer itself (the ws package), which sends no reason; it also closes with 1009, without
- * a reason, past its own frame limit (a `refresh` over 16.5 KiB).
- */
+/** Every close the server makes; ws itself sends the first two, and 1009 past its frame limit (16.5 KiB), without a reason. */
 export const CLOSE = {
   /** A frame that breaks RFC 6455 (unmasked, bad opcode, ...). */
   protocolError: { code: 1002, reason: '' },
-  /** A text frame that is not valid UTF-8. */
   invalidUtf8: { code: 1007, reason: '' },
   /** Messages over the connection's rate, on and on. */
   rateExceeded: { code: 1008, reason: 'message rate exceeded' },
   /** Over the per-user or per-IP connection limit (concurrent handshakes that raced past the check). */
   tooManyConnections: { code: 1008, reason: 'too many connections' },
-  /** A frame over the size limit. */
   tooBig: { code: 1009, reason: 'message too big' },
-  /** The server shuts down or restarts. */
   restart: { code: 1012, reason: 'server restarting' },
   /** The client did not read its updates for the stall timeout (a slow consumer). */
   tooSlow: { code: 1013, reason: 'too slow to read updates' },
@@ -122,17 +97,9 @@ export const CLOSE = {
 
 export type CloseCode = (typeof CLOSE)[keyof typeof CLOSE]['code']
 
-/**
- * What a client does after the server closed the connection:
- * - `backoff`: reconnect after a jittered delay that grows with each failed attempt;
- * - `soon`: reconnect after a short jittered delay (the server restarts; another instance, or the
- *   same one back up, will answer);
- * - `token`: get a new token, then reconnect;
- * - `stop`: do not reconnect: the same client would be closed again (a client bug to fix).
- */
+/** After a close: `backoff` (growing jittered delay), `soon` (short delay: a restart), `token` (new token first), `stop` (a client bug). */
 export type CloseAction = 'backoff' | 'soon' | 'token' | 'stop'
 
-/** The action for each close code the server sends. */
 export const CLOSE_ACTIONS: { readonly [C in CloseCode]: CloseAction } = {
   1002: 'stop',
   1007: 'stop',
@@ -148,6 +115,5 @@ export function closeAction (code: number): CloseAction {
   return Object.hasOwn(CLOSE_ACTIONS, code) ? CLOSE_ACTIONS[code as CloseCode] : 'backoff'
 }
 
-/** The close codes that mean "this token is no longer good". */
 export const TOKEN_CLOSE_CODES: readonly CloseCode[] = (Object.keys(CLOSE_ACTIONS).map(Number) as CloseCode[])
   .filter(code => CLOSE_ACTIONS[code] === 'token')

@@ -90,7 +90,6 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
   // Refused requests end their connection instead of reading a body still coming (404s included).
   fastify.addHook('onSend', closeUnreadRequests)
   const fromEnv = optionsFromEnv(env)
-  const inCluster = cluster.isWorker
   await fastify.register(app, {
     ...fromEnv,
     decorator: 'citasLive',
@@ -99,16 +98,14 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
     // Leave the last part of the grace period to the HTTP requests still in flight.
     hub: { ...fromEnv.hub, closeTimeoutMs: Math.floor(env.SHUTDOWN_GRACE_MS / 2) },
     live: { ...fromEnv.live, bus: busKind(env) },
-    // The proxies TRUST_PROXY lists decide, with the socket, where a request comes from for the
-    // per-IP limits and NOTIFY_TRUSTED_NETWORKS (loadEnv refuses "true" with either).
+    // Where a request comes from for the per-IP limits and NOTIFY_TRUSTED_NETWORKS (loadEnv refuses "true" with either).
     limits: { ...fromEnv.limits, trustedProxies: typeof trustProxy(env.TRUST_PROXY) === 'string' ? commaList(String(env.TRUST_PROXY)) : [] },
     // Exposed only with a token or a port of their own; in a worker, the primary serves the port and adds every worker up.
-    metrics: inCluster ? { ...fromEnv.metrics, port: undefined, scrape: workerMetrics } : fromEnv.metrics,
+    metrics: cluster.isWorker ? { ...fromEnv.metrics, port: undefined, scrape: workerMetrics } : fromEnv.metrics,
     openapi: true
   })
 
-  // While closing, answers end their keep-alive connection: an idle keep-alive socket would otherwise
-  // hold server.close() open until the keep-alive timeout, past the grace period.
+  // While closing, answers end their keep-alive connection: an idle one would hold server.close() past the grace period.
   let closing = false
   fastify.addHook('preClose', async () => { closing = true })
   fastify.addHook('onSend', async (_request, reply) => {
@@ -125,11 +122,10 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
     clearTimeout(cut)
     await demo.closed()
   })
-  if (inCluster) onPrimaryShutdown(grace.close)
+  if (cluster.isWorker) onPrimaryShutdown(grace.close)
 
   await fastify.ready()
-  // Past its capacity a process refuses clients with a 503; past that and the requests in flight,
-  // it takes no connection at all, so its database pool and bus always have files to open.
+  // Past capacity plus requests in flight it takes no connection at all, so its pool and bus always have files to open.
   const capacity = fastify.citasLive.limits.capacity
   if (Number.isFinite(capacity)) fastify.server.maxConnections = capacity + REQUEST_HEADROOM
   await fastify.citasLive.pool.query('SELECT negocio_id, fecha_hora, estado FROM citas LIMIT 0').catch((err: unknown) => {
@@ -149,7 +145,6 @@ async function serve (databaseUrl: string, secret: string, demo: { closing: () =
   return fastify
 }
 
-/** The demo's welcome: what to open, paste and run. */
 function printBanner (embedded: EmbeddedPostgres, address: { port: number }, secret: string, negocios: string[]): void {
   const host = env.HOST === '0.0.0.0' || env.HOST === '::' ? 'localhost' : env.HOST
   const base = `${host}:${address.port}`

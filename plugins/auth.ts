@@ -53,8 +53,7 @@ const jwtMessages: Record<string, string> = {
 }
 
 function createAuth (verifyToken: (token: string) => unknown, opts: AuthSchemaOptions) {
-  const names = opts.claims
-  const { serviceRole, adminRole } = opts
+  const { claims: names, serviceRole, adminRole } = opts
 
   /** Verifies signature, algorithm and time claims; throws AppError('unauthorized') with the reason. */
   function verify (token: string | undefined): Claims {
@@ -89,7 +88,6 @@ function createAuth (verifyToken: (token: string) => unknown, opts: AuthSchemaOp
     accessOf,
     isService: (claims: Claims): boolean => claims[names.role] === serviceRole,
     serviceRole,
-    /** Whether a /notify/cita call from this address may come without a token (notifyTrustedNetworks). */
     isTrustedNotifier: fromOption('auth', 'notifyTrustedNetworks', () => createNetworkMatcher(opts.notifyTrustedNetworks))
   }
 }
@@ -108,7 +106,6 @@ export function tokenFromRequest (request: FastifyRequest, { query = true, proto
   return at === -1 ? undefined : offered[at + 1]
 }
 
-/** How many distinct negocio sets accessOf shares at most. */
 export const NEGOCIO_SETS_MAX = 10_000
 
 /** Equal negocio sets shared (a negocio's staff hold the same grant; every connection keeps one): at most `max`, oldest dropped. */
@@ -136,12 +133,7 @@ const CACHE_TTL_MS = 10 * 60_000
 /** The clock window (ms) in which a remembered answer holds: nbf to the earlier of exp and the TTL. */
 interface Verified { claims: unknown, from: number, until: number }
 
-/**
- * A verifier with a cache of the tokens it accepted, keyed by the whole string (fast-jwt's own cache
- * hashes each token, which costs a miss half of what a hit saves). A hit still checks nbf..exp, else
- * `verify` gives the refusal. Two generations of size/2 instead of evicting per insert: a miss is two
- * lookups and an insert; a token found in the old one moves up, so tokens in use stay.
- */
+/** Caches accepted tokens by the whole string (fast-jwt's cache hashes each: a miss costs half a hit's gain); two generations of size/2. */
 export function cachedVerifier (verify: (token: string) => unknown, size = VERIFY_CACHE_SIZE, now: () => number = Date.now): (token: string) => unknown {
   const half = Math.max(1, Math.floor(size / 2))
   let young = new Map<string, Verified>()

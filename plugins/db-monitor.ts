@@ -22,10 +22,7 @@ declare module './namespace.js' {
   interface CitasLive { dbMonitor: DbMonitor }
 }
 
-/**
- * Database outages: a failed stats query marks the database down; one timer probes it; when it
- * answers, every channel with subscribers gets fresh stats, so dashboards catch up on their own.
- */
+/** Database outages: a failed stats query marks it down, one timer probes it, and its return refreshes every subscribed channel. */
 async function dbMonitorPlugin (fastify: FastifyInstance, options: DbMonitorPluginOptions) {
   const opts = resolveOptions('db monitor', DbMonitorOptions, options)
   const { pool, stats, hub, live } = citasOf(fastify)

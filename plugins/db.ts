@@ -26,8 +26,7 @@ async function dbPlugin (fastify: FastifyInstance, options: DbPluginOptions) {
     return
   }
   if (opts.connectionString === undefined) throw new Error('citas-live db plugin: pass `connectionString` or `pool`, or register @fastify/postgres first')
-  // A pool of its own, not @fastify/postgres: that one decorates `pg`, which a host app with its own
-  // @fastify/postgres already has (and a second citas-live registration would too).
+  // A pool of its own, not @fastify/postgres: that decorates `pg`, which a host (or a second citas-live) may already have.
   const config: pg.PoolConfig = {
     connectionString: opts.connectionString,
     max: opts.max,

@@ -34,20 +34,15 @@ function createLimits (opts: Static<typeof LimitsOptions>) {
   const isProxy = fromOption('limits', 'trustedProxies', () => createNetworkMatcher(opts.trustedProxies))
   const { messageRate, messageBurst } = opts
   return {
-    /** Where a request comes from, for the per-IP limits and the trusted networks (see services/limits.ts clientAddress). */
     clientAddress: (request: FastifyRequest): string => clientAddress(request.raw.socket?.remoteAddress, request.headers['x-forwarded-for'], isProxy),
     isOriginAllowed: fromOption('limits', 'allowedOrigins', () => createOriginCheck(opts.allowedOrigins)),
     maxSubscriptions: opts.maxSubscriptions,
     maxRefusedMessages: opts.maxRefusedMessages,
     perUser: createConnectionCounter(opts.maxConnectionsPerUser),
     perIp: createConnectionCounter(opts.maxConnectionsPerIp),
-    /** Connections this process takes (maxConnections, else from the open-files limit). */
     capacity: connectionCapacity(opts.maxConnections, openFiles()),
-    /** Handshakes refused, by the limit that refused them. */
     refused: { capacity: 0, user: 0, ip: 0 },
-    /** A full message bucket holds this many tokens (see takeMessage). */
     messageBurst,
-    /** Takes one of a connection's message tokens now; false when it is over messageRate. */
     takeMessage: (bucket: BucketState): boolean => takeToken(bucket, messageRate, messageBurst, Date.now()),
     notifyMax: opts.notifyMax,
     notifyWindowMs: opts.notifyWindowMs

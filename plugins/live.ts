@@ -47,8 +47,7 @@ function createLive (fastify: FastifyInstance, options: LivePluginOptions) {
   const { changeCapture, reconcileSeconds } = opts
   const log = fastify.log
   const origin = opts.instanceId ?? randomUUID()
-  const ns = citasOf(fastify)
-  const pool = ns.pool
+  const { pool, poolConfig, stats, hub } = citasOf(fastify)
   const timing = { heartbeatMs: opts.heartbeatMs, deadlineMs: opts.deadlineMs }
 
   // Whatever the bus carried while this instance could not hear it is lost: recompute what it shows.
@@ -72,36 +71,29 @@ function createLive (fastify: FastifyInstance, options: LivePluginOptions) {
   } catch (err) {
     throw new Error(`citas-live live plugin: ${(err as Error).message}`)
   }
-  const busKind = bus.kind
   let sessionLostAt = 0
-  /**
-   * The resync of the session's last reconnect, once it has started (a new leader's: once its first
-   * poll handed '*' on). The db monitor waits for it, so one outage costs one resync.
-   */
+  /** The last session reconnect's resync once started (a new leader's: its first poll): the db monitor waits for it, so one resync. */
   let reconnectResync: Promise<void> = Promise.resolve()
 
   const baseConnection: pg.ClientConfig = options.session === undefined
-    // Same settings as the pool (host, credentials, TLS), but a session of its own: the ones
-    // citas-live built its pool from, else read from the host's pool (stops the boot if it cannot).
-    ? ns.poolConfig ?? poolSettings(pool)
+    // The pool's settings (host, credentials, TLS), ours or read from the host's pool (stopping the boot if it cannot).
+    ? poolConfig ?? poolSettings(pool)
     : typeof options.session === 'string' ? { connectionString: options.session } : options.session
-  // A lock someone holds on the change table makes a drain fail after a second (capture then says
-  // it stalled), instead of holding the session until its deadline drops it.
+  // A lock held on the change table fails a drain after a second (capture says it stalled), not at the session's deadline.
   const sessionConnection: pg.ClientConfig = { ...baseConnection, options: `${baseConnection.options ?? ''} -c lock_timeout=1000`.trim() }
   // The session's callbacks run only once it is started (onReady), after `capture` below exists.
   const session: PgSession = createPgSession({
     connection: sessionConnection,
-    channels: busKind === 'postgres' ? [bus.channel] : [],
+    channels: opts.bus === 'postgres' ? [bus.channel] : [],
     ...timing,
     onNotification: (_channel, payload) => bus.receive(payload),
     onConnect: (first) => {
       const attempt = capture.sessionUp()
       if (first) return
       reconnectResync = attempt.then(async (role) => {
-        // A new leader makes every instance resync ('*', handed on by its first poll): that one
-        // covers this reconnect too.
+        // A new leader makes every instance resync ('*', handed on by its first poll): that covers this reconnect too.
         if (role === 'leader' && changeCapture) await capture.poll()
-        else if (busKind === 'postgres') resync('database LISTEN connection re-established')
+        else if (opts.bus === 'postgres') resync('database LISTEN connection re-established')
         // The database itself was away: one resync for it, shared with the db monitor's.
         else if (session.connected) await live.resyncSince(sessionLostAt)
       }).catch(() => {})
@@ -137,8 +129,8 @@ function createLive (fastify: FastifyInstance, options: LivePluginOptions) {
   })
 
   const live = createLiveStats({
-    stats: ns.stats,
-    hub: ns.hub,
+    stats,
+    hub,
     origin,
     broadcast: bus.publish,
     barrier: changeCapture ? async () => await capture.poll() : undefined,
@@ -148,21 +140,16 @@ function createLive (fastify: FastifyInstance, options: LivePluginOptions) {
     onError: (err, context) => log.warn({ err }, context)
   })
 
-  /**
-   * The database was away since `downSince` (the db monitor saw it, or the session): one resync for
-   * that outage. None while the session is down (its reconnect does it), and none if the reconnect's
-   * already ran, successfully, since the outage began.
-   */
+  /** One resync for an outage since `downSince`: none while the session is down, nor if the (awaited) reconnect's ran since. */
   async function resyncAfterOutage (downSince: number): Promise<boolean> {
     if (!session.connected) return false
-    // A reconnect of the session recomputes for the outage itself: wait until its resync started.
     await reconnectResync
     return await live.resyncSince(downSince)
   }
 
   /** What /ready and the metrics show of the bus and of change capture. */
   const status = () => ({
-    bus: { kind: busKind, up: bus.up(session.connected) },
+    bus: { kind: opts.bus, up: bus.up(session.connected) },
     changeCapture: {
       /** `failing`: the change table cannot be read (not migrated, no privilege); logged when it starts and ends. */
       mode: (!changeCapture ? 'off' : capture.failing ? 'failing' : 'table') as 'table' | 'failing' | 'off',
@@ -174,8 +161,7 @@ function createLive (fastify: FastifyInstance, options: LivePluginOptions) {
     }
   })
   const more = {
-    bus: busKind,
-    /** Times the bus connection was lost and re-established. */
+    bus: opts.bus,
     get busReconnects () { return session.reconnects + bus.reconnects },
     /** Bus messages refused (unsigned, bad signature, malformed, implausible, replayed, stale), by reason. */
     busDropped: bus.dropped as Readonly<Record<BusDropReason, number>>,

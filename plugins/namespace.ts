@@ -4,13 +4,7 @@ import type { Registry } from 'prom-client'
 import type { Hub } from '../services/live/hub.js'
 import type { StatsService } from '../services/live/stats.js'
 
-/**
- * Everything citas-live keeps per registration, under one name. The plugins fill it in as they are
- * registered (each one its field); the routes read it. A host app sees it only if it asked for it
- * (`decorator` of the app plugin), never as loose decorators that could collide with its own.
- * Plugins whose type lives with them add their field from their own file (`declare module`), so
- * this file imports none of them.
- */
+/** Per-registration state: each plugin fills its field (typed in its own file), routes read it, a host sees it only through `decorator`. */
 export interface CitasLive {
   /** The pool citas-live queries through (its own, the host's, or @fastify/postgres's). */
   pool: Pool
@@ -35,10 +29,7 @@ declare module 'fastify' {
   }
 }
 
-/**
- * The namespace of the citas-live registration `fastify` belongs to, made on first use. Fields of
- * plugins not registered (yet) are missing: each plugin declares the ones it needs as dependencies.
- */
+/** The namespace of the registration `fastify` belongs to, made on first use; fields of plugins not registered (yet) are missing. */
 export function citasOf (fastify: FastifyInstance): CitasLive {
   if (!fastify.hasDecorator(kCitasLive)) fastify.decorate(kCitasLive, {} as unknown as CitasLive)
   return fastify[kCitasLive]

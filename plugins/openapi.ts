@@ -14,10 +14,7 @@ export interface OpenApiOptions {
 /** The version in citas-live's package.json (the package imports itself by name, from the sources or dist/). */
 const packageVersion = (): string => (createRequire(import.meta.url)('citas-live/package.json') as { version: string }).version
 
-/**
- * The OpenAPI document of the HTTP routes at `<prefix>/documentation/json` (Swagger UI at `<prefix>/documentation`
- * with `ui`), from their TypeBox schemas; a host that registered @fastify/swagger itself gets them in its own.
- */
+/** The routes' OpenAPI document at `<prefix>/documentation/json` (and `ui`); a host's own @fastify/swagger gets them in its own. */
 async function openApiPlugin (fastify: FastifyInstance, opts: OpenApiOptions & { prefix: string }) {
   if (!fastify.hasDecorator('swagger')) {
     await fastify.register(fastifySwagger, {

@@ -2,23 +2,15 @@ import { FormatRegistry, Type, type Static, type TObject, type TSchema } from '@
 import { Value } from '@sinclair/typebox/value'
 import { isValidTimeZone } from '../services/live/stats.js'
 
-// Formats the option schemas use; checked by TypeBox like any other constraint.
 if (!FormatRegistry.Has('iana-time-zone')) FormatRegistry.Set('iana-time-zone', isValidTimeZone)
 
-/** An integer option: bounds and default in one place. */
 export const Int = (min: number, def: number, extra: { maximum?: number, description?: string } = {}) =>
   Type.Integer({ minimum: min, default: def, ...extra })
 
-/**
- * The options a plugin was given, with its schema's defaults filled in and every value checked
- * against it. Throws one line naming the plugin and the option: a bad option fails at boot.
- * `extra` names options outside the schema (functions, pools); any other unknown option is an error,
- * so a misspelt one is not silently ignored.
- */
+/** A plugin's options, defaults filled in, checked at boot; `extra`: options outside the schema (any other is an error: no silent typo). */
 export function resolveOptions<T extends TObject> (plugin: string, schema: T, opts: object | undefined, extra: readonly string[] = []): Static<T> {
-  const given = (opts ?? {}) as Record<string, unknown>
   const own: Record<string, unknown> = {}
-  for (const [key, value] of Object.entries(given)) {
+  for (const [key, value] of Object.entries(opts ?? {})) {
     if (key in schema.properties) {
       if (value !== undefined) own[key] = value
     } else if (!extra.includes(key)) {
@@ -46,8 +38,7 @@ export function fromOption<T> (plugin: string, option: string, make: () => T): T
 /** TypeBox's message, made plain for the formats and patterns people meet most. */
 export function describe (schema: TSchema, message: string): string {
   if (schema.format === 'iana-time-zone') return 'not an IANA time zone (like Europe/Madrid)'
-  if (schema.errorMessage !== undefined) return String(schema.errorMessage)
-  return message
+  return schema.errorMessage !== undefined ? String(schema.errorMessage) : message
 }
 
 /** The schema of one option (dotted path into nested objects), for config.ts to check environment values with. */

@@ -19,12 +19,7 @@ type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => v
 /** One forwarder per HTTP server to the first registration's @fastify/websocket: each routes every upgrade through the whole app, so two would route it twice. */
 const relays = new WeakMap<Server, UpgradeListener>()
 
-/**
- * WebSocket support whatever the host did. Without a @fastify/websocket above: one of our own, fed by a
- * relay that is detached at ready if the host registers its own later. With the host's (registered
- * first): its server carries our sockets too, its maxPayload must allow ours, and our paths answer
- * the `bearer` subprotocol whatever its handleProtocols chose.
- */
+/** WebSocket support: the host's @fastify/websocket if registered first (adaptHostServer), else ours behind a relay it may take over. */
 export async function registerWebsocket (fastify: FastifyInstance, opts: CitasWebsocketOptions): Promise<void> {
   if (fastify.hasDecorator('websocketServer')) {
     // Its clients are the host's too: citas-live's own are closed by the hub (1012) on close.

@@ -14,10 +14,7 @@ declare module 'fastify' {
   }
 }
 
-/**
- * Origin (403), token (401) and limits (429) before a connection exists; callbacks, as promises cost every connect.
- * `what` names a refused request in the log; with `protocolToken`, `Sec-WebSocket-Protocol: bearer, <token>` carries a token.
- */
+/** Capacity (503), origin (403), token (401) and limits (429) before a connection exists; callbacks, as promises cost every connect. */
 export function handshakeHooks (fastify: FastifyInstance, { what, protocolToken, onAccepted }: {
   what: string, protocolToken: boolean, onAccepted?: (request: FastifyRequest, reply: FastifyReply) => void
 }) {

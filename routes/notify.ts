@@ -21,8 +21,7 @@ async function notifyRoutes (fastify: FastifyInstance) {
   fastify.decorateRequest('citasCaller', null)
   const config: { rateLimit?: RateLimitOptions } = {}
   if (limits.notifyMax > 0) {
-    // In this scope only (no global limit): per caller (token `sub`, else IP), counted after
-    // authentication so anonymous calls cannot use up a service's budget.
+    // In this scope only, per caller (token `sub`, else IP), after authentication: anonymous calls cannot use up a service's budget.
     await fastify.register(rateLimit, { global: false })
     config.rateLimit = {
       max: limits.notifyMax,
