@@ -7,7 +7,7 @@
  * - capture under attack: an ordinary role of the booking database doing all it can to flood,
  *   stall or take over capture, while real changes keep coming.
  */
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -235,14 +235,30 @@ export const captureUnderAttack: StandaloneScenario = {
 }
 
 /** What each part of the capture trigger costs a single-row INSERT: the variants of `trigger cost`. */
-const TRIGGER_VARIANTS: Array<{ name: string, dropCapture?: true, sql?: string }> = [
+const TRIGGER_VARIANTS: Array<{ name: string, dropCapture?: true, sql?: string, decode?: true }> = [
   { name: 'no trigger', dropCapture: true },
   // The least any row trigger in PL/pgSQL costs.
   { name: 'empty PL/pgSQL trigger', dropCapture: true, sql: 'CREATE FUNCTION bench_empty() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; CREATE TRIGGER bench_empty BEFORE INSERT ON citas FOR EACH ROW EXECUTE FUNCTION bench_empty()' },
   // The capture trigger running with the writer's rights (which would let any writer fill the table).
   { name: 'capture, SECURITY INVOKER', sql: 'ALTER FUNCTION citas_live_capture() SECURITY INVOKER' },
-  { name: 'capture as migrated (SECURITY DEFINER)' }
+  { name: 'capture as migrated (SECURITY DEFINER)' },
+  // Capture with no trigger at all: a slot streamed by pg_recvlogical while the writers write.
+  { name: 'no trigger, logical decoding (test_decoding streamed)', dropCapture: true, sql: "SELECT pg_create_logical_replication_slot('bench', 'test_decoding')", decode: true }
 ]
+
+/** pg_recvlogical streaming the `bench` slot of `url` to /dev/null until the returned stop is called. */
+function streamSlot (url: string): () => Promise<void> {
+  const child = spawn('pg_recvlogical', ['-d', url, '--slot', 'bench', '--start', '-o', 'skip-empty-xacts=1', '-o', 'include-xids=0', '-f', '/dev/null'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  return async () => {
+    // A decoder that stopped early would make the round a round without capture.
+    if (child.exitCode !== null) throw new Error(`pg_recvlogical stopped during the round: ${stderr}`)
+    child.kill('SIGINT')
+    await exited
+  }
+}
 
 /**
  * The capture trigger's own cost, without any citas-live instance: the same pgbench load as *write
@@ -254,13 +270,14 @@ export const triggerCost: StandaloneScenario = {
   name: 'trigger cost',
   standalone: true,
   describe: () => `${WRITERS} pgbench writers (-j 2, -M prepared), one INSERT into citas per transaction, on databases that differ only in their trigger: ${TRIGGER_VARIANTS.map((v) => v.name).join('; ')}. ` +
-    `${env.BENCH_TRIGGER_ROUNDS ?? '4'} rounds of ${env.BENCH_TRIGGER_SECONDS ?? '20'} s per variant, order reversed each round, on a PostgreSQL of the bench's own (autovacuum off)`,
+    `${env.BENCH_TRIGGER_ROUNDS ?? '4'} rounds of ${env.BENCH_TRIGGER_SECONDS ?? '20'} s per variant, order reversed each round, on a PostgreSQL of the bench's own (autovacuum off, wal_level logical)`,
   async run (ctx) {
     const rounds = Number(env.BENCH_TRIGGER_ROUNDS ?? '4')
     const seconds = Number(env.BENCH_TRIGGER_SECONDS ?? '20')
     const root = mkdtempSync(path.join(os.tmpdir(), 'citas-live-bench-pg-'))
     chmodSync(root, 0o755)
-    const pgServer = await startEmbeddedPostgres({ dir: path.join(root, 'pg'), port: 0, settings: { autovacuum: 'off', max_connections: '100' } })
+    const settings = { autovacuum: 'off', max_connections: '100', wal_level: 'logical' }
+    const pgServer = await startEmbeddedPostgres({ dir: path.join(root, 'pg'), port: 0, settings })
     try {
       const admin = withDatabase(pgServer.connectionString, 'postgres')
       const script = path.join(root, 'insert.sql')
@@ -277,7 +294,12 @@ export const triggerCost: StandaloneScenario = {
         const order = [...urls.keys()]
         if (round % 2 === 1) order.reverse()
         for (const i of order) {
-          tps[i]?.push(await pgbenchRound(urls[i] as string, script, seconds))
+          const stop = TRIGGER_VARIANTS[i]?.decode === true ? streamSlot(urls[i] as string) : async () => {}
+          try {
+            tps[i]?.push(await pgbenchRound(urls[i] as string, script, seconds))
+          } finally {
+            await stop()
+          }
           await one(urls[i] as string, 'TRUNCATE citas_live_cambios')
         }
       }
