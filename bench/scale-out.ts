@@ -16,6 +16,7 @@ import { createServer, type AddressInfo } from 'node:net'
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import type pg from 'pg'
@@ -140,6 +141,9 @@ export const fleet: StandaloneScenario = {
         await sleep(2000)
         await quiet(servers)
         tracker.reset()
+        // A stall of the load generator's own event loop delays what it timestamps: shown beside the latencies.
+        const loadLag = monitorEventLoopDelay({ resolution: 10 })
+        loadLag.enable()
         const q0 = await queriesOf(servers)
         const ports = servers.map((s) => s.port)
         let notifyFailures = 0
@@ -149,6 +153,7 @@ export const fleet: StandaloneScenario = {
           if (status !== 200) notifyFailures++
         })
         await until(() => clients.every((c) => c.last >= c.channel.base + c.channel.changedAt.length), 30_000)
+        loadLag.disable()
         await quiet(servers)
         const perSecond = (await queriesOf(servers) - q0) / done.writeSeconds
         if (n === sizes[0]) single = perSecond
@@ -159,6 +164,7 @@ export const fleet: StandaloneScenario = {
           ...(n === sizes[0] ? [] : [{ name: `${n} instances: stats queries against ${sizes[0] ?? 1} instance`, unit: '×', value: perSecond / single, better: 'lower' as const, goal: { atMost: 1.2 } }]),
           { ...p50, goal: { atMost: 20 } },
           { ...p99, goal: { atMost: 60 } },
+          { name: `${n} instance${n === 1 ? '' : 's'}: load generator's event loop delay, max`, unit: 'ms', value: loadLag.max / 1e6, better: 'lower' },
           { name: `${n} instance${n === 1 ? '' : 's'}: failed commits and notifies`, unit: '', value: done.failures + notifyFailures, goal: { atMost: 0 } },
           { name: `${n} instance${n === 1 ? '' : 's'}: final figures not equal to a SQL count`, unit: '', value: await mismatches(ctx.db, clients, last), goal: { atMost: 0 } }
         )
