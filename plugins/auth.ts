@@ -133,7 +133,10 @@ const CACHE_TTL_MS = 10 * 60_000
 /** The clock window (ms) in which a remembered answer holds: nbf to the earlier of exp and the TTL. */
 interface Verified { claims: unknown, from: number, until: number }
 
-/** Caches accepted tokens by the whole string (fast-jwt's cache hashes each: a miss costs half a hit's gain); two generations of size/2. */
+/**
+ * Caches accepted tokens by the whole string (fast-jwt's cache hashes each: a miss costs half a hit's gain); two generations of size/2.
+ * A hit still checks nbf..exp, so a cached token expires like any other.
+ */
 export function cachedVerifier (verify: (token: string) => unknown, size = VERIFY_CACHE_SIZE, now: () => number = Date.now): (token: string) => unknown {
   const half = Math.max(1, Math.floor(size / 2))
   let young = new Map<string, Verified>()

@@ -92,7 +92,10 @@ export class SseConnection extends Connection {
       this.socket.write(event.whole)
       return
     }
-    this.socket.write(`event: stats\nid: ${this.versions.filter(v => v !== undefined).join('.')}\n${event.tail}`)
+    // Built in place: this runs per stream on every broadcast, where an array per event would add up.
+    let id = ''
+    for (const v of this.versions) if (v !== undefined) id = id === '' ? v : `${id}.${v}`
+    this.socket.write(`event: stats\nid: ${id}\n${event.tail}`)
   }
 
   close (code: number, reason: string): void {
