@@ -234,7 +234,7 @@ export const captureUnderAttack: StandaloneScenario = {
   }
 }
 
-/** What each part of the capture trigger costs a single-row INSERT: the variants of `trigger cost`. */
+/** What each part of the capture trigger, or a capture without it, costs a single-row INSERT: the variants of `trigger cost`. */
 const TRIGGER_VARIANTS: Array<{ name: string, dropCapture?: true, sql?: string, decode?: true }> = [
   { name: 'no trigger', dropCapture: true },
   // The least any row trigger in PL/pgSQL costs.
@@ -248,28 +248,31 @@ const TRIGGER_VARIANTS: Array<{ name: string, dropCapture?: true, sql?: string, 
 
 /** pg_recvlogical streaming the `bench` slot of `url` to /dev/null until the returned stop is called. */
 function streamSlot (url: string): () => Promise<void> {
-  const child = spawn('pg_recvlogical', ['-d', url, '--slot', 'bench', '--start', '-o', 'skip-empty-xacts=1', '-o', 'include-xids=0', '-f', '/dev/null'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const args = ['-d', url, '--slot', 'bench', '--start', '-o', 'skip-empty-xacts=1', '-o', 'include-xids=0', '-f', '/dev/null']
+  const child = spawn('pg_recvlogical', args, { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-  const exited = new Promise((resolve) => child.once('exit', resolve))
+  // Not installed: 'error' then 'close', and no 'exit'.
+  child.once('error', (err) => { stderr += err.message })
+  const closed = new Promise((resolve) => child.once('close', resolve))
   return async () => {
     // A decoder that stopped early would make the round a round without capture.
-    if (child.exitCode !== null) throw new Error(`pg_recvlogical stopped during the round: ${stderr}`)
+    if (child.exitCode !== null || child.pid === undefined) throw new Error(`pg_recvlogical stopped during the round: ${stderr}`)
     child.kill('SIGINT')
-    await exited
+    await closed
   }
 }
 
 /**
  * The capture trigger's own cost, without any citas-live instance: the same pgbench load as *write
- * tax over time* on databases that differ only in their INSERT trigger, in BENCH_TRIGGER_ROUNDS (4)
+ * tax over time* on databases that differ only in how they capture INSERTs, in BENCH_TRIGGER_ROUNDS (4)
  * rounds of BENCH_TRIGGER_SECONDS (20) each, the order reversed every round. The change table is
  * emptied between rounds (nothing drains it here).
  */
 export const triggerCost: StandaloneScenario = {
   name: 'trigger cost',
   standalone: true,
-  describe: () => `${WRITERS} pgbench writers (-j 2, -M prepared), one INSERT into citas per transaction, on databases that differ only in their trigger: ${TRIGGER_VARIANTS.map((v) => v.name).join('; ')}. ` +
+  describe: () => `${WRITERS} pgbench writers (-j 2, -M prepared), one INSERT into citas per transaction, on databases that differ only in how changes are captured: ${TRIGGER_VARIANTS.map((v) => v.name).join('; ')}. ` +
     `${env.BENCH_TRIGGER_ROUNDS ?? '4'} rounds of ${env.BENCH_TRIGGER_SECONDS ?? '20'} s per variant, order reversed each round, on a PostgreSQL of the bench's own (autovacuum off, wal_level logical)`,
   async run (ctx) {
     const rounds = Number(env.BENCH_TRIGGER_ROUNDS ?? '4')

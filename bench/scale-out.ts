@@ -157,16 +157,17 @@ export const fleet: StandaloneScenario = {
         await quiet(servers)
         const perSecond = (await queriesOf(servers) - q0) / done.writeSeconds
         if (n === sizes[0]) single = perSecond
-        const [p50, , p99] = latencyMetrics(latencies(tracker), `${n} instance${n === 1 ? '' : 's'}: commit to subscriber`) as [Metric, Metric, Metric]
+        const fleetOf = `${n} instance${n === 1 ? '' : 's'}`
+        const [p50, , p99] = latencyMetrics(latencies(tracker), `${fleetOf}: commit to subscriber`) as [Metric, Metric, Metric]
         metrics.push(
-          { name: `${n} instance${n === 1 ? '' : 's'}: commits/s achieved`, unit: '/s', value: done.commits / done.writeSeconds },
-          { name: `${n} instance${n === 1 ? '' : 's'}: stats queries/s, all instances`, unit: '/s', value: perSecond, better: 'lower' },
+          { name: `${fleetOf}: commits/s achieved`, unit: '/s', value: done.commits / done.writeSeconds },
+          { name: `${fleetOf}: stats queries/s, all instances`, unit: '/s', value: perSecond, better: 'lower' },
           ...(n === sizes[0] ? [] : [{ name: `${n} instances: stats queries against ${sizes[0] ?? 1} instance`, unit: '×', value: perSecond / single, better: 'lower' as const, goal: { atMost: 1.2 } }]),
           { ...p50, goal: { atMost: 20 } },
           { ...p99, goal: { atMost: 60 } },
-          { name: `${n} instance${n === 1 ? '' : 's'}: load generator's event loop delay, max`, unit: 'ms', value: loadLag.max / 1e6, better: 'lower' },
-          { name: `${n} instance${n === 1 ? '' : 's'}: failed commits and notifies`, unit: '', value: done.failures + notifyFailures, goal: { atMost: 0 } },
-          { name: `${n} instance${n === 1 ? '' : 's'}: final figures not equal to a SQL count`, unit: '', value: await mismatches(ctx.db, clients, last), goal: { atMost: 0 } }
+          { name: `${fleetOf}: load generator's event loop delay, max`, unit: 'ms', value: loadLag.max / 1e6, better: 'lower' },
+          { name: `${fleetOf}: failed commits and notifies`, unit: '', value: done.failures + notifyFailures, goal: { atMost: 0 } },
+          { name: `${fleetOf}: final figures not equal to a SQL count`, unit: '', value: await mismatches(ctx.db, clients, last), goal: { atMost: 0 } }
         )
         await closeAll(clients)
       } finally {
